@@ -1,0 +1,168 @@
+//! S3 event notifications, as S3 sends them to SQS and as `minilab up`'s embedded
+//! store emits them. Keys arrive URL-encoded with `+` for a space.
+
+use chrono::{DateTime, Utc};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use serde::{Deserialize, Serialize};
+
+/// One object that was created, with its key decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectCreated {
+    pub bucket: String,
+    pub key: String,
+    pub size: Option<u64>,
+    pub event_time: Option<DateTime<Utc>>,
+}
+
+/// What a queue message turned out to be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// S3's `s3:TestEvent`, sent when notifications are configured: skip it.
+    Test,
+    /// Objects created (other event types in the same message are dropped).
+    Created(Vec<ObjectCreated>),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("not an S3 event notification: {0}")]
+pub struct NotAnEvent(String);
+
+/// Parses a message body. An error means the body is not an S3 event at all.
+pub fn parse_message(body: &str) -> Result<Message, NotAnEvent> {
+    #[derive(Deserialize)]
+    struct Envelope {
+        #[serde(rename = "Records")]
+        records: Option<Vec<Record>>,
+        #[serde(rename = "Event")]
+        event: Option<String>,
+    }
+    let envelope: Envelope = serde_json::from_str(body).map_err(|e| NotAnEvent(e.to_string()))?;
+    if envelope.event.as_deref() == Some("s3:TestEvent") {
+        return Ok(Message::Test);
+    }
+    let records = envelope.records.ok_or_else(|| NotAnEvent("no Records".into()))?;
+    let mut created = Vec::with_capacity(records.len());
+    for record in records {
+        if !record.event_name.starts_with("ObjectCreated:") {
+            continue;
+        }
+        let key = decode_key(&record.s3.object.key).ok_or_else(|| NotAnEvent("key is not valid UTF-8".into()))?;
+        created.push(ObjectCreated {
+            bucket: record.s3.bucket.name,
+            key,
+            size: record.s3.object.size,
+            event_time: record.event_time,
+        });
+    }
+    Ok(Message::Created(created))
+}
+
+/// Decodes a key as S3 encodes it in events: `+` is a space, then percent-decoding.
+pub fn decode_key(encoded: &str) -> Option<String> {
+    let plus_as_space = encoded.replace('+', " ");
+    percent_decode_str(&plus_as_space).decode_utf8().ok().map(|s| s.into_owned())
+}
+
+const KEY_ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b'/').remove(b' ');
+
+/// Encodes a key as S3 does in events (the inverse of [`decode_key`]).
+pub fn encode_key(key: &str) -> String {
+    utf8_percent_encode(key, KEY_ENCODE).to_string().replace(' ', "+")
+}
+
+/// The notification body S3 sends for one created object.
+pub fn object_created_body(event_name: &str, bucket: &str, key: &str, size: Option<u64>, at: DateTime<Utc>) -> String {
+    let record = Record {
+        event_version: "2.1".into(),
+        event_source: "aws:s3".into(),
+        aws_region: "us-east-1".into(),
+        event_time: Some(at),
+        event_name: format!("ObjectCreated:{event_name}"),
+        s3: S3Entity {
+            s3_schema_version: "1.0".into(),
+            bucket: BucketEntity {
+                name: bucket.into(),
+                arn: format!("arn:aws:s3:::{bucket}"),
+            },
+            object: ObjectEntity {
+                key: encode_key(key),
+                size,
+            },
+        },
+    };
+    serde_json::json!({ "Records": [record] }).to_string()
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Record {
+    #[serde(default)]
+    event_version: String,
+    #[serde(default)]
+    event_source: String,
+    #[serde(default)]
+    aws_region: String,
+    #[serde(default)]
+    event_time: Option<DateTime<Utc>>,
+    event_name: String,
+    s3: S3Entity,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct S3Entity {
+    #[serde(default)]
+    s3_schema_version: String,
+    bucket: BucketEntity,
+    object: ObjectEntity,
+}
+
+#[derive(Serialize, Deserialize)]
+struct BucketEntity {
+    name: String,
+    #[serde(default)]
+    arn: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ObjectEntity {
+    key: String,
+    #[serde(default)]
+    size: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_what_aws_sends() {
+        let body = r#"{"Records":[{"eventVersion":"2.1","eventSource":"aws:s3","awsRegion":"eu-west-1",
+            "eventTime":"2026-11-25T08:00:00.000Z","eventName":"ObjectCreated:Post",
+            "userIdentity":{"principalId":"AWS:X"},"requestParameters":{"sourceIPAddress":"1.2.3.4"},
+            "responseElements":{"x-amz-request-id":"R"},
+            "s3":{"s3SchemaVersion":"1.0","configurationId":"c","bucket":{"name":"up","ownerIdentity":{"principalId":"X"},"arn":"arn:aws:s3:::up"},
+            "object":{"key":"uploads/my+photo%C3%A9%2B1.jpg","size":1024,"eTag":"e","sequencer":"0"}}}]}"#;
+        let Message::Created(objects) = parse_message(body).unwrap() else { panic!("not created") };
+        assert_eq!(objects.len(), 1);
+        assert_eq!(objects[0].bucket, "up");
+        assert_eq!(objects[0].key, "uploads/my photoé+1.jpg");
+        assert_eq!(objects[0].size, Some(1024));
+    }
+
+    #[test]
+    fn recognises_the_test_event_and_rejects_other_bodies() {
+        let test = r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Time":"2026-11-25T08:00:00.000Z","Bucket":"up"}"#;
+        assert_eq!(parse_message(test).unwrap(), Message::Test);
+        assert!(parse_message("hello").is_err());
+        assert!(parse_message(r#"{"foo":1}"#).is_err());
+    }
+
+    #[test]
+    fn emitted_bodies_round_trip_odd_keys() {
+        let key = "uploads/a b+c%d/é?.jpg";
+        let body = object_created_body("Put", "b", key, Some(3), Utc::now());
+        let Message::Created(objects) = parse_message(&body).unwrap() else { panic!("not created") };
+        assert_eq!(objects[0].key, key);
+    }
+}

@@ -1,0 +1,87 @@
+//! `{id}/manifest.json`: the worker's record of one upload, written after every
+//! output. The API answers status from it; the operator derives ImageJob status
+//! from it. Its presence means the upload is finished, one way or the other.
+
+use crate::error::{ErrorCode, ImageError};
+use crate::UploadId;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    /// The manifest layout's version; readers reject versions they do not know.
+    pub version: u32,
+    pub id: UploadId,
+    pub state: ManifestState,
+    pub recipe: String,
+    pub source: Source,
+    #[serde(default)]
+    pub outputs: Vec<OutputRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorRecord>,
+    pub timings: StageTimings,
+    pub finished_at: DateTime<Utc>,
+}
+
+impl Manifest {
+    pub const VERSION: u32 = 1;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ManifestState {
+    Succeeded,
+    Failed,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Source {
+    pub bucket: String,
+    pub key: String,
+    pub bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputRecord {
+    pub name: String,
+    pub key: String,
+    pub width: u32,
+    pub height: u32,
+    pub bytes: u64,
+    pub content_type: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorRecord {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl From<&ImageError> for ErrorRecord {
+    fn from(err: &ImageError) -> Self {
+        Self {
+            code: err.code,
+            message: err.message.clone(),
+        }
+    }
+}
+
+/// Milliseconds spent in each stage of the worker.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageTimings {
+    pub download_ms: f64,
+    pub decode_ms: f64,
+    pub transform_ms: f64,
+    pub encode_ms: f64,
+    pub upload_ms: f64,
+}

@@ -1,0 +1,217 @@
+//! Recipes: named, validated lists of outputs. The browser picks a recipe by name
+//! from this allow-list; it never sends operations of its own.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Recipe {
+    pub name: String,
+    pub description: String,
+    pub outputs: Vec<OutputSpec>,
+}
+
+/// One image a recipe produces. The source is auto-oriented from its EXIF data
+/// before `operations` run, in order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutputSpec {
+    /// Names the output's key (`{id}/{name}.{ext}`): lowercase letters, digits, `-`.
+    pub name: String,
+    #[serde(default)]
+    pub operations: Vec<Operation>,
+    pub format: Format,
+    /// Encoder quality 1–100 (JPEG); lossless formats ignore it.
+    #[serde(default = "default_quality")]
+    pub quality: u8,
+}
+
+fn default_quality() -> u8 {
+    80
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Operation {
+    /// Scale to `width`×`height` as `fit` says; never enlarges.
+    Resize { width: u32, height: u32, fit: Fit },
+    Grayscale,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fit {
+    /// Keep the aspect ratio and fit within the box.
+    Fit,
+    /// Keep the aspect ratio, fill the box and crop the centre.
+    Cover,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    Jpeg,
+    Png,
+    /// Lossless WebP (the `image` crate encodes lossless only).
+    Webp,
+}
+
+impl Format {
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Jpeg => "jpg",
+            Format::Png => "png",
+            Format::Webp => "webp",
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Jpeg => "image/jpeg",
+            Format::Png => "image/png",
+            Format::Webp => "image/webp",
+        }
+    }
+}
+
+/// Why a recipe was rejected at start: names the recipe, the output and the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("recipe {recipe:?}{}: {field}: {problem}", output.as_ref().map(|o| format!(", output {o:?}")).unwrap_or_default())]
+pub struct RecipeError {
+    pub recipe: String,
+    pub output: Option<String>,
+    pub field: &'static str,
+    pub problem: String,
+}
+
+impl Recipe {
+    pub fn validate(&self) -> Result<(), RecipeError> {
+        let fail = |output: Option<&OutputSpec>, field, problem: &str| RecipeError {
+            recipe: self.name.clone(),
+            output: output.map(|o| o.name.clone()),
+            field,
+            problem: problem.to_owned(),
+        };
+        if !is_name(&self.name) {
+            return Err(fail(None, "name", "use 1-40 lowercase letters, digits and '-'"));
+        }
+        if self.outputs.is_empty() {
+            return Err(fail(None, "outputs", "a recipe needs at least one output"));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for output in &self.outputs {
+            if !is_name(&output.name) || output.name == "manifest" {
+                return Err(fail(Some(output), "name", "use 1-40 lowercase letters, digits and '-', not 'manifest'"));
+            }
+            if !seen.insert(output.name.as_str()) {
+                return Err(fail(Some(output), "name", "two outputs have this name"));
+            }
+            if !(1..=100).contains(&output.quality) {
+                return Err(fail(Some(output), "quality", "must be 1-100"));
+            }
+            for op in &output.operations {
+                if let Operation::Resize { width, height, .. } = op
+                    && (!(1..=8192).contains(width) || !(1..=8192).contains(height))
+                {
+                    return Err(fail(Some(output), "operations.resize", "width and height must be 1-8192"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_name(s: &str) -> bool {
+    (1..=40).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// The recipes a deployment offers, by name.
+#[derive(Clone, Debug)]
+pub struct RecipeBook {
+    recipes: BTreeMap<String, Recipe>,
+}
+
+impl RecipeBook {
+    pub fn new(recipes: impl IntoIterator<Item = Recipe>) -> Result<Self, RecipeError> {
+        let mut book = BTreeMap::new();
+        for recipe in recipes {
+            recipe.validate()?;
+            if book.contains_key(&recipe.name) {
+                return Err(RecipeError {
+                    recipe: recipe.name,
+                    output: None,
+                    field: "name",
+                    problem: "defined twice".into(),
+                });
+            }
+            book.insert(recipe.name.clone(), recipe);
+        }
+        Ok(Self { recipes: book })
+    }
+
+    /// The recipes every deployment has.
+    pub fn builtin() -> Self {
+        let jpeg = |name: &str, operations| OutputSpec {
+            name: name.into(),
+            operations,
+            format: Format::Jpeg,
+            quality: 80,
+        };
+        let fit = |size| Operation::Resize { width: size, height: size, fit: Fit::Fit };
+        let recipes = vec![
+            Recipe {
+                name: "web".into(),
+                description: "Fit within 1024×1024 and a 256 px thumbnail, JPEG".into(),
+                outputs: vec![jpeg("large", vec![fit(1024)]), jpeg("thumb", vec![fit(256)])],
+            },
+            Recipe {
+                name: "thumbnail".into(),
+                description: "A 256×256 square, cropped to the centre, JPEG".into(),
+                outputs: vec![jpeg(
+                    "square",
+                    vec![Operation::Resize { width: 256, height: 256, fit: Fit::Cover }],
+                )],
+            },
+            Recipe {
+                name: "grayscale".into(),
+                description: "Black and white, fit within 1024×1024, JPEG".into(),
+                outputs: vec![jpeg("gray", vec![fit(1024), Operation::Grayscale])],
+            },
+        ];
+        #[allow(clippy::expect_used)]
+        Self::new(recipes).expect("built-in recipes are valid")
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Recipe> {
+        self.recipes.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Recipe> {
+        self.recipes.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtins_include_web_and_grayscale() {
+        let book = RecipeBook::builtin();
+        assert_eq!(book.get("web").map(|r| r.outputs.len()), Some(2));
+        assert!(book.get("grayscale").is_some());
+        assert!(book.get("../web").is_none());
+    }
+
+    #[test]
+    fn validation_names_recipe_output_and_field() {
+        let mut recipe = RecipeBook::builtin().get("web").cloned().unwrap();
+        recipe.outputs[1].quality = 0;
+        let err = recipe.validate().unwrap_err();
+        assert_eq!(err.to_string(), "recipe \"web\", output \"thumb\": quality: must be 1-100");
+        recipe.outputs[1].quality = 80;
+        recipe.outputs[1].name = "large".into();
+        assert_eq!(recipe.validate().unwrap_err().field, "name");
+    }
+}
