@@ -1,1 +1,129 @@
+//! minilab's HTTP API: issues presigned uploads, answers status from the manifests
+//! in S3, lists recipes, and (when asked) serves the upload page.
+//!
+//! The API keeps no state of its own: an upload id carries its creation time, the
+//! uploads bucket says whether the file arrived, and the manifest says how it ended.
 
+pub mod error;
+pub mod post_policy;
+pub mod uploads;
+pub mod web;
+
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{BoxError, Json, Router};
+use error::ApiError;
+use minilab_core::RecipeBook;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceBuilder;
+
+/// Everything the API needs; cheap to clone.
+#[derive(Clone)]
+pub struct ApiConfig {
+    pub s3: aws_sdk_s3::Client,
+    /// Signs upload policies: the same credentials the S3 client uses (they may
+    /// rotate, as with IRSA, so they are fetched for every upload).
+    pub credentials: aws_credential_types::provider::SharedCredentialsProvider,
+    /// The uploads bucket's region, part of the signature.
+    pub region: String,
+    pub uploads_bucket: String,
+    pub processed_bucket: String,
+    /// Where the browser POSTs an upload: the uploads bucket's URL.
+    pub upload_url: String,
+    pub recipes: Arc<RecipeBook>,
+    /// The most bytes one upload may have (the policy's `content-length-range`).
+    pub max_upload_bytes: u64,
+    /// How long a presigned POST stays valid.
+    pub upload_ttl: Duration,
+    /// How long a presigned GET of an output stays valid.
+    pub download_ttl: Duration,
+    /// Serve the upload page at `/`.
+    pub serve_web: bool,
+}
+
+/// Most requests the API handles at once; more are answered 503 `overloaded`.
+const MAX_CONCURRENT_REQUESTS: usize = 512;
+/// Longest a request may take; long polls are capped below it.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest JSON body the API reads.
+const MAX_BODY_BYTES: usize = 16 * 1024;
+
+pub fn router(config: ApiConfig) -> Router {
+    let serve_web = config.serve_web;
+    let api = Router::new()
+        .route("/api/v1/uploads", post(uploads::create))
+        .route("/api/v1/uploads/{id}", get(uploads::status))
+        .route("/api/v1/recipes", get(recipes))
+        .route("/livez", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/readyz", get(readyz))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint") })
+        .with_state(config);
+    let app = if serve_web { api.merge(web::router()) } else { api };
+    app.layer(
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(overload_or_timeout))
+            .load_shed()
+            .concurrency_limit(MAX_CONCURRENT_REQUESTS)
+            .timeout(REQUEST_TIMEOUT),
+    )
+    .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+async fn overload_or_timeout(err: BoxError) -> ApiError {
+    if err.is::<tower::timeout::error::Elapsed>() {
+        ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", "the request took too long")
+    } else if err.is::<tower::load_shed::error::Overloaded>() {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "too many requests at once; try again shortly")
+    } else {
+        ApiError::internal(err)
+    }
+}
+
+async fn recipes(State(config): State<ApiConfig>) -> Json<serde_json::Value> {
+    let recipes: Vec<_> = config
+        .recipes
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.name,
+                "description": r.description,
+                "outputs": r.outputs.iter().map(|o| json!({
+                    "name": o.name,
+                    "format": o.format,
+                    "contentType": o.format.content_type(),
+                    "quality": o.quality,
+                    "operations": o.operations,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Json(json!({
+        "recipes": recipes,
+        "maxUploadBytes": config.max_upload_bytes,
+        "acceptedContentTypes": minilab_core::ACCEPTED_CONTENT_TYPES,
+    }))
+}
+
+/// Ready when both buckets answer.
+async fn readyz(State(config): State<ApiConfig>) -> Result<Json<serde_json::Value>, ApiError> {
+    for bucket in [&config.uploads_bucket, &config.processed_bucket] {
+        let probe = config.s3.head_bucket().bucket(bucket).send();
+        match tokio::time::timeout(Duration::from_secs(2), probe).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => {
+                tracing::warn!(bucket, error = %aws_sdk_s3::error::DisplayErrorContext(&err), "bucket not reachable");
+                return Err(not_ready());
+            }
+            Err(_) => return Err(not_ready()),
+        }
+    }
+    Ok(Json(json!({ "status": "ready" })))
+}
+
+fn not_ready() -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "storage is not reachable")
+}

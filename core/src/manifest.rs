@@ -41,6 +41,9 @@ pub struct Source {
     pub bucket: String,
     pub key: String,
     pub bytes: u64,
+    /// The browser's file name, reduced to safe characters, for download names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

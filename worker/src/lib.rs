@@ -1,1 +1,302 @@
+//! minilab's worker: takes S3 upload events from a queue, runs each upload through
+//! its recipe, writes every output and then the manifest to the processed bucket.
+//!
+//! At-least-once and idempotent: output keys are derived from the upload id, and an
+//! upload whose manifest exists is skipped, so a redelivered event changes nothing.
+//! Permanent failures (bad images, unknown recipes) end as a `failed` manifest;
+//! transient ones (storage errors) leave the message for redelivery.
 
+pub mod queue;
+pub mod recovery;
+
+use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::primitives::ByteStream;
+use chrono::Utc;
+use minilab_core::error::{ErrorCode, ImageError};
+use minilab_core::event::{Message, ObjectCreated, parse_message};
+use minilab_core::manifest::{ErrorRecord, ManifestState, OutputRecord, Source, StageTimings};
+use minilab_core::pipeline::{self, Processed};
+use minilab_core::{Limits, Manifest, RecipeBook, UploadId, keys};
+use queue::Queue;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Processes uploads; cheap to share between tasks.
+pub struct Worker {
+    pub s3: aws_sdk_s3::Client,
+    pub uploads_bucket: String,
+    pub processed_bucket: String,
+    pub recipes: Arc<RecipeBook>,
+    pub limits: Limits,
+}
+
+/// What to do with a message once handled.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Disposition {
+    /// Handled for good (including permanent failures and messages to ignore): delete it.
+    Done,
+    /// A transient failure: leave it, so the queue delivers it again.
+    Retry,
+}
+
+/// A failure that may pass: storage unreachable, throttled, 5xx.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Transient(String);
+
+fn transient<E: std::error::Error>(what: &str, err: aws_sdk_s3::error::SdkError<E>) -> Transient
+where
+    aws_sdk_s3::error::SdkError<E>: std::error::Error,
+{
+    Transient(format!("{what}: {}", DisplayErrorContext(&err)))
+}
+
+impl Worker {
+    /// Handles one queue message body.
+    pub async fn handle_message(&self, body: &str) -> Disposition {
+        let objects = match parse_message(body) {
+            Ok(Message::Test) => return Disposition::Done,
+            Ok(Message::Created(objects)) => objects,
+            Err(err) => {
+                tracing::warn!(error = %err, "dropping a message that is not an S3 event");
+                return Disposition::Done;
+            }
+        };
+        let mut disposition = Disposition::Done;
+        for object in objects {
+            if let Err(err) = self.handle_object(&object).await {
+                tracing::warn!(key = object.key, error = %err, "will retry");
+                disposition = Disposition::Retry;
+            }
+        }
+        disposition
+    }
+
+    /// Processes one created object, unless it is finished already.
+    pub async fn handle_object(&self, object: &ObjectCreated) -> Result<(), Transient> {
+        let Some(id) = keys::parse_source_key(&object.key).filter(|_| object.bucket == self.uploads_bucket) else {
+            tracing::warn!(bucket = object.bucket, key = object.key, "ignoring an object minilab did not issue");
+            return Ok(());
+        };
+        if self.manifest_exists(id).await? {
+            tracing::debug!(%id, "already finished; duplicate delivery");
+            return Ok(());
+        }
+        let started = Instant::now();
+        let Some(source) = self.download(id).await? else {
+            tracing::warn!(%id, "the source is gone; nothing to process");
+            return Ok(());
+        };
+        let download_ms = ms(started);
+        let recipe_name = source.recipe.clone().unwrap_or_default();
+        let mut record = Source {
+            bucket: self.uploads_bucket.clone(),
+            key: keys::source_key(id),
+            bytes: source.size,
+            filename: source.filename.clone(),
+            format: None,
+            width: None,
+            height: None,
+        };
+        let mut timings = StageTimings {
+            download_ms,
+            ..StageTimings::default()
+        };
+
+        let result = match (self.recipes.get(&recipe_name).cloned(), source.bytes) {
+            (None, _) => Err(ImageError::new(
+                ErrorCode::UnknownRecipe,
+                format!("this deployment has no recipe named {recipe_name:?}"),
+            )),
+            (Some(_), None) => Err(ImageError::new(
+                ErrorCode::FileTooLarge,
+                format!("the file has {} bytes; the limit is {}", source.size, self.limits.max_bytes),
+            )),
+            (Some(recipe), Some(bytes)) => {
+                let limits = self.limits;
+                // The pipeline is CPU-bound: keep it off the async runtime.
+                tokio::task::spawn_blocking(move || pipeline::process(&bytes, &recipe, &limits))
+                    .await
+                    .unwrap_or_else(|panic| {
+                        tracing::error!(%id, error = %panic, "the pipeline panicked");
+                        Err(ImageError::new(ErrorCode::CorruptImage, "the image could not be processed"))
+                    })
+            }
+        };
+
+        let manifest = match result {
+            Ok(processed) => {
+                let Processed {
+                    source: info,
+                    outputs,
+                    timings: t,
+                } = processed;
+                record.format = Some(info.format.to_owned());
+                record.width = Some(info.width);
+                record.height = Some(info.height);
+                timings.decode_ms = t.decode.as_secs_f64() * 1e3;
+                timings.transform_ms = t.transform.as_secs_f64() * 1e3;
+                timings.encode_ms = t.encode.as_secs_f64() * 1e3;
+                let started = Instant::now();
+                let mut records = Vec::with_capacity(outputs.len());
+                for output in outputs {
+                    let key = keys::output_key(id, &output.name, output.format.extension());
+                    records.push(OutputRecord {
+                        name: output.name,
+                        key: key.clone(),
+                        width: output.width,
+                        height: output.height,
+                        bytes: output.bytes.len() as u64,
+                        content_type: output.format.content_type().to_owned(),
+                    });
+                    self.s3
+                        .put_object()
+                        .bucket(&self.processed_bucket)
+                        .key(&key)
+                        .content_type(output.format.content_type())
+                        .cache_control("public, max-age=31536000, immutable")
+                        .body(ByteStream::from(output.bytes))
+                        .send()
+                        .await
+                        .map_err(|e| transient("writing an output", e))?;
+                }
+                timings.upload_ms = ms(started);
+                Manifest {
+                    version: Manifest::VERSION,
+                    id,
+                    state: ManifestState::Succeeded,
+                    recipe: recipe_name,
+                    source: record,
+                    outputs: records,
+                    error: None,
+                    timings,
+                    finished_at: Utc::now(),
+                }
+            }
+            Err(err) => {
+                tracing::info!(%id, code = %err.code, message = err.message, "image failed");
+                Manifest {
+                    version: Manifest::VERSION,
+                    id,
+                    state: ManifestState::Failed,
+                    recipe: recipe_name,
+                    source: record,
+                    outputs: Vec::new(),
+                    error: Some(ErrorRecord::from(&err)),
+                    timings,
+                    finished_at: Utc::now(),
+                }
+            }
+        };
+        self.write_manifest(&manifest).await?;
+        tracing::info!(%id, state = ?manifest.state, ms = ms(started), "upload finished");
+        Ok(())
+    }
+
+    async fn manifest_exists(&self, id: UploadId) -> Result<bool, Transient> {
+        let head = self
+            .s3
+            .head_object()
+            .bucket(&self.processed_bucket)
+            .key(keys::manifest_key(id))
+            .send()
+            .await;
+        match head {
+            Ok(_) => Ok(true),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(false),
+            Err(err) => Err(transient("checking the manifest", err)),
+        }
+    }
+
+    /// Fetches the source; `bytes` is `None` when it is larger than the limit (it is
+    /// then not read at all). `None` when the object no longer exists.
+    async fn download(&self, id: UploadId) -> Result<Option<Download>, Transient> {
+        let got = self
+            .s3
+            .get_object()
+            .bucket(&self.uploads_bucket)
+            .key(keys::source_key(id))
+            .send()
+            .await;
+        let object = match got {
+            Ok(object) => object,
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
+            Err(err) => return Err(transient("reading the source", err)),
+        };
+        let metadata = object.metadata().cloned().unwrap_or_default();
+        let size = u64::try_from(object.content_length().unwrap_or(0)).unwrap_or(0);
+        let bytes = if size > self.limits.max_bytes {
+            None
+        } else {
+            let data = object
+                .body
+                .collect()
+                .await
+                .map_err(|e| Transient(format!("reading the source: {e}")))?;
+            Some(data.into_bytes().to_vec())
+        };
+        Ok(Some(Download {
+            size: bytes.as_ref().map_or(size, |b| b.len() as u64),
+            bytes,
+            recipe: metadata.get(minilab_core::RECIPE_METADATA).cloned(),
+            filename: metadata
+                .get(minilab_core::FILENAME_METADATA)
+                .and_then(|f| minilab_core::safe_file_stem(f)),
+        }))
+    }
+
+    async fn write_manifest(&self, manifest: &Manifest) -> Result<(), Transient> {
+        let body = serde_json::to_vec_pretty(manifest).map_err(|e| Transient(e.to_string()))?;
+        self.s3
+            .put_object()
+            .bucket(&self.processed_bucket)
+            .key(keys::manifest_key(manifest.id))
+            .content_type("application/json")
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| transient("writing the manifest", e))?;
+        Ok(())
+    }
+}
+
+struct Download {
+    size: u64,
+    bytes: Option<Vec<u8>>,
+    recipe: Option<String>,
+    filename: Option<String>,
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1e3
+}
+
+/// Runs `concurrency` loops that each take one message at a time: one image per
+/// core, with the pipeline itself on the blocking pool. Returns when `queue` closes.
+pub async fn run(worker: Arc<Worker>, queue: Arc<dyn Queue>, concurrency: usize) {
+    let mut loops = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.max(1) {
+        let (worker, queue) = (worker.clone(), queue.clone());
+        loops.spawn(async move {
+            loop {
+                let deliveries = match queue.receive(1).await {
+                    Ok(Some(deliveries)) => deliveries,
+                    Ok(None) => return,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "receiving failed");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                for delivery in deliveries {
+                    if worker.handle_message(&delivery.body).await == Disposition::Done
+                        && let Err(err) = queue.delete(&delivery).await
+                    {
+                        tracing::warn!(error = %err, "deleting a handled message failed; it will be redelivered");
+                    }
+                }
+            }
+        });
+    }
+    while loops.join_next().await.is_some() {}
+}

@@ -1,0 +1,318 @@
+//! `POST /api/v1/uploads` issues a presigned POST; `GET /api/v1/uploads/{id}` says
+//! where the upload is, from S3 alone.
+
+use crate::ApiConfig;
+use crate::error::{ApiError, Result};
+use crate::post_policy::{FormFields, PostPolicy};
+use aws_credential_types::provider::ProvideCredentials;
+use aws_sdk_s3::presigning::PresigningConfig;
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use minilab_core::manifest::{ErrorRecord, ManifestState};
+use minilab_core::{ACCEPTED_CONTENT_TYPES, Manifest, UploadId, keys};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateUpload {
+    pub filename: String,
+    pub content_type: String,
+    pub size: u64,
+    pub recipe: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadTicket {
+    pub id: UploadId,
+    /// POST `fields` and then the file (as the last part, named `file`) to `url`.
+    pub upload: PresignedPost,
+    pub expires_at: DateTime<Utc>,
+    pub status_url: String,
+    pub max_bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PresignedPost {
+    pub url: String,
+    pub fields: FormFields,
+}
+
+pub async fn create(
+    State(config): State<ApiConfig>,
+    body: std::result::Result<Json<CreateUpload>, JsonRejection>,
+) -> Result<(StatusCode, Json<UploadTicket>)> {
+    let Json(request) = body.map_err(|e| ApiError::new(e.status(), "invalid-request", e.body_text()))?;
+    if config.recipes.get(&request.recipe).is_none() {
+        return Err(ApiError::bad_request(
+            "unknown-recipe",
+            format!("there is no recipe named {:?}", truncate(&request.recipe)),
+        ));
+    }
+    if !ACCEPTED_CONTENT_TYPES.contains(&request.content_type.as_str()) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-type",
+            format!("{:?} is not accepted; upload a JPEG, PNG, WebP or GIF image", truncate(&request.content_type)),
+        ));
+    }
+    if request.size == 0 {
+        return Err(ApiError::bad_request("empty-file", "the file is empty"));
+    }
+    if request.size > config.max_upload_bytes {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            format!("the file has {} bytes; the limit is {}", request.size, config.max_upload_bytes),
+        ));
+    }
+    if request.filename.len() > 1024 {
+        return Err(ApiError::bad_request("invalid-request", "the file name is longer than 1024 bytes"));
+    }
+
+    let now = Utc::now();
+    let id = UploadId::new(now);
+    let key = keys::source_key(id);
+    let expires_at = now + chrono::Duration::from_std(config.upload_ttl).map_err(ApiError::internal)?;
+    let stem = minilab_core::safe_file_stem(&request.filename);
+    let mut metadata = vec![(minilab_core::RECIPE_METADATA, request.recipe.as_str())];
+    if let Some(stem) = &stem {
+        metadata.push((minilab_core::FILENAME_METADATA, stem.as_str()));
+    }
+    let policy = PostPolicy {
+        bucket: &config.uploads_bucket,
+        key: &key,
+        content_type: &request.content_type,
+        max_bytes: config.max_upload_bytes,
+        metadata: &metadata,
+        expires_at,
+    };
+    let credentials = config.credentials.provide_credentials().await.map_err(ApiError::internal)?;
+    let fields = policy.sign(&credentials, &config.region, now);
+    tracing::info!(%id, recipe = request.recipe, size = request.size, "upload issued");
+    Ok((
+        StatusCode::CREATED,
+        Json(UploadTicket {
+            id,
+            upload: PresignedPost {
+                url: config.upload_url.clone(),
+                fields,
+            },
+            expires_at,
+            status_url: format!("/api/v1/uploads/{id}"),
+            max_bytes: config.max_upload_bytes,
+        }),
+    ))
+}
+
+fn truncate(s: &str) -> &str {
+    let end = s.char_indices().nth(64).map_or(s.len(), |(i, _)| i);
+    &s[..end]
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UploadState {
+    AwaitingUpload,
+    Processing,
+    Succeeded,
+    Failed,
+    Expired,
+}
+
+impl UploadState {
+    fn is_final(self) -> bool {
+        !matches!(self, UploadState::AwaitingUpload | UploadState::Processing)
+    }
+}
+
+/// How long after its POST expires an upload that never arrived is reported
+/// `expired`: an upload that started just before the deadline may still complete.
+const ARRIVAL_GRACE: Duration = Duration::from_secs(60);
+
+/// The state of an upload that has no manifest yet.
+pub fn pending_state(id: UploadId, source_stored: bool, upload_ttl: Duration, now: DateTime<Utc>) -> UploadState {
+    if source_stored {
+        return UploadState::Processing;
+    }
+    let deadline = chrono::Duration::from_std(upload_ttl + ARRIVAL_GRACE).unwrap_or(chrono::Duration::MAX);
+    if now > id.created_at() + deadline {
+        UploadState::Expired
+    } else {
+        UploadState::AwaitingUpload
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadStatus {
+    pub id: UploadId,
+    pub state: UploadState,
+    pub created_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recipe: Option<String>,
+    pub outputs: Vec<OutputView>,
+    pub error: Option<ErrorRecord>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputView {
+    pub name: String,
+    /// A presigned GET that downloads the output as an attachment.
+    pub url: String,
+    pub width: u32,
+    pub height: u32,
+    pub bytes: u64,
+    pub content_type: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StatusQuery {
+    /// Seconds to wait for a final state (at most [`MAX_WAIT`]).
+    pub wait: Option<u64>,
+}
+
+const MAX_WAIT: Duration = Duration::from_secs(20);
+const POLL_EVERY: Duration = Duration::from_millis(200);
+
+pub async fn status(
+    State(config): State<ApiConfig>,
+    Path(id): Path<String>,
+    query: std::result::Result<Query<StatusQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<UploadStatus>> {
+    let id: UploadId = id
+        .parse()
+        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "not-found", "there is no upload with this id"))?;
+    if id.created_at() > Utc::now() + chrono::Duration::minutes(5) {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not-found", "there is no upload with this id"));
+    }
+    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid-request", e.body_text()))?;
+    let wait = Duration::from_secs(query.wait.unwrap_or(0)).min(MAX_WAIT);
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let status = current_status(&config, id).await?;
+        if status.state.is_final() || tokio::time::Instant::now() + POLL_EVERY > deadline {
+            return Ok(Json(status));
+        }
+        // S3 cannot notify the API, so a long poll re-reads it at a bounded rate.
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+async fn current_status(config: &ApiConfig, id: UploadId) -> Result<UploadStatus> {
+    if let Some(manifest) = read_manifest(config, id).await? {
+        return status_from_manifest(config, manifest).await;
+    }
+    let stored = source_stored(config, id).await?;
+    Ok(UploadStatus {
+        id,
+        state: pending_state(id, stored, config.upload_ttl, Utc::now()),
+        created_at: id.created_at(),
+        recipe: None,
+        outputs: Vec::new(),
+        error: None,
+    })
+}
+
+/// The largest manifest the API reads; real ones are a few kilobytes.
+const MAX_MANIFEST_BYTES: i64 = 1 << 20;
+
+async fn read_manifest(config: &ApiConfig, id: UploadId) -> Result<Option<Manifest>> {
+    let got = config
+        .s3
+        .get_object()
+        .bucket(&config.processed_bucket)
+        .key(keys::manifest_key(id))
+        .send()
+        .await;
+    let object = match got {
+        Ok(object) => object,
+        Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
+        Err(err) => return Err(ApiError::internal(aws_sdk_s3::error::DisplayErrorContext(&err))),
+    };
+    if object.content_length().unwrap_or(0) > MAX_MANIFEST_BYTES {
+        return Err(ApiError::internal(format!("manifest of {id} is too large")));
+    }
+    let bytes = object.body.collect().await.map_err(ApiError::internal)?.into_bytes();
+    let manifest: Manifest = serde_json::from_slice(&bytes).map_err(ApiError::internal)?;
+    if manifest.version != Manifest::VERSION {
+        return Err(ApiError::internal(format!("manifest of {id} has version {}", manifest.version)));
+    }
+    Ok(Some(manifest))
+}
+
+async fn source_stored(config: &ApiConfig, id: UploadId) -> Result<bool> {
+    let head = config
+        .s3
+        .head_object()
+        .bucket(&config.uploads_bucket)
+        .key(keys::source_key(id))
+        .send()
+        .await;
+    match head {
+        Ok(_) => Ok(true),
+        Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(false),
+        Err(err) => Err(ApiError::internal(aws_sdk_s3::error::DisplayErrorContext(&err))),
+    }
+}
+
+async fn status_from_manifest(config: &ApiConfig, manifest: Manifest) -> Result<UploadStatus> {
+    let presigning = PresigningConfig::expires_in(config.download_ttl).map_err(ApiError::internal)?;
+    let stem = manifest.source.filename.clone().unwrap_or_else(|| manifest.id.to_string());
+    let mut outputs = Vec::with_capacity(manifest.outputs.len());
+    for output in &manifest.outputs {
+        let extension = output.key.rsplit_once('.').map_or("bin", |(_, ext)| ext);
+        let download_name = format!("{stem}-{}.{extension}", output.name);
+        let url = config
+            .s3
+            .get_object()
+            .bucket(&config.processed_bucket)
+            .key(&output.key)
+            .response_content_disposition(format!("attachment; filename=\"{download_name}\""))
+            .presigned(presigning.clone())
+            .await
+            .map_err(ApiError::internal)?;
+        outputs.push(OutputView {
+            name: output.name.clone(),
+            url: url.uri().to_owned(),
+            width: output.width,
+            height: output.height,
+            bytes: output.bytes,
+            content_type: output.content_type.clone(),
+        });
+    }
+    Ok(UploadStatus {
+        id: manifest.id,
+        state: match manifest.state {
+            ManifestState::Succeeded => UploadState::Succeeded,
+            ManifestState::Failed => UploadState::Failed,
+        },
+        created_at: manifest.id.created_at(),
+        recipe: Some(manifest.recipe),
+        outputs,
+        error: manifest.error,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upload_that_never_arrives_expires_after_its_url_and_a_grace() {
+        let created = Utc::now();
+        let id = UploadId::new(created);
+        let ttl = Duration::from_secs(900);
+        assert_eq!(pending_state(id, false, ttl, created), UploadState::AwaitingUpload);
+        let lapse = created + chrono::Duration::seconds(900 + 59);
+        assert_eq!(pending_state(id, false, ttl, lapse), UploadState::AwaitingUpload);
+        let later = created + chrono::Duration::seconds(900 + 61);
+        assert_eq!(pending_state(id, false, ttl, later), UploadState::Expired);
+        assert_eq!(pending_state(id, true, ttl, later), UploadState::Processing);
+    }
+}

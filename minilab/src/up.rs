@@ -1,0 +1,239 @@
+//! `minilab up`: the whole system in one process, on loopback, on embedded defaults.
+
+use crate::store::{self, StoreConfig, StoreCredentials};
+use anyhow::Context;
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use axum::http::HeaderValue;
+use clap::Args;
+use minilab_api::ApiConfig;
+use minilab_core::event::object_created_body;
+use minilab_core::{Limits, RecipeBook};
+use minilab_worker::Worker;
+use minilab_worker::queue::LocalQueue;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+const UPLOADS_BUCKET: &str = "minilab-uploads";
+const PROCESSED_BUCKET: &str = "minilab-processed";
+const REGION: &str = "us-east-1";
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Address of the API and the web page.
+    #[arg(long, env = "MINILAB_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Address of the embedded S3-compatible store (the browser uploads to it).
+    #[arg(long, env = "MINILAB_S3_LISTEN", default_value = "127.0.0.1:9000")]
+    s3_listen: SocketAddr,
+    /// Where the store keeps buckets, objects and its credentials.
+    #[arg(long, env = "MINILAB_DATA_DIR", default_value = "./minilab-data")]
+    data_dir: PathBuf,
+    /// Images processed at once [default: the number of cores]. 0 stores uploads
+    /// without processing them (they are processed at the next start).
+    #[arg(long, env = "MINILAB_WORKERS")]
+    workers: Option<usize>,
+    /// Largest upload, in bytes.
+    #[arg(long, env = "MINILAB_MAX_UPLOAD_BYTES", default_value_t = Limits::DEFAULT_MAX_BYTES)]
+    max_upload_bytes: u64,
+    /// Seconds a presigned upload stays valid.
+    #[arg(long, env = "MINILAB_UPLOAD_TTL", default_value_t = 900)]
+    upload_ttl: u64,
+    /// Seconds a presigned download stays valid.
+    #[arg(long, env = "MINILAB_DOWNLOAD_TTL", default_value_t = 3600)]
+    download_ttl: u64,
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let s3_root = args.data_dir.join("s3");
+    for bucket in [UPLOADS_BUCKET, PROCESSED_BUCKET] {
+        let dir = s3_root.join(bucket);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let credentials = load_or_create_credentials(&args.data_dir)?;
+
+    // Bind both first: with port 0 the real addresses are only known now, and the
+    // store's CORS needs the page's origin.
+    let api_listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let s3_listener = TcpListener::bind(args.s3_listen)
+        .await
+        .with_context(|| format!("listening on {}", args.s3_listen))?;
+    let api_addr = api_listener.local_addr()?;
+    let s3_addr = s3_listener.local_addr()?;
+    let s3_url = format!("http://{s3_addr}");
+
+    let limits = Limits {
+        max_bytes: args.max_upload_bytes,
+        ..Limits::default()
+    };
+    let (events, queue) = LocalQueue::new(10_000);
+    let store = store::router(StoreConfig {
+        root: &s3_root,
+        credentials: &credentials,
+        notify_bucket: UPLOADS_BUCKET.into(),
+        events: events.clone(),
+        allowed_origins: page_origins(api_addr),
+        // A multipart form adds its fields and boundaries to the file.
+        max_post_bytes: args.max_upload_bytes + 64 * 1024,
+    })?;
+    tokio::spawn(serve(s3_listener, store, "store"));
+
+    let provider = SharedCredentialsProvider::new(Credentials::new(
+        credentials.access_key_id.clone(),
+        credentials.secret_access_key.clone(),
+        None,
+        None,
+        "minilab-up",
+    ));
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new(REGION))
+            .endpoint_url(&s3_url)
+            .force_path_style(true)
+            .credentials_provider(provider.clone())
+            .build(),
+    );
+    let recipes = Arc::new(RecipeBook::builtin());
+
+    // Uploads that arrived before a stop but never finished: process them now.
+    let unfinished = minilab_worker::recovery::unfinished_uploads(&s3, UPLOADS_BUCKET, PROCESSED_BUCKET)
+        .await
+        .map_err(|e| anyhow::anyhow!("listing unfinished uploads: {e}"))?;
+    if !unfinished.is_empty() {
+        tracing::info!(count = unfinished.len(), "re-enqueueing uploads that have no manifest");
+    }
+    let recovery = events.clone();
+    tokio::spawn(async move {
+        for object in unfinished {
+            let body = object_created_body("Post", &object.bucket, &object.key, object.size, chrono::Utc::now());
+            if recovery.send(body).await.is_err() {
+                return;
+            }
+        }
+    });
+
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    if workers > 0 {
+        let worker = Arc::new(Worker {
+            s3: s3.clone(),
+            uploads_bucket: UPLOADS_BUCKET.into(),
+            processed_bucket: PROCESSED_BUCKET.into(),
+            recipes: recipes.clone(),
+            limits,
+        });
+        tokio::spawn(minilab_worker::run(worker, Arc::new(queue), workers));
+    } else {
+        tracing::warn!("--workers 0: uploads are stored but not processed until the next start");
+        // Keep the receiving side alive so the store's events wait instead of failing.
+        std::mem::forget(queue);
+    }
+
+    let api = minilab_api::router(ApiConfig {
+        s3,
+        credentials: provider,
+        region: REGION.into(),
+        uploads_bucket: UPLOADS_BUCKET.into(),
+        processed_bucket: PROCESSED_BUCKET.into(),
+        upload_url: format!("{s3_url}/{UPLOADS_BUCKET}"),
+        recipes,
+        max_upload_bytes: args.max_upload_bytes,
+        upload_ttl: Duration::from_secs(args.upload_ttl),
+        download_ttl: Duration::from_secs(args.download_ttl),
+        serve_web: true,
+    });
+    tokio::spawn(serve(api_listener, api, "api"));
+
+    println!("minilab is up: open http://{api_addr}/");
+    println!("S3-compatible store: {s3_url} (data in {})", args.data_dir.display());
+    println!("processing {workers} image(s) at a time; press Ctrl-C to stop");
+
+    shutdown_signal().await;
+    tracing::info!("stopping");
+    Ok(())
+}
+
+async fn serve(listener: TcpListener, router: axum::Router, name: &'static str) {
+    if let Err(err) = axum::serve(listener, router).await {
+        tracing::error!(server = name, error = %err, "server stopped");
+    }
+}
+
+/// The page's origins: the address it is served from, and `localhost` for a
+/// loopback address, since people type either.
+fn page_origins(api_addr: SocketAddr) -> Vec<HeaderValue> {
+    let mut origins = vec![format!("http://{api_addr}")];
+    if api_addr.ip().is_loopback() {
+        origins.push(format!("http://localhost:{}", api_addr.port()));
+    }
+    origins.into_iter().filter_map(|o| HeaderValue::from_str(&o).ok()).collect()
+}
+
+/// The store's credentials, created at the first start and kept in the data
+/// directory (readable by the owner only), so presigned URLs survive a restart.
+fn load_or_create_credentials(data_dir: &Path) -> anyhow::Result<StoreCredentials> {
+    let path = data_dir.join("credentials.json");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()));
+    }
+    let random = |len: usize| {
+        use rand::Rng;
+        const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+        let mut rng = rand::rng();
+        (0..len)
+            .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+            .collect::<String>()
+    };
+    let credentials = StoreCredentials {
+        access_key_id: format!("MINILAB{}", random(13)),
+        secret_access_key: random(40),
+    };
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let text = serde_json::to_string_pretty(&credentials)?;
+    write_private(&path, &text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(credentials)
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    std::fs::write(path, text)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

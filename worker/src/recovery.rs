@@ -1,0 +1,47 @@
+//! After a restart of `minilab up`, the in-process queue is empty: find uploads
+//! that arrived but have no manifest, so they can be enqueued again.
+
+use aws_sdk_s3::error::DisplayErrorContext;
+use minilab_core::event::ObjectCreated;
+use minilab_core::keys;
+
+/// Every upload in `uploads_bucket` without a manifest in `processed_bucket`.
+pub async fn unfinished_uploads(
+    s3: &aws_sdk_s3::Client,
+    uploads_bucket: &str,
+    processed_bucket: &str,
+) -> Result<Vec<ObjectCreated>, String> {
+    let mut unfinished = Vec::new();
+    let mut pages = s3
+        .list_objects_v2()
+        .bucket(uploads_bucket)
+        .prefix("uploads/")
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| DisplayErrorContext(&e).to_string())?;
+        for object in page.contents() {
+            let Some(key) = object.key() else { continue };
+            let Some(id) = keys::parse_source_key(key) else { continue };
+            let head = s3
+                .head_object()
+                .bucket(processed_bucket)
+                .key(keys::manifest_key(id))
+                .send()
+                .await;
+            match head {
+                Ok(_) => {}
+                Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => {
+                    unfinished.push(ObjectCreated {
+                        bucket: uploads_bucket.to_owned(),
+                        key: key.to_owned(),
+                        size: object.size().and_then(|s| u64::try_from(s).ok()),
+                        event_time: None,
+                    });
+                }
+                Err(err) => return Err(DisplayErrorContext(&err).to_string()),
+            }
+        }
+    }
+    Ok(unfinished)
+}
