@@ -60,9 +60,15 @@ pub fn router(config: ApiConfig) -> Router {
         .route("/api/v1/recipes", get(recipes))
         .route("/livez", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/readyz", get(readyz))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint") })
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint")
+        })
         .with_state(config);
-    let app = if serve_web { api.merge(web::router()) } else { api };
+    let app = if serve_web {
+        api.merge(web::router())
+    } else {
+        api
+    };
     app.layer(
         ServiceBuilder::new()
             .layer(HandleErrorLayer::new(overload_or_timeout))
@@ -75,9 +81,17 @@ pub fn router(config: ApiConfig) -> Router {
 
 async fn overload_or_timeout(err: BoxError) -> ApiError {
     if err.is::<tower::timeout::error::Elapsed>() {
-        ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", "the request took too long")
+        ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            "the request took too long",
+        )
     } else if err.is::<tower::load_shed::error::Overloaded>() {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "too many requests at once; try again shortly")
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many requests at once; try again shortly",
+        )
     } else {
         ApiError::internal(err)
     }
@@ -125,5 +139,9 @@ async fn readyz(State(config): State<ApiConfig>) -> Result<Json<serde_json::Valu
 }
 
 fn not_ready() -> ApiError {
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "storage is not reachable")
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not-ready",
+        "storage is not reachable",
+    )
 }

@@ -31,7 +31,10 @@ impl PostPolicy<'_> {
     pub fn sign(&self, credentials: &Credentials, region: &str, now: DateTime<Utc>) -> FormFields {
         let date = now.format("%Y%m%d").to_string();
         let amz_date = now.format("%Y%m%dT%H%M%SZ").to_string();
-        let credential = format!("{}/{date}/{region}/s3/aws4_request", credentials.access_key_id());
+        let credential = format!(
+            "{}/{date}/{region}/s3/aws4_request",
+            credentials.access_key_id()
+        );
 
         let mut fields = FormFields::new();
         fields.insert("key".into(), self.key.into());
@@ -51,14 +54,19 @@ impl PostPolicy<'_> {
             json!({ "bucket": self.bucket }),
             json!(["content-length-range", 1, self.max_bytes]),
         ];
-        conditions.extend(fields.iter().map(|(name, value)| json!(["eq", format!("${name}"), value])));
+        conditions.extend(
+            fields
+                .iter()
+                .map(|(name, value)| json!(["eq", format!("${name}"), value])),
+        );
         let document = json!({
             "expiration": self.expires_at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
             "conditions": conditions,
         });
         let policy = base64::engine::general_purpose::STANDARD.encode(document.to_string());
 
-        let signing_key = generate_signing_key(credentials.secret_access_key(), now.into(), region, "s3");
+        let signing_key =
+            generate_signing_key(credentials.secret_access_key(), now.into(), region, "s3");
         let signature = calculate_signature(signing_key, policy.as_bytes());
         fields.insert("policy".into(), policy);
         fields.insert("x-amz-signature".into(), signature);
@@ -74,7 +82,13 @@ mod tests {
     /// The worked example of AWS's documentation signs a policy with this key.
     #[test]
     fn signature_matches_an_independent_hmac_chain() {
-        let credentials = Credentials::from_keys("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", None);
+        let credentials = Credentials::new(
+            "AKIAIOSFODNN7EXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            None,
+            None,
+            "test",
+        );
         let now = Utc.with_ymd_and_hms(2015, 12, 29, 0, 0, 0).unwrap();
         let policy = PostPolicy {
             bucket: "sigv4examplebucket",
@@ -85,10 +99,15 @@ mod tests {
             expires_at: now + chrono::Duration::minutes(15),
         };
         let fields = policy.sign(&credentials, "us-east-1", now);
-        assert_eq!(fields["x-amz-credential"], "AKIAIOSFODNN7EXAMPLE/20151229/us-east-1/s3/aws4_request");
+        assert_eq!(
+            fields["x-amz-credential"],
+            "AKIAIOSFODNN7EXAMPLE/20151229/us-east-1/s3/aws4_request"
+        );
         assert_eq!(fields["x-amz-date"], "20151229T000000Z");
         let document: Value = serde_json::from_slice(
-            &base64::engine::general_purpose::STANDARD.decode(&fields["policy"]).unwrap(),
+            &base64::engine::general_purpose::STANDARD
+                .decode(&fields["policy"])
+                .unwrap(),
         )
         .unwrap();
         assert_eq!(document["expiration"], "2015-12-29T00:15:00.000Z");
@@ -105,6 +124,9 @@ mod tests {
         let k = hmac(&k, b"us-east-1");
         let k = hmac(&k, b"s3");
         let k = hmac(&k, b"aws4_request");
-        assert_eq!(fields["x-amz-signature"], calculate_signature(&k, fields["policy"].as_bytes()));
+        assert_eq!(
+            fields["x-amz-signature"],
+            calculate_signature(&k, fields["policy"].as_bytes())
+        );
     }
 }

@@ -46,7 +46,8 @@ pub async fn create(
     State(config): State<ApiConfig>,
     body: std::result::Result<Json<CreateUpload>, JsonRejection>,
 ) -> Result<(StatusCode, Json<UploadTicket>)> {
-    let Json(request) = body.map_err(|e| ApiError::new(e.status(), "invalid-request", e.body_text()))?;
+    let Json(request) =
+        body.map_err(|e| ApiError::new(e.status(), "invalid-request", e.body_text()))?;
     if config.recipes.get(&request.recipe).is_none() {
         return Err(ApiError::bad_request(
             "unknown-recipe",
@@ -57,7 +58,10 @@ pub async fn create(
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported-type",
-            format!("{:?} is not accepted; upload a JPEG, PNG, WebP or GIF image", truncate(&request.content_type)),
+            format!(
+                "{:?} is not accepted; upload a JPEG, PNG, WebP or GIF image",
+                truncate(&request.content_type)
+            ),
         ));
     }
     if request.size == 0 {
@@ -67,17 +71,24 @@ pub async fn create(
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too-large",
-            format!("the file has {} bytes; the limit is {}", request.size, config.max_upload_bytes),
+            format!(
+                "the file has {} bytes; the limit is {}",
+                request.size, config.max_upload_bytes
+            ),
         ));
     }
     if request.filename.len() > 1024 {
-        return Err(ApiError::bad_request("invalid-request", "the file name is longer than 1024 bytes"));
+        return Err(ApiError::bad_request(
+            "invalid-request",
+            "the file name is longer than 1024 bytes",
+        ));
     }
 
     let now = Utc::now();
     let id = UploadId::new(now);
     let key = keys::source_key(id);
-    let expires_at = now + chrono::Duration::from_std(config.upload_ttl).map_err(ApiError::internal)?;
+    let expires_at =
+        now + chrono::Duration::from_std(config.upload_ttl).map_err(ApiError::internal)?;
     let stem = minilab_core::safe_file_stem(&request.filename);
     let mut metadata = vec![(minilab_core::RECIPE_METADATA, request.recipe.as_str())];
     if let Some(stem) = &stem {
@@ -91,7 +102,11 @@ pub async fn create(
         metadata: &metadata,
         expires_at,
     };
-    let credentials = config.credentials.provide_credentials().await.map_err(ApiError::internal)?;
+    let credentials = config
+        .credentials
+        .provide_credentials()
+        .await
+        .map_err(ApiError::internal)?;
     let fields = policy.sign(&credentials, &config.region, now);
     tracing::info!(%id, recipe = request.recipe, size = request.size, "upload issued");
     Ok((
@@ -135,11 +150,17 @@ impl UploadState {
 const ARRIVAL_GRACE: Duration = Duration::from_secs(60);
 
 /// The state of an upload that has no manifest yet.
-pub fn pending_state(id: UploadId, source_stored: bool, upload_ttl: Duration, now: DateTime<Utc>) -> UploadState {
+pub fn pending_state(
+    id: UploadId,
+    source_stored: bool,
+    upload_ttl: Duration,
+    now: DateTime<Utc>,
+) -> UploadState {
     if source_stored {
         return UploadState::Processing;
     }
-    let deadline = chrono::Duration::from_std(upload_ttl + ARRIVAL_GRACE).unwrap_or(chrono::Duration::MAX);
+    let deadline =
+        chrono::Duration::from_std(upload_ttl + ARRIVAL_GRACE).unwrap_or(chrono::Duration::MAX);
     if now > id.created_at() + deadline {
         UploadState::Expired
     } else {
@@ -185,13 +206,22 @@ pub async fn status(
     Path(id): Path<String>,
     query: std::result::Result<Query<StatusQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<UploadStatus>> {
-    let id: UploadId = id
-        .parse()
-        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "not-found", "there is no upload with this id"))?;
+    let id: UploadId = id.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "there is no upload with this id",
+        )
+    })?;
     if id.created_at() > Utc::now() + chrono::Duration::minutes(5) {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "not-found", "there is no upload with this id"));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "there is no upload with this id",
+        ));
     }
-    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid-request", e.body_text()))?;
+    let Query(query) =
+        query.map_err(|e| ApiError::bad_request("invalid-request", e.body_text()))?;
     let wait = Duration::from_secs(query.wait.unwrap_or(0)).min(MAX_WAIT);
     let deadline = tokio::time::Instant::now() + wait;
     loop {
@@ -233,15 +263,27 @@ async fn read_manifest(config: &ApiConfig, id: UploadId) -> Result<Option<Manife
     let object = match got {
         Ok(object) => object,
         Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
-        Err(err) => return Err(ApiError::internal(aws_sdk_s3::error::DisplayErrorContext(&err))),
+        Err(err) => {
+            return Err(ApiError::internal(aws_sdk_s3::error::DisplayErrorContext(
+                &err,
+            )));
+        }
     };
     if object.content_length().unwrap_or(0) > MAX_MANIFEST_BYTES {
         return Err(ApiError::internal(format!("manifest of {id} is too large")));
     }
-    let bytes = object.body.collect().await.map_err(ApiError::internal)?.into_bytes();
+    let bytes = object
+        .body
+        .collect()
+        .await
+        .map_err(ApiError::internal)?
+        .into_bytes();
     let manifest: Manifest = serde_json::from_slice(&bytes).map_err(ApiError::internal)?;
     if manifest.version != Manifest::VERSION {
-        return Err(ApiError::internal(format!("manifest of {id} has version {}", manifest.version)));
+        return Err(ApiError::internal(format!(
+            "manifest of {id} has version {}",
+            manifest.version
+        )));
     }
     Ok(Some(manifest))
 }
@@ -257,13 +299,20 @@ async fn source_stored(config: &ApiConfig, id: UploadId) -> Result<bool> {
     match head {
         Ok(_) => Ok(true),
         Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(false),
-        Err(err) => Err(ApiError::internal(aws_sdk_s3::error::DisplayErrorContext(&err))),
+        Err(err) => Err(ApiError::internal(aws_sdk_s3::error::DisplayErrorContext(
+            &err,
+        ))),
     }
 }
 
 async fn status_from_manifest(config: &ApiConfig, manifest: Manifest) -> Result<UploadStatus> {
-    let presigning = PresigningConfig::expires_in(config.download_ttl).map_err(ApiError::internal)?;
-    let stem = manifest.source.filename.clone().unwrap_or_else(|| manifest.id.to_string());
+    let presigning =
+        PresigningConfig::expires_in(config.download_ttl).map_err(ApiError::internal)?;
+    let stem = manifest
+        .source
+        .filename
+        .clone()
+        .unwrap_or_else(|| manifest.id.to_string());
     let mut outputs = Vec::with_capacity(manifest.outputs.len());
     for output in &manifest.outputs {
         let extension = output.key.rsplit_once('.').map_or("bin", |(_, ext)| ext);
@@ -308,9 +357,15 @@ mod tests {
         let created = Utc::now();
         let id = UploadId::new(created);
         let ttl = Duration::from_secs(900);
-        assert_eq!(pending_state(id, false, ttl, created), UploadState::AwaitingUpload);
+        assert_eq!(
+            pending_state(id, false, ttl, created),
+            UploadState::AwaitingUpload
+        );
         let lapse = created + chrono::Duration::seconds(900 + 59);
-        assert_eq!(pending_state(id, false, ttl, lapse), UploadState::AwaitingUpload);
+        assert_eq!(
+            pending_state(id, false, ttl, lapse),
+            UploadState::AwaitingUpload
+        );
         let later = created + chrono::Duration::seconds(900 + 61);
         assert_eq!(pending_state(id, false, ttl, later), UploadState::Expired);
         assert_eq!(pending_state(id, true, ttl, later), UploadState::Processing);

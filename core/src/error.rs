@@ -57,6 +57,9 @@ pub struct ImageError {
 
 impl ImageError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 }

@@ -40,13 +40,16 @@ pub fn parse_message(body: &str) -> Result<Message, NotAnEvent> {
     if envelope.event.as_deref() == Some("s3:TestEvent") {
         return Ok(Message::Test);
     }
-    let records = envelope.records.ok_or_else(|| NotAnEvent("no Records".into()))?;
+    let records = envelope
+        .records
+        .ok_or_else(|| NotAnEvent("no Records".into()))?;
     let mut created = Vec::with_capacity(records.len());
     for record in records {
         if !record.event_name.starts_with("ObjectCreated:") {
             continue;
         }
-        let key = decode_key(&record.s3.object.key).ok_or_else(|| NotAnEvent("key is not valid UTF-8".into()))?;
+        let key = decode_key(&record.s3.object.key)
+            .ok_or_else(|| NotAnEvent("key is not valid UTF-8".into()))?;
         created.push(ObjectCreated {
             bucket: record.s3.bucket.name,
             key,
@@ -60,18 +63,35 @@ pub fn parse_message(body: &str) -> Result<Message, NotAnEvent> {
 /// Decodes a key as S3 encodes it in events: `+` is a space, then percent-decoding.
 pub fn decode_key(encoded: &str) -> Option<String> {
     let plus_as_space = encoded.replace('+', " ");
-    percent_decode_str(&plus_as_space).decode_utf8().ok().map(|s| s.into_owned())
+    percent_decode_str(&plus_as_space)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
 }
 
-const KEY_ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b'/').remove(b' ');
+const KEY_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/')
+    .remove(b' ');
 
 /// Encodes a key as S3 does in events (the inverse of [`decode_key`]).
 pub fn encode_key(key: &str) -> String {
-    utf8_percent_encode(key, KEY_ENCODE).to_string().replace(' ', "+")
+    utf8_percent_encode(key, KEY_ENCODE)
+        .to_string()
+        .replace(' ', "+")
 }
 
 /// The notification body S3 sends for one created object.
-pub fn object_created_body(event_name: &str, bucket: &str, key: &str, size: Option<u64>, at: DateTime<Utc>) -> String {
+pub fn object_created_body(
+    event_name: &str,
+    bucket: &str,
+    key: &str,
+    size: Option<u64>,
+    at: DateTime<Utc>,
+) -> String {
     let record = Record {
         event_version: "2.1".into(),
         event_source: "aws:s3".into(),
@@ -143,7 +163,9 @@ mod tests {
             "responseElements":{"x-amz-request-id":"R"},
             "s3":{"s3SchemaVersion":"1.0","configurationId":"c","bucket":{"name":"up","ownerIdentity":{"principalId":"X"},"arn":"arn:aws:s3:::up"},
             "object":{"key":"uploads/my+photo%C3%A9%2B1.jpg","size":1024,"eTag":"e","sequencer":"0"}}}]}"#;
-        let Message::Created(objects) = parse_message(body).unwrap() else { panic!("not created") };
+        let Message::Created(objects) = parse_message(body).unwrap() else {
+            panic!("not created")
+        };
         assert_eq!(objects.len(), 1);
         assert_eq!(objects[0].bucket, "up");
         assert_eq!(objects[0].key, "uploads/my photoé+1.jpg");
@@ -162,7 +184,9 @@ mod tests {
     fn emitted_bodies_round_trip_odd_keys() {
         let key = "uploads/a b+c%d/é?.jpg";
         let body = object_created_body("Put", "b", key, Some(3), Utc::now());
-        let Message::Created(objects) = parse_message(&body).unwrap() else { panic!("not created") };
+        let Message::Created(objects) = parse_message(&body).unwrap() else {
+            panic!("not created")
+        };
         assert_eq!(objects[0].key, key);
     }
 }

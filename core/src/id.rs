@@ -18,7 +18,8 @@ pub struct UploadId(u128);
 impl UploadId {
     /// A new id for an upload created at `now`.
     pub fn new(now: DateTime<Utc>) -> Self {
-        let millis = u128::from(u64::try_from(now.timestamp_millis()).unwrap_or(0) & 0xffff_ffff_ffff);
+        let millis =
+            u128::from(u64::try_from(now.timestamp_millis()).unwrap_or(0) & 0xffff_ffff_ffff);
         let mut random = [0u8; 16];
         rand::rng().fill_bytes(&mut random[6..]);
         let random = u128::from_be_bytes(random);
@@ -28,7 +29,9 @@ impl UploadId {
     /// When the id was issued (millisecond precision).
     pub fn created_at(self) -> DateTime<Utc> {
         let millis = i64::try_from(self.0 >> 80).unwrap_or(i64::MAX);
-        Utc.timestamp_millis_opt(millis).single().unwrap_or(DateTime::<Utc>::MAX_UTC)
+        Utc.timestamp_millis_opt(millis)
+            .single()
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 }
 
@@ -62,7 +65,10 @@ impl FromStr for UploadId {
         }
         let mut value: u128 = 0;
         for (i, byte) in s.bytes().enumerate() {
-            let digit = ALPHABET.iter().position(|&c| c == byte).ok_or(InvalidUploadId)? as u128;
+            let digit = ALPHABET
+                .iter()
+                .position(|&c| c == byte)
+                .ok_or(InvalidUploadId)? as u128;
             // The first character holds only 3 bits (26 * 5 = 130 > 128).
             if i == 0 && digit > 7 {
                 return Err(InvalidUploadId);
@@ -115,7 +121,13 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_an_id() {
-        for bad in ["", "../../etc/passwd", "01ARZ3NDEKTSV4RRFFQ69G5FAV", "8zzzzzzzzzzzzzzzzzzzzzzzzz", "0123456789abcdefghjkmnpqrs/"] {
+        for bad in [
+            "",
+            "../../etc/passwd",
+            "01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            "8zzzzzzzzzzzzzzzzzzzzzzzzz",
+            "0123456789abcdefghjkmnpqrs/",
+        ] {
             assert!(bad.parse::<UploadId>().is_err(), "{bad:?} was accepted");
         }
     }

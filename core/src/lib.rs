@@ -56,8 +56,14 @@ mod tests {
     #[test]
     fn file_stems_keep_only_safe_characters() {
         assert_eq!(safe_file_stem("IMG_0001.JPG").as_deref(), Some("IMG_0001"));
-        assert_eq!(safe_file_stem("../../etc/passwd").as_deref(), Some("passwd"));
-        assert_eq!(safe_file_stem("C:\\x\\my photo (1).jpeg").as_deref(), Some("my-photo-1"));
+        assert_eq!(
+            safe_file_stem("../../etc/passwd").as_deref(),
+            Some("passwd")
+        );
+        assert_eq!(
+            safe_file_stem("C:\\x\\my photo (1).jpeg").as_deref(),
+            Some("my-photo-1")
+        );
         assert_eq!(safe_file_stem("\"><script>.png").as_deref(), Some("script"));
         assert_eq!(safe_file_stem("日本.jpg"), None);
         assert_eq!(safe_file_stem(&"a".repeat(500)).map(|s| s.len()), Some(64));

@@ -2,8 +2,8 @@
 //! output. The API answers status from it; the operator derives ImageJob status
 //! from it. Its presence means the upload is finished, one way or the other.
 
-use crate::error::{ErrorCode, ImageError};
 use crate::UploadId;
+use crate::error::{ErrorCode, ImageError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 

@@ -70,12 +70,21 @@ pub fn process(bytes: &[u8], recipe: &Recipe, limits: &Limits) -> Result<Process
             bytes: encoded,
         });
     }
-    Ok(Processed { source, outputs, timings })
+    Ok(Processed {
+        source,
+        outputs,
+        timings,
+    })
 }
 
 /// Formats minilab decodes. Anything else, whatever its name or Content-Type says,
 /// is `unsupported-format`.
-const ACCEPTED: &[ImageFormat] = &[ImageFormat::Jpeg, ImageFormat::Png, ImageFormat::WebP, ImageFormat::Gif];
+const ACCEPTED: &[ImageFormat] = &[
+    ImageFormat::Jpeg,
+    ImageFormat::Png,
+    ImageFormat::WebP,
+    ImageFormat::Gif,
+];
 
 /// Detects the format from the bytes, checks the header against `limits`, then
 /// decodes and applies the EXIF orientation.
@@ -86,13 +95,22 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<(SourceInfo, DynamicImage
     if bytes.len() as u64 > limits.max_bytes {
         return Err(ImageError::new(
             ErrorCode::FileTooLarge,
-            format!("the file has {} bytes; the limit is {}", bytes.len(), limits.max_bytes),
+            format!(
+                "the file has {} bytes; the limit is {}",
+                bytes.len(),
+                limits.max_bytes
+            ),
         ));
     }
     let format = image::guess_format(bytes)
         .ok()
         .filter(|f| ACCEPTED.contains(f))
-        .ok_or_else(|| ImageError::new(ErrorCode::UnsupportedFormat, "the file is not a JPEG, PNG, WebP or GIF image"))?;
+        .ok_or_else(|| {
+            ImageError::new(
+                ErrorCode::UnsupportedFormat,
+                "the file is not a JPEG, PNG, WebP or GIF image",
+            )
+        })?;
 
     if format == ImageFormat::Jpeg {
         check_jpeg_is_complete(bytes)?;
@@ -109,7 +127,9 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<(SourceInfo, DynamicImage
     let mut decoder = reader.into_decoder().map_err(decode_error)?;
     let (width, height) = decoder.dimensions();
     check_dimensions(width, height, limits)?;
-    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut image = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
     image.apply_orientation(orientation);
     let info = SourceInfo {
@@ -126,7 +146,12 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<(SourceInfo, DynamicImage
 /// can only be the EOI. Segments before the scan (EXIF, with its own thumbnail and
 /// EOI) are skipped by their lengths.
 fn check_jpeg_is_complete(bytes: &[u8]) -> Result<(), ImageError> {
-    let truncated = || ImageError::new(ErrorCode::CorruptImage, "the JPEG is truncated (no end-of-image marker)");
+    let truncated = || {
+        ImageError::new(
+            ErrorCode::CorruptImage,
+            "the JPEG is truncated (no end-of-image marker)",
+        )
+    };
     let mut at = 2; // after SOI
     loop {
         // Markers may be preceded by any number of 0xFF fill bytes.
@@ -135,14 +160,26 @@ fn check_jpeg_is_complete(bytes: &[u8]) -> Result<(), ImageError> {
         }
         match (bytes.get(at), bytes.get(at + 1)) {
             (Some(0xFF), Some(0xDA)) => break,
-            (Some(0xFF), Some(0xD9)) => return Err(ImageError::new(ErrorCode::CorruptImage, "the JPEG has no image data")),
-            (Some(0xFF), Some(marker)) if (0xD0..=0xD7).contains(marker) || *marker == 0x01 => at += 2,
+            (Some(0xFF), Some(0xD9)) => {
+                return Err(ImageError::new(
+                    ErrorCode::CorruptImage,
+                    "the JPEG has no image data",
+                ));
+            }
+            (Some(0xFF), Some(marker)) if (0xD0..=0xD7).contains(marker) || *marker == 0x01 => {
+                at += 2
+            }
             (Some(0xFF), Some(_)) => {
                 let len = bytes.get(at + 2..at + 4).ok_or_else(truncated)?;
                 at += 2 + usize::from(u16::from_be_bytes([len[0], len[1]]));
             }
             (None, _) | (_, None) => return Err(truncated()),
-            _ => return Err(ImageError::new(ErrorCode::CorruptImage, "the JPEG's segments are damaged")),
+            _ => {
+                return Err(ImageError::new(
+                    ErrorCode::CorruptImage,
+                    "the JPEG's segments are damaged",
+                ));
+            }
         }
     }
     if bytes[at..].windows(2).any(|w| w == [0xFF, 0xD9]) {
@@ -154,7 +191,10 @@ fn check_jpeg_is_complete(bytes: &[u8]) -> Result<(), ImageError> {
 
 fn check_dimensions(width: u32, height: u32, limits: &Limits) -> Result<(), ImageError> {
     if width == 0 || height == 0 {
-        return Err(ImageError::new(ErrorCode::CorruptImage, "the image has no pixels"));
+        return Err(ImageError::new(
+            ErrorCode::CorruptImage,
+            "the image has no pixels",
+        ));
     }
     if width > limits.max_width || height > limits.max_height {
         return Err(ImageError::new(
@@ -169,7 +209,10 @@ fn check_dimensions(width: u32, height: u32, limits: &Limits) -> Result<(), Imag
     if pixels > limits.max_pixels {
         return Err(ImageError::new(
             ErrorCode::TooManyPixels,
-            format!("the image has {pixels} pixels; the limit is {}", limits.max_pixels),
+            format!(
+                "the image has {pixels} pixels; the limit is {}",
+                limits.max_pixels
+            ),
         ));
     }
     Ok(())
@@ -178,21 +221,42 @@ fn check_dimensions(width: u32, height: u32, limits: &Limits) -> Result<(), Imag
 fn decode_error(err: image::ImageError) -> ImageError {
     use image::ImageError as E;
     match err {
-        E::Limits(e) => ImageError::new(ErrorCode::TooManyPixels, format!("decoding would exceed the limits: {e}")),
-        E::Unsupported(e) => ImageError::new(ErrorCode::UnsupportedFormat, format!("unsupported image: {e}")),
-        E::Decoding(e) => ImageError::new(ErrorCode::CorruptImage, format!("the image does not decode: {e}")),
-        E::IoError(e) => ImageError::new(ErrorCode::CorruptImage, format!("the image is truncated or damaged: {e}")),
-        E::Parameter(e) => ImageError::new(ErrorCode::CorruptImage, format!("the image is damaged: {e}")),
+        E::Limits(e) => ImageError::new(
+            ErrorCode::TooManyPixels,
+            format!("decoding would exceed the limits: {e}"),
+        ),
+        E::Unsupported(e) => ImageError::new(
+            ErrorCode::UnsupportedFormat,
+            format!("unsupported image: {e}"),
+        ),
+        E::Decoding(e) => ImageError::new(
+            ErrorCode::CorruptImage,
+            format!("the image does not decode: {e}"),
+        ),
+        E::IoError(e) => ImageError::new(
+            ErrorCode::CorruptImage,
+            format!("the image is truncated or damaged: {e}"),
+        ),
+        E::Parameter(e) => ImageError::new(
+            ErrorCode::CorruptImage,
+            format!("the image is damaged: {e}"),
+        ),
         E::Encoding(e) => ImageError::new(ErrorCode::EncodeFailed, e.to_string()),
     }
 }
 
 /// Runs one output's operations on the oriented source.
-fn transform(source: &DynamicImage, spec: &OutputSpec, resizer: &mut Resizer) -> Result<DynamicImage, ImageError> {
+fn transform(
+    source: &DynamicImage,
+    spec: &OutputSpec,
+    resizer: &mut Resizer,
+) -> Result<DynamicImage, ImageError> {
     let mut image = normalize(source);
     for op in &spec.operations {
         image = match *op {
-            Operation::Resize { width, height, fit } => resize(&image, width, height, fit, resizer)?,
+            Operation::Resize { width, height, fit } => {
+                resize(&image, width, height, fit, resizer)?
+            }
             Operation::Grayscale => {
                 if image.color().has_alpha() {
                     DynamicImage::ImageLumaA8(image.to_luma_alpha8())
@@ -208,7 +272,9 @@ fn transform(source: &DynamicImage, spec: &OutputSpec, resizer: &mut Resizer) ->
 /// 8 bits per channel, keeping alpha and grey where the source has them.
 fn normalize(image: &DynamicImage) -> DynamicImage {
     match image {
-        DynamicImage::ImageRgb8(_) | DynamicImage::ImageRgba8(_) | DynamicImage::ImageLuma8(_) => image.clone(),
+        DynamicImage::ImageRgb8(_) | DynamicImage::ImageRgba8(_) | DynamicImage::ImageLuma8(_) => {
+            image.clone()
+        }
         DynamicImage::ImageLumaA8(_) => DynamicImage::ImageRgba8(image.to_rgba8()),
         _ if image.color().has_alpha() => DynamicImage::ImageRgba8(image.to_rgba8()),
         _ if image.color().has_color() => DynamicImage::ImageRgb8(image.to_rgb8()),
@@ -232,7 +298,13 @@ pub fn fitted_size(width: u32, height: u32, box_w: u32, box_h: u32, fit: Fit) ->
     }
 }
 
-fn resize(image: &DynamicImage, box_w: u32, box_h: u32, fit: Fit, resizer: &mut Resizer) -> Result<DynamicImage, ImageError> {
+fn resize(
+    image: &DynamicImage,
+    box_w: u32,
+    box_h: u32,
+    fit: Fit,
+    resizer: &mut Resizer,
+) -> Result<DynamicImage, ImageError> {
     let (w, h) = fitted_size(image.width(), image.height(), box_w, box_h, fit);
     if (w, h) == (image.width(), image.height()) {
         return Ok(image.clone());
@@ -257,13 +329,21 @@ fn encode(image: &DynamicImage, spec: &OutputSpec) -> Result<Vec<u8>, ImageError
             } else {
                 image.clone()
             };
-            let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, spec.quality);
+            let encoder =
+                image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, spec.quality);
             flat.write_with_encoder(encoder)
         }
         Format::Png => image.write_with_encoder(image::codecs::png::PngEncoder::new(&mut out)),
-        Format::Webp => image.write_with_encoder(image::codecs::webp::WebPEncoder::new_lossless(&mut out)),
+        Format::Webp => {
+            image.write_with_encoder(image::codecs::webp::WebPEncoder::new_lossless(&mut out))
+        }
     };
-    result.map_err(|e| ImageError::new(ErrorCode::EncodeFailed, format!("encoding {} failed: {e}", spec.name)))?;
+    result.map_err(|e| {
+        ImageError::new(
+            ErrorCode::EncodeFailed,
+            format!("encoding {} failed: {e}", spec.name),
+        )
+    })?;
     Ok(out)
 }
 
@@ -311,12 +391,25 @@ mod tests {
     #[test]
     fn web_recipe_makes_both_sizes_as_jpeg() {
         let recipe = RecipeBook::builtin().get("web").cloned().unwrap();
-        let processed = process(&png(2000, 1000, image::ColorType::Rgba8), &recipe, &Limits::default()).unwrap();
-        let sizes: Vec<_> = processed.outputs.iter().map(|o| (o.name.as_str(), o.width, o.height)).collect();
+        let processed = process(
+            &png(2000, 1000, image::ColorType::Rgba8),
+            &recipe,
+            &Limits::default(),
+        )
+        .unwrap();
+        let sizes: Vec<_> = processed
+            .outputs
+            .iter()
+            .map(|o| (o.name.as_str(), o.width, o.height))
+            .collect();
         assert_eq!(sizes, [("large", 1024, 512), ("thumb", 256, 128)]);
         for output in &processed.outputs {
-            let decoded = image::load_from_memory_with_format(&output.bytes, ImageFormat::Jpeg).unwrap();
-            assert_eq!((decoded.width(), decoded.height()), (output.width, output.height));
+            let decoded =
+                image::load_from_memory_with_format(&output.bytes, ImageFormat::Jpeg).unwrap();
+            assert_eq!(
+                (decoded.width(), decoded.height()),
+                (output.width, output.height)
+            );
         }
         assert_eq!(processed.source.format, "png");
     }
@@ -324,7 +417,12 @@ mod tests {
     #[test]
     fn grayscale_output_has_no_colour() {
         let recipe = RecipeBook::builtin().get("grayscale").cloned().unwrap();
-        let processed = process(&png(300, 200, image::ColorType::Rgb8), &recipe, &Limits::default()).unwrap();
+        let processed = process(
+            &png(300, 200, image::ColorType::Rgb8),
+            &recipe,
+            &Limits::default(),
+        )
+        .unwrap();
         let decoded = image::load_from_memory(&processed.outputs[0].bytes).unwrap();
         assert!(!decoded.color().has_color());
     }
@@ -348,19 +446,33 @@ mod tests {
             max_bytes: 10,
             ..Limits::default()
         };
-        assert_eq!(process(&png(1, 1, image::ColorType::L8), &recipe, &tiny).unwrap_err().code, ErrorCode::FileTooLarge);
+        assert_eq!(
+            process(&png(1, 1, image::ColorType::L8), &recipe, &tiny)
+                .unwrap_err()
+                .code,
+            ErrorCode::FileTooLarge
+        );
     }
 
     #[test]
     fn non_images_and_damaged_images_have_distinct_codes() {
         let recipe = RecipeBook::builtin().get("web").cloned().unwrap();
         let limits = Limits::default();
-        assert_eq!(process(b"", &recipe, &limits).unwrap_err().code, ErrorCode::EmptyFile);
+        assert_eq!(
+            process(b"", &recipe, &limits).unwrap_err().code,
+            ErrorCode::EmptyFile
+        );
         let html = b"<!doctype html><html><body>not a photo</body></html>";
-        assert_eq!(process(html, &recipe, &limits).unwrap_err().code, ErrorCode::UnsupportedFormat);
+        assert_eq!(
+            process(html, &recipe, &limits).unwrap_err().code,
+            ErrorCode::UnsupportedFormat
+        );
         let whole = png(64, 64, image::ColorType::Rgb8);
         let truncated = &whole[..whole.len() / 2];
-        assert_eq!(process(truncated, &recipe, &limits).unwrap_err().code, ErrorCode::CorruptImage);
+        assert_eq!(
+            process(truncated, &recipe, &limits).unwrap_err().code,
+            ErrorCode::CorruptImage
+        );
     }
 }
 
@@ -371,7 +483,9 @@ mod photo_tests {
     use std::path::PathBuf;
 
     fn photo(name: &str) -> Vec<u8> {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/images").join(name);
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/images")
+            .join(name);
         std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 
@@ -390,6 +504,9 @@ mod photo_tests {
         let (info, oriented) = decode(&bytes, &Limits::default()).unwrap();
         assert_eq!((info.width, info.height), (stored.width(), stored.height()));
         // Orientation 6 is a quarter turn: width and height swap.
-        assert_eq!((oriented.width(), oriented.height()), (stored.height(), stored.width()));
+        assert_eq!(
+            (oriented.width(), oriented.height()),
+            (stored.height(), stored.width())
+        );
     }
 }

@@ -35,7 +35,11 @@ fn default_quality() -> u8 {
 #[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Operation {
     /// Scale to `width`×`height` as `fit` says; never enlarges.
-    Resize { width: u32, height: u32, fit: Fit },
+    Resize {
+        width: u32,
+        height: u32,
+        fit: Fit,
+    },
     Grayscale,
 }
 
@@ -94,7 +98,11 @@ impl Recipe {
             problem: problem.to_owned(),
         };
         if !is_name(&self.name) {
-            return Err(fail(None, "name", "use 1-40 lowercase letters, digits and '-'"));
+            return Err(fail(
+                None,
+                "name",
+                "use 1-40 lowercase letters, digits and '-'",
+            ));
         }
         if self.outputs.is_empty() {
             return Err(fail(None, "outputs", "a recipe needs at least one output"));
@@ -102,7 +110,11 @@ impl Recipe {
         let mut seen = std::collections::BTreeSet::new();
         for output in &self.outputs {
             if !is_name(&output.name) || output.name == "manifest" {
-                return Err(fail(Some(output), "name", "use 1-40 lowercase letters, digits and '-', not 'manifest'"));
+                return Err(fail(
+                    Some(output),
+                    "name",
+                    "use 1-40 lowercase letters, digits and '-', not 'manifest'",
+                ));
             }
             if !seen.insert(output.name.as_str()) {
                 return Err(fail(Some(output), "name", "two outputs have this name"));
@@ -114,7 +126,11 @@ impl Recipe {
                 if let Operation::Resize { width, height, .. } = op
                     && (!(1..=8192).contains(width) || !(1..=8192).contains(height))
                 {
-                    return Err(fail(Some(output), "operations.resize", "width and height must be 1-8192"));
+                    return Err(fail(
+                        Some(output),
+                        "operations.resize",
+                        "width and height must be 1-8192",
+                    ));
                 }
             }
         }
@@ -123,7 +139,9 @@ impl Recipe {
 }
 
 fn is_name(s: &str) -> bool {
-    (1..=40).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    (1..=40).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// The recipes a deployment offers, by name.
@@ -158,19 +176,30 @@ impl RecipeBook {
             format: Format::Jpeg,
             quality: 80,
         };
-        let fit = |size| Operation::Resize { width: size, height: size, fit: Fit::Fit };
+        let fit = |size| Operation::Resize {
+            width: size,
+            height: size,
+            fit: Fit::Fit,
+        };
         let recipes = vec![
             Recipe {
                 name: "web".into(),
                 description: "Fit within 1024×1024 and a 256 px thumbnail, JPEG".into(),
-                outputs: vec![jpeg("large", vec![fit(1024)]), jpeg("thumb", vec![fit(256)])],
+                outputs: vec![
+                    jpeg("large", vec![fit(1024)]),
+                    jpeg("thumb", vec![fit(256)]),
+                ],
             },
             Recipe {
                 name: "thumbnail".into(),
                 description: "A 256×256 square, cropped to the centre, JPEG".into(),
                 outputs: vec![jpeg(
                     "square",
-                    vec![Operation::Resize { width: 256, height: 256, fit: Fit::Cover }],
+                    vec![Operation::Resize {
+                        width: 256,
+                        height: 256,
+                        fit: Fit::Cover,
+                    }],
                 )],
             },
             Recipe {
@@ -209,7 +238,10 @@ mod tests {
         let mut recipe = RecipeBook::builtin().get("web").cloned().unwrap();
         recipe.outputs[1].quality = 0;
         let err = recipe.validate().unwrap_err();
-        assert_eq!(err.to_string(), "recipe \"web\", output \"thumb\": quality: must be 1-100");
+        assert_eq!(
+            err.to_string(),
+            "recipe \"web\", output \"thumb\": quality: must be 1-100"
+        );
         recipe.outputs[1].quality = 80;
         recipe.outputs[1].name = "large".into();
         assert_eq!(recipe.validate().unwrap_err().field, "name");

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "minilab", version, about = "Kubernetes-native image processing")]
+#[command(
+    name = "minilab",
+    version,
+    about = "Kubernetes-native image processing"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -28,8 +32,9 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MINILAB_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,s3s=warn,s3s_fs=warn,aws=warn")),
+            tracing_subscriber::EnvFilter::try_from_env("MINILAB_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,s3s=off,s3s_fs=warn,aws=warn")
+            }),
         )
         .init();
     let result = match cli.command {

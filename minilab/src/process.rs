@@ -22,21 +22,37 @@ pub fn run(args: ProcessArgs) -> anyhow::Result<()> {
     let recipes = RecipeBook::builtin();
     let Some(recipe) = recipes.get(&args.recipe) else {
         let known: Vec<_> = recipes.iter().map(|r| r.name.as_str()).collect();
-        bail!("unknown recipe {:?}; known: {}", args.recipe, known.join(", "));
+        bail!(
+            "unknown recipe {:?}; known: {}",
+            args.recipe,
+            known.join(", ")
+        );
     };
     let limits = Limits::default();
-    let file = std::fs::File::open(&args.input).with_context(|| format!("opening {}", args.input.display()))?;
+    let file = std::fs::File::open(&args.input)
+        .with_context(|| format!("opening {}", args.input.display()))?;
     // Read one byte past the limit, so an oversized file is refused without reading it all.
     let mut bytes = Vec::new();
     file.take(limits.max_bytes + 1)
         .read_to_end(&mut bytes)
         .with_context(|| format!("reading {}", args.input.display()))?;
-    let processed = pipeline::process(&bytes, recipe, &limits).map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?;
-    std::fs::create_dir_all(&args.output).with_context(|| format!("creating {}", args.output.display()))?;
+    let processed = pipeline::process(&bytes, recipe, &limits)
+        .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?;
+    std::fs::create_dir_all(&args.output)
+        .with_context(|| format!("creating {}", args.output.display()))?;
     for output in &processed.outputs {
-        let path = args.output.join(format!("{}.{}", output.name, output.format.extension()));
-        std::fs::write(&path, &output.bytes).with_context(|| format!("writing {}", path.display()))?;
-        println!("{}\t{}x{}\t{} bytes", path.display(), output.width, output.height, output.bytes.len());
+        let path = args
+            .output
+            .join(format!("{}.{}", output.name, output.format.extension()));
+        std::fs::write(&path, &output.bytes)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!(
+            "{}\t{}x{}\t{} bytes",
+            path.display(),
+            output.width,
+            output.height,
+            output.bytes.len()
+        );
     }
     Ok(())
 }

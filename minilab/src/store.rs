@@ -38,7 +38,8 @@ pub struct StoreConfig<'a> {
 
 /// The store as an axum router, ready to serve.
 pub fn router(config: StoreConfig<'_>) -> anyhow::Result<axum::Router> {
-    let fs = s3s_fs::FileSystem::new(config.root).map_err(|e| anyhow::anyhow!("opening the store: {e:?}"))?;
+    let fs = s3s_fs::FileSystem::new(config.root)
+        .map_err(|e| anyhow::anyhow!("opening the store: {e:?}"))?;
     let store = NotifyingStore {
         fs,
         notify_bucket: config.notify_bucket,
@@ -51,7 +52,9 @@ pub fn router(config: StoreConfig<'_>) -> anyhow::Result<axum::Router> {
     ));
     let mut s3_config = s3s::config::S3Config::default();
     s3_config.post_object_max_file_size = config.max_post_bytes;
-    builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(s3_config))));
+    builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
+        s3_config,
+    ))));
     let service = HandleError::new(builder.build(), |err: s3s::HttpError| async move {
         tracing::error!(error = ?err, "store error");
         (StatusCode::INTERNAL_SERVER_ERROR, "internal error")
@@ -78,7 +81,10 @@ impl NotifyingStore {
         }
         let body = object_created_body(event_name, bucket, key, size, Utc::now());
         if self.events.send(body).await.is_err() {
-            tracing::warn!(key, "the queue is closed; the upload will be picked up at the next start");
+            tracing::warn!(
+                key,
+                "the queue is closed; the upload will be picked up at the next start"
+            );
         }
     }
 }
@@ -87,7 +93,10 @@ impl NotifyingStore {
 /// for completed uploads; anything else is NotImplemented.
 #[async_trait]
 impl S3 for NotifyingStore {
-    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
         let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
         let size = req.input.content_length.and_then(|n| u64::try_from(n).ok());
         let response = self.fs.put_object(req).await?;
@@ -95,7 +104,10 @@ impl S3 for NotifyingStore {
         Ok(response)
     }
 
-    async fn post_object(&self, req: S3Request<PostObjectInput>) -> S3Result<S3Response<PostObjectOutput>> {
+    async fn post_object(
+        &self,
+        req: S3Request<PostObjectInput>,
+    ) -> S3Result<S3Response<PostObjectOutput>> {
         let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
         let size = req.input.content_length.and_then(|n| u64::try_from(n).ok());
         let response = self.fs.post_object(req).await?;
@@ -109,13 +121,17 @@ impl S3 for NotifyingStore {
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
         let response = self.fs.complete_multipart_upload(req).await?;
-        self.notify("CompleteMultipartUpload", &bucket, &key, None).await;
+        self.notify("CompleteMultipartUpload", &bucket, &key, None)
+            .await;
         Ok(response)
     }
 
     /// s3s-fs ignores `response-content-disposition` and `response-content-type`;
     /// S3 honours them, and the page's download links rely on it.
-    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
         let disposition = req.input.response_content_disposition.clone();
         let content_type = req.input.response_content_type.clone();
         let mut response = self.fs.get_object(req).await?;
@@ -128,35 +144,59 @@ impl S3 for NotifyingStore {
         Ok(response)
     }
 
-    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
         self.fs.head_object(req).await
     }
 
-    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
         self.fs.delete_object(req).await
     }
 
-    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
         self.fs.delete_objects(req).await
     }
 
-    async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
         self.fs.list_objects(req).await
     }
 
-    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
         self.fs.list_objects_v2(req).await
     }
 
-    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
         self.fs.create_bucket(req).await
     }
 
-    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
         self.fs.head_bucket(req).await
     }
 
-    async fn list_buckets(&self, req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+    async fn list_buckets(
+        &self,
+        req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
         self.fs.list_buckets(req).await
     }
 
@@ -174,11 +214,17 @@ impl S3 for NotifyingStore {
         self.fs.create_multipart_upload(req).await
     }
 
-    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
         self.fs.upload_part(req).await
     }
 
-    async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
         self.fs.list_parts(req).await
     }
 

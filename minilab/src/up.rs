@@ -102,16 +102,26 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let recipes = Arc::new(RecipeBook::builtin());
 
     // Uploads that arrived before a stop but never finished: process them now.
-    let unfinished = minilab_worker::recovery::unfinished_uploads(&s3, UPLOADS_BUCKET, PROCESSED_BUCKET)
-        .await
-        .map_err(|e| anyhow::anyhow!("listing unfinished uploads: {e}"))?;
+    let unfinished =
+        minilab_worker::recovery::unfinished_uploads(&s3, UPLOADS_BUCKET, PROCESSED_BUCKET)
+            .await
+            .map_err(|e| anyhow::anyhow!("listing unfinished uploads: {e}"))?;
     if !unfinished.is_empty() {
-        tracing::info!(count = unfinished.len(), "re-enqueueing uploads that have no manifest");
+        tracing::info!(
+            count = unfinished.len(),
+            "re-enqueueing uploads that have no manifest"
+        );
     }
     let recovery = events.clone();
     tokio::spawn(async move {
         for object in unfinished {
-            let body = object_created_body("Post", &object.bucket, &object.key, object.size, chrono::Utc::now());
+            let body = object_created_body(
+                "Post",
+                &object.bucket,
+                &object.key,
+                object.size,
+                chrono::Utc::now(),
+            );
             if recovery.send(body).await.is_err() {
                 return;
             }
@@ -152,7 +162,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     tokio::spawn(serve(api_listener, api, "api"));
 
     println!("minilab is up: open http://{api_addr}/");
-    println!("S3-compatible store: {s3_url} (data in {})", args.data_dir.display());
+    println!(
+        "S3-compatible store: {s3_url} (data in {})",
+        args.data_dir.display()
+    );
     println!("processing {workers} image(s) at a time; press Ctrl-C to stop");
 
     shutdown_signal().await;
@@ -173,7 +186,10 @@ fn page_origins(api_addr: SocketAddr) -> Vec<HeaderValue> {
     if api_addr.ip().is_loopback() {
         origins.push(format!("http://localhost:{}", api_addr.port()));
     }
-    origins.into_iter().filter_map(|o| HeaderValue::from_str(&o).ok()).collect()
+    origins
+        .into_iter()
+        .filter_map(|o| HeaderValue::from_str(&o).ok())
+        .collect()
 }
 
 /// The store's credentials, created at the first start and kept in the data
@@ -195,7 +211,8 @@ fn load_or_create_credentials(data_dir: &Path) -> anyhow::Result<StoreCredential
         access_key_id: format!("MINILAB{}", random(13)),
         secret_access_key: random(40),
     };
-    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
     let text = serde_json::to_string_pretty(&credentials)?;
     write_private(&path, &text).with_context(|| format!("writing {}", path.display()))?;
     Ok(credentials)
@@ -222,13 +239,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

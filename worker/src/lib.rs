@@ -74,8 +74,14 @@ impl Worker {
 
     /// Processes one created object, unless it is finished already.
     pub async fn handle_object(&self, object: &ObjectCreated) -> Result<(), Transient> {
-        let Some(id) = keys::parse_source_key(&object.key).filter(|_| object.bucket == self.uploads_bucket) else {
-            tracing::warn!(bucket = object.bucket, key = object.key, "ignoring an object minilab did not issue");
+        let Some(id) =
+            keys::parse_source_key(&object.key).filter(|_| object.bucket == self.uploads_bucket)
+        else {
+            tracing::warn!(
+                bucket = object.bucket,
+                key = object.key,
+                "ignoring an object minilab did not issue"
+            );
             return Ok(());
         };
         if self.manifest_exists(id).await? {
@@ -110,7 +116,10 @@ impl Worker {
             )),
             (Some(_), None) => Err(ImageError::new(
                 ErrorCode::FileTooLarge,
-                format!("the file has {} bytes; the limit is {}", source.size, self.limits.max_bytes),
+                format!(
+                    "the file has {} bytes; the limit is {}",
+                    source.size, self.limits.max_bytes
+                ),
             )),
             (Some(recipe), Some(bytes)) => {
                 let limits = self.limits;
@@ -119,7 +128,10 @@ impl Worker {
                     .await
                     .unwrap_or_else(|panic| {
                         tracing::error!(%id, error = %panic, "the pipeline panicked");
-                        Err(ImageError::new(ErrorCode::CorruptImage, "the image could not be processed"))
+                        Err(ImageError::new(
+                            ErrorCode::CorruptImage,
+                            "the image could not be processed",
+                        ))
                     })
             }
         };
@@ -220,7 +232,9 @@ impl Worker {
             .await;
         let object = match got {
             Ok(object) => object,
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
+                return Ok(None);
+            }
             Err(err) => return Err(transient("reading the source", err)),
         };
         let metadata = object.metadata().cloned().unwrap_or_default();

@@ -37,7 +37,12 @@ pub type LocalSender = mpsc::Sender<String>;
 impl LocalQueue {
     pub fn new(capacity: usize) -> (LocalSender, Self) {
         let (sender, receiver) = mpsc::channel(capacity);
-        (sender, Self { receiver: Mutex::new(receiver) })
+        (
+            sender,
+            Self {
+                receiver: Mutex::new(receiver),
+            },
+        )
     }
 }
 

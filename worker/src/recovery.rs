@@ -22,7 +22,9 @@ pub async fn unfinished_uploads(
         let page = page.map_err(|e| DisplayErrorContext(&e).to_string())?;
         for object in page.contents() {
             let Some(key) = object.key() else { continue };
-            let Some(id) = keys::parse_source_key(key) else { continue };
+            let Some(id) = keys::parse_source_key(key) else {
+                continue;
+            };
             let head = s3
                 .head_object()
                 .bucket(processed_bucket)

@@ -1,0 +1,147 @@
+// The upload page in real headless Chromium against a real `minilab up`: pick a
+// photo, watch it upload and process, see the previews, download one, and read
+// the message for files that are not images.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createInterface } from "node:readline";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const repo = path.resolve(here, "../..");
+const photos = path.resolve(repo, "../shared/images");
+const targetDir = process.env.CARGO_TARGET_DIR || path.join(repo, "target");
+const bin = process.env.MINILAB_BIN || path.join(targetDir, "debug", "minilab");
+const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
+const START_TIMEOUT_MS = 60_000;
+const FINISH_TIMEOUT_MS = 90_000;
+
+let lab, browser, dataDir;
+
+/** Starts `minilab up` on free loopback ports; resolves with its page URL. */
+function startLab(dir) {
+  const child = spawn(bin, ["up", "--listen", "127.0.0.1:0", "--s3-listen", "127.0.0.1:0", "--data-dir", dir], {
+    stdio: ["ignore", "pipe", "inherit"],
+    env: { ...process.env, MINILAB_LOG: "warn,s3s=off" },
+  });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("minilab up did not start in time")), START_TIMEOUT_MS);
+    child.on("exit", (code) => reject(new Error(`minilab up exited with ${code}`)));
+    createInterface({ input: child.stdout }).on("line", (line) => {
+      const match = line.match(/^minilab is up: open (\S+)$/);
+      if (match) {
+        clearTimeout(timer);
+        resolve({ child, url: match[1] });
+      }
+    });
+  });
+}
+
+before(async () => {
+  dataDir = mkdtempSync(path.join(tmpdir(), "minilab-browser-"));
+  lab = await startLab(dataDir);
+  browser = await chromium.launch({
+    executablePath: chromiumPath,
+    headless: true,
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  lab?.child.kill("SIGKILL");
+  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+});
+
+async function openPage() {
+  const context = await browser.newContext({ acceptDownloads: true });
+  const page = await context.newPage();
+  const problems = [];
+  page.on("pageerror", (error) => problems.push(error.message));
+  await page.goto(lab.url);
+  await page.waitForSelector("body[data-ready=true]");
+  return { page, problems };
+}
+
+test("a photo is uploaded, processed, previewed and downloaded", async () => {
+  const { page, problems } = await openPage();
+  await page.selectOption("#recipe", "web");
+  await page.setInputFiles("#file", path.join(photos, "photo-12mp.jpg"));
+
+  const card = page.locator("article.upload").first();
+  await card.locator(".state[data-state=succeeded]").waitFor({ timeout: FINISH_TIMEOUT_MS });
+  const figures = card.locator("figure.output");
+  assert.equal(await figures.count(), 2);
+
+  const large = card.locator("figure.output[data-name=large]");
+  assert.match(await large.locator("figcaption").innerText(), /1024×768/);
+  // The preview really loaded from the store, at the stated size.
+  const natural = await large.locator("img").evaluate(async (img) => {
+    await img.decode();
+    return [img.naturalWidth, img.naturalHeight];
+  });
+  assert.deepEqual(natural, [1024, 768]);
+
+  const [download] = await Promise.all([page.waitForEvent("download"), large.locator("a.download").click()]);
+  assert.equal(download.suggestedFilename(), "photo-12mp-large.jpg");
+  const saved = path.join(dataDir, "downloaded.jpg");
+  await download.saveAs(saved);
+  const bytes = readFileSync(saved);
+  assert.deepEqual([...bytes.subarray(0, 3)], [0xff, 0xd8, 0xff], "the download is a JPEG");
+  assert.match(await large.locator("figcaption").innerText(), new RegExp(`${(bytes.length / 1024).toFixed(1)} KB`));
+  assert.deepEqual(problems, []);
+});
+
+test("a photo dropped on the page is processed too", async () => {
+  const { page, problems } = await openPage();
+  await page.selectOption("#recipe", "thumbnail");
+  const bytes = [...readFileSync(path.join(photos, "photo-small.jpg"))];
+  const dataTransfer = await page.evaluateHandle((data) => {
+    const transfer = new DataTransfer();
+    transfer.items.add(new File([new Uint8Array(data)], "dropped.jpg", { type: "image/jpeg" }));
+    return transfer;
+  }, bytes);
+  await page.dispatchEvent("#dropzone", "drop", { dataTransfer });
+  const card = page.locator("article.upload").first();
+  await card.locator(".state[data-state=succeeded]").waitFor({ timeout: FINISH_TIMEOUT_MS });
+  assert.match(await card.locator("figure.output figcaption").innerText(), /256×256/);
+  assert.deepEqual(problems, []);
+});
+
+test("a file that is not an image gets a clear message", async () => {
+  const { page, problems } = await openPage();
+  await page.setInputFiles("#file", {
+    name: "notes.txt",
+    mimeType: "text/plain",
+    buffer: Buffer.from("shopping list: milk, eggs"),
+  });
+  const card = page.locator("article.upload").first();
+  const error = card.locator(".error");
+  await error.waitFor({ state: "visible" });
+  assert.equal(await error.getAttribute("data-code"), "unsupported-type");
+  assert.match(await error.innerText(), /not supported.*JPEG, PNG, WebP or GIF/);
+
+  // A web page renamed to .jpg passes the type check, and fails in processing.
+  await page.setInputFiles("#file", {
+    name: "holiday.jpg",
+    mimeType: "image/jpeg",
+    buffer: Buffer.from("<!doctype html><html><body>surprise</body></html>"),
+  });
+  const second = page.locator("article.upload", { hasText: "holiday.jpg" });
+  await second.locator(".state[data-state=failed]").waitFor({ timeout: FINISH_TIMEOUT_MS });
+  assert.equal(await second.locator(".error").getAttribute("data-code"), "unsupported-format");
+  assert.match(await second.locator(".error").innerText(), /Processing failed/);
+  assert.deepEqual(problems, []);
+});

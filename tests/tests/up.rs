@@ -1,0 +1,356 @@
+//! `minilab up` over HTTP only: the whole upload → process → download path, bad
+//! files, refused uploads, and a restart with work outstanding.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use base64::Engine;
+use minilab_core::Limits;
+use minilab_core::pipeline::fitted_size;
+use minilab_core::recipe::Fit;
+use minilab_tests::{Lab, photo};
+use serde_json::Value;
+
+fn state(status: &Value) -> &str {
+    status["state"].as_str().unwrap_or_default()
+}
+
+/// The size a photo has once its EXIF orientation is applied.
+fn oriented_size(bytes: &[u8]) -> (u32, u32) {
+    let (_, image) =
+        minilab_core::pipeline::decode(bytes, &Limits::default()).expect("test photo decodes");
+    (image.width(), image.height())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_photo_goes_up_through_the_web_recipe_and_comes_back_in_both_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start(dir.path(), &[]);
+    for name in ["photo-12mp.jpg", "photo-exif-rotate6.jpg"] {
+        let bytes = photo(name);
+        let (width, height) = oriented_size(&bytes);
+        let ticket = lab.ticket(name, "image/jpeg", &bytes, "web").await;
+        let id = ticket["id"].as_str().unwrap();
+        assert_eq!(state(&lab.status(id, 0).await), "awaiting_upload");
+        lab.upload(&ticket, bytes, "image/jpeg").await;
+
+        let status = lab.wait_final(id).await;
+        assert_eq!(state(&status), "succeeded", "{status}");
+        let outputs = status["outputs"].as_array().unwrap();
+        let names: Vec<_> = outputs
+            .iter()
+            .map(|o| o["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["large", "thumb"]);
+        for (output, size) in outputs.iter().zip([1024, 256]) {
+            let response = lab
+                .http
+                .get(output["url"].as_str().unwrap())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            let disposition = response.headers()["content-disposition"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let stem = name.trim_end_matches(".jpg");
+            assert_eq!(
+                disposition,
+                format!(
+                    "attachment; filename=\"{stem}-{}.jpg\"",
+                    output["name"].as_str().unwrap()
+                )
+            );
+            let body = response.bytes().await.unwrap();
+            assert_eq!(body.len() as u64, output["bytes"].as_u64().unwrap());
+            let decoded =
+                image::load_from_memory_with_format(&body, image::ImageFormat::Jpeg).unwrap();
+            let expected = fitted_size(width, height, size, size, Fit::Fit);
+            assert_eq!(
+                (decoded.width(), decoded.height()),
+                expected,
+                "{name} {}",
+                output["name"]
+            );
+            assert_eq!(
+                (
+                    output["width"].as_u64().unwrap(),
+                    output["height"].as_u64().unwrap()
+                ),
+                (u64::from(expected.0), u64::from(expected.1))
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_that_are_not_good_images_fail_with_distinct_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start(dir.path(), &[]);
+    let html = b"<!doctype html><html><head><title>x</title></head><body><script>alert(1)</script></body></html>".to_vec();
+    let whole = photo("photo-small.jpg");
+    let truncated = whole[..whole.len() / 2].to_vec();
+    let mut codes = Vec::new();
+    for (name, bytes) in [("page.jpg", html), ("truncated.jpg", truncated)] {
+        let ticket = lab.ticket(name, "image/jpeg", &bytes, "web").await;
+        lab.upload(&ticket, bytes, "image/jpeg").await;
+        let status = lab.wait_final(ticket["id"].as_str().unwrap()).await;
+        assert_eq!(state(&status), "failed", "{status}");
+        assert!(status["outputs"].as_array().unwrap().is_empty());
+        assert!(!status["error"]["message"].as_str().unwrap().is_empty());
+        codes.push(status["error"]["code"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(codes, ["unsupported-format", "corrupt-image"]);
+}
+
+/// The fields of a ticket, to tamper with.
+fn fields(ticket: &Value) -> serde_json::Map<String, Value> {
+    ticket["upload"]["fields"].as_object().unwrap().clone()
+}
+
+async fn refused(
+    lab: &Lab,
+    ticket: &Value,
+    fields: &serde_json::Map<String, Value>,
+    bytes: Vec<u8>,
+) -> String {
+    let url = ticket["upload"]["url"].as_str().unwrap();
+    let (status, body) = lab.post_form(url, fields, bytes, "image/jpeg").await;
+    assert!(
+        (400..500).contains(&status),
+        "the store accepted it: {status} {body}"
+    );
+    // Nothing was stored: the upload is still awaited.
+    assert_eq!(
+        state(&lab.status(ticket["id"].as_str().unwrap(), 0).await),
+        "awaiting_upload"
+    );
+    body
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_store_refuses_uploads_outside_their_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    // A 1 MB limit keeps the oversized upload small; the 12 MP photo has 1.9 MB.
+    let lab = Lab::start(dir.path(), &["--max-upload-bytes", "1000000"]);
+    let small = photo("photo-small.jpg");
+    let big = photo("photo-12mp.jpg");
+
+    let ticket = lab.ticket("a.jpg", "image/jpeg", &small, "web").await;
+    let body = refused(&lab, &ticket, &fields(&ticket), big).await;
+    assert!(body.contains("EntityTooLarge"), "{body}");
+
+    // A policy edited to allow more no longer matches its signature.
+    let ticket = lab.ticket("a.jpg", "image/jpeg", &small, "web").await;
+    let mut tampered = fields(&ticket);
+    let engine = base64::engine::general_purpose::STANDARD;
+    let policy =
+        String::from_utf8(engine.decode(tampered["policy"].as_str().unwrap()).unwrap()).unwrap();
+    let widened = policy.replace("1000000", "9000000000");
+    assert_ne!(policy, widened);
+    tampered.insert("policy".into(), engine.encode(widened).into());
+    let body = refused(&lab, &ticket, &tampered, small.clone()).await;
+    assert!(body.contains("SignatureDoesNotMatch"), "{body}");
+
+    // Another key, or another Content-Type, than the signed ones.
+    for (field, value) in [
+        ("key", "uploads/somewhere-else"),
+        ("Content-Type", "text/html"),
+    ] {
+        let ticket = lab.ticket("a.jpg", "image/jpeg", &small, "web").await;
+        let mut tampered = fields(&ticket);
+        tampered.insert(field.into(), value.into());
+        refused(&lab, &ticket, &tampered, small.clone()).await;
+    }
+
+    // An expired policy, signed with the store's real credentials.
+    let ticket = lab.ticket("a.jpg", "image/jpeg", &small, "web").await;
+    let credentials: Value = serde_json::from_str(
+        &std::fs::read_to_string(lab.data_dir.join("credentials.json")).unwrap(),
+    )
+    .unwrap();
+    let credentials = aws_credential_types::Credentials::new(
+        credentials["accessKeyId"].as_str().unwrap(),
+        credentials["secretAccessKey"].as_str().unwrap(),
+        None,
+        None,
+        "test",
+    );
+    let issued = fields(&ticket);
+    let now = chrono::Utc::now();
+    let expired = minilab_api::post_policy::PostPolicy {
+        bucket: "minilab-uploads",
+        key: issued["key"].as_str().unwrap(),
+        content_type: "image/jpeg",
+        max_bytes: 1_000_000,
+        metadata: &[("recipe", "web")],
+        expires_at: now - chrono::Duration::seconds(1),
+    }
+    .sign(
+        &credentials,
+        "us-east-1",
+        now - chrono::Duration::minutes(1),
+    );
+    let expired: serde_json::Map<String, Value> = expired
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
+    let body = refused(&lab, &ticket, &expired, small.clone()).await;
+    assert!(body.to_lowercase().contains("expired"), "{body}");
+
+    // The same policy, unexpired, is accepted: the refusals above were for cause.
+    let fresh = minilab_api::post_policy::PostPolicy {
+        bucket: "minilab-uploads",
+        key: issued["key"].as_str().unwrap(),
+        content_type: "image/jpeg",
+        max_bytes: 1_000_000,
+        metadata: &[("recipe", "web")],
+        expires_at: now + chrono::Duration::minutes(5),
+    }
+    .sign(&credentials, "us-east-1", now);
+    let fresh: serde_json::Map<String, Value> = fresh
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
+    let (status, body) = lab
+        .post_form(
+            ticket["upload"]["url"].as_str().unwrap(),
+            &fresh,
+            small,
+            "image/jpeg",
+        )
+        .await;
+    assert!((200..300).contains(&status), "{status} {body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_answers_bad_requests_with_stable_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start(dir.path(), &[]);
+    let cases = [
+        (
+            lab.create_upload("a.jpg", "image/jpeg", 10, "no-such-recipe")
+                .await,
+            400,
+            "unknown-recipe",
+        ),
+        (
+            lab.create_upload("a.txt", "text/plain", 10, "web").await,
+            415,
+            "unsupported-type",
+        ),
+        (
+            lab.create_upload("a.jpg", "image/jpeg", 26 * 1024 * 1024, "web")
+                .await,
+            413,
+            "too-large",
+        ),
+        (
+            lab.create_upload("a.jpg", "image/jpeg", 0, "web").await,
+            400,
+            "empty-file",
+        ),
+    ];
+    for ((status, body), expected_status, code) in cases {
+        assert_eq!(
+            (status, body["error"]["code"].as_str().unwrap()),
+            (expected_status, code),
+            "{body}"
+        );
+    }
+    let response = lab
+        .http
+        .post(format!("{}/api/v1/uploads", lab.api))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid-request");
+
+    let huge = format!("{{\"filename\":\"{}\"}}", "a".repeat(100_000));
+    let response = lab
+        .http
+        .post(format!("{}/api/v1/uploads", lab.api))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+
+    for id in ["nope", "../../etc/passwd", "zzzzzzzzzzzzzzzzzzzzzzzzzz"] {
+        let response = lab
+            .http
+            .get(format!("{}/api/v1/uploads/{id}", lab.api))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{id}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "not-found");
+    }
+    let recipes: Value = lab
+        .http
+        .get(format!("{}/api/v1/recipes", lab.api))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<_> = recipes["recipes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"web") && names.contains(&"grayscale"),
+        "{names:?}"
+    );
+    for path in ["/livez", "/readyz"] {
+        assert_eq!(
+            lab.http
+                .get(format!("{}{path}", lab.api))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200,
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_stored_before_a_stop_is_processed_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = photo("photo-small.jpg");
+    // No workers: the upload is stored and its event queued, but nothing runs it.
+    let lab = Lab::start(dir.path(), &["--workers", "0"]);
+    let ticket = lab
+        .ticket("kept.jpg", "image/jpeg", &bytes, "grayscale")
+        .await;
+    let id = ticket["id"].as_str().unwrap().to_owned();
+    lab.upload(&ticket, bytes, "image/jpeg").await;
+    assert_eq!(state(&lab.status(&id, 0).await), "processing");
+    lab.kill();
+
+    let lab = Lab::start(dir.path(), &[]);
+    let status = lab.wait_final(&id).await;
+    assert_eq!(state(&status), "succeeded", "{status}");
+    assert_eq!(status["recipe"], "grayscale");
+    let url = status["outputs"][0]["url"].as_str().unwrap();
+    let body = lab
+        .http
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(!image::load_from_memory(&body).unwrap().color().has_color());
+}
