@@ -147,6 +147,20 @@ impl Lab {
         bytes: Vec<u8>,
         file_type: &str,
     ) -> (u16, String) {
+        self.try_post_form(url, fields, bytes, file_type)
+            .await
+            .expect("POST to the store")
+    }
+
+    /// Like [`Lab::post_form`], but a connection the store closed while the body was
+    /// still being sent (as S3 may do when it refuses an upload early) is an `Err`.
+    pub async fn try_post_form(
+        &self,
+        url: &str,
+        fields: &serde_json::Map<String, Value>,
+        bytes: Vec<u8>,
+        file_type: &str,
+    ) -> Result<(u16, String), reqwest::Error> {
         let mut form = reqwest::multipart::Form::new();
         for (name, value) in fields {
             form = form.text(
@@ -159,17 +173,11 @@ impl Lab {
             .mime_str(file_type)
             .expect("mime");
         form = form.part("file", part);
-        let response = self
-            .http
-            .post(url)
-            .multipart(form)
-            .send()
-            .await
-            .expect("POST to the store");
-        (
+        let response = self.http.post(url).multipart(form).send().await?;
+        Ok((
             response.status().as_u16(),
             response.text().await.unwrap_or_default(),
-        )
+        ))
     }
 
     /// Uploads `bytes` with the ticket, expecting the store to accept them.
