@@ -1,5 +1,6 @@
 //! `minilab`: one binary for every part of the system.
 
+mod aws;
 mod process;
 mod store;
 mod up;
@@ -23,9 +24,15 @@ enum Command {
     /// Run everything on this machine: api, worker, web page, an embedded S3-compatible
     /// store and an in-process queue. No AWS account, no cluster.
     Up(up::UpArgs),
+    /// Serve the API on AWS: presigned uploads, status and recipes.
+    Api(aws::ApiArgs),
+    /// Consume the uploads bucket's events from SQS and process the images.
+    Worker(aws::WorkerArgs),
     /// Run one image through a recipe and write the outputs to a directory.
     Process(process::ProcessArgs),
 }
+
+type BoxedRun = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>>>>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -37,10 +44,15 @@ fn main() -> ExitCode {
             }),
         )
         .init();
-    let result = match cli.command {
-        Command::Up(args) => tokio::runtime::Runtime::new()
+    let block_on = |future| {
+        tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
-            .and_then(|runtime| runtime.block_on(up::run(args))),
+            .and_then(|runtime| runtime.block_on(future))
+    };
+    let result = match cli.command {
+        Command::Up(args) => block_on(Box::pin(up::run(args)) as BoxedRun),
+        Command::Api(args) => block_on(Box::pin(aws::run_api(args))),
+        Command::Worker(args) => block_on(Box::pin(aws::run_worker(args))),
         Command::Process(args) => process::run(args),
     };
     match result {
@@ -50,6 +62,26 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Resolves at Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            let _ = ctrl_c.await;
+            return;
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }
 
 #[cfg(test)]

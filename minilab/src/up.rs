@@ -11,11 +11,13 @@ use minilab_core::event::object_created_body;
 use minilab_core::{Limits, RecipeBook};
 use minilab_worker::Worker;
 use minilab_worker::queue::LocalQueue;
+use minilab_worker::runner::RunOptions;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 const UPLOADS_BUCKET: &str = "minilab-uploads";
 const PROCESSED_BUCKET: &str = "minilab-processed";
@@ -128,6 +130,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
     });
 
+    let shutdown = CancellationToken::new();
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
@@ -138,8 +141,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             processed_bucket: PROCESSED_BUCKET.into(),
             recipes: recipes.clone(),
             limits,
+            metrics: Arc::default(),
         });
-        tokio::spawn(minilab_worker::run(worker, Arc::new(queue), workers));
+        let options = RunOptions {
+            concurrency: workers,
+            visibility: Duration::from_secs(60),
+            drain: Duration::from_secs(0),
+        };
+        tokio::spawn(minilab_worker::runner::run(
+            worker,
+            Arc::new(queue),
+            options,
+            shutdown.clone(),
+        ));
     } else {
         tracing::warn!("--workers 0: uploads are stored but not processed until the next start");
         // Keep the receiving side alive so the store's events wait instead of failing.
@@ -168,8 +182,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     );
     println!("processing {workers} image(s) at a time; press Ctrl-C to stop");
 
-    shutdown_signal().await;
+    crate::shutdown_signal().await;
     tracing::info!("stopping");
+    shutdown.cancel();
     Ok(())
 }
 
@@ -233,25 +248,4 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 #[cfg(not(unix))]
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::write(path, text)
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

@@ -1,17 +1,20 @@
-//! Test harness: a real `minilab up` process on free loopback ports with its own
-//! data directory, driven over HTTP only.
+//! Test harness: real `minilab` processes on free loopback ports, driven over HTTP.
+//! [`Lab`] is a `minilab up`; [`aws`] sets up LocalStack resources and runs
+//! `minilab api` and `minilab worker` against them.
+
+pub mod aws;
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Longest a `minilab up` may take to print its addresses.
+/// Longest a process may take to print that it is ready.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest an upload may take to reach a final state.
-pub const FINISH_TIMEOUT: Duration = Duration::from_secs(90);
+pub const FINISH_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The `minilab` binary: `MINILAB_BIN`, or the one built beside this test.
 pub fn minilab_bin() -> PathBuf {
@@ -37,72 +40,165 @@ pub fn photo(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// A running `minilab up`; stopped (SIGKILL) when dropped.
-pub struct Lab {
+/// A running `minilab` process; killed when dropped.
+pub struct Process {
     child: Child,
-    pub api: String,
+    /// The first stdout line that started with the awaited prefix, without it.
+    pub ready_line: String,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Process {
+    /// Starts `minilab ARGS` and waits for a stdout line starting with `ready`.
+    pub fn start(command: &mut Command, ready: &str) -> Process {
+        let mut child = command
+            .env(
+                "MINILAB_LOG",
+                std::env::var("MINILAB_TEST_LOG").unwrap_or_else(|_| "warn,s3s=off".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting minilab");
+        let stdout = child.stdout.take().expect("stdout");
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut process = Process {
+            child,
+            ready_line: String::new(),
+            lines,
+        };
+        process.ready_line = process.wait_line(ready);
+        process
+    }
+
+    /// Waits (bounded) for the next stdout line starting with `prefix`.
+    pub fn wait_line(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix(prefix) {
+                        return rest.to_owned();
+                    }
+                }
+                Err(_) => panic!("minilab did not print {prefix:?} within {START_TIMEOUT:?}"),
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, as a crash or an evicted pod.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, as Kubernetes stops a pod.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `minilab up`.
+pub struct Lab {
+    process: Process,
+    pub client: Api,
     pub s3: String,
     pub data_dir: PathBuf,
-    pub http: reqwest::Client,
+}
+
+impl std::ops::Deref for Lab {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.client
+    }
 }
 
 impl Lab {
     /// Starts `minilab up` on free ports in `data_dir`, with extra flags.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Lab {
-        let mut child = Command::new(minilab_bin())
-            .arg("up")
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--s3-listen",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(data_dir)
-            .args(extra)
-            .env("MINILAB_LOG", "warn,s3s=off")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting minilab up");
-        let stdout = child.stdout.take().expect("stdout");
-        let (lines, received) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if lines.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + START_TIMEOUT;
-        let (mut api, mut s3) = (None, None);
-        while api.is_none() || s3.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = received.recv_timeout(left).unwrap_or_else(|_| {
-                panic!("minilab up did not print its addresses within {START_TIMEOUT:?}")
-            });
-            if let Some(url) = line.strip_prefix("minilab is up: open ") {
-                api = Some(url.trim_end_matches('/').to_owned());
-            } else if let Some(rest) = line.strip_prefix("S3-compatible store: ") {
-                s3 = rest.split_whitespace().next().map(str::to_owned);
-            }
-        }
+        let mut process = Process::start(
+            Command::new(minilab_bin())
+                .arg("up")
+                .args([
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--s3-listen",
+                    "127.0.0.1:0",
+                    "--data-dir",
+                ])
+                .arg(data_dir)
+                .args(extra),
+            "minilab is up: open ",
+        );
+        let api = process.ready_line.trim_end_matches('/').to_owned();
+        let s3 = process.wait_line("S3-compatible store: ");
         Lab {
-            child,
-            api: api.expect("api"),
-            s3: s3.expect("s3"),
+            process,
+            client: Api::new(api),
+            s3: s3.split_whitespace().next().expect("store URL").to_owned(),
             data_dir: data_dir.to_owned(),
+        }
+    }
+
+    /// Stops the process at once, as a crash or `kill -9` would.
+    pub fn kill(self) {
+        self.process.kill();
+    }
+}
+
+/// A client of minilab's HTTP API (and of the store it hands out URLs for).
+pub struct Api {
+    /// The API's base URL, e.g. `http://127.0.0.1:8080`.
+    pub url: String,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(url: String) -> Api {
+        Api {
+            url,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
                 .build()
                 .expect("client"),
         }
-    }
-
-    /// Stops the process at once, as a crash or `kill -9` would.
-    pub fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 
     /// `POST /api/v1/uploads`; returns the status and the JSON body.
@@ -115,7 +211,7 @@ impl Lab {
     ) -> (u16, Value) {
         let response = self
             .http
-            .post(format!("{}/api/v1/uploads", self.api))
+            .post(format!("{}/api/v1/uploads", self.url))
             .json(&json!({ "filename": filename, "contentType": content_type, "size": size, "recipe": recipe }))
             .send()
             .await
@@ -152,7 +248,7 @@ impl Lab {
             .expect("POST to the store")
     }
 
-    /// Like [`Lab::post_form`], but a connection the store closed while the body was
+    /// Like [`Api::post_form`], but a connection the store closed while the body was
     /// still being sent (as S3 may do when it refuses an upload early) is an `Err`.
     pub async fn try_post_form(
         &self,
@@ -196,11 +292,18 @@ impl Lab {
         );
     }
 
+    /// A ticket for a JPEG, uploaded; returns the upload id.
+    pub async fn upload_jpeg(&self, name: &str, bytes: &[u8], recipe: &str) -> String {
+        let ticket = self.ticket(name, "image/jpeg", bytes, recipe).await;
+        self.upload(&ticket, bytes.to_vec(), "image/jpeg").await;
+        ticket["id"].as_str().expect("id").to_owned()
+    }
+
     /// `GET /api/v1/uploads/{id}`.
     pub async fn status(&self, id: &str, wait: u64) -> Value {
         let response = self
             .http
-            .get(format!("{}/api/v1/uploads/{id}?wait={wait}", self.api))
+            .get(format!("{}/api/v1/uploads/{id}?wait={wait}", self.url))
             .send()
             .await
             .expect("GET status");
@@ -223,11 +326,34 @@ impl Lab {
             );
         }
     }
+
+    /// Downloads every output of a final status; returns (name, bytes).
+    pub async fn download_outputs(&self, status: &Value) -> Vec<(String, Vec<u8>)> {
+        let mut outputs = Vec::new();
+        for output in status["outputs"].as_array().expect("outputs") {
+            let response = self
+                .http
+                .get(output["url"].as_str().expect("url"))
+                .send()
+                .await
+                .expect("GET output");
+            assert_eq!(response.status(), 200);
+            let bytes = response.bytes().await.expect("body").to_vec();
+            outputs.push((output["name"].as_str().expect("name").to_owned(), bytes));
+        }
+        outputs
+    }
 }
 
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// What the pipeline itself makes of `bytes` with a built-in recipe: (name, bytes).
+/// Encoding is deterministic, so a service's outputs must equal these.
+pub fn expected_outputs(bytes: &[u8], recipe: &str) -> Vec<(String, Vec<u8>)> {
+    let recipes = minilab_core::RecipeBook::builtin();
+    let recipe = recipes.get(recipe).expect("built-in recipe");
+    minilab_core::pipeline::process(bytes, recipe, &minilab_core::Limits::default())
+        .expect("the photo processes")
+        .outputs
+        .into_iter()
+        .map(|o| (o.name, o.bytes))
+        .collect()
 }

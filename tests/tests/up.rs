@@ -275,7 +275,7 @@ async fn the_api_answers_bad_requests_with_stable_codes() {
     }
     let response = lab
         .http
-        .post(format!("{}/api/v1/uploads", lab.api))
+        .post(format!("{}/api/v1/uploads", lab.url))
         .header("content-type", "application/json")
         .body("{not json")
         .send()
@@ -288,7 +288,7 @@ async fn the_api_answers_bad_requests_with_stable_codes() {
     let huge = format!("{{\"filename\":\"{}\"}}", "a".repeat(100_000));
     let response = lab
         .http
-        .post(format!("{}/api/v1/uploads", lab.api))
+        .post(format!("{}/api/v1/uploads", lab.url))
         .header("content-type", "application/json")
         // The API refuses before reading it all and drops the connection: not one to reuse.
         .header("connection", "close")
@@ -301,7 +301,7 @@ async fn the_api_answers_bad_requests_with_stable_codes() {
     for id in ["nope", "../../etc/passwd", "zzzzzzzzzzzzzzzzzzzzzzzzzz"] {
         let response = lab
             .http
-            .get(format!("{}/api/v1/uploads/{id}", lab.api))
+            .get(format!("{}/api/v1/uploads/{id}", lab.url))
             .send()
             .await
             .unwrap();
@@ -311,7 +311,7 @@ async fn the_api_answers_bad_requests_with_stable_codes() {
     }
     let recipes: Value = lab
         .http
-        .get(format!("{}/api/v1/recipes", lab.api))
+        .get(format!("{}/api/v1/recipes", lab.url))
         .send()
         .await
         .unwrap()
@@ -331,7 +331,7 @@ async fn the_api_answers_bad_requests_with_stable_codes() {
     for path in ["/livez", "/readyz"] {
         assert_eq!(
             lab.http
-                .get(format!("{}{path}", lab.api))
+                .get(format!("{}{path}", lab.url))
                 .send()
                 .await
                 .unwrap()

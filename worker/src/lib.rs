@@ -6,18 +6,22 @@
 //! Permanent failures (bad images, unknown recipes) end as a `failed` manifest;
 //! transient ones (storage errors) leave the message for redelivery.
 
+pub mod http;
+pub mod metrics;
 pub mod queue;
 pub mod recovery;
+pub mod runner;
+pub mod sqs;
 
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
 use chrono::Utc;
+use metrics::Metrics;
 use minilab_core::error::{ErrorCode, ImageError};
 use minilab_core::event::{Message, ObjectCreated, parse_message};
 use minilab_core::manifest::{ErrorRecord, ManifestState, OutputRecord, Source, StageTimings};
 use minilab_core::pipeline::{self, Processed};
 use minilab_core::{Limits, Manifest, RecipeBook, UploadId, keys};
-use queue::Queue;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,6 +32,16 @@ pub struct Worker {
     pub processed_bucket: String,
     pub recipes: Arc<RecipeBook>,
     pub limits: Limits,
+    pub metrics: Arc<Metrics>,
+}
+
+/// How one created object ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    Failed(ErrorCode),
+    /// Nothing to do, and why: `duplicate`, `foreign-object` or `source-gone`.
+    Skipped(&'static str),
 }
 
 /// What to do with a message once handled.
@@ -55,25 +69,35 @@ impl Worker {
     /// Handles one queue message body.
     pub async fn handle_message(&self, body: &str) -> Disposition {
         let objects = match parse_message(body) {
-            Ok(Message::Test) => return Disposition::Done,
+            Ok(Message::Test) => {
+                self.metrics.job("skipped", "test-event");
+                return Disposition::Done;
+            }
             Ok(Message::Created(objects)) => objects,
             Err(err) => {
                 tracing::warn!(error = %err, "dropping a message that is not an S3 event");
+                self.metrics.job("skipped", "not-an-event");
                 return Disposition::Done;
             }
         };
         let mut disposition = Disposition::Done;
         for object in objects {
-            if let Err(err) = self.handle_object(&object).await {
-                tracing::warn!(key = object.key, error = %err, "will retry");
-                disposition = Disposition::Retry;
+            match self.handle_object(&object).await {
+                Ok(Outcome::Succeeded) => self.metrics.job("succeeded", "none"),
+                Ok(Outcome::Failed(code)) => self.metrics.job("failed", code.as_str()),
+                Ok(Outcome::Skipped(why)) => self.metrics.job("skipped", why),
+                Err(err) => {
+                    tracing::warn!(key = object.key, error = %err, "will retry");
+                    self.metrics.job("retried", "transient");
+                    disposition = Disposition::Retry;
+                }
             }
         }
         disposition
     }
 
     /// Processes one created object, unless it is finished already.
-    pub async fn handle_object(&self, object: &ObjectCreated) -> Result<(), Transient> {
+    pub async fn handle_object(&self, object: &ObjectCreated) -> Result<Outcome, Transient> {
         let Some(id) =
             keys::parse_source_key(&object.key).filter(|_| object.bucket == self.uploads_bucket)
         else {
@@ -82,16 +106,29 @@ impl Worker {
                 key = object.key,
                 "ignoring an object minilab did not issue"
             );
-            return Ok(());
+            return Ok(Outcome::Skipped("foreign-object"));
         };
         if self.manifest_exists(id).await? {
             tracing::debug!(%id, "already finished; duplicate delivery");
-            return Ok(());
+            return Ok(Outcome::Skipped("duplicate"));
         }
+        if let Some(lag) = object
+            .event_time
+            .and_then(|t| (Utc::now() - t).to_std().ok())
+        {
+            self.metrics.event_lag(lag);
+        }
+        self.metrics.in_flight.inc();
+        let result = self.process_upload(id).await;
+        self.metrics.in_flight.dec();
+        result
+    }
+
+    async fn process_upload(&self, id: UploadId) -> Result<Outcome, Transient> {
         let started = Instant::now();
         let Some(source) = self.download(id).await? else {
             tracing::warn!(%id, "the source is gone; nothing to process");
-            return Ok(());
+            return Ok(Outcome::Skipped("source-gone"));
         };
         let download_ms = ms(started);
         let recipe_name = source.recipe.clone().unwrap_or_default();
@@ -202,7 +239,20 @@ impl Worker {
         };
         self.write_manifest(&manifest).await?;
         tracing::info!(%id, state = ?manifest.state, ms = ms(started), "upload finished");
-        Ok(())
+        let t = &manifest.timings;
+        for (stage, ms) in [
+            ("download", t.download_ms),
+            ("decode", t.decode_ms),
+            ("transform", t.transform_ms),
+            ("encode", t.encode_ms),
+            ("upload", t.upload_ms),
+        ] {
+            self.metrics.stage(stage, ms);
+        }
+        Ok(match &manifest.error {
+            None => Outcome::Succeeded,
+            Some(error) => Outcome::Failed(error.code),
+        })
     }
 
     async fn manifest_exists(&self, id: UploadId) -> Result<bool, Transient> {
@@ -283,34 +333,4 @@ struct Download {
 
 fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1e3
-}
-
-/// Runs `concurrency` loops that each take one message at a time: one image per
-/// core, with the pipeline itself on the blocking pool. Returns when `queue` closes.
-pub async fn run(worker: Arc<Worker>, queue: Arc<dyn Queue>, concurrency: usize) {
-    let mut loops = tokio::task::JoinSet::new();
-    for _ in 0..concurrency.max(1) {
-        let (worker, queue) = (worker.clone(), queue.clone());
-        loops.spawn(async move {
-            loop {
-                let deliveries = match queue.receive(1).await {
-                    Ok(Some(deliveries)) => deliveries,
-                    Ok(None) => return,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "receiving failed");
-                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                        continue;
-                    }
-                };
-                for delivery in deliveries {
-                    if worker.handle_message(&delivery.body).await == Disposition::Done
-                        && let Err(err) = queue.delete(&delivery).await
-                    {
-                        tracing::warn!(error = %err, "deleting a handled message failed; it will be redelivered");
-                    }
-                }
-            }
-        });
-    }
-    while loops.join_next().await.is_some() {}
 }

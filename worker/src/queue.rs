@@ -2,12 +2,14 @@
 //! on SQS and in `minilab up`'s in-process queue.
 
 use async_trait::async_trait;
+use std::time::Duration;
 use tokio::sync::{Mutex, mpsc};
 
-/// One message, with what the queue needs to delete it.
+/// One message, with what the queue needs to delete or extend it.
 #[derive(Debug, Clone)]
 pub struct Delivery {
     pub body: String,
+    /// SQS's receipt handle; empty for the in-process queue.
     pub receipt: String,
 }
 
@@ -21,13 +23,24 @@ pub trait Queue: Send + Sync {
     /// closed for good; `Ok(Some(empty))` that nothing arrived in time.
     async fn receive(&self, max: usize) -> Result<Option<Vec<Delivery>>, QueueError>;
 
-    /// Removes a message that was handled for good.
-    async fn delete(&self, delivery: &Delivery) -> Result<(), QueueError>;
+    /// Removes handled messages; returns those it could not remove, to retry.
+    async fn delete(&self, deliveries: &[Delivery]) -> Result<Vec<Delivery>, QueueError>;
+
+    /// Keeps a message hidden from other consumers for `by` from now (a heartbeat
+    /// while an image takes long).
+    async fn extend(&self, delivery: &Delivery, by: Duration) -> Result<(), QueueError>;
+
+    /// Hands a message back at once, for another consumer.
+    async fn release(&self, delivery: &Delivery) -> Result<(), QueueError>;
+
+    /// Whether the queue can be reached.
+    async fn check(&self) -> Result<(), QueueError>;
 }
 
 /// `minilab up`'s queue: a bounded channel in the same process. Nothing survives a
 /// restart; `minilab up` re-enqueues unfinished uploads when it starts instead.
 pub struct LocalQueue {
+    sender: LocalSender,
     receiver: Mutex<mpsc::Receiver<String>>,
 }
 
@@ -37,12 +50,11 @@ pub type LocalSender = mpsc::Sender<String>;
 impl LocalQueue {
     pub fn new(capacity: usize) -> (LocalSender, Self) {
         let (sender, receiver) = mpsc::channel(capacity);
-        (
-            sender,
-            Self {
-                receiver: Mutex::new(receiver),
-            },
-        )
+        let queue = Self {
+            sender: sender.clone(),
+            receiver: Mutex::new(receiver),
+        };
+        (sender, queue)
     }
 }
 
@@ -65,7 +77,22 @@ impl Queue for LocalQueue {
         }
     }
 
-    async fn delete(&self, _delivery: &Delivery) -> Result<(), QueueError> {
+    async fn delete(&self, _deliveries: &[Delivery]) -> Result<Vec<Delivery>, QueueError> {
+        Ok(Vec::new())
+    }
+
+    async fn extend(&self, _delivery: &Delivery, _by: Duration) -> Result<(), QueueError> {
+        Ok(())
+    }
+
+    async fn release(&self, delivery: &Delivery) -> Result<(), QueueError> {
+        self.sender
+            .send(delivery.body.clone())
+            .await
+            .map_err(|_| QueueError("the in-process queue is closed".into()))
+    }
+
+    async fn check(&self) -> Result<(), QueueError> {
         Ok(())
     }
 }

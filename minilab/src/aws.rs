@@ -1,0 +1,225 @@
+//! `minilab api` and `minilab worker`: the services as they run on EKS. Everything
+//! about AWS (region, endpoint, credentials, IRSA or Pod Identity) comes from the
+//! SDK's standard chain, so the same flags work against AWS and LocalStack.
+
+use anyhow::Context;
+use aws_config::BehaviorVersion;
+use clap::Args;
+use minilab_api::ApiConfig;
+use minilab_core::{Limits, RecipeBook};
+use minilab_worker::Worker;
+use minilab_worker::runner::RunOptions;
+use minilab_worker::sqs::SqsQueue;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Flags both services share.
+#[derive(Args, Debug)]
+pub struct StorageArgs {
+    /// The bucket browsers upload to.
+    #[arg(long, env = "MINILAB_UPLOADS_BUCKET")]
+    uploads_bucket: String,
+    /// The bucket the worker writes outputs and manifests to.
+    #[arg(long, env = "MINILAB_PROCESSED_BUCKET")]
+    processed_bucket: String,
+    /// Address buckets by path (`endpoint/bucket`), as LocalStack and other
+    /// S3-compatible stores need; AWS uses virtual-hosted names.
+    #[arg(long, env = "MINILAB_S3_PATH_STYLE", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    s3_path_style: bool,
+    /// Largest upload, in bytes.
+    #[arg(long, env = "MINILAB_MAX_UPLOAD_BYTES", default_value_t = Limits::DEFAULT_MAX_BYTES)]
+    max_upload_bytes: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct ApiArgs {
+    #[command(flatten)]
+    storage: StorageArgs,
+    /// Address to serve the API on.
+    #[arg(long, env = "MINILAB_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// Serve the upload page at `/` too (on EKS the page is in the site bucket).
+    #[arg(long, env = "MINILAB_SERVE_WEB", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    serve_web: bool,
+    /// The URL browsers POST uploads to [default: the uploads bucket's S3 URL].
+    #[arg(long, env = "MINILAB_UPLOAD_URL")]
+    upload_url: Option<String>,
+    /// Seconds a presigned upload stays valid.
+    #[arg(long, env = "MINILAB_UPLOAD_TTL", default_value_t = 900)]
+    upload_ttl: u64,
+    /// Seconds a presigned download stays valid.
+    #[arg(long, env = "MINILAB_DOWNLOAD_TTL", default_value_t = 3600)]
+    download_ttl: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    storage: StorageArgs,
+    /// The SQS queue that receives the uploads bucket's event notifications.
+    #[arg(long, env = "MINILAB_QUEUE_URL")]
+    queue_url: String,
+    /// Address of /livez, /readyz and /metrics.
+    #[arg(long, env = "MINILAB_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    metrics_listen: SocketAddr,
+    /// Images processed at once [default: the number of cores].
+    #[arg(long, env = "MINILAB_CONCURRENCY")]
+    concurrency: Option<usize>,
+    /// Seconds a received message stays hidden per heartbeat (heartbeats come at half).
+    #[arg(long, env = "MINILAB_VISIBILITY_TIMEOUT", default_value_t = 60)]
+    visibility_timeout: u64,
+    /// Seconds to finish images in flight after SIGTERM before handing them back.
+    #[arg(long, env = "MINILAB_DRAIN_TIMEOUT", default_value_t = 25)]
+    drain_timeout: u64,
+    /// Seconds one receive long-polls (0-20).
+    #[arg(long, env = "MINILAB_RECEIVE_WAIT", default_value_t = 20)]
+    receive_wait: u64,
+}
+
+async fn s3_client(sdk: &aws_config::SdkConfig, path_style: bool) -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::config::Builder::from(sdk)
+        .force_path_style(path_style)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+/// Where browsers POST: `endpoint/bucket` with path-style addressing or a custom
+/// endpoint, otherwise the bucket's virtual-hosted S3 URL.
+fn upload_url(sdk: &aws_config::SdkConfig, bucket: &str, path_style: bool, region: &str) -> String {
+    match sdk.endpoint_url() {
+        Some(endpoint) if path_style => format!("{}/{bucket}", endpoint.trim_end_matches('/')),
+        Some(endpoint) => {
+            let (scheme, host) = endpoint.split_once("://").unwrap_or(("https", endpoint));
+            format!("{scheme}://{bucket}.{}", host.trim_end_matches('/'))
+        }
+        None if path_style => format!("https://s3.{region}.amazonaws.com/{bucket}"),
+        None => format!("https://{bucket}.s3.{region}.amazonaws.com"),
+    }
+}
+
+pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
+    let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    let region = sdk
+        .region()
+        .map(|r| r.to_string())
+        .context("no AWS region: set AWS_REGION")?;
+    let credentials = sdk
+        .credentials_provider()
+        .context("no AWS credentials provider in the environment")?;
+    let storage = &args.storage;
+    let s3 = s3_client(&sdk, storage.s3_path_style).await;
+    let upload_url = args.upload_url.clone().unwrap_or_else(|| {
+        upload_url(
+            &sdk,
+            &storage.uploads_bucket,
+            storage.s3_path_style,
+            &region,
+        )
+    });
+    let router = minilab_api::router(ApiConfig {
+        s3,
+        credentials,
+        region,
+        uploads_bucket: storage.uploads_bucket.clone(),
+        processed_bucket: storage.processed_bucket.clone(),
+        upload_url,
+        recipes: Arc::new(RecipeBook::builtin()),
+        max_upload_bytes: storage.max_upload_bytes,
+        upload_ttl: Duration::from_secs(args.upload_ttl),
+        download_ttl: Duration::from_secs(args.download_ttl),
+        serve_web: args.serve_web,
+    });
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    println!("minilab api listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(crate::shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+pub async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
+    let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    let storage = &args.storage;
+    let s3 = s3_client(&sdk, storage.s3_path_style).await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let worker = Arc::new(Worker {
+        s3,
+        uploads_bucket: storage.uploads_bucket.clone(),
+        processed_bucket: storage.processed_bucket.clone(),
+        recipes: Arc::new(RecipeBook::builtin()),
+        limits: Limits {
+            max_bytes: storage.max_upload_bytes,
+            ..Limits::default()
+        },
+        metrics: Arc::default(),
+    });
+    let queue: Arc<dyn minilab_worker::queue::Queue> = Arc::new(SqsQueue::new(
+        sqs,
+        &args.queue_url,
+        Duration::from_secs(args.receive_wait),
+    ));
+    let shutdown = CancellationToken::new();
+
+    let listener = TcpListener::bind(args.metrics_listen)
+        .await
+        .with_context(|| format!("listening on {}", args.metrics_listen))?;
+    let metrics_addr = listener.local_addr()?;
+    let probes = minilab_worker::http::router(worker.clone(), queue.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, probes).await {
+            tracing::error!(error = %err, "the metrics server stopped");
+        }
+    });
+
+    let concurrency = args
+        .concurrency
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let options = RunOptions {
+        concurrency,
+        visibility: Duration::from_secs(args.visibility_timeout.max(1)),
+        drain: Duration::from_secs(args.drain_timeout),
+    };
+    println!(
+        "minilab worker consuming {} with {concurrency} slot(s); metrics on http://{metrics_addr}",
+        args.queue_url
+    );
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        crate::shutdown_signal().await;
+        tracing::info!("SIGTERM: no more receiving; draining");
+        signal.cancel();
+    });
+    minilab_worker::runner::run(worker, queue, options, shutdown).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_urls_follow_the_addressing_style() {
+        let local = aws_config::SdkConfig::builder()
+            .endpoint_url("http://127.0.0.1:4566")
+            .build();
+        assert_eq!(
+            upload_url(&local, "up", true, "us-east-1"),
+            "http://127.0.0.1:4566/up"
+        );
+        assert_eq!(
+            upload_url(&local, "up", false, "us-east-1"),
+            "http://up.127.0.0.1:4566"
+        );
+        let aws = aws_config::SdkConfig::builder().build();
+        assert_eq!(
+            upload_url(&aws, "up", false, "eu-west-1"),
+            "https://up.s3.eu-west-1.amazonaws.com"
+        );
+    }
+}

@@ -1,0 +1,437 @@
+//! AWS mode against LocalStack's S3 and SQS: the real `minilab api` and `minilab
+//! worker` processes, S3 → SQS notifications, redrive to a dead-letter queue, and
+//! the at-least-once promises: duplicates, crashes, SIGTERM, poison, transient faults.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use minilab_tests::aws::{EnvOptions, PAGE_ORIGIN, Stack, metric};
+use minilab_tests::{expected_outputs, photo};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+const SUCCEEDED: &str = "minilab_worker_jobs_total{outcome=\"succeeded\",reason=\"none\"}";
+const DUPLICATES: &str = "minilab_worker_jobs_total{outcome=\"skipped\",reason=\"duplicate\"}";
+const NOT_EVENTS: &str = "minilab_worker_jobs_total{outcome=\"skipped\",reason=\"not-an-event\"}";
+const RETRIED: &str = "minilab_worker_jobs_total{outcome=\"retried\",reason=\"transient\"}";
+
+fn state(status: &Value) -> &str {
+    status["state"].as_str().unwrap_or_default()
+}
+
+/// Polls `condition` every 100 ms for at most `limit`; S3 and metrics have no
+/// notification to await.
+async fn eventually<F, Fut>(limit: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !condition().await {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_goes_through_s3_and_sqs_and_comes_back_presigned() {
+    let stack = Stack::connect().await;
+    let env = stack.env(EnvOptions::default()).await;
+    let (_api, api) = stack.api(&env, &[]);
+    let (_worker, metrics) = stack.worker(&env, &[]);
+
+    let bytes = photo("photo-12mp.jpg");
+    let ticket = api.ticket("photo.jpg", "image/jpeg", &bytes, "web").await;
+    assert!(
+        ticket["upload"]["url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&stack.endpoint)
+    );
+    let id = ticket["id"].as_str().unwrap().to_owned();
+    api.upload(&ticket, bytes.clone(), "image/jpeg").await;
+    let status = api.wait_final(&id).await;
+    assert_eq!(state(&status), "succeeded", "{status}");
+    let outputs = api.download_outputs(&status).await;
+    assert_eq!(outputs, expected_outputs(&bytes, "web"));
+    assert_eq!(
+        stack.keys(&env.processed, &id).await,
+        [
+            format!("{id}/large.jpg"),
+            format!("{id}/manifest.json"),
+            format!("{id}/thumb.jpg")
+        ]
+    );
+    assert_eq!(metric(&api.http, &metrics, SUCCEEDED).await, 1.0);
+    let ready = api
+        .http
+        .get(format!("{metrics}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_duplicated_event_leaves_one_correct_set_of_outputs() {
+    let stack = Stack::connect().await;
+    let env = stack.env(EnvOptions::default()).await;
+    let (_api, api) = stack.api(&env, &[]);
+    let bytes = photo("photo-8mp-progressive.jpg");
+    let id = api.upload_jpeg("p.jpg", &bytes, "web").await;
+
+    // Take S3's event off the queue before any worker runs, and deliver it four
+    // times; a worker with four slots handles the copies concurrently.
+    let event = stack
+        .take_message(&env.queue_url, &id, Duration::from_secs(30))
+        .await
+        .expect("S3 sent the event");
+    for _ in 0..4 {
+        stack
+            .sqs
+            .send_message()
+            .queue_url(&env.queue_url)
+            .message_body(&event)
+            .send()
+            .await
+            .unwrap();
+    }
+    let (_worker, metrics) = stack.worker(&env, &["--concurrency", "4"]);
+    let status = api.wait_final(&id).await;
+    assert_eq!(state(&status), "succeeded", "{status}");
+    eventually(
+        Duration::from_secs(30),
+        "all four copies handled",
+        || async {
+            metric(&api.http, &metrics, SUCCEEDED).await
+                + metric(&api.http, &metrics, DUPLICATES).await
+                == 4.0
+        },
+    )
+    .await;
+    assert_eq!(
+        stack.keys(&env.processed, &id).await,
+        [
+            format!("{id}/large.jpg"),
+            format!("{id}/manifest.json"),
+            format!("{id}/thumb.jpg")
+        ]
+    );
+    assert_eq!(
+        api.download_outputs(&status).await,
+        expected_outputs(&bytes, "web")
+    );
+}
+
+/// Uploads `count` copies of `bytes`; returns their ids.
+async fn upload_many(api: &minilab_tests::Api, bytes: &[u8], count: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(count);
+    for i in 0..count {
+        ids.push(
+            api.upload_jpeg(&format!("photo-{i}.jpg"), bytes, "web")
+                .await,
+        );
+    }
+    ids
+}
+
+/// Every upload succeeded with exactly the pipeline's bytes.
+async fn assert_all_correct(
+    api: &minilab_tests::Api,
+    ids: &[String],
+    expected: &[(String, Vec<u8>)],
+) {
+    for id in ids {
+        let status = api.wait_final(id).await;
+        assert_eq!(state(&status), "succeeded", "{status}");
+        assert_eq!(api.download_outputs(&status).await, expected, "upload {id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_in_the_middle_of_a_batch_loses_nothing() {
+    let stack = Stack::connect().await;
+    // A short visibility timeout brings the dead worker's messages back quickly.
+    let env = stack
+        .env(EnvOptions {
+            visibility_timeout: 3,
+            max_receive_count: 10,
+        })
+        .await;
+    let (_api, api) = stack.api(&env, &[]);
+    let bytes = photo("photo-12mp.jpg");
+    let expected = expected_outputs(&bytes, "web");
+    let ids = upload_many(&api, &bytes, 20).await;
+
+    let (first, _) = stack.worker(&env, &["--concurrency", "2", "--visibility-timeout", "3"]);
+    eventually(Duration::from_secs(60), "the first manifest", || async {
+        stack.manifest_count(&env.processed).await >= 1
+    })
+    .await;
+    first.kill();
+    let done_at_kill = stack.manifest_count(&env.processed).await;
+    assert!(
+        done_at_kill < 20,
+        "the batch finished before the kill; the test proves nothing"
+    );
+
+    let (_second, _) = stack.worker(&env, &["--concurrency", "2"]);
+    assert_all_correct(&api, &ids, &expected).await;
+    assert_eq!(stack.manifest_count(&env.processed).await, 20);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_within_the_grace_period_and_loses_nothing() {
+    let stack = Stack::connect().await;
+    let env = stack
+        .env(EnvOptions {
+            visibility_timeout: 3,
+            max_receive_count: 10,
+        })
+        .await;
+    let (_api, api) = stack.api(&env, &[]);
+    let bytes = photo("photo-12mp.jpg");
+    let expected = expected_outputs(&bytes, "web");
+    let ids = upload_many(&api, &bytes, 8).await;
+
+    let (mut worker, _) = stack.worker(&env, &["--concurrency", "2", "--drain-timeout", "10"]);
+    eventually(Duration::from_secs(60), "the first manifest", || async {
+        stack.manifest_count(&env.processed).await >= 1
+    })
+    .await;
+    let stopping = Instant::now();
+    worker.terminate();
+    let status = worker
+        .wait_exit(Duration::from_secs(15))
+        .expect("the worker exits within its grace period");
+    assert!(status.success(), "{status}");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(12),
+        "took {:?}",
+        stopping.elapsed()
+    );
+    assert!(
+        stack.manifest_count(&env.processed).await < 8,
+        "the batch finished before SIGTERM"
+    );
+
+    let (_next, _) = stack.worker(&env, &["--concurrency", "2"]);
+    assert_all_correct(&api, &ids, &expected).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn poison_and_unparsable_messages_are_not_retried_forever() {
+    let stack = Stack::connect().await;
+    let env = stack
+        .env(EnvOptions {
+            visibility_timeout: 1,
+            max_receive_count: 2,
+        })
+        .await;
+    let (_api, api) = stack.api(&env, &[]);
+    // This worker can never write its results: every attempt fails transiently.
+    let (_worker, metrics) = stack.worker(
+        &env,
+        &[
+            "--processed-bucket",
+            "no-such-bucket-anywhere",
+            "--visibility-timeout",
+            "1",
+        ],
+    );
+    stack
+        .sqs
+        .send_message()
+        .queue_url(&env.queue_url)
+        .message_body("this is not an S3 event")
+        .send()
+        .await
+        .unwrap();
+    let id = api
+        .upload_jpeg("poison.jpg", &photo("photo-small.jpg"), "web")
+        .await;
+
+    let dead = stack
+        .take_message(&env.dlq_url, &id, Duration::from_secs(60))
+        .await
+        .expect("the poison message reaches the dead-letter queue");
+    assert!(dead.contains("ObjectCreated"), "{dead}");
+    assert!(metric(&api.http, &metrics, RETRIED).await >= 2.0);
+    assert_eq!(metric(&api.http, &metrics, NOT_EVENTS).await, 1.0);
+    eventually(Duration::from_secs(10), "both queues drained", || async {
+        stack.queue_depth(&env.queue_url).await == 0 && stack.queue_depth(&env.dlq_url).await == 0
+    })
+    .await;
+    let ready = api
+        .http
+        .get(format!("{metrics}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready.status(),
+        503,
+        "a worker that cannot reach its bucket is not ready"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_briefly_missing_processed_bucket_is_retried_and_then_succeeds() {
+    let stack = Stack::connect().await;
+    let env = stack
+        .env(EnvOptions {
+            visibility_timeout: 1,
+            max_receive_count: 50,
+        })
+        .await;
+    let (_api, api) = stack.api(&env, &[]);
+    let (_worker, metrics) =
+        stack.worker(&env, &["--concurrency", "1", "--visibility-timeout", "1"]);
+    stack
+        .s3
+        .delete_bucket()
+        .bucket(&env.processed)
+        .send()
+        .await
+        .unwrap();
+
+    let bytes = photo("photo-small.jpg");
+    let id = api.upload_jpeg("later.jpg", &bytes, "web").await;
+    eventually(Duration::from_secs(30), "a transient failure", || async {
+        metric(&api.http, &metrics, RETRIED).await >= 1.0
+    })
+    .await;
+    stack.create_bucket(&env.processed).await;
+    let status = api.wait_final(&id).await;
+    assert_eq!(state(&status), "succeeded", "{status}");
+    assert_eq!(
+        api.download_outputs(&status).await,
+        expected_outputs(&bytes, "web")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_refuses_tampered_expired_and_oversized_posts_and_foreign_origins() {
+    let stack = Stack::connect().await;
+    let env = stack.env(EnvOptions::default()).await;
+    let (_api, api) = stack.api(&env, &["--max-upload-bytes", "1000000"]);
+    let small = photo("photo-small.jpg");
+    let not_stored = |ticket: &Value| {
+        let key = ticket["upload"]["fields"]["key"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let s3 = stack.s3.clone();
+        let bucket = env.uploads.clone();
+        async move {
+            s3.head_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .is_err()
+        }
+    };
+
+    // Oversized: more bytes than content-length-range allows.
+    let ticket = api.ticket("a.jpg", "image/jpeg", &small, "web").await;
+    let url = ticket["upload"]["url"].as_str().unwrap();
+    let fields = ticket["upload"]["fields"].as_object().unwrap().clone();
+    match api
+        .try_post_form(url, &fields, photo("photo-12mp.jpg"), "image/jpeg")
+        .await
+    {
+        Ok((status, body)) => assert!(
+            status == 400 && body.contains("EntityTooLarge"),
+            "{status} {body}"
+        ),
+        Err(err) => assert!(err.is_request(), "{err}"),
+    }
+    assert!(not_stored(&ticket).await);
+
+    // Tampered: another key than the signed one. (LocalStack 4.14 checks a POST
+    // policy's conditions and expiry but not its signature, so an edited policy
+    // document is proven refused against the embedded store, in tests/up.rs.)
+    let ticket = api.ticket("a.jpg", "image/jpeg", &small, "web").await;
+    let mut fields = ticket["upload"]["fields"].as_object().unwrap().clone();
+    fields.insert("key".into(), "uploads/chosen-by-the-browser".into());
+    let (status, body) = api
+        .post_form(url, &fields, small.clone(), "image/jpeg")
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(not_stored(&ticket).await);
+    let elsewhere = stack
+        .s3
+        .head_object()
+        .bucket(&env.uploads)
+        .key("uploads/chosen-by-the-browser")
+        .send()
+        .await;
+    assert!(elsewhere.is_err(), "stored under the browser's key");
+
+    // Another Content-Type than the signed one.
+    let ticket = api.ticket("a.jpg", "image/jpeg", &small, "web").await;
+    let mut fields = ticket["upload"]["fields"].as_object().unwrap().clone();
+    fields.insert("Content-Type".into(), "text/html".into());
+    let (status, body) = api
+        .post_form(url, &fields, small.clone(), "image/jpeg")
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(not_stored(&ticket).await);
+
+    // Expired: a policy signed with the real credentials, whose time has passed.
+    let now = chrono::Utc::now();
+    let key = format!("uploads/{}", minilab_core::UploadId::new(now));
+    let credentials = aws_credential_types::Credentials::new("test", "test", None, None, "test");
+    let policy = |expires_at| minilab_api::post_policy::PostPolicy {
+        bucket: &env.uploads,
+        key: &key,
+        content_type: "image/jpeg",
+        max_bytes: 1_000_000,
+        metadata: &[("recipe", "web")],
+        expires_at,
+    };
+    let to_fields =
+        |signed: minilab_api::post_policy::FormFields| -> serde_json::Map<String, Value> {
+            signed
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect()
+        };
+    let expired =
+        to_fields(policy(now - chrono::Duration::seconds(1)).sign(&credentials, "us-east-1", now));
+    let (status, body) = api
+        .post_form(url, &expired, small.clone(), "image/jpeg")
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.to_lowercase().contains("expired"), "{body}");
+    // The same policy with time left is accepted: the refusal was for its expiry.
+    let fresh =
+        to_fields(policy(now + chrono::Duration::minutes(5)).sign(&credentials, "us-east-1", now));
+    let (status, body) = api.post_form(url, &fresh, small, "image/jpeg").await;
+    assert!((200..300).contains(&status), "{status} {body}");
+
+    // CORS: the page's origin may POST; another origin's preflight is refused.
+    for (origin, allowed) in [(PAGE_ORIGIN, true), ("http://evil.minilab.test", false)] {
+        let response = api
+            .http
+            .request(reqwest::Method::OPTIONS, url)
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .send()
+            .await
+            .unwrap();
+        let allow = response
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_owned());
+        if allowed {
+            assert_eq!(response.status(), 200);
+            assert_eq!(allow.as_deref(), Some(origin));
+        } else {
+            assert_eq!(response.status(), 403);
+            assert_eq!(allow, None);
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! The consuming loop: receive while there is room, one image per slot, heartbeats
+//! while an image takes long, batched deletes after the manifest is written, and a
+//! bounded drain on shutdown that hands unfinished messages back.
+
+use crate::queue::{Delivery, Queue};
+use crate::{Disposition, Worker};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Images processed at once.
+    pub concurrency: usize,
+    /// How long a message stays hidden per heartbeat; heartbeats come at half of it.
+    pub visibility: Duration,
+    /// How long shutdown waits for images in flight before handing them back.
+    pub drain: Duration,
+}
+
+/// Runs until `shutdown` is cancelled (or the queue closes), then drains.
+pub async fn run(
+    worker: Arc<Worker>,
+    queue: Arc<dyn Queue>,
+    options: RunOptions,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(options.concurrency.max(1)));
+    let (done, finished) = mpsc::channel::<Delivery>(1024);
+    let deleter = tokio::spawn(delete_loop(queue.clone(), finished));
+    let held: Arc<Mutex<HashMap<u64, Delivery>>> = Arc::default();
+    let next_token = AtomicU64::new(0);
+    let mut tasks = JoinSet::new();
+
+    'receiving: loop {
+        while tasks.try_join_next().is_some() {}
+        let Ok(first) = (tokio::select! {
+            _ = shutdown.cancelled() => break 'receiving,
+            permit = slots.clone().acquire_owned() => permit,
+        }) else {
+            break;
+        };
+        let mut permits = vec![first];
+        while permits.len() < 10 {
+            match slots.clone().try_acquire_owned() {
+                Ok(permit) => permits.push(permit),
+                Err(_) => break,
+            }
+        }
+        let received = tokio::select! {
+            _ = shutdown.cancelled() => break 'receiving,
+            received = queue.receive(permits.len()) => received,
+        };
+        let deliveries = match received {
+            Ok(Some(deliveries)) => deliveries,
+            Ok(None) => break,
+            Err(err) => {
+                tracing::warn!(error = %err, "receiving failed; trying again in a second");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break 'receiving,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        for (delivery, permit) in deliveries.into_iter().zip(permits) {
+            let token = next_token.fetch_add(1, Ordering::Relaxed);
+            lock(&held).insert(token, delivery.clone());
+            let (worker, queue, done, held, visibility) = (
+                worker.clone(),
+                queue.clone(),
+                done.clone(),
+                held.clone(),
+                options.visibility,
+            );
+            tasks.spawn(async move {
+                let disposition =
+                    handle_with_heartbeat(&worker, queue.as_ref(), &delivery, visibility).await;
+                lock(&held).remove(&token);
+                if disposition == Disposition::Done {
+                    let _ = done.send(delivery).await;
+                }
+                drop(permit);
+            });
+        }
+    }
+
+    tracing::info!(in_flight = tasks.len(), "draining");
+    let drained = tokio::time::timeout(options.drain, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tasks.abort_all();
+        let unfinished: Vec<Delivery> = lock(&held).drain().map(|(_, d)| d).collect();
+        tracing::warn!(
+            count = unfinished.len(),
+            "drain timed out; handing unfinished messages back"
+        );
+        for delivery in unfinished {
+            if let Err(err) = queue.release(&delivery).await {
+                tracing::warn!(error = %err, "could not hand a message back; it returns after its visibility timeout");
+            }
+        }
+    }
+    drop(done);
+    if tokio::time::timeout(Duration::from_secs(10), deleter)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "deleting handled messages did not finish; they will be redelivered and skipped"
+        );
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+async fn handle_with_heartbeat(
+    worker: &Worker,
+    queue: &dyn Queue,
+    delivery: &Delivery,
+    visibility: Duration,
+) -> Disposition {
+    let handling = worker.handle_message(&delivery.body);
+    tokio::pin!(handling);
+    let period = (visibility / 2).max(Duration::from_millis(500));
+    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    loop {
+        tokio::select! {
+            disposition = &mut handling => return disposition,
+            _ = heartbeat.tick() => {
+                if let Err(err) = queue.extend(delivery, visibility).await {
+                    tracing::warn!(error = %err, "heartbeat failed");
+                }
+            }
+        }
+    }
+}
+
+/// Deletes handled messages in batches; retries the entries a batch could not delete.
+async fn delete_loop(queue: Arc<dyn Queue>, mut finished: mpsc::Receiver<Delivery>) {
+    let mut batch = Vec::with_capacity(10);
+    while finished.recv_many(&mut batch, 10).await > 0 {
+        let mut pending = std::mem::take(&mut batch);
+        for attempt in 0..4u32 {
+            match queue.delete(&pending).await {
+                Ok(failed) if failed.is_empty() => break,
+                Ok(failed) => pending = failed,
+                Err(err) => tracing::warn!(error = %err, "deleting failed"),
+            }
+            if attempt == 3 {
+                tracing::warn!(
+                    count = pending.len(),
+                    "giving up deleting; the messages will be redelivered and skipped"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+        }
+    }
+}
