@@ -65,7 +65,47 @@ pub fn router(config: StoreConfig<'_>) -> anyhow::Result<axum::Router> {
         .allow_headers(tower_http::cors::Any)
         .expose_headers([HeaderName::from_static("etag")])
         .max_age(std::time::Duration::from_secs(600));
-    Ok(axum::Router::new().fallback_service(service).layer(cors))
+    Ok(axum::Router::new()
+        .fallback_service(service)
+        .layer(axum::middleware::map_request(small_chunks))
+        .layer(cors))
+}
+
+/// The largest body chunk handed to s3s.
+const MAX_CHUNK: usize = 16 * 1024;
+
+/// s3s 0.14.1's multipart parser fails a POST upload (`BoundaryBufferTooLarge`)
+/// when a body chunk ends in a prefix of the boundary (a lone `\r` in the image
+/// data will do) and the next chunk is over 64 KiB, as Chromium's often are. Slicing
+/// form uploads into small chunks (zero-copy) keeps it under that limit. Other
+/// requests keep their bodies as they are (s3s reads the size of those from them).
+async fn small_chunks(request: axum::extract::Request) -> axum::extract::Request {
+    use futures::StreamExt;
+    let is_form = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    if request.method() != Method::POST || !is_form {
+        return request;
+    }
+    request.map(|body| {
+        let pieces = body.into_data_stream().flat_map(|item| {
+            let pieces: Vec<Result<bytes::Bytes, axum::Error>> = match item {
+                Ok(mut bytes) => {
+                    let mut pieces = Vec::with_capacity(bytes.len() / MAX_CHUNK + 1);
+                    while bytes.len() > MAX_CHUNK {
+                        pieces.push(Ok(bytes.split_to(MAX_CHUNK)));
+                    }
+                    pieces.push(Ok(bytes));
+                    pieces
+                }
+                Err(err) => vec![Err(err)],
+            };
+            futures::stream::iter(pieces)
+        });
+        axum::body::Body::from_stream(pieces)
+    })
 }
 
 struct NotifyingStore {
@@ -233,5 +273,106 @@ impl S3 for NotifyingStore {
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
         self.fs.abort_multipart_upload(req).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use minilab_api::post_policy::PostPolicy;
+    use tower::ServiceExt;
+
+    /// A browser-like POST whose body arrives in the chunks given, through the
+    /// whole store router.
+    async fn post_in_chunks(file: &[u8], split_at: &[usize]) -> (StatusCode, Option<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("uploads-test")).unwrap();
+        let credentials = StoreCredentials {
+            access_key_id: "AKIDTEST".into(),
+            secret_access_key: "secret".into(),
+        };
+        let (events, mut queue) = tokio::sync::mpsc::channel(4);
+        let router = router(StoreConfig {
+            root: dir.path(),
+            credentials: &credentials,
+            notify_bucket: "uploads-test".into(),
+            events,
+            allowed_origins: Vec::new(),
+            max_post_bytes: 1 << 20,
+        })
+        .unwrap();
+        let now = Utc::now();
+        let fields = PostPolicy {
+            bucket: "uploads-test",
+            key: "uploads/x",
+            content_type: "image/jpeg",
+            max_bytes: 1 << 20,
+            metadata: &[],
+            expires_at: now + chrono::Duration::minutes(5),
+        }
+        .sign(
+            &aws_credential_types::Credentials::new("AKIDTEST", "secret", None, None, "test"),
+            "us-east-1",
+            now,
+        );
+        let boundary = "----WebKitFormBoundaryMinilabTest";
+        let mut body = Vec::new();
+        for (name, value) in &fields {
+            body.extend_from_slice(
+                format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").as_bytes(),
+            );
+        }
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        let file_start = body.len();
+        body.extend_from_slice(file);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+
+        let mut chunks = Vec::new();
+        let mut at = 0;
+        for &split in split_at {
+            chunks.push(Ok::<_, std::io::Error>(bytes::Bytes::copy_from_slice(
+                &body[at..file_start + split],
+            )));
+            at = file_start + split;
+        }
+        chunks.push(Ok(bytes::Bytes::copy_from_slice(&body[at..])));
+        let request = http::Request::post("/uploads-test")
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .header("content-length", body.len())
+            .body(axum::body::Body::from_stream(futures::stream::iter(chunks)))
+            .unwrap();
+        let response = router.oneshot(request).await.unwrap();
+        let status = response.status();
+        let text = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        assert!(
+            status.is_success(),
+            "{status}: {}",
+            String::from_utf8_lossy(&text)
+        );
+        (status, queue.try_recv().ok())
+    }
+
+    #[tokio::test]
+    async fn a_chunk_ending_in_a_carriage_return_before_a_large_chunk_uploads() {
+        // 200 KiB of image-like bytes with a lone '\r' at the end of the first chunk.
+        let mut file: Vec<u8> = (0..200 * 1024).map(|i| (i % 251) as u8 | 0x01).collect();
+        file[999] = b'\r';
+        let (status, event) = post_in_chunks(&file, &[1000, 1000 + 150 * 1024]).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let event = event.expect("an ObjectCreated event");
+        assert!(
+            event.contains("ObjectCreated:Post") && event.contains("uploads/x"),
+            "{event}"
+        );
     }
 }

@@ -26,7 +26,7 @@ let lab, browser, dataDir;
 function startLab(dir) {
   const child = spawn(bin, ["up", "--listen", "127.0.0.1:0", "--s3-listen", "127.0.0.1:0", "--data-dir", dir], {
     stdio: ["ignore", "pipe", "inherit"],
-    env: { ...process.env, MINILAB_LOG: "warn,s3s=off" },
+    env: { ...process.env, MINILAB_LOG: process.env.MINILAB_TEST_LOG || "warn,s3s=off" },
   });
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error("minilab up did not start in time")), START_TIMEOUT_MS);
@@ -65,6 +65,16 @@ after(async () => {
   if (dataDir) rmSync(dataDir, { recursive: true, force: true });
 });
 
+/** Waits for the card's final state; fails with what the page says otherwise. */
+async function expectFinal(card, expected) {
+  const final = card.locator(".state[data-state=succeeded], .state[data-state=failed], .state[data-state=refused], .state[data-state=expired]");
+  await final.waitFor({ timeout: FINISH_TIMEOUT_MS });
+  const state = await final.getAttribute("data-state");
+  const error = card.locator(".error");
+  const message = (await error.isVisible()) ? await error.innerText() : "";
+  assert.equal(state, expected, `the upload ended ${state}: ${message}`);
+}
+
 async function openPage() {
   const context = await browser.newContext({ acceptDownloads: true });
   const page = await context.newPage();
@@ -81,7 +91,7 @@ test("a photo is uploaded, processed, previewed and downloaded", async () => {
   await page.setInputFiles("#file", path.join(photos, "photo-12mp.jpg"));
 
   const card = page.locator("article.upload").first();
-  await card.locator(".state[data-state=succeeded]").waitFor({ timeout: FINISH_TIMEOUT_MS });
+  await expectFinal(card, "succeeded");
   const figures = card.locator("figure.output");
   assert.equal(await figures.count(), 2);
 
@@ -115,7 +125,7 @@ test("a photo dropped on the page is processed too", async () => {
   }, bytes);
   await page.dispatchEvent("#dropzone", "drop", { dataTransfer });
   const card = page.locator("article.upload").first();
-  await card.locator(".state[data-state=succeeded]").waitFor({ timeout: FINISH_TIMEOUT_MS });
+  await expectFinal(card, "succeeded");
   assert.match(await card.locator("figure.output figcaption").innerText(), /256×256/);
   assert.deepEqual(problems, []);
 });
@@ -140,7 +150,7 @@ test("a file that is not an image gets a clear message", async () => {
     buffer: Buffer.from("<!doctype html><html><body>surprise</body></html>"),
   });
   const second = page.locator("article.upload", { hasText: "holiday.jpg" });
-  await second.locator(".state[data-state=failed]").waitFor({ timeout: FINISH_TIMEOUT_MS });
+  await expectFinal(second, "failed");
   assert.equal(await second.locator(".error").getAttribute("data-code"), "unsupported-format");
   assert.match(await second.locator(".error").innerText(), /Processing failed/);
   assert.deepEqual(problems, []);

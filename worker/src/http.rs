@@ -44,12 +44,7 @@ async fn readyz(State(probe): State<Probe>) -> (StatusCode, String) {
                 .bucket(bucket)
                 .send()
                 .await
-                .map_err(|e| {
-                    format!(
-                        "bucket {bucket}: {}",
-                        aws_sdk_s3::error::DisplayErrorContext(&e)
-                    )
-                })?;
+                .map_err(|e| format!("bucket {bucket}: {}", crate::describe(&e)))?;
         }
         probe.queue.check().await.map_err(|e| e.to_string())
     };

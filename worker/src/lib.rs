@@ -58,11 +58,29 @@ pub enum Disposition {
 #[error("{0}")]
 pub struct Transient(String);
 
-fn transient<E: std::error::Error>(what: &str, err: aws_sdk_s3::error::SdkError<E>) -> Transient
+fn transient<E>(what: &str, err: aws_sdk_s3::error::SdkError<E>) -> Transient
 where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
     aws_sdk_s3::error::SdkError<E>: std::error::Error,
 {
-    Transient(format!("{what}: {}", DisplayErrorContext(&err)))
+    Transient(format!("{what}: {}", describe(&err)))
+}
+
+/// One line for an SDK error: the service's code and message when it answered,
+/// the whole cause chain (timeouts, connection errors) when it did not.
+pub fn describe<E>(err: &aws_sdk_s3::error::SdkError<E>) -> String
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+    aws_sdk_s3::error::SdkError<E>: std::error::Error,
+{
+    match err.as_service_error() {
+        Some(service) => format!(
+            "{} ({})",
+            service.code().unwrap_or("unknown error"),
+            service.message().unwrap_or("no message")
+        ),
+        None => DisplayErrorContext(err).to_string(),
+    }
 }
 
 impl Worker {

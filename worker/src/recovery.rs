@@ -1,7 +1,6 @@
 //! After a restart of `minilab up`, the in-process queue is empty: find uploads
 //! that arrived but have no manifest, so they can be enqueued again.
 
-use aws_sdk_s3::error::DisplayErrorContext;
 use minilab_core::event::ObjectCreated;
 use minilab_core::keys;
 
@@ -19,7 +18,7 @@ pub async fn unfinished_uploads(
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| DisplayErrorContext(&e).to_string())?;
+        let page = page.map_err(|e| crate::describe(&e))?;
         for object in page.contents() {
             let Some(key) = object.key() else { continue };
             let Some(id) = keys::parse_source_key(key) else {
@@ -41,7 +40,7 @@ pub async fn unfinished_uploads(
                         event_time: None,
                     });
                 }
-                Err(err) => return Err(DisplayErrorContext(&err).to_string()),
+                Err(err) => return Err(crate::describe(&err)),
             }
         }
     }

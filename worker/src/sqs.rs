@@ -26,10 +26,18 @@ impl SqsQueue {
 
 fn error<E>(what: &str, err: aws_sdk_sqs::error::SdkError<E>) -> QueueError
 where
-    E: std::error::Error + 'static,
+    E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + 'static,
     aws_sdk_sqs::error::SdkError<E>: std::error::Error,
 {
-    QueueError(format!("{what}: {}", DisplayErrorContext(&err)))
+    let detail = match err.as_service_error() {
+        Some(service) => format!(
+            "{} ({})",
+            service.code().unwrap_or("unknown error"),
+            service.message().unwrap_or("no message")
+        ),
+        None => DisplayErrorContext(&err).to_string(),
+    };
+    QueueError(format!("{what}: {detail}"))
 }
 
 #[async_trait]
@@ -96,7 +104,7 @@ impl Queue for SqsQueue {
                     }
                 }
                 Err(err) => {
-                    tracing::warn!(error = %DisplayErrorContext(&err), "DeleteMessageBatch failed");
+                    tracing::warn!(error = %error("DeleteMessageBatch", err), "deleting failed");
                     failed.extend_from_slice(chunk);
                 }
             }
