@@ -184,6 +184,7 @@ impl Lab {
 }
 
 /// A client of minilab's HTTP API (and of the store it hands out URLs for).
+#[derive(Clone)]
 pub struct Api {
     /// The API's base URL, e.g. `http://127.0.0.1:8080`.
     pub url: String,
