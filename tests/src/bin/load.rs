@@ -9,19 +9,39 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const PHOTOS: &[&str] = &["photo-12mp.jpg", "photo-8mp-progressive.jpg", "photo-exif-rotate6.jpg", "photo-small.jpg"];
+const PHOTOS: &[&str] = &[
+    "photo-12mp.jpg",
+    "photo-8mp-progressive.jpg",
+    "photo-exif-rotate6.jpg",
+    "photo-small.jpg",
+];
 
 #[tokio::main]
 async fn main() {
-    let count: usize = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(200);
+    let count: usize = std::env::args()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(200);
     let stack = Stack::connect().await;
-    let env = stack.env(EnvOptions { visibility_timeout: 30, max_receive_count: 5 }).await;
+    let env = stack
+        .env(EnvOptions {
+            visibility_timeout: 30,
+            max_receive_count: 5,
+        })
+        .await;
     let (_api_process, api) = stack.api(&env, &[]);
-    let workers: Vec<_> = (0..2).map(|_| stack.worker(&env, &["--concurrency", "1"])).collect();
+    let workers: Vec<_> = (0..2)
+        .map(|_| stack.worker(&env, &["--concurrency", "1"]))
+        .collect();
 
-    let photos: Vec<(String, Vec<u8>)> = PHOTOS.iter().map(|name| (name.to_string(), photo(name))).collect();
-    let expected: HashMap<String, Vec<(String, Vec<u8>)>> =
-        photos.iter().map(|(name, bytes)| (name.clone(), expected_outputs(bytes, "web"))).collect();
+    let photos: Vec<(String, Vec<u8>)> = PHOTOS
+        .iter()
+        .map(|name| (name.to_string(), photo(name)))
+        .collect();
+    let expected: HashMap<String, Vec<(String, Vec<u8>)>> = photos
+        .iter()
+        .map(|(name, bytes)| (name.clone(), expected_outputs(bytes, "web")))
+        .collect();
 
     // Upload with 4 at a time, as several browsers would; note when each landed.
     let started = Instant::now();
@@ -48,7 +68,11 @@ async fn main() {
     for (id, name, uploaded_at) in &landed {
         let status = api.wait_final(id).await;
         assert_eq!(status["state"], "succeeded", "{status}");
-        assert_eq!(&api.download_outputs(&status).await, &expected[name], "upload {id} differs from the pipeline's bytes");
+        assert_eq!(
+            &api.download_outputs(&status).await,
+            &expected[name],
+            "upload {id} differs from the pipeline's bytes"
+        );
         let manifest = stack
             .s3
             .get_object()
@@ -58,7 +82,8 @@ async fn main() {
             .await
             .expect("manifest");
         let manifest: serde_json::Value =
-            serde_json::from_slice(&manifest.body.collect().await.expect("body").into_bytes()).expect("JSON");
+            serde_json::from_slice(&manifest.body.collect().await.expect("body").into_bytes())
+                .expect("JSON");
         let finished: chrono::DateTime<chrono::Utc> =
             serde_json::from_value(manifest["finishedAt"].clone()).expect("finishedAt");
         last_finish = last_finish.max(finished);
@@ -66,8 +91,13 @@ async fn main() {
     }
     latencies.sort();
     let percentile = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
-    let total = (last_finish - wall_start).to_std().unwrap_or(Duration::ZERO);
-    println!("uploads: {count} ({} distinct photos), all succeeded with the pipeline's exact bytes", photos.len());
+    let total = (last_finish - wall_start)
+        .to_std()
+        .unwrap_or(Duration::ZERO);
+    println!(
+        "uploads: {count} ({} distinct photos), all succeeded with the pipeline's exact bytes",
+        photos.len()
+    );
     println!("uploads landed in {:.2} s", uploaded_in.as_secs_f64());
     println!(
         "first upload to last manifest: {:.2} s = {:.1} images/s with 2 workers",
