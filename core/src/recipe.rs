@@ -191,6 +191,11 @@ impl RecipeBook {
                 ],
             },
             Recipe {
+                name: "large".into(),
+                description: "One image, fit within 1024×1024, JPEG q80".into(),
+                outputs: vec![jpeg("large", vec![fit(1024)])],
+            },
+            Recipe {
                 name: "thumbnail".into(),
                 description: "A 256×256 square, cropped to the centre, JPEG".into(),
                 outputs: vec![jpeg(

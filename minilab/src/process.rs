@@ -40,6 +40,13 @@ pub fn run(args: ProcessArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?;
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("creating {}", args.output.display()))?;
+    let t = &processed.timings;
+    eprintln!(
+        "decode {:.1} ms, transform {:.1} ms, encode {:.1} ms",
+        t.decode.as_secs_f64() * 1e3,
+        t.transform.as_secs_f64() * 1e3,
+        t.encode.as_secs_f64() * 1e3
+    );
     for output in &processed.outputs {
         let path = args
             .output

@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""Speed and memory of `minilab process` against vipsthumbnail and ImageMagick.
+
+Runs every tool on the same photos from ../shared/images, interleaved, for several
+rounds, and prints the median wall time, the peak RSS and the ratios to
+vipsthumbnail. Not a test: numbers depend on the machine.
+
+    bench/pipeline.py [--rounds 9]
+
+Needs libvips-tools and imagemagick (apt); builds minilab in release mode.
+"""
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGES = ROOT.parent / "shared" / "images"
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", "/var/tmp/minilab-target"))
+MINILAB = TARGET / "release" / "minilab"
+VIPS = "/usr/bin/vipsthumbnail"
+MAGICK = "/usr/bin/convert-im6.q16"
+PHOTOS = ["photo-12mp.jpg", "photo-24mp.jpg", "photo-8mp-progressive.jpg"]
+
+
+def ensure_tools():
+    missing = [p for p in ("libvips-tools", "imagemagick") if not shutil.which({"libvips-tools": "vipsthumbnail", "imagemagick": "convert-im6.q16"}[p])]
+    if missing:
+        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    subprocess.run(["cargo", "build", "--quiet", "--release", "--locked", "-p", "minilab"], cwd=ROOT, check=True)
+
+
+def run(commands):
+    """Runs commands one after the other; returns (wall seconds, peak RSS KiB of any)."""
+    peak = 0
+    start = time.perf_counter()
+    for command in commands:
+        done = subprocess.run(["/usr/bin/time", "-f", "%M", *command], capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.exit(f"{command[0]} failed: {done.stderr}")
+        peak = max(peak, int(done.stderr.strip().splitlines()[-1]))
+    return time.perf_counter() - start, peak
+
+
+def tasks(photo, out):
+    src = str(IMAGES / photo)
+    return {
+        "large (fit 1024, JPEG q80)": {
+            "minilab": [[str(MINILAB), "process", src, "--recipe", "large", "-o", f"{out}/m"]],
+            "vipsthumbnail": [[VIPS, src, "-s", "1024x1024>", "-o", f"{out}/v.jpg[Q=80]"]],
+            "imagemagick": [[MAGICK, src, "-resize", "1024x1024>", "-quality", "80", f"{out}/i.jpg"]],
+        },
+        "web (fit 1024 + fit 256, JPEG q80)": {
+            "minilab": [[str(MINILAB), "process", src, "--recipe", "web", "-o", f"{out}/m"]],
+            "vipsthumbnail": [
+                [VIPS, src, "-s", "1024x1024>", "-o", f"{out}/v1.jpg[Q=80]"],
+                [VIPS, src, "-s", "256x256>", "-o", f"{out}/v2.jpg[Q=80]"],
+            ],
+            "imagemagick": [[MAGICK, src, "-resize", "1024x1024>", "-quality", "80", "-write", f"{out}/i1.jpg",
+                             "-resize", "256x256>", f"{out}/i2.jpg"]],
+        },
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=9)
+    args = parser.parse_args()
+    ensure_tools()
+    results = {}
+    with tempfile.TemporaryDirectory() as out:
+        for round_ in range(args.rounds):
+            for photo in PHOTOS:
+                for task, tools in tasks(photo, out).items():
+                    # Interleaved, and in a rotating order, so drift hits every tool alike.
+                    names = list(tools)
+                    names = names[round_ % len(names):] + names[:round_ % len(names)]
+                    for tool in names:
+                        results.setdefault((photo, task, tool), []).append(run(tools[tool]))
+    print(f"{args.rounds} rounds, interleaved; median wall time, peak RSS; ratio = minilab / other")
+    for photo in PHOTOS:
+        for task in tasks(photo, "/tmp"):
+            print(f"\n{photo} — {task}")
+            median = {}
+            for tool in ("minilab", "vipsthumbnail", "imagemagick"):
+                runs = results[(photo, task, tool)]
+                median[tool] = (statistics.median(r[0] for r in runs), max(r[1] for r in runs))
+                print(f"  {tool:14} {median[tool][0] * 1e3:7.1f} ms  {median[tool][1] / 1024:6.1f} MiB")
+            for other in ("vipsthumbnail", "imagemagick"):
+                print(f"  minilab / {other:13} time {median['minilab'][0] / median[other][0]:.2f}×"
+                      f"  peak RSS {median['minilab'][1] / median[other][1]:.2f}×")
+
+
+if __name__ == "__main__":
+    main()
