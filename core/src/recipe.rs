@@ -217,6 +217,41 @@ impl RecipeBook {
         Self::new(recipes).expect("built-in recipes are valid")
     }
 
+    /// The built-in recipes plus those of a YAML document (`recipes: [...]`); a
+    /// recipe of the document replaces a built-in one of the same name.
+    pub fn with_yaml(yaml: &str) -> Result<Self, RecipeError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Document {
+            recipes: Vec<Recipe>,
+        }
+        let document: Document = serde_yaml::from_str(yaml).map_err(|e| RecipeError {
+            recipe: e.location().map_or_else(
+                || "?".into(),
+                |l| format!("(line {}, column {})", l.line(), l.column()),
+            ),
+            output: None,
+            field: "yaml",
+            problem: e.to_string(),
+        })?;
+        let mut names = std::collections::BTreeSet::new();
+        for recipe in &document.recipes {
+            if !names.insert(recipe.name.clone()) {
+                return Err(RecipeError {
+                    recipe: recipe.name.clone(),
+                    output: None,
+                    field: "name",
+                    problem: "defined twice".into(),
+                });
+            }
+        }
+        let builtin = Self::builtin()
+            .recipes
+            .into_values()
+            .filter(|r| !names.contains(&r.name));
+        Self::new(builtin.chain(document.recipes))
+    }
+
     pub fn get(&self, name: &str) -> Option<&Recipe> {
         self.recipes.get(name)
     }
@@ -236,6 +271,46 @@ mod tests {
         assert_eq!(book.get("web").map(|r| r.outputs.len()), Some(2));
         assert!(book.get("grayscale").is_some());
         assert!(book.get("../web").is_none());
+    }
+
+    #[test]
+    fn yaml_recipes_add_to_and_replace_the_builtins() {
+        let book = RecipeBook::with_yaml(
+            r#"
+recipes:
+  - name: web
+    description: smaller web images
+    outputs:
+      - name: medium
+        operations: [{op: resize, width: 640, height: 640, fit: fit}]
+        format: jpeg
+        quality: 75
+  - name: avatar
+    description: a square avatar
+    outputs:
+      - name: square
+        operations: [{op: resize, width: 96, height: 96, fit: cover}, {op: grayscale}]
+        format: png
+"#,
+        )
+        .unwrap();
+        assert_eq!(book.get("web").unwrap().outputs[0].name, "medium");
+        assert_eq!(book.get("avatar").unwrap().outputs[0].quality, 80);
+        assert!(book.get("grayscale").is_some());
+    }
+
+    #[test]
+    fn yaml_errors_name_what_is_wrong() {
+        let typo = "recipes:\n  - name: x\n    description: d\n    outputs:\n      - {name: a, format: jpeg, qualty: 80}\n";
+        let err = RecipeBook::with_yaml(typo).unwrap_err().to_string();
+        assert!(err.contains("qualty") && err.contains("line 5"), "{err}");
+        let bad = "recipes:\n  - name: x\n    description: d\n    outputs:\n      - {name: a, format: jpeg, quality: 101}\n";
+        assert_eq!(
+            RecipeBook::with_yaml(bad).unwrap_err().to_string(),
+            "recipe \"x\", output \"a\": quality: must be 1-100"
+        );
+        let twice = "recipes:\n  - {name: x, description: d, outputs: [{name: a, format: png}]}\n  - {name: x, description: d, outputs: [{name: a, format: png}]}\n";
+        assert_eq!(RecipeBook::with_yaml(twice).unwrap_err().field, "name");
     }
 
     #[test]

@@ -6,11 +6,12 @@ use anyhow::Context;
 use aws_config::BehaviorVersion;
 use clap::Args;
 use minilab_api::ApiConfig;
-use minilab_core::{Limits, RecipeBook};
+use minilab_core::Limits;
 use minilab_worker::Worker;
 use minilab_worker::runner::RunOptions;
 use minilab_worker::sqs::SqsQueue;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -32,6 +33,9 @@ pub struct StorageArgs {
     /// Largest upload, in bytes.
     #[arg(long, env = "MINILAB_MAX_UPLOAD_BYTES", default_value_t = Limits::DEFAULT_MAX_BYTES)]
     max_upload_bytes: u64,
+    /// A YAML file of recipes (`recipes: [...]`) added to the built-in ones.
+    #[arg(long, env = "MINILAB_RECIPES")]
+    recipes: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -126,7 +130,7 @@ pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
         uploads_bucket: storage.uploads_bucket.clone(),
         processed_bucket: storage.processed_bucket.clone(),
         upload_url,
-        recipes: Arc::new(RecipeBook::builtin()),
+        recipes: crate::load_recipes(storage.recipes.as_deref())?,
         max_upload_bytes: storage.max_upload_bytes,
         upload_ttl: Duration::from_secs(args.upload_ttl),
         download_ttl: Duration::from_secs(args.download_ttl),
@@ -151,7 +155,7 @@ pub async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         s3,
         uploads_bucket: storage.uploads_bucket.clone(),
         processed_bucket: storage.processed_bucket.clone(),
-        recipes: Arc::new(RecipeBook::builtin()),
+        recipes: crate::load_recipes(storage.recipes.as_deref())?,
         limits: Limits {
             max_bytes: storage.max_upload_bytes,
             ..Limits::default()

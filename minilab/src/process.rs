@@ -2,7 +2,7 @@
 
 use anyhow::{Context, bail};
 use clap::Args;
-use minilab_core::{Limits, RecipeBook, pipeline};
+use minilab_core::{Limits, pipeline};
 use std::io::Read;
 use std::path::PathBuf;
 
@@ -16,10 +16,13 @@ pub struct ProcessArgs {
     /// Directory for the outputs (created if missing).
     #[arg(short, long, env = "MINILAB_OUTPUT_DIR")]
     output: PathBuf,
+    /// A YAML file of recipes (`recipes: [...]`) added to the built-in ones.
+    #[arg(long, env = "MINILAB_RECIPES")]
+    recipes: Option<PathBuf>,
 }
 
 pub fn run(args: ProcessArgs) -> anyhow::Result<()> {
-    let recipes = RecipeBook::builtin();
+    let recipes = crate::load_recipes(args.recipes.as_deref())?;
     let Some(recipe) = recipes.get(&args.recipe) else {
         let known: Vec<_> = recipes.iter().map(|r| r.name.as_str()).collect();
         bail!(

@@ -7,8 +7,8 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use axum::http::HeaderValue;
 use clap::Args;
 use minilab_api::ApiConfig;
+use minilab_core::Limits;
 use minilab_core::event::object_created_body;
-use minilab_core::{Limits, RecipeBook};
 use minilab_worker::Worker;
 use minilab_worker::queue::LocalQueue;
 use minilab_worker::runner::RunOptions;
@@ -47,6 +47,9 @@ pub struct UpArgs {
     /// Seconds a presigned download stays valid.
     #[arg(long, env = "MINILAB_DOWNLOAD_TTL", default_value_t = 3600)]
     download_ttl: u64,
+    /// A YAML file of recipes (`recipes: [...]`) added to the built-in ones.
+    #[arg(long, env = "MINILAB_RECIPES")]
+    recipes: Option<PathBuf>,
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -101,7 +104,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             .credentials_provider(provider.clone())
             .build(),
     );
-    let recipes = Arc::new(RecipeBook::builtin());
+    let recipes = crate::load_recipes(args.recipes.as_deref())?;
 
     // Uploads that arrived before a stop but never finished: process them now.
     let unfinished =

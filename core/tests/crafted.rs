@@ -1,0 +1,232 @@
+//! Crafted and hostile inputs: each ends in its stable code (or a correct image),
+//! fast and without allocating what the header claims.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use image::{DynamicImage, Rgb, RgbImage};
+use minilab_core::error::ErrorCode;
+use minilab_core::recipe::{Fit, Format, Operation, OutputSpec, Recipe};
+use minilab_core::{Limits, RecipeBook, pipeline};
+
+fn web() -> Recipe {
+    RecipeBook::builtin().get("web").cloned().unwrap()
+}
+
+/// The code `bytes` fail with.
+fn code(bytes: &[u8]) -> ErrorCode {
+    pipeline::process(bytes, &web(), &Limits::default())
+        .unwrap_err()
+        .code
+}
+
+fn png(image: &DynamicImage) -> Vec<u8> {
+    let mut out = Vec::new();
+    image
+        .write_with_encoder(image::codecs::png::PngEncoder::new(&mut out))
+        .unwrap();
+    out
+}
+
+/// A PNG whose IHDR claims `width`×`height`, with a valid CRC and no pixel data.
+fn png_header_claiming(width: u32, height: u32) -> Vec<u8> {
+    let mut bytes = png(&DynamicImage::new_rgb8(1, 1));
+    bytes[16..20].copy_from_slice(&width.to_be_bytes());
+    bytes[20..24].copy_from_slice(&height.to_be_bytes());
+    let crc = crc32(&bytes[12..29]);
+    bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+    bytes
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in data {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+fn jpeg(image: &RgbImage, exif_orientation: Option<u16>) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut encoder = jpeg_encoder::Encoder::new(&mut out, 95);
+    if let Some(orientation) = exif_orientation {
+        // "Exif\0\0", a big-endian TIFF header, one IFD entry: Orientation (0x0112), SHORT.
+        let mut exif = b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01".to_vec();
+        exif.extend_from_slice(&orientation.to_be_bytes());
+        exif.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        encoder.add_app_segment(1, &exif).unwrap();
+    }
+    let (w, h) = (
+        u16::try_from(image.width()).unwrap(),
+        u16::try_from(image.height()).unwrap(),
+    );
+    encoder
+        .encode(image.as_raw(), w, h, jpeg_encoder::ColorType::Rgb)
+        .unwrap();
+    out
+}
+
+#[test]
+fn empty_truncated_and_foreign_files_have_their_codes() {
+    assert_eq!(code(b""), ErrorCode::EmptyFile);
+    let photo = jpeg(
+        &RgbImage::from_fn(64, 64, |x, y| Rgb([x as u8 * 4, y as u8 * 4, 128])),
+        None,
+    );
+    assert_eq!(code(&photo[..photo.len() - 40]), ErrorCode::CorruptImage);
+    let picture = png(&DynamicImage::ImageRgb8(RgbImage::from_fn(
+        64,
+        64,
+        |x, y| Rgb([x as u8, y as u8, 7]),
+    )));
+    assert_eq!(code(&picture[..picture.len() / 2]), ErrorCode::CorruptImage);
+    for foreign in [
+        &b"<!doctype html><html><body>hi</body></html>"[..],
+        b"PK\x03\x04\x14\0\0\0\x08\0some zip entry",
+        b"<?xml version=\"1.0\"?><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"10\" height=\"10\"/>",
+        b"II*\0\x08\0\0\0\x01\0\0\x01\x03\0\x01\0\0\0\x10\0\0\0",
+        b"MM\0*\0\0\0\x08",
+    ] {
+        assert_eq!(code(foreign), ErrorCode::UnsupportedFormat, "{:?}", String::from_utf8_lossy(foreign));
+    }
+}
+
+#[test]
+fn headers_claiming_huge_images_are_refused_before_decoding() {
+    assert_eq!(
+        code(&png_header_claiming(65535, 65535)),
+        ErrorCode::DimensionsTooLarge
+    );
+    // Under the side limits but 256 MP: a few bytes that would decode to a gigabyte.
+    assert_eq!(
+        code(&png_header_claiming(16_000, 16_000)),
+        ErrorCode::TooManyPixels
+    );
+
+    // A JPEG whose frame header (SOF0) claims 65535×65535.
+    let mut bytes = jpeg(&RgbImage::new(8, 8), None);
+    let sof = bytes.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+    bytes[sof + 5..sof + 9].copy_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF]);
+    assert_eq!(code(&bytes), ErrorCode::DimensionsTooLarge);
+}
+
+#[test]
+fn a_compression_bomb_is_bounded_by_the_pixel_limit() {
+    // 12 000 × 8 000 black pixels compress to well under a megabyte.
+    let bomb = png(&DynamicImage::new_luma8(12_000, 8_000));
+    assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
+    // 96 MP is refused under a 50 MP limit, from the header alone...
+    let tight = Limits {
+        max_pixels: 50_000_000,
+        ..Limits::default()
+    };
+    let err = pipeline::process(&bomb, &web(), &tight).unwrap_err();
+    assert_eq!(err.code, ErrorCode::TooManyPixels);
+    // ...and under the default 100 MP it is an ordinary (large, black) image.
+    let processed = pipeline::process(&bomb, &web(), &Limits::default()).unwrap();
+    assert_eq!(
+        (processed.outputs[0].width, processed.outputs[0].height),
+        (1024, 683)
+    );
+}
+
+#[test]
+fn a_cmyk_jpeg_is_converted_to_rgb() {
+    let mut cmyk = Vec::new();
+    // Cyan ink only.
+    let pixels: Vec<u8> = (0..32 * 32).flat_map(|_| [255u8, 0, 0, 0]).collect();
+    jpeg_encoder::Encoder::new(&mut cmyk, 95)
+        .encode(&pixels, 32, 32, jpeg_encoder::ColorType::Cmyk)
+        .unwrap();
+    let processed = pipeline::process(&cmyk, &web(), &Limits::default()).unwrap();
+    let out = image::load_from_memory(&processed.outputs[0].bytes)
+        .unwrap()
+        .to_rgb8();
+    assert_eq!(out.dimensions(), (32, 32));
+    let Rgb([r, g, b]) = *out.get_pixel(16, 16);
+    assert!(r < 80 && g > 150 && b > 150, "not cyan: {r} {g} {b}");
+}
+
+/// Where a red top-left quadrant ends up after each EXIF orientation, as
+/// (columns, rows) of the output in quadrant units, and whether sides swap.
+const ORIENTATIONS: [(u16, (u32, u32), bool); 8] = [
+    (1, (0, 0), false),
+    (2, (1, 0), false),
+    (3, (1, 1), false),
+    (4, (0, 1), false),
+    (5, (0, 0), true),
+    (6, (1, 0), true),
+    (7, (1, 1), true),
+    (8, (0, 1), true),
+];
+
+#[test]
+fn every_exif_orientation_is_applied_on_both_decode_paths() {
+    let (w, h) = (400, 200);
+    let source = RgbImage::from_fn(w, h, |x, y| {
+        if x < w / 2 && y < h / 2 {
+            Rgb([220, 20, 20])
+        } else {
+            Rgb([20, 20, 220])
+        }
+    });
+    let recipe = |operations| Recipe {
+        name: "t".into(),
+        description: "t".into(),
+        outputs: vec![OutputSpec {
+            name: "o".into(),
+            operations,
+            format: Format::Png,
+            quality: 80,
+        }],
+    };
+    // Full size (the image crate decodes) and fit 100 (the DCT-scaled decode).
+    let full = recipe(Vec::new());
+    let small = recipe(vec![Operation::Resize {
+        width: 100,
+        height: 100,
+        fit: Fit::Fit,
+    }]);
+    for (orientation, (qx, qy), swapped) in ORIENTATIONS {
+        let bytes = jpeg(&source, Some(orientation));
+        for recipe in [&full, &small] {
+            let processed = pipeline::process(&bytes, recipe, &Limits::default()).unwrap();
+            let out = image::load_from_memory(&processed.outputs[0].bytes)
+                .unwrap()
+                .to_rgb8();
+            let (ow, oh) = out.dimensions();
+            assert_eq!(ow > oh, !swapped, "orientation {orientation}: {ow}×{oh}");
+            for (cx, cy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+                let Rgb([r, _, b]) = *out.get_pixel(ow / 4 + cx * ow / 2, oh / 4 + cy * oh / 2);
+                let red = r > b;
+                assert_eq!(
+                    red,
+                    (cx, cy) == (qx, qy),
+                    "orientation {orientation}, quadrant {cx},{cy}, {ow}×{oh}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_gif_with_thousands_of_frames_costs_one_frame() {
+    let mut gif = Vec::new();
+    {
+        let mut encoder = image::codecs::gif::GifEncoder::new(&mut gif);
+        let frame = image::RgbaImage::from_pixel(16, 16, image::Rgba([10, 200, 10, 255]));
+        let frames = (0..3000).map(|_| image::Frame::new(frame.clone()));
+        encoder.encode_frames(frames).unwrap();
+    }
+    // Only the first frame is decoded: animations are not processed (yet).
+    let processed = pipeline::process(&gif, &web(), &Limits::default()).unwrap();
+    assert_eq!(
+        (processed.outputs[0].width, processed.outputs[0].height),
+        (16, 16)
+    );
+}
