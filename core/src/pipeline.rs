@@ -3,7 +3,7 @@
 
 use crate::error::{ErrorCode, ImageError};
 use crate::limits::Limits;
-use crate::recipe::{Fit, Format, Operation, OutputSpec, Recipe};
+use crate::recipe::{Direction, Fit, Format, Operation, OutputSpec, Recipe};
 use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 use std::io::Cursor;
@@ -422,6 +422,19 @@ fn transform(
                     DynamicImage::ImageLuma8(image.to_luma8())
                 }
             }
+            Operation::Rotate { degrees: 90 } => image.rotate90(),
+            Operation::Rotate { degrees: 180 } => image.rotate180(),
+            Operation::Rotate { .. } => image.rotate270(),
+            Operation::Flip {
+                direction: Direction::Horizontal,
+            } => image.fliph(),
+            Operation::Flip {
+                direction: Direction::Vertical,
+            } => image.flipv(),
+            Operation::Blur { sigma } => image.blur(sigma),
+            Operation::Sharpen { sigma, threshold } => image.unsharpen(sigma, threshold),
+            Operation::Brightness { value } => image.brighten(value),
+            Operation::Contrast { value } => image.adjust_contrast(value),
         };
     }
     Ok(image)
@@ -613,6 +626,130 @@ mod tests {
             );
         }
         assert_eq!(processed.source.format, "png");
+    }
+
+    fn run_ops(source: &DynamicImage, operations: Vec<Operation>) -> DynamicImage {
+        let recipe = Recipe {
+            name: "t".into(),
+            description: "t".into(),
+            outputs: vec![OutputSpec {
+                name: "o".into(),
+                operations,
+                format: Format::Png,
+                quality: 80,
+            }],
+        };
+        recipe.validate().unwrap();
+        let processed = process(&png_of(source), &recipe, &Limits::default()).unwrap();
+        image::load_from_memory(&processed.outputs[0].bytes).unwrap()
+    }
+
+    fn png_of(image: &DynamicImage) -> Vec<u8> {
+        let mut out = Vec::new();
+        image
+            .write_with_encoder(image::codecs::png::PngEncoder::new(&mut out))
+            .unwrap();
+        out
+    }
+
+    fn mean(image: &DynamicImage) -> f64 {
+        let luma = image.to_luma8();
+        luma.pixels().map(|p| f64::from(p[0])).sum::<f64>() / luma.len() as f64
+    }
+
+    fn variance(image: &DynamicImage) -> f64 {
+        let m = mean(image);
+        let luma = image.to_luma8();
+        luma.pixels()
+            .map(|p| (f64::from(p[0]) - m).powi(2))
+            .sum::<f64>()
+            / luma.len() as f64
+    }
+
+    #[test]
+    fn rotate_flip_and_tone_operations_do_what_they_say() {
+        // 60×40, a white pixel near the top-left corner, a checkerboard elsewhere.
+        let source = DynamicImage::ImageRgb8(image::RgbImage::from_fn(60, 40, |x, y| {
+            if (x, y) == (2, 1) {
+                image::Rgb([255, 255, 255])
+            } else if (x / 4 + y / 4) % 2 == 0 {
+                image::Rgb([40, 40, 40])
+            } else {
+                image::Rgb([200, 200, 200])
+            }
+        }));
+        let rotated = run_ops(&source, vec![Operation::Rotate { degrees: 90 }]);
+        assert_eq!((rotated.width(), rotated.height()), (40, 60));
+        // (2, 1) turns clockwise to (40 - 1 - 1, 2).
+        assert_eq!(
+            rotated.to_rgb8().get_pixel(38, 2),
+            &image::Rgb([255, 255, 255])
+        );
+        let flipped = run_ops(
+            &source,
+            vec![Operation::Flip {
+                direction: Direction::Horizontal,
+            }],
+        );
+        assert_eq!(
+            flipped.to_rgb8().get_pixel(57, 1),
+            &image::Rgb([255, 255, 255])
+        );
+        let flipped = run_ops(
+            &source,
+            vec![Operation::Flip {
+                direction: Direction::Vertical,
+            }],
+        );
+        assert_eq!(
+            flipped.to_rgb8().get_pixel(2, 38),
+            &image::Rgb([255, 255, 255])
+        );
+
+        assert!(
+            mean(&run_ops(&source, vec![Operation::Brightness { value: 30 }]))
+                > mean(&source) + 25.0
+        );
+        assert!(
+            variance(&run_ops(&source, vec![Operation::Contrast { value: 50.0 }]))
+                > variance(&source) * 1.2
+        );
+        assert!(
+            variance(&run_ops(&source, vec![Operation::Blur { sigma: 2.0 }]))
+                < variance(&source) * 0.8
+        );
+        let sharpened = run_ops(
+            &source,
+            vec![Operation::Sharpen {
+                sigma: 1.0,
+                threshold: 0,
+            }],
+        );
+        assert!(variance(&sharpened) > variance(&source));
+    }
+
+    #[test]
+    fn operation_parameters_are_validated() {
+        let mut recipe = RecipeBook::builtin().get("web").cloned().unwrap();
+        for (op, field) in [
+            (Operation::Rotate { degrees: 45 }, "operations.rotate"),
+            (Operation::Blur { sigma: 0.0 }, "operations.blur"),
+            (
+                Operation::Sharpen {
+                    sigma: 1.0,
+                    threshold: 300,
+                },
+                "operations.sharpen",
+            ),
+            (
+                Operation::Brightness { value: 256 },
+                "operations.brightness",
+            ),
+            (Operation::Contrast { value: 101.0 }, "operations.contrast"),
+        ] {
+            recipe.outputs[0].operations = vec![op];
+            assert_eq!(recipe.validate().unwrap_err().field, field);
+        }
     }
 
     #[test]

@@ -40,7 +40,41 @@ pub enum Operation {
         height: u32,
         fit: Fit,
     },
+    /// Turn clockwise by 90, 180 or 270 degrees.
+    Rotate {
+        degrees: u16,
+    },
+    /// Mirror left–right (`horizontal`) or top–bottom (`vertical`).
+    Flip {
+        direction: Direction,
+    },
     Grayscale,
+    /// Gaussian blur with this standard deviation in pixels (0.1–50).
+    Blur {
+        sigma: f32,
+    },
+    /// Unsharp mask: blur `sigma` (0.1–50), apply where the difference exceeds
+    /// `threshold` (0–255).
+    Sharpen {
+        sigma: f32,
+        #[serde(default)]
+        threshold: i32,
+    },
+    /// Add `value` (-255–255) to every channel.
+    Brightness {
+        value: i32,
+    },
+    /// Change contrast by `value` percent (-100–100).
+    Contrast {
+        value: f32,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    Horizontal,
+    Vertical,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,14 +157,36 @@ impl Recipe {
                 return Err(fail(Some(output), "quality", "must be 1-100"));
             }
             for op in &output.operations {
-                if let Operation::Resize { width, height, .. } = op
-                    && (!(1..=8192).contains(width) || !(1..=8192).contains(height))
-                {
-                    return Err(fail(
-                        Some(output),
-                        "operations.resize",
-                        "width and height must be 1-8192",
-                    ));
+                let problem = match *op {
+                    Operation::Resize { width, height, .. }
+                        if !(1..=8192).contains(&width) || !(1..=8192).contains(&height) =>
+                    {
+                        Some(("operations.resize", "width and height must be 1-8192"))
+                    }
+                    Operation::Rotate { degrees } if ![90, 180, 270].contains(&degrees) => {
+                        Some(("operations.rotate", "degrees must be 90, 180 or 270"))
+                    }
+                    Operation::Blur { sigma } if !(0.1..=50.0).contains(&sigma) => {
+                        Some(("operations.blur", "sigma must be 0.1-50"))
+                    }
+                    Operation::Sharpen { sigma, threshold }
+                        if !(0.1..=50.0).contains(&sigma) || !(0..=255).contains(&threshold) =>
+                    {
+                        Some((
+                            "operations.sharpen",
+                            "sigma must be 0.1-50 and threshold 0-255",
+                        ))
+                    }
+                    Operation::Brightness { value } if !(-255..=255).contains(&value) => {
+                        Some(("operations.brightness", "value must be -255-255"))
+                    }
+                    Operation::Contrast { value } if !(-100.0..=100.0).contains(&value) => {
+                        Some(("operations.contrast", "value must be -100-100"))
+                    }
+                    _ => None,
+                };
+                if let Some((field, problem)) = problem {
+                    return Err(fail(Some(output), field, problem));
                 }
             }
         }
