@@ -523,7 +523,7 @@ fn encode(image: &DynamicImage, spec: &OutputSpec) -> Result<Vec<u8>, ImageError
             // JPEG has no alpha: flatten onto white, as a browser shows a transparent image.
             let flat;
             let image = if image.color().has_alpha() {
-                flat = flatten_on_white(image);
+                flat = flatten_onto(image, spec.background);
                 &flat
             } else {
                 image
@@ -547,6 +547,7 @@ fn encode(image: &DynamicImage, spec: &OutputSpec) -> Result<Vec<u8>, ImageError
             if spec.quality < 90 {
                 encoder.set_sampling_factor(jpeg_encoder::SamplingFactor::R_4_2_0);
             }
+            encoder.set_progressive(spec.progressive);
             encoder
                 .encode(data, width, height, color)
                 .map_err(|e| failed(&e))?;
@@ -561,13 +562,22 @@ fn encode(image: &DynamicImage, spec: &OutputSpec) -> Result<Vec<u8>, ImageError
     Ok(out)
 }
 
+#[cfg(test)]
 fn flatten_on_white(image: &DynamicImage) -> DynamicImage {
-    let grey = !image.color().has_color();
+    flatten_onto(image, [255, 255, 255])
+}
+
+/// Composites onto an opaque `background`; stays grey when the image is grey and the
+/// background is too.
+fn flatten_onto(image: &DynamicImage, background: [u8; 3]) -> DynamicImage {
+    let grey = !image.color().has_color()
+        && background[0] == background[1]
+        && background[1] == background[2];
     let mut rgba = image.to_rgba8();
     for pixel in rgba.pixels_mut() {
         let alpha = u32::from(pixel[3]);
-        for c in &mut pixel.0[..3] {
-            *c = ((u32::from(*c) * alpha + 255 * (255 - alpha) + 127) / 255) as u8;
+        for (c, bg) in pixel.0[..3].iter_mut().zip(background) {
+            *c = ((u32::from(*c) * alpha + u32::from(bg) * (255 - alpha) + 127) / 255) as u8;
         }
     }
     let rgb = DynamicImage::ImageRgba8(rgba).to_rgb8();
@@ -637,6 +647,8 @@ mod tests {
                 operations,
                 format: Format::Png,
                 quality: 80,
+                progressive: false,
+                background: [255, 255, 255],
             }],
         };
         recipe.validate().unwrap();
@@ -726,6 +738,40 @@ mod tests {
             }],
         );
         assert!(variance(&sharpened) > variance(&source));
+    }
+
+    #[test]
+    fn alpha_goes_onto_the_background_and_progressive_jpeg_is_progressive() {
+        let transparent = DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(
+            20,
+            20,
+            image::Rgba([0, 0, 0, 0]),
+        ));
+        let recipe = Recipe {
+            name: "t".into(),
+            description: "t".into(),
+            outputs: vec![OutputSpec {
+                name: "o".into(),
+                operations: Vec::new(),
+                format: Format::Jpeg,
+                quality: 90,
+                progressive: true,
+                background: [200, 30, 40],
+            }],
+        };
+        let processed = process(&png_of(&transparent), &recipe, &Limits::default()).unwrap();
+        let bytes = &processed.outputs[0].bytes;
+        let image::Rgb([r, g, b]) = *image::load_from_memory(bytes)
+            .unwrap()
+            .to_rgb8()
+            .get_pixel(10, 10);
+        assert!(
+            r.abs_diff(200) < 6 && g.abs_diff(30) < 6 && b.abs_diff(40) < 6,
+            "{r} {g} {b}"
+        );
+        // SOF2 (FF C2) marks a progressive JPEG, SOF0 (FF C0) a baseline one.
+        assert!(bytes.windows(2).any(|w| w == [0xFF, 0xC2]));
+        assert!(!bytes.windows(2).any(|w| w == [0xFF, 0xC0]));
     }
 
     #[test]

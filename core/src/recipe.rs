@@ -25,6 +25,38 @@ pub struct OutputSpec {
     /// Encoder quality 1–100 (JPEG); lossless formats ignore it.
     #[serde(default = "default_quality")]
     pub quality: u8,
+    /// Progressive JPEG (loads blurry-first in browsers); baseline otherwise.
+    #[serde(default)]
+    pub progressive: bool,
+    /// The colour transparent pixels are flattened onto for JPEG, `#rrggbb`.
+    #[serde(default = "default_background", with = "hex_colour")]
+    pub background: [u8; 3],
+}
+
+fn default_background() -> [u8; 3] {
+    [255, 255, 255]
+}
+
+/// `#rrggbb` in recipes, three bytes in code.
+mod hex_colour {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(rgb: &[u8; 3], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format!("#{:02x}{:02x}{:02x}", rgb[0], rgb[1], rgb[2]))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<[u8; 3], D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let hex = text
+            .strip_prefix('#')
+            .filter(|h| h.len() == 6 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!("background {text:?} is not #rrggbb"))
+            })?;
+        let byte =
+            |i: usize| u8::from_str_radix(&hex[i..i + 2], 16).map_err(serde::de::Error::custom);
+        Ok([byte(0)?, byte(2)?, byte(4)?])
+    }
 }
 
 fn default_quality() -> u8 {
@@ -231,6 +263,8 @@ impl RecipeBook {
             operations,
             format: Format::Jpeg,
             quality: 80,
+            progressive: false,
+            background: default_background(),
         };
         let fit = |size| Operation::Resize {
             width: size,
@@ -332,7 +366,7 @@ mod tests {
     #[test]
     fn yaml_recipes_add_to_and_replace_the_builtins() {
         let book = RecipeBook::with_yaml(
-            r#"
+            r##"
 recipes:
   - name: web
     description: smaller web images
@@ -341,16 +375,25 @@ recipes:
         operations: [{op: resize, width: 640, height: 640, fit: fit}]
         format: jpeg
         quality: 75
+        progressive: true
+        background: "#102030"
   - name: avatar
     description: a square avatar
     outputs:
       - name: square
         operations: [{op: resize, width: 96, height: 96, fit: cover}, {op: grayscale}]
         format: png
-"#,
+"##,
         )
         .unwrap();
-        assert_eq!(book.get("web").unwrap().outputs[0].name, "medium");
+        let medium = &book.get("web").unwrap().outputs[0];
+        assert_eq!(medium.name, "medium");
+        assert!(medium.progressive);
+        assert_eq!(medium.background, [0x10, 0x20, 0x30]);
+        assert!(RecipeBook::with_yaml("recipes: [{name: x, description: d, outputs: [{name: a, format: jpeg, background: white}]}]")
+            .unwrap_err()
+            .to_string()
+            .contains("#rrggbb"));
         assert_eq!(book.get("avatar").unwrap().outputs[0].quality, 80);
         assert!(book.get("grayscale").is_some());
     }

@@ -183,6 +183,8 @@ fn every_exif_orientation_is_applied_on_both_decode_paths() {
             operations,
             format: Format::Png,
             quality: 80,
+            progressive: false,
+            background: [255, 255, 255],
         }],
     };
     // Full size (the image crate decodes) and fit 100 (the DCT-scaled decode).
