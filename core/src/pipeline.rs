@@ -265,8 +265,8 @@ fn resize_scale(spec: &OutputSpec, width: u32, height: u32) -> f64 {
             let scale = |w: u32, h: u32| {
                 let (sx, sy) = (f64::from(bw) / f64::from(w), f64::from(bh) / f64::from(h));
                 match fit {
-                    Fit::Fit => sx.min(sy),
-                    Fit::Cover => sx.max(sy),
+                    Fit::Fit | Fit::Contain => sx.min(sy),
+                    Fit::Cover | Fit::Fill => sx.max(sy),
                 }
             };
             scale(width, height).max(scale(height, width)).min(1.0)
@@ -402,7 +402,7 @@ fn transform(
                 Some(d) if d.width() >= need_w && d.height() >= need_h => d,
                 _ => source,
             };
-            let resized = resize(start, width, height, fit, resizer)?;
+            let resized = resize(start, width, height, fit, spec.background, resizer)?;
             if derived.is_none() && fit == Fit::Fit {
                 *derived = Some(resized.clone());
             }
@@ -413,7 +413,7 @@ fn transform(
     for op in operations {
         image = match *op {
             Operation::Resize { width, height, fit } => {
-                resize(&image, width, height, fit, resizer)?
+                resize(&image, width, height, fit, spec.background, resizer)?
             }
             Operation::Grayscale => {
                 if image.color().has_alpha() {
@@ -440,10 +440,11 @@ fn transform(
     Ok(image)
 }
 
-/// The size a source is scaled to before `fit` crops it (`Cover` scales past one side).
+/// The size a source is scaled to before `fit` crops or pads it (`Cover` scales past
+/// one side).
 fn presized(width: u32, height: u32, box_w: u32, box_h: u32, fit: Fit) -> (u32, u32) {
     match fit {
-        Fit::Fit => fitted_size(width, height, box_w, box_h, fit),
+        Fit::Fit | Fit::Fill | Fit::Contain => fitted_size(width, height, box_w, box_h, fit),
         Fit::Cover => {
             let scale = (f64::from(box_w) / f64::from(width))
                 .max(f64::from(box_h) / f64::from(height))
@@ -471,21 +472,53 @@ fn normalize(image: DynamicImage) -> DynamicImage {
 
 /// The size `fit` gives a `width`×`height` source in a `box_w`×`box_h` box, never
 /// larger than the source.
+/// For `Contain` this is the picture inside the padding.
 pub fn fitted_size(width: u32, height: u32, box_w: u32, box_h: u32, fit: Fit) -> (u32, u32) {
     let (w, h) = (f64::from(width), f64::from(height));
     let scale = match fit {
-        Fit::Fit => (f64::from(box_w) / w).min(f64::from(box_h) / h),
         Fit::Cover => (f64::from(box_w) / w).max(f64::from(box_h) / h),
+        _ => (f64::from(box_w) / w).min(f64::from(box_h) / h),
     }
     .min(1.0);
     let scaled = |v: f64| ((v * scale).round() as u32).max(1);
     match fit {
-        Fit::Fit => (scaled(w), scaled(h)),
+        Fit::Fit | Fit::Contain => (scaled(w), scaled(h)),
         Fit::Cover => (scaled(w).min(box_w), scaled(h).min(box_h)),
+        Fit::Fill => (box_w.min(width).max(1), box_h.min(height).max(1)),
     }
 }
 
 fn resize(
+    image: &DynamicImage,
+    box_w: u32,
+    box_h: u32,
+    fit: Fit,
+    background: [u8; 3],
+    resizer: &mut Resizer,
+) -> Result<DynamicImage, ImageError> {
+    let resized = resample(image, box_w, box_h, fit, resizer)?;
+    if fit != Fit::Contain || (resized.width(), resized.height()) == (box_w, box_h) {
+        return Ok(resized);
+    }
+    // Pad to the box, centred, on the background.
+    let [r, g, b] = background;
+    let mut canvas = image::RgbaImage::from_pixel(box_w, box_h, image::Rgba([r, g, b, 255]));
+    let (x, y) = (
+        (box_w - resized.width()) / 2,
+        (box_h - resized.height()) / 2,
+    );
+    image::imageops::overlay(&mut canvas, &resized.to_rgba8(), i64::from(x), i64::from(y));
+    let canvas = DynamicImage::ImageRgba8(canvas);
+    Ok(match resized {
+        DynamicImage::ImageRgba8(_) => canvas,
+        DynamicImage::ImageLuma8(_) if r == g && g == b => {
+            DynamicImage::ImageLuma8(canvas.to_luma8())
+        }
+        _ => DynamicImage::ImageRgb8(canvas.to_rgb8()),
+    })
+}
+
+fn resample(
     image: &DynamicImage,
     box_w: u32,
     box_h: u32,
@@ -498,7 +531,7 @@ fn resize(
     }
     let mut out = DynamicImage::new(w, h, image.color());
     let mut options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3));
-    // Only a cover crops. A fit keeps the whole source: its rounded size differs from
+    // Only a cover crops (a fill stretches). A fit keeps the whole source: its rounded size differs from
     // the exact aspect ratio by a fraction of a pixel, and cropping to that would
     // shift and scale the picture slightly.
     if fit == Fit::Cover {
@@ -772,6 +805,55 @@ mod tests {
         // SOF2 (FF C2) marks a progressive JPEG, SOF0 (FF C0) a baseline one.
         assert!(bytes.windows(2).any(|w| w == [0xFF, 0xC2]));
         assert!(!bytes.windows(2).any(|w| w == [0xFF, 0xC0]));
+    }
+
+    #[test]
+    fn fill_stretches_and_contain_pads_with_the_background() {
+        // 200×100: left half black, right half white.
+        let source = DynamicImage::ImageRgb8(image::RgbImage::from_fn(200, 100, |x, _| {
+            if x < 100 {
+                image::Rgb([0, 0, 0])
+            } else {
+                image::Rgb([255, 255, 255])
+            }
+        }));
+        let filled = run_ops(
+            &source,
+            vec![Operation::Resize {
+                width: 100,
+                height: 100,
+                fit: Fit::Fill,
+            }],
+        )
+        .to_rgb8();
+        assert_eq!(filled.dimensions(), (100, 100));
+        assert!(filled.get_pixel(20, 50)[0] < 30 && filled.get_pixel(80, 50)[0] > 225);
+
+        let recipe = Recipe {
+            name: "t".into(),
+            description: "t".into(),
+            outputs: vec![OutputSpec {
+                name: "o".into(),
+                operations: vec![Operation::Resize {
+                    width: 100,
+                    height: 100,
+                    fit: Fit::Contain,
+                }],
+                format: Format::Png,
+                quality: 80,
+                progressive: false,
+                background: [10, 200, 30],
+            }],
+        };
+        let processed = process(&png_of(&source), &recipe, &Limits::default()).unwrap();
+        let contained = image::load_from_memory(&processed.outputs[0].bytes)
+            .unwrap()
+            .to_rgb8();
+        assert_eq!(contained.dimensions(), (100, 100));
+        // The picture is 100×50 in the middle; bands of background above and below.
+        assert_eq!(contained.get_pixel(50, 5), &image::Rgb([10, 200, 30]));
+        assert_eq!(contained.get_pixel(50, 94), &image::Rgb([10, 200, 30]));
+        assert!(contained.get_pixel(20, 50)[0] < 30 && contained.get_pixel(80, 50)[0] > 225);
     }
 
     #[test]

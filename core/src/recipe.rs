@@ -116,6 +116,10 @@ pub enum Fit {
     Fit,
     /// Keep the aspect ratio, fill the box and crop the centre.
     Cover,
+    /// Stretch to the box (the aspect ratio is not kept); never enlarges a side.
+    Fill,
+    /// Fit within the box, then pad to exactly the box with `background`, centred.
+    Contain,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
