@@ -193,7 +193,8 @@ async fn sigterm_drains_within_the_grace_period_and_loses_nothing() {
     let (_api, api) = stack.api(&env, &[]);
     let bytes = photo("photo-12mp.jpg");
     let expected = expected_outputs(&bytes, "web");
-    let ids = upload_many(&api, &bytes, 8).await;
+    // Enough work that a drain of the two in flight cannot finish the batch.
+    let ids = upload_many(&api, &bytes, 12).await;
 
     let (mut worker, _) = stack.worker(&env, &["--concurrency", "2", "--drain-timeout", "10"]);
     eventually(Duration::from_secs(60), "the first manifest", || async {
@@ -212,7 +213,7 @@ async fn sigterm_drains_within_the_grace_period_and_loses_nothing() {
         stopping.elapsed()
     );
     assert!(
-        stack.manifest_count(&env.processed).await < 8,
+        stack.manifest_count(&env.processed).await < 12,
         "the batch finished before SIGTERM"
     );
 
