@@ -19,6 +19,10 @@ pub enum ErrorCode {
     DimensionsTooLarge,
     /// The image has more pixels than allowed, or decoding would need too much memory.
     TooManyPixels,
+    /// An animation has more frames than allowed.
+    TooManyFrames,
+    /// Processing took longer than the time budget.
+    TimeBudgetExceeded,
     /// The upload names a recipe this deployment does not know.
     UnknownRecipe,
     /// Encoding an output failed.
@@ -34,6 +38,8 @@ impl ErrorCode {
             ErrorCode::CorruptImage => "corrupt-image",
             ErrorCode::DimensionsTooLarge => "dimensions-too-large",
             ErrorCode::TooManyPixels => "too-many-pixels",
+            ErrorCode::TooManyFrames => "too-many-frames",
+            ErrorCode::TimeBudgetExceeded => "time-budget-exceeded",
             ErrorCode::UnknownRecipe => "unknown-recipe",
             ErrorCode::EncodeFailed => "encode-failed",
         }

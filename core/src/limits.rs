@@ -14,6 +14,10 @@ pub struct Limits {
     pub max_height: u32,
     /// Most pixels (width × height) in a source image.
     pub max_pixels: u64,
+    /// Most frames in an animated source (only the first is processed).
+    pub max_frames: u32,
+    /// Most milliseconds one image may take, checked between stages.
+    pub time_budget_ms: u64,
 }
 
 impl Limits {
@@ -30,6 +34,9 @@ impl Default for Limits {
             // 100 MP: a 24 MP camera photo fits with a wide margin; RGBA at this size
             // is 400 MB, the most one decode may hold.
             max_pixels: 100_000_000,
+            max_frames: 1000,
+            // A 24 MP photo through `web` takes about 0.15 s on one core.
+            time_budget_ms: 30_000,
         }
     }
 }

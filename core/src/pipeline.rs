@@ -63,6 +63,18 @@ pub fn process(bytes: &[u8], recipe: &Recipe, limits: &Limits) -> Result<Process
         first_resize_scale(&recipe.outputs[b], &image)
             .total_cmp(&first_resize_scale(&recipe.outputs[a], &image))
     });
+    let budget = Duration::from_millis(limits.time_budget_ms);
+    let within_budget = || {
+        if started.elapsed() > budget {
+            Err(ImageError::new(
+                ErrorCode::TimeBudgetExceeded,
+                format!("processing took over {} ms", limits.time_budget_ms),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    within_budget()?;
     let mut resizer = Resizer::new();
     let mut derived: Option<DynamicImage> = None;
     let mut outputs: Vec<Option<EncodedOutput>> = (0..recipe.outputs.len()).map(|_| None).collect();
@@ -75,6 +87,7 @@ pub fn process(bytes: &[u8], recipe: &Recipe, limits: &Limits) -> Result<Process
         let started = Instant::now();
         let encoded = encode(&pixels, spec)?;
         timings.encode += started.elapsed();
+        within_budget()?;
         outputs[index] = Some(EncodedOutput {
             name: spec.name.clone(),
             format: spec.format,
@@ -137,6 +150,18 @@ pub fn decode_scaled(
 
     if format == ImageFormat::Jpeg {
         check_jpeg_is_complete(bytes)?;
+    }
+    if format == ImageFormat::Gif {
+        let frames = count_gif_frames(bytes);
+        if frames > u64::from(limits.max_frames) {
+            return Err(ImageError::new(
+                ErrorCode::TooManyFrames,
+                format!(
+                    "the animation has {frames} frames; the limit is {}",
+                    limits.max_frames
+                ),
+            ));
+        }
     }
 
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
@@ -277,6 +302,45 @@ fn resize_scale(spec: &OutputSpec, width: u32, height: u32) -> f64 {
 
 fn first_resize_scale(spec: &OutputSpec, image: &DynamicImage) -> f64 {
     resize_scale(spec, image.width(), image.height())
+}
+
+/// Counts a GIF's image descriptors by walking its blocks, without decoding any
+/// (a damaged file counts what it has; the decoder reports the damage).
+fn count_gif_frames(bytes: &[u8]) -> u64 {
+    let color_table = |flags: u8| {
+        if flags & 0x80 != 0 {
+            3usize << ((flags & 0x07) + 1)
+        } else {
+            0
+        }
+    };
+    let skip_sub_blocks = |mut at: usize| {
+        while let Some(&len) = bytes.get(at) {
+            at += 1 + usize::from(len);
+            if len == 0 {
+                break;
+            }
+        }
+        at
+    };
+    let Some(&screen_flags) = bytes.get(10) else {
+        return 0;
+    };
+    let mut at = 13 + color_table(screen_flags);
+    let mut frames = 0;
+    loop {
+        match bytes.get(at) {
+            Some(0x21) => at = skip_sub_blocks(at + 2),
+            Some(0x2C) => {
+                frames += 1;
+                let Some(&flags) = bytes.get(at + 9) else {
+                    return frames;
+                };
+                at = skip_sub_blocks(at + 10 + color_table(flags) + 1);
+            }
+            _ => return frames,
+        }
+    }
 }
 
 /// The JPEG decoder fills a truncated scan with grey instead of failing, which would

@@ -217,18 +217,45 @@ fn every_exif_orientation_is_applied_on_both_decode_paths() {
 }
 
 #[test]
-fn a_gif_with_thousands_of_frames_costs_one_frame() {
-    let mut gif = Vec::new();
-    {
+fn animations_are_limited_in_frames_and_cost_one_frame() {
+    let gif = |count: usize| {
+        let mut gif = Vec::new();
         let mut encoder = image::codecs::gif::GifEncoder::new(&mut gif);
         let frame = image::RgbaImage::from_pixel(16, 16, image::Rgba([10, 200, 10, 255]));
-        let frames = (0..3000).map(|_| image::Frame::new(frame.clone()));
-        encoder.encode_frames(frames).unwrap();
-    }
-    // Only the first frame is decoded: animations are not processed (yet).
-    let processed = pipeline::process(&gif, &web(), &Limits::default()).unwrap();
+        encoder
+            .encode_frames((0..count).map(|_| image::Frame::new(frame.clone())))
+            .unwrap();
+        drop(encoder);
+        gif
+    };
+    let many = gif(3000);
+    let err = pipeline::process(&many, &web(), &Limits::default()).unwrap_err();
+    assert_eq!(err.code, ErrorCode::TooManyFrames);
+    assert!(err.message.contains("3000 frames"), "{}", err.message);
+    // Under the limit only the first frame is decoded: animations are not processed.
+    let roomy = Limits {
+        max_frames: 5000,
+        ..Limits::default()
+    };
+    let processed = pipeline::process(&many, &web(), &roomy).unwrap();
     assert_eq!(
         (processed.outputs[0].width, processed.outputs[0].height),
         (16, 16)
     );
+    assert!(pipeline::process(&gif(10), &web(), &Limits::default()).is_ok());
+}
+
+#[test]
+fn the_time_budget_ends_work_between_stages() {
+    let photo = jpeg(
+        &RgbImage::from_fn(2000, 1500, |x, y| Rgb([x as u8, y as u8, 90])),
+        None,
+    );
+    let none = Limits {
+        time_budget_ms: 0,
+        ..Limits::default()
+    };
+    let err = pipeline::process(&photo, &web(), &none).unwrap_err();
+    assert_eq!(err.code, ErrorCode::TimeBudgetExceeded);
+    assert!(pipeline::process(&photo, &web(), &Limits::default()).is_ok());
 }
