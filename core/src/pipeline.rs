@@ -3,7 +3,7 @@
 
 use crate::error::{ErrorCode, ImageError};
 use crate::limits::Limits;
-use crate::recipe::{Direction, Fit, Format, Operation, OutputSpec, Recipe};
+use crate::recipe::{Direction, Fit, Format, Gravity, Operation, OutputSpec, Recipe};
 use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 use std::io::Cursor;
@@ -486,6 +486,11 @@ fn transform(
                     DynamicImage::ImageLuma8(image.to_luma8())
                 }
             }
+            Operation::Crop {
+                width,
+                height,
+                gravity,
+            } => crop(&image, width, height, gravity),
             Operation::Rotate { degrees: 90 } => image.rotate90(),
             Operation::Rotate { degrees: 180 } => image.rotate180(),
             Operation::Rotate { .. } => image.rotate270(),
@@ -502,6 +507,23 @@ fn transform(
         };
     }
     Ok(image)
+}
+
+/// A `width`×`height` window (clamped to the image) placed by `gravity`.
+fn crop(image: &DynamicImage, width: u32, height: u32, gravity: Gravity) -> DynamicImage {
+    let (w, h) = (width.min(image.width()), height.min(image.height()));
+    let (free_x, free_y) = (image.width() - w, image.height() - h);
+    let x = match gravity {
+        Gravity::West | Gravity::NorthWest | Gravity::SouthWest => 0,
+        Gravity::East | Gravity::NorthEast | Gravity::SouthEast => free_x,
+        Gravity::Center | Gravity::North | Gravity::South => free_x / 2,
+    };
+    let y = match gravity {
+        Gravity::North | Gravity::NorthEast | Gravity::NorthWest => 0,
+        Gravity::South | Gravity::SouthEast | Gravity::SouthWest => free_y,
+        Gravity::Center | Gravity::East | Gravity::West => free_y / 2,
+    };
+    image.crop_imm(x, y, w, h)
 }
 
 /// The size a source is scaled to before `fit` crops or pads it (`Cover` scales past
@@ -869,6 +891,48 @@ mod tests {
         // SOF2 (FF C2) marks a progressive JPEG, SOF0 (FF C0) a baseline one.
         assert!(bytes.windows(2).any(|w| w == [0xFF, 0xC2]));
         assert!(!bytes.windows(2).any(|w| w == [0xFF, 0xC0]));
+    }
+
+    #[test]
+    fn crop_keeps_the_window_its_gravity_names() {
+        // 100×60 with one white pixel in each corner region's corner.
+        let source = DynamicImage::ImageRgb8(image::RgbImage::from_fn(100, 60, |x, y| {
+            if (x, y) == (99, 59) || (x, y) == (0, 0) {
+                image::Rgb([255, 255, 255])
+            } else {
+                image::Rgb([0, 0, 0])
+            }
+        }));
+        let crop = |gravity| {
+            run_ops(
+                &source,
+                vec![Operation::Crop {
+                    width: 30,
+                    height: 20,
+                    gravity,
+                }],
+            )
+            .to_rgb8()
+        };
+        let south_east = crop(Gravity::SouthEast);
+        assert_eq!(south_east.dimensions(), (30, 20));
+        assert_eq!(south_east.get_pixel(29, 19), &image::Rgb([255, 255, 255]));
+        assert_eq!(
+            crop(Gravity::NorthWest).get_pixel(0, 0),
+            &image::Rgb([255, 255, 255])
+        );
+        let centre = crop(Gravity::Center);
+        assert!(centre.pixels().all(|p| p[0] == 0));
+        // A window larger than the image keeps the whole image.
+        let all = run_ops(
+            &source,
+            vec![Operation::Crop {
+                width: 500,
+                height: 500,
+                gravity: Gravity::Center,
+            }],
+        );
+        assert_eq!((all.width(), all.height()), (100, 60));
     }
 
     #[test]

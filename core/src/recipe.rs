@@ -72,6 +72,13 @@ pub enum Operation {
         height: u32,
         fit: Fit,
     },
+    /// Cut a `width`×`height` window (at most the image), placed by `gravity`.
+    Crop {
+        width: u32,
+        height: u32,
+        #[serde(default)]
+        gravity: Gravity,
+    },
     /// Turn clockwise by 90, 180 or 270 degrees.
     Rotate {
         degrees: u16,
@@ -100,6 +107,22 @@ pub enum Operation {
     Contrast {
         value: f32,
     },
+}
+
+/// Which part of the image a crop keeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Gravity {
+    #[default]
+    Center,
+    North,
+    South,
+    East,
+    West,
+    NorthEast,
+    NorthWest,
+    SouthEast,
+    SouthWest,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,6 +221,11 @@ impl Recipe {
                         if !(1..=8192).contains(&width) || !(1..=8192).contains(&height) =>
                     {
                         Some(("operations.resize", "width and height must be 1-8192"))
+                    }
+                    Operation::Crop { width, height, .. }
+                        if !(1..=65_535).contains(&width) || !(1..=65_535).contains(&height) =>
+                    {
+                        Some(("operations.crop", "width and height must be 1-65535"))
                     }
                     Operation::Rotate { degrees } if ![90, 180, 270].contains(&degrees) => {
                         Some(("operations.rotate", "degrees must be 90, 180 or 270"))
