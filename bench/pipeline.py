@@ -32,7 +32,8 @@ def ensure_tools():
     missing = [p for p in ("libvips-tools", "imagemagick") if not shutil.which({"libvips-tools": "vipsthumbnail", "imagemagick": "convert-im6.q16"}[p])]
     if missing:
         subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-    subprocess.run(["cargo", "build", "--quiet", "--release", "--locked", "-p", "minilab"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--quiet", "--release", "--locked", "-p", "minilab"], cwd=ROOT, check=True,
+                   env={**os.environ, "CARGO_TARGET_DIR": str(TARGET)})
 
 
 def run(commands):
@@ -55,14 +56,17 @@ def tasks(photo, out):
             "vipsthumbnail": [[VIPS, src, "-s", "1024x1024>", "-o", f"{out}/v.jpg[Q=80]"]],
             "imagemagick": [[MAGICK, src, "-resize", "1024x1024>", "-quality", "80", f"{out}/i.jpg"]],
         },
-        "web (fit 1024 + fit 256, JPEG q80)": {
+        # vipsthumbnail writes one file per run, each from the source (shrink-on-load);
+        # ImageMagick resizes once to 1024 and derives 256 from it, as minilab does.
+        "web (fit 1024 + fit 256, each JPEG q80 + WebP q80)": {
             "minilab": [[str(MINILAB), "process", src, "--recipe", "web", "-o", f"{out}/m"]],
             "vipsthumbnail": [
-                [VIPS, src, "-s", "1024x1024>", "-o", f"{out}/v1.jpg[Q=80]"],
-                [VIPS, src, "-s", "256x256>", "-o", f"{out}/v2.jpg[Q=80]"],
+                [VIPS, src, "-s", f"{size}x{size}>", "-o", f"{out}/v{size}.{ext}[Q=80]"]
+                for size in (1024, 256) for ext in ("jpg", "webp")
             ],
-            "imagemagick": [[MAGICK, src, "-resize", "1024x1024>", "-quality", "80", "-write", f"{out}/i1.jpg",
-                             "-resize", "256x256>", f"{out}/i2.jpg"]],
+            "imagemagick": [[MAGICK, src, "-resize", "1024x1024>", "-quality", "80",
+                             "-write", f"{out}/i1.jpg", "-write", f"{out}/i1.webp",
+                             "-resize", "256x256>", "-write", f"{out}/i2.jpg", f"{out}/i2.webp"]],
         },
     }
 

@@ -151,17 +151,19 @@ pub fn decode_scaled(
     if format == ImageFormat::Jpeg {
         check_jpeg_is_complete(bytes)?;
     }
-    if format == ImageFormat::Gif {
-        let frames = count_gif_frames(bytes);
-        if frames > u64::from(limits.max_frames) {
-            return Err(ImageError::new(
-                ErrorCode::TooManyFrames,
-                format!(
-                    "the animation has {frames} frames; the limit is {}",
-                    limits.max_frames
-                ),
-            ));
-        }
+    let frames = match format {
+        ImageFormat::Gif => count_gif_frames(bytes),
+        ImageFormat::WebP => count_webp_frames(bytes),
+        _ => 1,
+    };
+    if frames > u64::from(limits.max_frames) {
+        return Err(ImageError::new(
+            ErrorCode::TooManyFrames,
+            format!(
+                "the animation has {frames} frames; the limit is {}",
+                limits.max_frames
+            ),
+        ));
     }
 
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
@@ -286,6 +288,7 @@ fn resize_scale(spec: &OutputSpec, width: u32, height: u32) -> f64 {
             width: bw,
             height: bh,
             fit,
+            ..
         }) => {
             let scale = |w: u32, h: u32| {
                 let (sx, sy) = (f64::from(bw) / f64::from(w), f64::from(bh) / f64::from(h));
@@ -306,6 +309,24 @@ fn first_resize_scale(spec: &OutputSpec, image: &DynamicImage) -> f64 {
 
 /// Counts a GIF's image descriptors by walking its blocks, without decoding any
 /// (a damaged file counts what it has; the decoder reports the damage).
+/// The `ANMF` (animation frame) chunks of a WebP, counted by walking the RIFF
+/// chunks by their lengths, without decoding; a still WebP has none and counts 1.
+fn count_webp_frames(bytes: &[u8]) -> u64 {
+    let mut at = 12; // "RIFF", size, "WEBP"
+    let mut frames = 0;
+    while let (Some(id), Some(len)) = (bytes.get(at..at + 4), bytes.get(at + 4..at + 8)) {
+        if id == b"ANMF" {
+            frames += 1;
+        }
+        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        at = at
+            .saturating_add(8)
+            .saturating_add(len)
+            .saturating_add(len & 1);
+    }
+    frames.max(1)
+}
+
 fn count_gif_frames(bytes: &[u8]) -> u64 {
     let color_table = |flags: u8| {
         if flags & 0x80 != 0 {
@@ -459,15 +480,27 @@ fn transform(
 ) -> Result<DynamicImage, ImageError> {
     let mut operations = spec.operations.iter();
     let mut image = match spec.operations.first() {
-        Some(&Operation::Resize { width, height, fit }) => {
+        Some(&Operation::Resize {
+            width,
+            height,
+            fit,
+            enlarge,
+        }) => {
             operations.next();
-            let (need_w, need_h) = presized(source.width(), source.height(), width, height, fit);
+            let (need_w, need_h) =
+                presized(source.width(), source.height(), width, height, fit, enlarge);
             let start = match derived.as_ref() {
                 Some(d) if d.width() >= need_w && d.height() >= need_h => d,
                 _ => source,
             };
-            let resized = resize(start, width, height, fit, spec.background, resizer)?;
-            if derived.is_none() && fit == Fit::Fit {
+            let resized = resize(start, width, height, fit, enlarge, spec.background, resizer)?;
+            // Only a downscaled fit serves smaller outputs (an enlarged one has no
+            // more detail than the source).
+            if derived.is_none()
+                && fit == Fit::Fit
+                && resized.width() <= source.width()
+                && resized.height() <= source.height()
+            {
                 *derived = Some(resized.clone());
             }
             resized
@@ -476,9 +509,20 @@ fn transform(
     };
     for op in operations {
         image = match *op {
-            Operation::Resize { width, height, fit } => {
-                resize(&image, width, height, fit, spec.background, resizer)?
-            }
+            Operation::Resize {
+                width,
+                height,
+                fit,
+                enlarge,
+            } => resize(
+                &image,
+                width,
+                height,
+                fit,
+                enlarge,
+                spec.background,
+                resizer,
+            )?,
             Operation::Grayscale => {
                 if image.color().has_alpha() {
                     DynamicImage::ImageLumaA8(image.to_luma_alpha8())
@@ -528,13 +572,22 @@ fn crop(image: &DynamicImage, width: u32, height: u32, gravity: Gravity) -> Dyna
 
 /// The size a source is scaled to before `fit` crops or pads it (`Cover` scales past
 /// one side).
-fn presized(width: u32, height: u32, box_w: u32, box_h: u32, fit: Fit) -> (u32, u32) {
+fn presized(
+    width: u32,
+    height: u32,
+    box_w: u32,
+    box_h: u32,
+    fit: Fit,
+    enlarge: bool,
+) -> (u32, u32) {
     match fit {
-        Fit::Fit | Fit::Fill | Fit::Contain => fitted_size(width, height, box_w, box_h, fit),
+        Fit::Fit | Fit::Fill | Fit::Contain => {
+            fitted_size(width, height, box_w, box_h, fit, enlarge)
+        }
         Fit::Cover => {
-            let scale = (f64::from(box_w) / f64::from(width))
-                .max(f64::from(box_h) / f64::from(height))
-                .min(1.0);
+            let scale =
+                (f64::from(box_w) / f64::from(width)).max(f64::from(box_h) / f64::from(height));
+            let scale = if enlarge { scale } else { scale.min(1.0) };
             (
                 ((f64::from(width) * scale).round() as u32).max(1),
                 ((f64::from(height) * scale).round() as u32).max(1),
@@ -557,32 +610,42 @@ fn normalize(image: DynamicImage) -> DynamicImage {
 }
 
 /// The size `fit` gives a `width`×`height` source in a `box_w`×`box_h` box, never
-/// larger than the source.
+/// larger than the source unless `enlarge`.
 /// For `Contain` this is the picture inside the padding.
-pub fn fitted_size(width: u32, height: u32, box_w: u32, box_h: u32, fit: Fit) -> (u32, u32) {
+pub fn fitted_size(
+    width: u32,
+    height: u32,
+    box_w: u32,
+    box_h: u32,
+    fit: Fit,
+    enlarge: bool,
+) -> (u32, u32) {
     let (w, h) = (f64::from(width), f64::from(height));
     let scale = match fit {
         Fit::Cover => (f64::from(box_w) / w).max(f64::from(box_h) / h),
         _ => (f64::from(box_w) / w).min(f64::from(box_h) / h),
-    }
-    .min(1.0);
+    };
+    let scale = if enlarge { scale } else { scale.min(1.0) };
     let scaled = |v: f64| ((v * scale).round() as u32).max(1);
     match fit {
-        Fit::Fit | Fit::Contain => (scaled(w), scaled(h)),
+        Fit::Fit | Fit::Contain => (scaled(w).min(box_w), scaled(h).min(box_h)),
         Fit::Cover => (scaled(w).min(box_w), scaled(h).min(box_h)),
+        Fit::Fill if enlarge => (box_w, box_h),
         Fit::Fill => (box_w.min(width).max(1), box_h.min(height).max(1)),
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn resize(
     image: &DynamicImage,
     box_w: u32,
     box_h: u32,
     fit: Fit,
+    enlarge: bool,
     background: [u8; 3],
     resizer: &mut Resizer,
 ) -> Result<DynamicImage, ImageError> {
-    let resized = resample(image, box_w, box_h, fit, resizer)?;
+    let resized = resample(image, box_w, box_h, fit, enlarge, resizer)?;
     if fit != Fit::Contain || (resized.width(), resized.height()) == (box_w, box_h) {
         return Ok(resized);
     }
@@ -609,9 +672,10 @@ fn resample(
     box_w: u32,
     box_h: u32,
     fit: Fit,
+    enlarge: bool,
     resizer: &mut Resizer,
 ) -> Result<DynamicImage, ImageError> {
-    let (w, h) = fitted_size(image.width(), image.height(), box_w, box_h, fit);
+    let (w, h) = fitted_size(image.width(), image.height(), box_w, box_h, fit, enlarge);
     if (w, h) == (image.width(), image.height()) {
         return Ok(image.clone());
     }
@@ -674,9 +738,36 @@ fn encode(image: &DynamicImage, spec: &OutputSpec) -> Result<Vec<u8>, ImageError
         Format::Png => image
             .write_with_encoder(image::codecs::png::PngEncoder::new(&mut out))
             .map_err(|e| failed(&e))?,
-        Format::Webp => image
+        Format::Webp if spec.lossless => image
             .write_with_encoder(image::codecs::webp::WebPEncoder::new_lossless(&mut out))
             .map_err(|e| failed(&e))?,
+        Format::Webp => {
+            // libwebp at its defaults (method 4, as cwebp and libvips use), RGB or
+            // RGBA; grey is widened to RGB since WebP has no grey mode.
+            if image.width() > 16_383 || image.height() > 16_383 {
+                return Err(failed(&"WebP is limited to 16383 pixels a side"));
+            }
+            let widened: Vec<u8>;
+            let (layout, data) = match image {
+                DynamicImage::ImageRgb8(rgb) => (webp::PixelLayout::Rgb, rgb.as_raw()),
+                DynamicImage::ImageRgba8(rgba) => (webp::PixelLayout::Rgba, rgba.as_raw()),
+                _ if image.color().has_alpha() => {
+                    widened = image.to_rgba8().into_raw();
+                    (webp::PixelLayout::Rgba, &widened)
+                }
+                _ => {
+                    widened = image.to_rgb8().into_raw();
+                    (webp::PixelLayout::Rgb, &widened)
+                }
+            };
+            let mut config =
+                webp::WebPConfig::new().map_err(|()| failed(&"libwebp version mismatch"))?;
+            config.quality = f32::from(spec.quality);
+            let encoded = webp::Encoder::new(data, layout, image.width(), image.height())
+                .encode_advanced(&config)
+                .map_err(|e| failed(&format!("{e:?}")))?;
+            out.extend_from_slice(&encoded);
+        }
     }
     Ok(out)
 }
@@ -709,17 +800,31 @@ fn flatten_onto(image: &DynamicImage, background: [u8; 3]) -> DynamicImage {
 
 #[cfg(test)]
 mod tests {
+    use super::quality_tests::ssim;
     use super::*;
     use crate::recipe::RecipeBook;
+    use std::path::PathBuf;
 
     #[test]
     fn fit_keeps_aspect_and_never_enlarges() {
-        assert_eq!(fitted_size(4000, 3000, 1024, 1024, Fit::Fit), (1024, 768));
-        assert_eq!(fitted_size(3000, 4000, 1024, 1024, Fit::Fit), (768, 1024));
-        assert_eq!(fitted_size(200, 100, 1024, 1024, Fit::Fit), (200, 100));
-        assert_eq!(fitted_size(4000, 3000, 256, 256, Fit::Cover), (256, 256));
-        assert_eq!(fitted_size(100, 50, 256, 256, Fit::Cover), (100, 50));
-        assert_eq!(fitted_size(10_000, 1, 100, 100, Fit::Fit), (100, 1));
+        assert_eq!(
+            fitted_size(4000, 3000, 1024, 1024, Fit::Fit, false),
+            (1024, 768)
+        );
+        assert_eq!(
+            fitted_size(3000, 4000, 1024, 1024, Fit::Fit, false),
+            (768, 1024)
+        );
+        assert_eq!(
+            fitted_size(200, 100, 1024, 1024, Fit::Fit, false),
+            (200, 100)
+        );
+        assert_eq!(
+            fitted_size(4000, 3000, 256, 256, Fit::Cover, false),
+            (256, 256)
+        );
+        assert_eq!(fitted_size(100, 50, 256, 256, Fit::Cover, false), (100, 50));
+        assert_eq!(fitted_size(10_000, 1, 100, 100, Fit::Fit, false), (100, 1));
     }
 
     fn png(width: u32, height: u32, color: image::ColorType) -> Vec<u8> {
@@ -732,7 +837,117 @@ mod tests {
     }
 
     #[test]
-    fn web_recipe_makes_both_sizes_as_jpeg() {
+    fn enlarging_happens_only_when_asked() {
+        for (fit, kept, enlarged) in [
+            (Fit::Fit, (100, 50), (400, 200)),
+            (Fit::Contain, (100, 50), (400, 200)),
+            (Fit::Cover, (100, 50), (400, 400)),
+            (Fit::Fill, (100, 50), (400, 400)),
+        ] {
+            assert_eq!(fitted_size(100, 50, 400, 400, fit, false), kept, "{fit:?}");
+            assert_eq!(
+                fitted_size(100, 50, 400, 400, fit, true),
+                enlarged,
+                "{fit:?}"
+            );
+        }
+        let source = DynamicImage::ImageRgb8(image::RgbImage::from_fn(100, 50, |x, _| {
+            image::Rgb([(x * 2) as u8, 100, 200])
+        }));
+        let resize = |enlarge| Operation::Resize {
+            width: 400,
+            height: 400,
+            fit: Fit::Fit,
+            enlarge,
+        };
+        let kept = run_ops(&source, vec![resize(false)]);
+        assert_eq!(kept.to_rgb8(), source.to_rgb8());
+        let enlarged = run_ops(&source, vec![resize(true)]);
+        assert_eq!((enlarged.width(), enlarged.height()), (400, 200));
+        // The gradient is stretched, not cropped: the left edge stays dark, the right light.
+        let enlarged = enlarged.to_rgb8();
+        assert!(enlarged.get_pixel(2, 100)[0] < 10 && enlarged.get_pixel(397, 100)[0] > 190);
+    }
+
+    #[test]
+    fn webp_is_lossy_at_quality_or_lossless_when_asked() {
+        let photo = decode(
+            &std::fs::read(
+                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../shared/images/photo-alpha.png"),
+            )
+            .unwrap(),
+            &Limits::default(),
+        )
+        .unwrap()
+        .1;
+        assert!(photo.color().has_alpha());
+        let photo = photo.resize(400, 400, image::imageops::FilterType::Triangle);
+        let output = |quality, lossless| OutputSpec {
+            name: "o".into(),
+            operations: Vec::new(),
+            format: Format::Webp,
+            quality,
+            lossless,
+            progressive: false,
+            background: [255, 255, 255],
+        };
+        let lossless = encode(&photo, &output(80, true)).unwrap();
+        assert_eq!(chunk(&lossless), *b"VP8L");
+        let decoded = image::load_from_memory_with_format(&lossless, ImageFormat::WebP).unwrap();
+        assert_eq!(decoded.to_rgba8(), photo.to_rgba8(), "lossless is exact");
+
+        let q80 = encode(&photo, &output(80, false)).unwrap();
+        let q30 = encode(&photo, &output(30, false)).unwrap();
+        assert_eq!(chunk(&q80), *b"VP8 ", "lossy WebP");
+        assert!(
+            q30.len() < q80.len() && q80.len() < lossless.len() / 2,
+            "{} {} {}",
+            q30.len(),
+            q80.len(),
+            lossless.len()
+        );
+        let decoded = image::load_from_memory_with_format(&q80, ImageFormat::WebP).unwrap();
+        assert_eq!(
+            (decoded.width(), decoded.height()),
+            (photo.width(), photo.height())
+        );
+        // Alpha survives lossy encoding (its own lossless plane).
+        let alpha =
+            |image: &DynamicImage| -> Vec<u8> { image.to_rgba8().pixels().map(|p| p[3]).collect() };
+        assert_eq!(alpha(&decoded), alpha(&photo));
+        let score = ssim(
+            &flatten_on_white(&decoded).to_luma8(),
+            &flatten_on_white(&photo).to_luma8(),
+        );
+        assert!(score > 0.95, "q80 SSIM {score}");
+
+        // Grey pixels are widened (WebP has no grey mode).
+        let grey = DynamicImage::ImageLuma8(photo.to_luma8());
+        let decoded = image::load_from_memory(&encode(&grey, &output(80, false)).unwrap()).unwrap();
+        assert_eq!(
+            (decoded.width(), decoded.height()),
+            (grey.width(), grey.height())
+        );
+    }
+
+    /// The first chunk after a VP8X header, or the only one: `VP8 ` is lossy, `VP8L`
+    /// lossless.
+    fn chunk(webp: &[u8]) -> [u8; 4] {
+        assert_eq!(&webp[..4], b"RIFF");
+        let mut at = 12;
+        loop {
+            let id: [u8; 4] = webp[at..at + 4].try_into().unwrap();
+            if !matches!(&id, b"VP8X" | b"ALPH" | b"ICCP") {
+                return id;
+            }
+            let len = u32::from_le_bytes(webp[at + 4..at + 8].try_into().unwrap()) as usize;
+            at += 8 + len + (len & 1);
+        }
+    }
+
+    #[test]
+    fn web_recipe_makes_both_sizes_as_jpeg_and_webp() {
         let recipe = RecipeBook::builtin().get("web").cloned().unwrap();
         let processed = process(
             &png(2000, 1000, image::ColorType::Rgba8),
@@ -745,10 +960,23 @@ mod tests {
             .iter()
             .map(|o| (o.name.as_str(), o.width, o.height))
             .collect();
-        assert_eq!(sizes, [("large", 1024, 512), ("thumb", 256, 128)]);
+        assert_eq!(
+            sizes,
+            [
+                ("large", 1024, 512),
+                ("large-webp", 1024, 512),
+                ("thumb", 256, 128),
+                ("thumb-webp", 256, 128)
+            ]
+        );
         for output in &processed.outputs {
-            let decoded =
-                image::load_from_memory_with_format(&output.bytes, ImageFormat::Jpeg).unwrap();
+            let format = match output.format {
+                Format::Jpeg => ImageFormat::Jpeg,
+                Format::Webp => ImageFormat::WebP,
+                Format::Png => ImageFormat::Png,
+            };
+            assert_eq!(image::guess_format(&output.bytes).unwrap(), format);
+            let decoded = image::load_from_memory_with_format(&output.bytes, format).unwrap();
             assert_eq!(
                 (decoded.width(), decoded.height()),
                 (output.width, output.height)
@@ -766,6 +994,7 @@ mod tests {
                 operations,
                 format: Format::Png,
                 quality: 80,
+                lossless: false,
                 progressive: false,
                 background: [255, 255, 255],
             }],
@@ -874,6 +1103,7 @@ mod tests {
                 operations: Vec::new(),
                 format: Format::Jpeg,
                 quality: 90,
+                lossless: false,
                 progressive: true,
                 background: [200, 30, 40],
             }],
@@ -951,6 +1181,7 @@ mod tests {
                 width: 100,
                 height: 100,
                 fit: Fit::Fill,
+                enlarge: false,
             }],
         )
         .to_rgb8();
@@ -966,9 +1197,11 @@ mod tests {
                     width: 100,
                     height: 100,
                     fit: Fit::Contain,
+                    enlarge: false,
                 }],
                 format: Format::Png,
                 quality: 80,
+                lossless: false,
                 progressive: false,
                 background: [10, 200, 30],
             }],
@@ -1147,9 +1380,10 @@ mod quality_tests {
     /// a full-size decode resized with Lanczos3 by the `image` crate to the same size
     /// (and cropped alike for covers). Before encoding, the pixels keep an SSIM of at
     /// least 0.99 (DCT-scaled decoding and derived outputs cost nothing visible).
-    /// Encoded, they keep at least 0.98, or, where JPEG q80 itself costs more on a
-    /// textured photo, no more than 0.01 below the reference encoded at the same
-    /// quality by another encoder (the `image` crate's).
+    /// Encoded, they keep at least 0.98, or, where q80 itself costs more on a
+    /// textured photo, no more than 0.01 below the reference encoded in the same
+    /// format at the same quality (JPEG by the `image` crate's encoder, WebP by
+    /// libwebp).
     #[test]
     fn outputs_stay_close_to_a_high_quality_reference_resize() {
         let recipes = RecipeBook::builtin();
@@ -1184,8 +1418,9 @@ mod quality_tests {
                     );
                 }
                 let processed = process(&bytes, recipe_spec, &Limits::default()).unwrap();
-                for (output, raw) in processed.outputs.iter().zip(&raw) {
-                    let ours = image::load_from_memory(&output.bytes).unwrap().to_luma8();
+                for (index, (output, raw)) in processed.outputs.iter().zip(&raw).enumerate() {
+                    let ours = flatten_on_white(&image::load_from_memory(&output.bytes).unwrap())
+                        .to_luma8();
                     let (w, h) = (output.width, output.height);
                     let reference = if recipe == "thumbnail" {
                         // Crop the centre to the output's aspect ratio, then resize.
@@ -1204,13 +1439,25 @@ mod quality_tests {
                         full.resize_exact(w, h, image::imageops::FilterType::Lanczos3)
                     };
                     let reference = flatten_on_white(&reference);
-                    let mut careful = Vec::new();
-                    reference
-                        .write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(
-                            &mut careful,
-                            80,
-                        ))
-                        .unwrap();
+                    // The reference through the same format at the same quality: JPEG by
+                    // another encoder (the image crate's); WebP by libwebp, the only lossy
+                    // WebP encoder here.
+                    let spec = &recipe_spec.outputs[index];
+                    let careful = match spec.format {
+                        Format::Jpeg => {
+                            let mut careful = Vec::new();
+                            reference
+                                .write_with_encoder(
+                                    image::codecs::jpeg::JpegEncoder::new_with_quality(
+                                        &mut careful,
+                                        spec.quality,
+                                    ),
+                                )
+                                .unwrap();
+                            careful
+                        }
+                        _ => encode(&reference, spec).unwrap(),
+                    };
                     let reference = reference.to_luma8();
                     let anchor = ssim(
                         &image::load_from_memory(&careful).unwrap().to_luma8(),

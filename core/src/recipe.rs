@@ -22,9 +22,12 @@ pub struct OutputSpec {
     #[serde(default)]
     pub operations: Vec<Operation>,
     pub format: Format,
-    /// Encoder quality 1–100 (JPEG); lossless formats ignore it.
+    /// Encoder quality 1–100 (JPEG, lossy WebP); lossless formats ignore it.
     #[serde(default = "default_quality")]
     pub quality: u8,
+    /// Lossless WebP instead of lossy (WebP only: PNG is always lossless, JPEG never).
+    #[serde(default)]
+    pub lossless: bool,
     /// Progressive JPEG (loads blurry-first in browsers); baseline otherwise.
     #[serde(default)]
     pub progressive: bool,
@@ -66,11 +69,13 @@ fn default_quality() -> u8 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Operation {
-    /// Scale to `width`×`height` as `fit` says; never enlarges.
+    /// Scale to `width`×`height` as `fit` says; never enlarges unless `enlarge`.
     Resize {
         width: u32,
         height: u32,
         fit: Fit,
+        #[serde(default)]
+        enlarge: bool,
     },
     /// Cut a `width`×`height` window (at most the image), placed by `gravity`.
     Crop {
@@ -150,7 +155,7 @@ pub enum Fit {
 pub enum Format {
     Jpeg,
     Png,
-    /// Lossless WebP (the `image` crate encodes lossless only).
+    /// Lossy at `quality` (libwebp), or lossless with `lossless: true`.
     Webp,
 }
 
@@ -214,6 +219,13 @@ impl Recipe {
             }
             if !(1..=100).contains(&output.quality) {
                 return Err(fail(Some(output), "quality", "must be 1-100"));
+            }
+            if output.lossless && output.format != Format::Webp {
+                return Err(fail(
+                    Some(output),
+                    "lossless",
+                    "only webp has a lossless option (png always is, jpeg never)",
+                ));
             }
             for op in &output.operations {
                 let problem = match *op {
@@ -290,26 +302,33 @@ impl RecipeBook {
 
     /// The recipes every deployment has.
     pub fn builtin() -> Self {
-        let jpeg = |name: &str, operations| OutputSpec {
+        let output = |name: &str, format, operations| OutputSpec {
             name: name.into(),
             operations,
-            format: Format::Jpeg,
+            format,
             quality: 80,
+            lossless: false,
             progressive: false,
             background: default_background(),
         };
+        let jpeg = |name: &str, operations| output(name, Format::Jpeg, operations);
+        let webp = |name: &str, operations| output(name, Format::Webp, operations);
         let fit = |size| Operation::Resize {
             width: size,
             height: size,
             fit: Fit::Fit,
+            enlarge: false,
         };
         let recipes = vec![
             Recipe {
                 name: "web".into(),
-                description: "Fit within 1024×1024 and a 256 px thumbnail, JPEG".into(),
+                description: "Fit within 1024×1024 and a 256 px thumbnail, JPEG and WebP q80"
+                    .into(),
                 outputs: vec![
                     jpeg("large", vec![fit(1024)]),
+                    webp("large-webp", vec![fit(1024)]),
                     jpeg("thumb", vec![fit(256)]),
+                    webp("thumb-webp", vec![fit(256)]),
                 ],
             },
             Recipe {
@@ -326,6 +345,7 @@ impl RecipeBook {
                         width: 256,
                         height: 256,
                         fit: Fit::Cover,
+                        enlarge: false,
                     }],
                 )],
             },
@@ -390,7 +410,22 @@ mod tests {
     #[test]
     fn builtins_include_web_and_grayscale() {
         let book = RecipeBook::builtin();
-        assert_eq!(book.get("web").map(|r| r.outputs.len()), Some(2));
+        let web = book.get("web").unwrap();
+        let formats: Vec<_> = web
+            .outputs
+            .iter()
+            .map(|o| (o.name.as_str(), o.format))
+            .collect();
+        assert_eq!(
+            formats,
+            [
+                ("large", Format::Jpeg),
+                ("large-webp", Format::Webp),
+                ("thumb", Format::Jpeg),
+                ("thumb-webp", Format::Webp)
+            ]
+        );
+        assert!(web.outputs.iter().all(|o| o.quality == 80 && !o.lossless));
         assert!(book.get("grayscale").is_some());
         assert!(book.get("../web").is_none());
     }
@@ -447,14 +482,22 @@ recipes:
     #[test]
     fn validation_names_recipe_output_and_field() {
         let mut recipe = RecipeBook::builtin().get("web").cloned().unwrap();
-        recipe.outputs[1].quality = 0;
+        recipe.outputs[2].quality = 0;
         let err = recipe.validate().unwrap_err();
         assert_eq!(
             err.to_string(),
             "recipe \"web\", output \"thumb\": quality: must be 1-100"
         );
-        recipe.outputs[1].quality = 80;
-        recipe.outputs[1].name = "large".into();
+        recipe.outputs[2].quality = 80;
+        recipe.outputs[2].lossless = true;
+        assert_eq!(
+            recipe.validate().unwrap_err().to_string(),
+            "recipe \"web\", output \"thumb\": lossless: only webp has a lossless option (png always is, jpeg never)"
+        );
+        recipe.outputs[2].lossless = false;
+        recipe.outputs[3].lossless = true;
+        assert!(recipe.validate().is_ok());
+        recipe.outputs[2].name = "large".into();
         assert_eq!(recipe.validate().unwrap_err().field, "name");
     }
 }

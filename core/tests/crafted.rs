@@ -183,6 +183,7 @@ fn every_exif_orientation_is_applied_on_both_decode_paths() {
             operations,
             format: Format::Png,
             quality: 80,
+            lossless: false,
             progressive: false,
             background: [255, 255, 255],
         }],
@@ -193,6 +194,7 @@ fn every_exif_orientation_is_applied_on_both_decode_paths() {
         width: 100,
         height: 100,
         fit: Fit::Fit,
+        enlarge: false,
     }]);
     for (orientation, (qx, qy), swapped) in ORIENTATIONS {
         let bytes = jpeg(&source, Some(orientation));
@@ -243,6 +245,77 @@ fn animations_are_limited_in_frames_and_cost_one_frame() {
         (16, 16)
     );
     assert!(pipeline::process(&gif(10), &web(), &Limits::default()).is_ok());
+}
+
+/// An animated WebP of `count` 16×16 frames (lossless, each a copy of one frame),
+/// built chunk by chunk: VP8X with the animation flag, ANIM, then ANMF per frame.
+fn animated_webp(count: usize) -> Vec<u8> {
+    let mut still = Vec::new();
+    DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(
+        16,
+        16,
+        image::Rgba([200, 10, 10, 255]),
+    ))
+    .write_with_encoder(image::codecs::webp::WebPEncoder::new_lossless(&mut still))
+    .unwrap();
+    let vp8l = &still[12..]; // the still image's one chunk: "VP8L", size, data
+    let chunk = |id: &[u8; 4], payload: &[u8]| {
+        let mut out = id.to_vec();
+        out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(payload);
+        if payload.len() % 2 == 1 {
+            out.push(0);
+        }
+        out
+    };
+    let u24 = |v: u32| v.to_le_bytes()[..3].to_vec();
+    let mut body = b"WEBP".to_vec();
+    body.extend(chunk(
+        b"VP8X",
+        &[&[0x02u8, 0, 0, 0][..], &u24(15), &u24(15)].concat(),
+    ));
+    body.extend(chunk(b"ANIM", &[0, 0, 0, 0, 0, 0]));
+    let frame = [
+        &u24(0)[..],
+        &u24(0),
+        &u24(15),
+        &u24(15),
+        &u24(100),
+        &[0],
+        vp8l,
+    ]
+    .concat();
+    for _ in 0..count {
+        body.extend(chunk(b"ANMF", &frame));
+    }
+    let mut webp = b"RIFF".to_vec();
+    webp.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    webp.extend(body);
+    webp
+}
+
+#[test]
+fn animated_webp_frames_are_counted_without_decoding() {
+    let two = animated_webp(2);
+    let decoder = image::codecs::webp::WebPDecoder::new(std::io::Cursor::new(&two)).unwrap();
+    assert!(
+        decoder.has_animation(),
+        "the crafted file is an animated WebP"
+    );
+    let processed = pipeline::process(&two, &web(), &Limits::default()).unwrap();
+    assert_eq!(
+        (processed.outputs[0].width, processed.outputs[0].height),
+        (16, 16)
+    );
+    let err = pipeline::process(&animated_webp(3000), &web(), &Limits::default()).unwrap_err();
+    assert_eq!(err.code, ErrorCode::TooManyFrames);
+    assert!(err.message.contains("3000 frames"), "{}", err.message);
+    // A chunk length pointing past the end ends the walk; it does not loop or panic.
+    let mut lying = animated_webp(3);
+    let at = lying.len() - 30;
+    lying[at..at + 4].copy_from_slice(b"ANMF");
+    lying[at + 4..at + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+    let _ = pipeline::process(&lying, &web(), &Limits::default());
 }
 
 #[test]

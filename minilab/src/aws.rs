@@ -81,6 +81,8 @@ pub struct WorkerArgs {
     /// Seconds one receive long-polls (0-20).
     #[arg(long, env = "MINILAB_RECEIVE_WAIT", default_value_t = 20)]
     receive_wait: u64,
+    #[command(flatten)]
+    limits: crate::limits::LimitArgs,
 }
 
 async fn s3_client(sdk: &aws_config::SdkConfig, path_style: bool) -> aws_sdk_s3::Client {
@@ -156,10 +158,7 @@ pub async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         uploads_bucket: storage.uploads_bucket.clone(),
         processed_bucket: storage.processed_bucket.clone(),
         recipes: crate::load_recipes(storage.recipes.as_deref())?,
-        limits: Limits {
-            max_bytes: storage.max_upload_bytes,
-            ..Limits::default()
-        },
+        limits: args.limits.limits(storage.max_upload_bytes),
         metrics: Arc::default(),
     });
     let queue: Arc<dyn minilab_worker::queue::Queue> = Arc::new(SqsQueue::new(

@@ -1,6 +1,7 @@
 //! `minilab`: one binary for every part of the system.
 
 mod aws;
+mod limits;
 mod process;
 mod store;
 mod up;

@@ -19,6 +19,11 @@ pub struct ProcessArgs {
     /// A YAML file of recipes (`recipes: [...]`) added to the built-in ones.
     #[arg(long, env = "MINILAB_RECIPES")]
     recipes: Option<PathBuf>,
+    /// Largest input, in bytes (`file-too-large`).
+    #[arg(long, env = "MINILAB_MAX_UPLOAD_BYTES", default_value_t = Limits::DEFAULT_MAX_BYTES)]
+    max_upload_bytes: u64,
+    #[command(flatten)]
+    limits: crate::limits::LimitArgs,
 }
 
 pub fn run(args: ProcessArgs) -> anyhow::Result<()> {
@@ -31,7 +36,7 @@ pub fn run(args: ProcessArgs) -> anyhow::Result<()> {
             known.join(", ")
         );
     };
-    let limits = Limits::default();
+    let limits = args.limits.limits(args.max_upload_bytes);
     let file = std::fs::File::open(&args.input)
         .with_context(|| format!("opening {}", args.input.display()))?;
     // Read one byte past the limit, so an oversized file is refused without reading it all.

@@ -50,6 +50,8 @@ pub struct UpArgs {
     /// A YAML file of recipes (`recipes: [...]`) added to the built-in ones.
     #[arg(long, env = "MINILAB_RECIPES")]
     recipes: Option<PathBuf>,
+    #[command(flatten)]
+    limits: crate::limits::LimitArgs,
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -72,10 +74,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let s3_addr = s3_listener.local_addr()?;
     let s3_url = format!("http://{s3_addr}");
 
-    let limits = Limits {
-        max_bytes: args.max_upload_bytes,
-        ..Limits::default()
-    };
+    let limits = args.limits.limits(args.max_upload_bytes);
     let (events, queue) = LocalQueue::new(10_000);
     let store = store::router(StoreConfig {
         root: &s3_root,

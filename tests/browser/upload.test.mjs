@@ -93,7 +93,15 @@ test("a photo is uploaded, processed, previewed and downloaded", async () => {
   const card = page.locator("article.upload").first();
   await expectFinal(card, "succeeded");
   const figures = card.locator("figure.output");
-  assert.equal(await figures.count(), 2);
+  assert.equal(await figures.count(), 4);
+  // The lossy WebP previews in Chromium too, at its stated size.
+  const webp = card.locator("figure.output[data-name=large-webp]");
+  assert.match(await webp.locator("figcaption").innerText(), /1024×768/);
+  const webpSize = await webp.locator("img").evaluate(async (img) => {
+    await img.decode();
+    return [img.naturalWidth, img.naturalHeight];
+  });
+  assert.deepEqual(webpSize, [1024, 768]);
 
   const large = card.locator("figure.output[data-name=large]");
   assert.match(await large.locator("figcaption").innerText(), /1024×768/);

@@ -58,8 +58,10 @@ async fn an_upload_goes_through_s3_and_sqs_and_comes_back_presigned() {
     assert_eq!(
         stack.keys(&env.processed, &id).await,
         [
+            format!("{id}/large-webp.webp"),
             format!("{id}/large.jpg"),
             format!("{id}/manifest.json"),
+            format!("{id}/thumb-webp.webp"),
             format!("{id}/thumb.jpg")
         ]
     );
@@ -113,8 +115,10 @@ async fn a_duplicated_event_leaves_one_correct_set_of_outputs() {
     assert_eq!(
         stack.keys(&env.processed, &id).await,
         [
+            format!("{id}/large-webp.webp"),
             format!("{id}/large.jpg"),
             format!("{id}/manifest.json"),
+            format!("{id}/thumb-webp.webp"),
             format!("{id}/thumb.jpg")
         ]
     );

@@ -68,3 +68,36 @@ fn a_mistake_in_the_recipes_file_is_reported_at_start() {
         "{stderr}"
     );
 }
+
+#[test]
+fn limit_flags_and_their_environment_twins_refuse_with_their_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let done = Command::new(minilab_bin())
+            .arg("process")
+            .arg(photo_path("photo-small.jpg"))
+            .args(["--recipe", "large", "-o"])
+            .arg(dir.path().join("out"))
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (
+            done.status.success(),
+            String::from_utf8_lossy(&done.stderr).into_owned(),
+        )
+    };
+    let (ok, stderr) = run(&["--max-width", "100"], &[]);
+    assert!(!ok && stderr.contains("dimensions-too-large"), "{stderr}");
+    let (ok, stderr) = run(&[], &[("MINILAB_MAX_PIXELS", "1000")]);
+    assert!(!ok && stderr.contains("too-many-pixels"), "{stderr}");
+    let (ok, stderr) = run(&["--max-upload-bytes", "1000"], &[]);
+    assert!(!ok && stderr.contains("file-too-large"), "{stderr}");
+    let (ok, stderr) = run(&["--max-frames", "0"], &[]);
+    assert!(
+        !ok && stderr.contains("--max-frames"),
+        "zero is refused: {stderr}"
+    );
+    let (ok, stderr) = run(&[], &[]);
+    assert!(ok, "the defaults take the photo: {stderr}");
+}

@@ -21,7 +21,7 @@ fn oriented_size(bytes: &[u8]) -> (u32, u32) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_photo_goes_up_through_the_web_recipe_and_comes_back_in_both_sizes() {
+async fn a_photo_goes_up_through_the_web_recipe_and_comes_back_in_both_sizes_and_formats() {
     let dir = tempfile::tempdir().unwrap();
     let lab = Lab::start(dir.path(), &[]);
     for name in ["photo-12mp.jpg", "photo-exif-rotate6.jpg"] {
@@ -39,8 +39,17 @@ async fn a_photo_goes_up_through_the_web_recipe_and_comes_back_in_both_sizes() {
             .iter()
             .map(|o| o["name"].as_str().unwrap())
             .collect();
-        assert_eq!(names, ["large", "thumb"]);
-        for (output, size) in outputs.iter().zip([1024, 256]) {
+        assert_eq!(names, ["large", "large-webp", "thumb", "thumb-webp"]);
+        for (output, size, ext, format) in [
+            (1024, "jpg", image::ImageFormat::Jpeg),
+            (1024, "webp", image::ImageFormat::WebP),
+            (256, "jpg", image::ImageFormat::Jpeg),
+            (256, "webp", image::ImageFormat::WebP),
+        ]
+        .into_iter()
+        .zip(outputs)
+        .map(|((size, ext, format), output)| (output, size, ext, format))
+        {
             let response = lab
                 .http
                 .get(output["url"].as_str().unwrap())
@@ -56,15 +65,18 @@ async fn a_photo_goes_up_through_the_web_recipe_and_comes_back_in_both_sizes() {
             assert_eq!(
                 disposition,
                 format!(
-                    "attachment; filename=\"{stem}-{}.jpg\"",
+                    "attachment; filename=\"{stem}-{}.{ext}\"",
                     output["name"].as_str().unwrap()
                 )
             );
             let body = response.bytes().await.unwrap();
             assert_eq!(body.len() as u64, output["bytes"].as_u64().unwrap());
-            let decoded =
-                image::load_from_memory_with_format(&body, image::ImageFormat::Jpeg).unwrap();
-            let expected = fitted_size(width, height, size, size, Fit::Fit);
+            assert_eq!(
+                output["contentType"].as_str().unwrap(),
+                format.to_mime_type()
+            );
+            let decoded = image::load_from_memory_with_format(&body, format).unwrap();
+            let expected = fitted_size(width, height, size, size, Fit::Fit, false);
             assert_eq!(
                 (decoded.width(), decoded.height()),
                 expected,
