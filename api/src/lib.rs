@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod post_policy;
+pub mod tracking;
 pub mod uploads;
 pub mod web;
 
@@ -43,6 +44,9 @@ pub struct ApiConfig {
     pub download_ttl: Duration,
     /// Serve the upload page at `/`.
     pub serve_web: bool,
+    /// Told about every upload (an ImageJob each, on a cluster); `None` off-cluster.
+    pub tracker: Option<Arc<dyn tracking::UploadTracker>>,
+    pub metrics: Arc<tracking::ApiMetrics>,
 }
 
 /// Most requests the API handles at once; more are answered 503 `overloaded`.
@@ -60,6 +64,7 @@ pub fn router(config: ApiConfig) -> Router {
         .route("/api/v1/recipes", get(recipes))
         .route("/livez", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint")
         })
@@ -123,6 +128,16 @@ async fn recipes(State(config): State<ApiConfig>) -> Json<serde_json::Value> {
 }
 
 /// Ready when both buckets answer.
+async fn metrics(State(config): State<ApiConfig>) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        config.metrics.encode(),
+    )
+}
+
 async fn readyz(State(config): State<ApiConfig>) -> Result<Json<serde_json::Value>, ApiError> {
     for bucket in [&config.uploads_bucket, &config.processed_bucket] {
         let probe = config.s3.head_bucket().bucket(bucket).send();

@@ -109,6 +109,22 @@ pub async fn create(
         .map_err(ApiError::internal)?;
     let fields = policy.sign(&credentials, &config.region, now);
     tracing::info!(%id, recipe = request.recipe, size = request.size, "upload issued");
+    config.metrics.issued();
+    if let Some(tracker) = &config.tracker {
+        crate::tracking::spawn_tracking(
+            tracker.clone(),
+            config.metrics.clone(),
+            crate::tracking::TrackedUpload {
+                id,
+                recipe: request.recipe.clone(),
+                uploads_bucket: config.uploads_bucket.clone(),
+                key: key.clone(),
+                processed_bucket: config.processed_bucket.clone(),
+                prefix: format!("{id}/"),
+                expires_at,
+            },
+        );
+    }
     Ok((
         StatusCode::CREATED,
         Json(UploadTicket {

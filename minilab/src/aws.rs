@@ -57,6 +57,10 @@ pub struct ApiArgs {
     /// Seconds a presigned download stays valid.
     #[arg(long, env = "MINILAB_DOWNLOAD_TTL", default_value_t = 3600)]
     download_ttl: u64,
+    /// Record every upload as an ImageJob in this pod's namespace (on a cluster).
+    /// A failure to do so never fails the upload; it is logged and counted.
+    #[arg(long, env = "MINILAB_KUBE_TRACKING", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    kube_tracking: bool,
 }
 
 #[derive(Args, Debug)]
@@ -125,7 +129,14 @@ pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
             &region,
         )
     });
+    let tracker = if args.kube_tracking {
+        Some(crate::operator::kube_tracker().await?)
+    } else {
+        None
+    };
     let router = minilab_api::router(ApiConfig {
+        tracker,
+        metrics: Default::default(),
         s3,
         credentials,
         region,

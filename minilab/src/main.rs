@@ -2,6 +2,7 @@
 
 mod aws;
 mod limits;
+mod operator;
 mod process;
 mod store;
 mod up;
@@ -31,6 +32,10 @@ enum Command {
     Worker(aws::WorkerArgs),
     /// Run one image through a recipe and write the outputs to a directory.
     Process(process::ProcessArgs),
+    /// Reconcile ImageJobs on a cluster: status from the buckets, one active replica.
+    Operator(operator::OperatorArgs),
+    /// Print the ImageJob CustomResourceDefinition (YAML).
+    Crd,
 }
 
 type BoxedRun = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>>>>;
@@ -55,6 +60,8 @@ fn main() -> ExitCode {
         Command::Api(args) => block_on(Box::pin(aws::run_api(args))),
         Command::Worker(args) => block_on(Box::pin(aws::run_worker(args))),
         Command::Process(args) => process::run(args),
+        Command::Operator(args) => block_on(Box::pin(operator::run(args))),
+        Command::Crd => operator::print_crd(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

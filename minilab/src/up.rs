@@ -163,6 +163,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
 
     let api = minilab_api::router(ApiConfig {
+        tracker: None,
+        metrics: Default::default(),
         s3,
         credentials: provider,
         region: REGION.into(),

@@ -1,0 +1,104 @@
+//! On a cluster the API tells a tracker (an ImageJob per upload) about each ticket it
+//! issues. Tracking is best effort: it runs after the answer, bounded in time, and a
+//! failure is logged and counted, never returned to the browser.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use minilab_core::UploadId;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One issued upload: where it will land, what makes it, where results go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackedUpload {
+    pub id: UploadId,
+    pub recipe: String,
+    pub uploads_bucket: String,
+    pub key: String,
+    pub processed_bucket: String,
+    /// Outputs and the manifest go under this prefix: `{id}/`.
+    pub prefix: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[async_trait]
+pub trait UploadTracker: Send + Sync {
+    async fn track(&self, upload: &TrackedUpload) -> Result<(), String>;
+}
+
+/// The longest a tracker may take before the attempt counts as failed.
+pub const TRACKING_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    /// ok, failed or timeout
+    result: &'static str,
+}
+
+/// The API's metrics (`/metrics`).
+pub struct ApiMetrics {
+    registry: Registry,
+    tracking: Family<ResultLabels, Counter>,
+    uploads: Counter,
+}
+
+impl Default for ApiMetrics {
+    fn default() -> Self {
+        let tracking = Family::<ResultLabels, Counter>::default();
+        let uploads = Counter::default();
+        let mut registry = Registry::with_prefix("minilab_api");
+        registry.register("uploads_issued", "Upload tickets issued", uploads.clone());
+        registry.register(
+            "kube_tracking",
+            "Attempts to record an upload as an ImageJob, by result",
+            tracking.clone(),
+        );
+        Self {
+            registry,
+            tracking,
+            uploads,
+        }
+    }
+}
+
+impl ApiMetrics {
+    pub fn issued(&self) {
+        self.uploads.inc();
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Tracks `upload` in the background.
+pub fn spawn_tracking(
+    tracker: Arc<dyn UploadTracker>,
+    metrics: Arc<ApiMetrics>,
+    upload: TrackedUpload,
+) {
+    tokio::spawn(async move {
+        let result = match tokio::time::timeout(TRACKING_TIMEOUT, tracker.track(&upload)).await {
+            Ok(Ok(())) => "ok",
+            Ok(Err(e)) => {
+                tracing::warn!(id = %upload.id, error = %e, "could not record the upload as an ImageJob");
+                "failed"
+            }
+            Err(_) => {
+                tracing::warn!(id = %upload.id, "recording the upload as an ImageJob timed out");
+                "timeout"
+            }
+        };
+        metrics
+            .tracking
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    });
+}

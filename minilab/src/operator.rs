@@ -1,0 +1,198 @@
+//! `minilab operator`: the ImageJob controller on a cluster. One replica leads at a
+//! time through a Lease; the others wait, ready to take over.
+
+use anyhow::Context as _;
+use aws_config::BehaviorVersion;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use clap::Args;
+use futures::StreamExt;
+use kube::api::{Api, DynamicObject};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::{Controller, watcher};
+use kube_lease_manager::LeaseManagerBuilder;
+use minilab_operator::controller::{self, Context};
+use minilab_operator::metrics::Metrics;
+use minilab_operator::observe::S3Observer;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Args, Debug)]
+pub struct OperatorArgs {
+    /// Address of /livez, /readyz and /metrics.
+    #[arg(long, env = "MINILAB_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    metrics_listen: SocketAddr,
+    /// Watch ImageJobs in this namespace only [default: every namespace].
+    #[arg(long, env = "MINILAB_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
+    /// The Lease that elects the one active replica.
+    #[arg(long, env = "MINILAB_LEASE_NAME", default_value = "minilab-operator")]
+    lease_name: String,
+    /// The Lease's namespace [default: the pod's, from the service account].
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// This replica's name in the Lease [default: the host name].
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Address buckets by path (`endpoint/bucket`), as LocalStack needs.
+    #[arg(long, env = "MINILAB_S3_PATH_STYLE", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    s3_path_style: bool,
+}
+
+/// `minilab crd`: the ImageJob CustomResourceDefinition as YAML.
+pub fn print_crd() -> anyhow::Result<()> {
+    print!("{}", minilab_operator::crd::crd_yaml());
+    Ok(())
+}
+
+pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
+    let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(args.s3_path_style)
+            .build(),
+    );
+    let metrics = Arc::new(Metrics::default());
+    let leading = Arc::new(AtomicBool::new(false));
+    let shutdown = CancellationToken::new();
+
+    let listener = TcpListener::bind(args.metrics_listen)
+        .await
+        .with_context(|| format!("listening on {}", args.metrics_listen))?;
+    let health = {
+        let metrics = metrics.clone();
+        Router::new()
+            .route("/livez", get(|| async { "ok" }))
+            // A standby replica is ready too: it takes over when the leader goes.
+            .route("/readyz", get(|| async { "ok" }))
+            .route(
+                "/metrics",
+                get(move || {
+                    let metrics = metrics.clone();
+                    async move {
+                        (
+                            StatusCode::OK,
+                            [(
+                                "content-type",
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )],
+                            metrics.encode(),
+                        )
+                    }
+                }),
+            )
+    };
+    let server_stop = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, health)
+            .with_graceful_shutdown(server_stop.cancelled_owned())
+            .await;
+    });
+    let signal_stop = shutdown.clone();
+    tokio::spawn(async move {
+        crate::shutdown_signal().await;
+        signal_stop.cancel();
+    });
+
+    let identity = args
+        .identity
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("minilab-operator-{}", std::process::id()));
+    let lease_namespace = args
+        .lease_namespace
+        .unwrap_or_else(|| client.default_namespace().to_owned());
+    let lease = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+        .with_namespace(&lease_namespace)
+        .with_identity(&identity)
+        .with_duration(15)
+        .with_grace(5)
+        .build()
+        .await
+        .context("setting up the Lease")?;
+    let (mut is_leader, lease_task) = lease.watch().await;
+
+    let context = Arc::new(Context {
+        client: client.clone(),
+        observer: Arc::new(S3Observer { s3 }),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "minilab-operator".into(),
+                instance: Some(identity.clone()),
+            },
+        ),
+        metrics,
+        clock: Arc::new(k8s_openapi::jiff::Timestamp::now),
+    });
+    let resource = controller::api_resource();
+    println!(
+        "minilab operator {identity}: waiting for the Lease {lease_namespace}/{}",
+        args.lease_name
+    );
+    while !shutdown.is_cancelled() {
+        // Wait to lead.
+        while !*is_leader.borrow_and_update() {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                changed = is_leader.changed() => changed.context("the Lease watcher stopped")?,
+            }
+        }
+        if shutdown.is_cancelled() {
+            break;
+        }
+        tracing::info!(%identity, "leading: reconciling ImageJobs");
+        leading.store(true, Ordering::Relaxed);
+        let api: Api<DynamicObject> = match &args.watch_namespace {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        };
+        // Stop reconciling at shutdown or when the Lease is lost, whichever is first.
+        let stop = shutdown.child_token();
+        let controller = Controller::new_with(api, watcher::Config::default(), resource.clone())
+            .graceful_shutdown_on(stop.clone().cancelled_owned())
+            .run(
+                controller::reconcile,
+                controller::error_policy,
+                context.clone(),
+            )
+            .for_each(|result| async move {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "controller");
+                }
+            });
+        tokio::pin!(controller);
+        loop {
+            tokio::select! {
+                () = &mut controller => break,
+                changed = is_leader.changed() => {
+                    if changed.is_err() || !*is_leader.borrow_and_update() {
+                        tracing::warn!("lost the Lease: standing by");
+                        stop.cancel();
+                    }
+                }
+            }
+        }
+        leading.store(false, Ordering::Relaxed);
+    }
+    // Dropping the receiver makes the Lease task release the Lease for the next replica.
+    drop(is_leader);
+    let _ = lease_task.await;
+    println!("minilab operator stopped");
+    Ok(())
+}
+
+/// `minilab api --kube-tracking`: ImageJobs in the pod's namespace.
+pub async fn kube_tracker() -> anyhow::Result<Arc<dyn minilab_api::tracking::UploadTracker>> {
+    let client = kube::Client::try_default()
+        .await
+        .context("--kube-tracking: connecting to the Kubernetes API")?;
+    let api = Api::default_namespaced(client);
+    Ok(Arc::new(minilab_operator::tracker::KubeTracker { api }))
+}

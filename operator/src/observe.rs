@@ -1,0 +1,91 @@
+//! What the operator reads from S3: manifests and whether an upload has arrived. The
+//! buckets are the source of truth; ImageJob status is derived from them.
+
+use async_trait::async_trait;
+use aws_sdk_s3::error::ProvideErrorMetadata;
+use minilab_core::manifest::Manifest;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    #[error("S3 {operation} s3://{bucket}/{key}: {message}")]
+    S3 {
+        operation: &'static str,
+        bucket: String,
+        key: String,
+        message: String,
+    },
+    #[error("s3://{bucket}/{key} is not a manifest this operator reads: {message}")]
+    BadManifest {
+        bucket: String,
+        key: String,
+        message: String,
+    },
+}
+
+/// The storage the operator observes (S3 in production, LocalStack in tests).
+#[async_trait]
+pub trait Observer: Send + Sync {
+    /// The manifest at `key`, or `None` when there is none yet.
+    async fn manifest(&self, bucket: &str, key: &str) -> Result<Option<Manifest>, ObserveError>;
+    /// Whether an object exists at `key`.
+    async fn exists(&self, bucket: &str, key: &str) -> Result<bool, ObserveError>;
+}
+
+pub struct S3Observer {
+    pub s3: aws_sdk_s3::Client,
+}
+
+#[async_trait]
+impl Observer for S3Observer {
+    async fn manifest(&self, bucket: &str, key: &str) -> Result<Option<Manifest>, ObserveError> {
+        let failed = |operation, message: String| ObserveError::S3 {
+            operation,
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            message,
+        };
+        let object = match self.s3.get_object().bucket(bucket).key(key).send().await {
+            Ok(object) => object,
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
+            Err(e) => {
+                return Err(failed(
+                    "GetObject",
+                    e.code().unwrap_or("unknown").to_owned() + ": " + e.message().unwrap_or(""),
+                ));
+            }
+        };
+        let body = object
+            .body
+            .collect()
+            .await
+            .map_err(|e| failed("GetObject", e.to_string()))?
+            .into_bytes();
+        let manifest: Manifest =
+            serde_json::from_slice(&body).map_err(|e| ObserveError::BadManifest {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                message: e.to_string(),
+            })?;
+        if manifest.version != Manifest::VERSION {
+            return Err(ObserveError::BadManifest {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                message: format!("version {}", manifest.version),
+            });
+        }
+        Ok(Some(manifest))
+    }
+
+    async fn exists(&self, bucket: &str, key: &str) -> Result<bool, ObserveError> {
+        match self.s3.head_object().bucket(bucket).key(key).send().await {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(false),
+            Err(e) => Err(ObserveError::S3 {
+                operation: "HeadObject",
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                message: e.code().unwrap_or("unknown").to_owned(),
+            }),
+        }
+    }
+}
