@@ -252,7 +252,7 @@ pub async fn status(
 
 async fn current_status(config: &ApiConfig, id: UploadId) -> Result<UploadStatus> {
     if let Some(manifest) = read_manifest(config, id).await? {
-        return status_from_manifest(config, manifest).await;
+        return status_from_manifest(config, id, manifest).await;
     }
     let stored = source_stored(config, id).await?;
     Ok(UploadStatus {
@@ -321,14 +321,18 @@ async fn source_stored(config: &ApiConfig, id: UploadId) -> Result<bool> {
     }
 }
 
-async fn status_from_manifest(config: &ApiConfig, manifest: Manifest) -> Result<UploadStatus> {
+async fn status_from_manifest(
+    config: &ApiConfig,
+    id: UploadId,
+    manifest: Manifest,
+) -> Result<UploadStatus> {
     let presigning =
         PresigningConfig::expires_in(config.download_ttl).map_err(ApiError::internal)?;
     let stem = manifest
         .source
         .filename
         .clone()
-        .unwrap_or_else(|| manifest.id.to_string());
+        .unwrap_or_else(|| id.to_string());
     let mut outputs = Vec::with_capacity(manifest.outputs.len());
     for output in &manifest.outputs {
         let extension = output.key.rsplit_once('.').map_or("bin", |(_, ext)| ext);
@@ -352,12 +356,12 @@ async fn status_from_manifest(config: &ApiConfig, manifest: Manifest) -> Result<
         });
     }
     Ok(UploadStatus {
-        id: manifest.id,
+        id,
         state: match manifest.state {
             ManifestState::Succeeded => UploadState::Succeeded,
             ManifestState::Failed => UploadState::Failed,
         },
-        created_at: manifest.id.created_at(),
+        created_at: id.created_at(),
         recipe: Some(manifest.recipe),
         outputs,
         error: manifest.error,

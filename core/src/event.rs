@@ -21,6 +21,30 @@ pub enum Message {
     Test,
     /// Objects created (other event types in the same message are dropped).
     Created(Vec<ObjectCreated>),
+    /// One image of a batch ImageJob, enqueued by the operator.
+    Work(WorkItem),
+}
+
+/// One image of a batch job: the operator puts these on the same queue as the S3
+/// events, as `{"minilabWorkItem": {...}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkItem {
+    /// `namespace/name` of the ImageJob, for logs.
+    pub job: String,
+    pub bucket: String,
+    pub key: String,
+    pub recipe: String,
+    pub destination_bucket: String,
+    /// Outputs go to `{destinationPrefix}{output}.{ext}`, the manifest to
+    /// `{destinationPrefix}manifest.json`.
+    pub destination_prefix: String,
+}
+
+impl WorkItem {
+    pub fn body(&self) -> String {
+        serde_json::json!({ "minilabWorkItem": self }).to_string()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +59,15 @@ pub fn parse_message(body: &str) -> Result<Message, NotAnEvent> {
         records: Option<Vec<Record>>,
         #[serde(rename = "Event")]
         event: Option<String>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Work {
+        minilab_work_item: WorkItem,
+    }
+    if body.contains("\"minilabWorkItem\"") {
+        let work: Work = serde_json::from_str(body).map_err(|e| NotAnEvent(e.to_string()))?;
+        return Ok(Message::Work(work.minilab_work_item));
     }
     let envelope: Envelope = serde_json::from_str(body).map_err(|e| NotAnEvent(e.to_string()))?;
     if envelope.event.as_deref() == Some("s3:TestEvent") {

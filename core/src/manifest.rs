@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 pub struct Manifest {
     /// The manifest layout's version; readers reject versions they do not know.
     pub version: u32,
-    pub id: UploadId,
+    /// The upload's id; absent for an image of a batch job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<UploadId>,
     pub state: ManifestState,
     pub recipe: String,
     pub source: Source,

@@ -12,9 +12,9 @@ use kube::api::{Api, DynamicObject};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{Controller, watcher};
 use kube_lease_manager::LeaseManagerBuilder;
-use minilab_operator::controller::{self, Context};
+use minilab_operator::controller::{self, BatchSettings, Context};
 use minilab_operator::metrics::Metrics;
-use minilab_operator::observe::S3Observer;
+use minilab_operator::observe::{S3Observer, SqsWorkQueue};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +38,17 @@ pub struct OperatorArgs {
     /// This replica's name in the Lease [default: the host name].
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// The workers' SQS queue: batch jobs put one work item per image on it.
+    #[arg(long, env = "MINILAB_QUEUE_URL")]
+    queue_url: Option<String>,
+    /// Work items enqueued per second per batch job.
+    #[arg(long, env = "MINILAB_BATCH_RATE", default_value_t = 50,
+          value_parser = clap::value_parser!(u64).range(1..=1000))]
+    batch_rate: u64,
+    /// Seconds without a result before a batch's unfinished images are enqueued again
+    /// (up to the job's backoffLimit times).
+    #[arg(long, env = "MINILAB_RETRY_AFTER", default_value_t = 600)]
+    retry_after: i64,
     /// Address buckets by path (`endpoint/bucket`), as LocalStack needs.
     #[arg(long, env = "MINILAB_S3_PATH_STYLE", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     s3_path_style: bool,
@@ -121,6 +132,18 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     let context = Arc::new(Context {
         client: client.clone(),
         observer: Arc::new(S3Observer { s3 }),
+        queue: args.queue_url.map(|queue_url| {
+            Arc::new(SqsWorkQueue {
+                sqs: aws_sdk_sqs::Client::new(&sdk),
+                queue_url,
+            }) as Arc<dyn minilab_operator::observe::WorkQueue>
+        }),
+        batch: BatchSettings {
+            rate: usize::try_from(args.batch_rate).unwrap_or(50),
+            retry_after: k8s_openapi::jiff::SignedDuration::from_secs(args.retry_after),
+            ..BatchSettings::default()
+        },
+        manifests: Default::default(),
         recorder: Recorder::new(
             client.clone(),
             Reporter {

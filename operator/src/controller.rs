@@ -6,7 +6,7 @@
 
 use crate::crd::{Condition, ImageJob, ImageJobSpec, ImageJobStatus, JobOutput, Phase};
 use crate::metrics::Metrics;
-use crate::observe::{ObserveError, Observer};
+use crate::observe::{ObserveError, Observer, WorkQueue};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
@@ -14,8 +14,10 @@ use kube::core::ApiResource;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
+use minilab_core::event::WorkItem;
 use minilab_core::manifest::{Manifest, ManifestState};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// An upload may land just before its URL lapses; wait this long past it.
@@ -26,10 +28,42 @@ pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 pub struct Context {
     pub client: Client,
     pub observer: Arc<dyn Observer>,
+    /// The workers' queue, for batch jobs; without it they wait in Pending.
+    pub queue: Option<Arc<dyn WorkQueue>>,
+    pub batch: BatchSettings,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
+    /// Manifests are written once and never change: whether each one read so far
+    /// failed, by `bucket/key`.
+    pub manifests: Mutex<HashMap<String, bool>>,
 }
+
+/// How batch jobs are expanded.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchSettings {
+    /// Work items enqueued per reconcile; a reconcile follows a second later while
+    /// more remain, so this is also the rate per second.
+    pub rate: usize,
+    /// Images without a manifest this long after the last enqueue are enqueued
+    /// again (up to `backoffLimit` times).
+    pub retry_after: SignedDuration,
+    /// Most objects one batch may have.
+    pub max_objects: usize,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        Self {
+            rate: 50,
+            retry_after: SignedDuration::from_mins(10),
+            max_objects: 100_000,
+        }
+    }
+}
+
+/// A Job's default.
+const DEFAULT_BACKOFF_LIMIT: i32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -37,6 +71,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error(transparent)]
     Observe(#[from] ObserveError),
+    #[error("enqueueing work: {0}")]
+    Queue(String),
 }
 
 impl Error {
@@ -46,6 +82,7 @@ impl Error {
             Error::Kube(_) => "kube",
             Error::Observe(ObserveError::S3 { .. }) => "s3",
             Error::Observe(ObserveError::BadManifest { .. }) => "bad-manifest",
+            Error::Queue(_) => "queue",
         }
     }
 }
@@ -140,7 +177,12 @@ async fn reconcile_object(object: &DynamicObject, ctx: &Context) -> Result<Actio
         status.start_time = Some(Time(now));
     }
 
-    let observed = observe(&job.spec, now, ctx.observer.as_ref()).await?;
+    let observed = match &job.spec.source.prefix {
+        Some(prefix) if job.spec.source.key.is_none() => {
+            observe_batch(&job, prefix, &mut status, suspended, now, ctx).await?
+        }
+        _ => observe(&job.spec, now, ctx.observer.as_ref()).await?,
+    };
     status.total = observed.total;
     status.succeeded = observed.succeeded;
     status.failed = observed.failed;
@@ -219,7 +261,15 @@ async fn reconcile_object(object: &DynamicObject, ctx: &Context) -> Result<Actio
     if phase.is_finished() {
         return honour_ttl(&job, &api, &status, now, ctx).await;
     }
-    Ok(Action::requeue(poll_interval(&job, &status, now)))
+    if observed.more_to_enqueue {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    Ok(Action::requeue(poll_interval(
+        &job,
+        &status,
+        now,
+        ctx.batch.retry_after,
+    )))
 }
 
 /// What the buckets say about a job.
@@ -232,6 +282,175 @@ struct Observed {
     outputs: Vec<JobOutput>,
     message: Option<String>,
     finished_at: Option<Timestamp>,
+    more_to_enqueue: bool,
+}
+
+impl Observed {
+    fn new() -> Self {
+        Observed {
+            phase: Phase::Pending,
+            reason: String::new(),
+            total: 1,
+            succeeded: 0,
+            failed: 0,
+            outputs: Vec::new(),
+            message: None,
+            finished_at: None,
+            more_to_enqueue: false,
+        }
+    }
+}
+
+/// A batch: every object under `prefix` is one image, its results under
+/// `{destination}{key relative to prefix}/`. Items are enqueued in key order at
+/// `BatchSettings::rate` per reconcile; progress counts manifests, so duplicate
+/// deliveries cannot inflate it.
+async fn observe_batch(
+    job: &ImageJob,
+    prefix: &str,
+    status: &mut ImageJobStatus,
+    suspended: bool,
+    now: Timestamp,
+    ctx: &Context,
+) -> Result<Observed, Error> {
+    let spec = &job.spec;
+    let mut observed = Observed::new();
+    let Some(queue) = &ctx.queue else {
+        observed.total = status.total;
+        observed.message = Some("no work queue configured (minilab operator --queue-url)".into());
+        return Ok(observed);
+    };
+    let keys: Vec<String> = ctx
+        .observer
+        .list(&spec.source.bucket, prefix, ctx.batch.max_objects)
+        .await?
+        .into_iter()
+        .filter(|k| !k.ends_with('/'))
+        .collect();
+    observed.total = keys.len() as i64;
+    let destination = &spec.destination;
+    let item_prefix = |key: &str| format!("{}{}/", destination.prefix, &key[prefix.len()..]);
+    let written: std::collections::HashSet<String> = ctx
+        .observer
+        .list(
+            &destination.bucket,
+            &destination.prefix,
+            ctx.batch.max_objects.saturating_mul(10),
+        )
+        .await?
+        .into_iter()
+        .filter(|k| k.ends_with("/manifest.json"))
+        .collect();
+    let mut pending = Vec::new();
+    for key in &keys {
+        let manifest_key = format!("{}manifest.json", item_prefix(key));
+        if !written.contains(&manifest_key) {
+            pending.push(key);
+            continue;
+        }
+        let cache_key = format!("{}/{manifest_key}", destination.bucket);
+        let cached = ctx
+            .manifests
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&cache_key).copied());
+        let failed = match cached {
+            Some(failed) => failed,
+            None => {
+                let Some(manifest) = ctx
+                    .observer
+                    .manifest(&destination.bucket, &manifest_key)
+                    .await?
+                else {
+                    pending.push(key);
+                    continue;
+                };
+                let failed = manifest.state == ManifestState::Failed;
+                if let Ok(mut cache) = ctx.manifests.lock() {
+                    cache.insert(cache_key, failed);
+                }
+                failed
+            }
+        };
+        if failed {
+            observed.failed += 1;
+        } else {
+            observed.succeeded += 1;
+        }
+    }
+
+    let item = |key: &String| WorkItem {
+        job: format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any()),
+        bucket: spec.source.bucket.clone(),
+        key: key.clone(),
+        recipe: spec.recipe.clone(),
+        destination_bucket: destination.bucket.clone(),
+        destination_prefix: item_prefix(key),
+    };
+    let enqueued = usize::try_from(status.enqueued)
+        .unwrap_or(0)
+        .min(keys.len());
+    if pending.is_empty() {
+        observed.phase = if observed.failed == 0 {
+            Phase::Succeeded
+        } else {
+            Phase::Failed
+        };
+        observed.reason = if observed.failed == 0 {
+            "Processed"
+        } else {
+            "ImagesFailed"
+        }
+        .into();
+        observed.message = match (observed.total, observed.failed) {
+            (0, _) => Some(format!(
+                "no objects under s3://{}/{prefix}",
+                spec.source.bucket
+            )),
+            (_, 0) => None,
+            (total, failed) => Some(format!("{failed} of {total} images failed")),
+        };
+        return Ok(observed);
+    }
+    if suspended {
+        observed.phase = if enqueued > 0 {
+            Phase::Running
+        } else {
+            Phase::Pending
+        };
+        return Ok(observed);
+    }
+    if enqueued < keys.len() {
+        let next = &keys[enqueued..(enqueued + ctx.batch.rate).min(keys.len())];
+        let items: Vec<WorkItem> = next.iter().map(item).collect();
+        queue.send(&items).await.map_err(Error::Queue)?;
+        status.enqueued = (enqueued + next.len()) as i64;
+        status.last_enqueue_time = Some(Time(now));
+        observed.more_to_enqueue = enqueued + next.len() < keys.len();
+    } else if status
+        .last_enqueue_time
+        .as_ref()
+        .is_none_or(|t| now >= t.0 + ctx.batch.retry_after)
+    {
+        let limit = spec.backoff_limit.unwrap_or(DEFAULT_BACKOFF_LIMIT);
+        if status.retries >= limit {
+            observed.phase = Phase::Failed;
+            observed.reason = "BackoffLimitExceeded".into();
+            observed.message = Some(format!(
+                "{} of {} images never finished after {} retries",
+                pending.len(),
+                observed.total,
+                status.retries
+            ));
+            return Ok(observed);
+        }
+        let items: Vec<WorkItem> = pending.iter().map(|k| item(k)).collect();
+        queue.send(&items).await.map_err(Error::Queue)?;
+        status.retries += 1;
+        status.last_enqueue_time = Some(Time(now));
+    }
+    observed.phase = Phase::Running;
+    Ok(observed)
 }
 
 async fn observe(
@@ -239,21 +458,12 @@ async fn observe(
     now: Timestamp,
     observer: &dyn Observer,
 ) -> Result<Observed, Error> {
-    let mut observed = Observed {
-        phase: Phase::Pending,
-        reason: String::new(),
-        total: 1,
-        succeeded: 0,
-        failed: 0,
-        outputs: Vec::new(),
-        message: None,
-        finished_at: None,
-    };
+    let mut observed = Observed::new();
     let source = &spec.source;
     let (Some(key), None, Some(expires)) = (&source.key, &source.prefix, &source.upload_expires_at)
     else {
-        // Batches (a prefix) and re-processing one existing object need the operator
-        // to enqueue work; that comes with batch support.
+        // Batches are observed by `observe_batch`; what is left is an invalid source
+        // or one existing object named by key.
         observed.total = 0;
         if source.key.is_some() == source.prefix.is_some() {
             observed.phase = Phase::Failed;
@@ -262,7 +472,7 @@ async fn observe(
         } else {
             // Left Pending, not failed: a later operator version picks it up.
             observed.message = Some(
-                "not processed yet: this operator version runs upload jobs only (source.key with uploadExpiresAt)".into(),
+                "not processed: a key without uploadExpiresAt is not an upload; name existing objects with source.prefix".into(),
             );
         }
         return Ok(observed);
@@ -325,7 +535,12 @@ fn apply_manifest(observed: &mut Observed, manifest: &Manifest) {
 /// Level-triggered polling with backoff: often while a job is young, less as it ages
 /// (a second per ten seconds of age, 2–60 s), and never past the moment the upload URL
 /// lapses or the deadline falls.
-fn poll_interval(job: &ImageJob, status: &ImageJobStatus, now: Timestamp) -> Duration {
+fn poll_interval(
+    job: &ImageJob,
+    status: &ImageJobStatus,
+    now: Timestamp,
+    retry_after: SignedDuration,
+) -> Duration {
     let created = job
         .metadata
         .creation_timestamp
@@ -343,6 +558,9 @@ fn poll_interval(job: &ImageJob, status: &ImageJobStatus, now: Timestamp) -> Dur
         && let Some(expires) = &job.spec.source.upload_expires_at
     {
         cap(expires.0 + UPLOAD_GRACE);
+    }
+    if let Some(last) = &status.last_enqueue_time {
+        cap(last.0 + retry_after);
     }
     if let (Some(deadline), Some(start)) = (job.spec.active_deadline_seconds, &status.start_time) {
         cap(start.0 + SignedDuration::from_secs(deadline));

@@ -105,6 +105,9 @@ pub struct ImageJobStatus {
     /// Times unfinished images were enqueued again (at most `backoffLimit`).
     #[serde(default, skip_serializing_if = "is_zero_i32")]
     pub retries: i32,
+    /// When work was last put on the queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_enqueue_time: Option<Time>,
     /// "succeeded+failed/total", as `kubectl get` shows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<String>,

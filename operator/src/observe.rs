@@ -29,6 +29,56 @@ pub trait Observer: Send + Sync {
     async fn manifest(&self, bucket: &str, key: &str) -> Result<Option<Manifest>, ObserveError>;
     /// Whether an object exists at `key`.
     async fn exists(&self, bucket: &str, key: &str) -> Result<bool, ObserveError>;
+    /// The keys under `prefix`, in S3's order (sorted), at most `limit` of them (an
+    /// error past it).
+    async fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, ObserveError>;
+}
+
+/// Where the operator puts batch work: the workers' queue.
+#[async_trait]
+pub trait WorkQueue: Send + Sync {
+    async fn send(&self, items: &[minilab_core::event::WorkItem]) -> Result<(), String>;
+}
+
+pub struct SqsWorkQueue {
+    pub sqs: aws_sdk_sqs::Client,
+    pub queue_url: String,
+}
+
+#[async_trait]
+impl WorkQueue for SqsWorkQueue {
+    async fn send(&self, items: &[minilab_core::event::WorkItem]) -> Result<(), String> {
+        use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+        for chunk in items.chunks(10) {
+            let mut request = self.sqs.send_message_batch().queue_url(&self.queue_url);
+            for (i, item) in chunk.iter().enumerate() {
+                request = request.entries(
+                    SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(item.body())
+                        .build()
+                        .map_err(|e| e.to_string())?,
+                );
+            }
+            let sent = request.send().await.map_err(|e| {
+                e.code().unwrap_or("unknown").to_owned() + ": " + e.message().unwrap_or("")
+            })?;
+            // A partial failure fails the whole send: the caller sends again, and the
+            // workers skip images that are finished already.
+            if let Some(failed) = sent.failed().first() {
+                return Err(format!(
+                    "SendMessageBatch: {}",
+                    failed.message().unwrap_or(failed.code())
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 pub struct S3Observer {
@@ -74,6 +124,40 @@ impl Observer for S3Observer {
             });
         }
         Ok(Some(manifest))
+    }
+
+    async fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, ObserveError> {
+        let failed = |message: String| ObserveError::S3 {
+            operation: "ListObjectsV2",
+            bucket: bucket.to_owned(),
+            key: prefix.to_owned(),
+            message,
+        };
+        let mut keys = Vec::new();
+        let mut pages = self
+            .s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| failed(e.code().unwrap_or("unknown").to_owned()))?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
+            if keys.len() > limit {
+                return Err(failed(format!("more than {limit} objects")));
+            }
+        }
+        Ok(keys)
     }
 
     async fn exists(&self, bucket: &str, key: &str) -> Result<bool, ObserveError> {

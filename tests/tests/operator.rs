@@ -12,10 +12,10 @@ use minilab_core::manifest::{
     ErrorRecord, Manifest, ManifestState, OutputRecord, Source, StageTimings,
 };
 use minilab_core::{ErrorCode, UploadId};
-use minilab_operator::controller::{self, Context};
+use minilab_operator::controller::{self, BatchSettings, Context};
 use minilab_operator::metrics::Metrics;
-use minilab_operator::observe::S3Observer;
-use minilab_tests::aws::{EnvOptions, Stack};
+use minilab_operator::observe::{S3Observer, SqsWorkQueue, WorkQueue};
+use minilab_tests::aws::{EnvOptions, Stack, metric};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -153,22 +153,8 @@ async fn reconcile(
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let verifier = tokio::spawn(verify(handle, job.clone(), script));
     let client = kube::Client::new(service, "photos");
-    let metrics = Arc::new(Metrics::default());
-    let context = Arc::new(Context {
-        client: client.clone(),
-        observer: Arc::new(S3Observer {
-            s3: stack.s3.clone(),
-        }),
-        recorder: Recorder::new(
-            client,
-            Reporter {
-                controller: "minilab-operator".into(),
-                instance: None,
-            },
-        ),
-        metrics: metrics.clone(),
-        clock: Arc::new(move || now),
-    });
+    let context = context(stack, client, now, None);
+    let metrics = context.metrics.clone();
     let object = serde_json::from_value(job).unwrap();
     let action = controller::reconcile(Arc::new(object), context)
         .await
@@ -178,6 +164,35 @@ async fn reconcile(
         .expect("the verifier finishes")
         .unwrap();
     (action, metrics.encode())
+}
+
+fn context(
+    stack: &Stack,
+    client: kube::Client,
+    now: Timestamp,
+    queue: Option<Arc<dyn WorkQueue>>,
+) -> Arc<Context> {
+    Arc::new(Context {
+        client: client.clone(),
+        observer: Arc::new(S3Observer {
+            s3: stack.s3.clone(),
+        }),
+        queue,
+        batch: BatchSettings {
+            rate: 10,
+            ..BatchSettings::default()
+        },
+        recorder: Recorder::new(
+            client,
+            Reporter {
+                controller: "minilab-operator".into(),
+                instance: None,
+            },
+        ),
+        metrics: Arc::new(Metrics::default()),
+        clock: Arc::new(move || now),
+        manifests: Default::default(),
+    })
 }
 
 async fn put(stack: &Stack, bucket: &str, key: &str, body: Vec<u8>) {
@@ -196,7 +211,7 @@ fn manifest(id: &str, uploads: &str, failed: bool) -> Vec<u8> {
     let id: UploadId = id.parse().unwrap();
     let manifest = Manifest {
         version: Manifest::VERSION,
-        id,
+        id: Some(id),
         state: if failed {
             ManifestState::Failed
         } else {
@@ -567,4 +582,175 @@ async fn a_malformed_job_gets_a_warning_and_nothing_else() {
         metrics.contains("minilab_operator_malformed_jobs_total 1"),
         "{metrics}"
     );
+}
+
+/// Answers every request as an API server would (status patches are applied to
+/// `job`), keeping the latest status; for multi-step scenarios whose exact
+/// sequence the tests above already pin down.
+async fn serve(
+    mut handle: Handle<Request<Body>, Response<Body>>,
+    job: Arc<std::sync::Mutex<Value>>,
+) {
+    while let Some((request, send)) = handle.next_request().await {
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let body: Value =
+            serde_json::from_slice(&request.into_body().collect_bytes().await.unwrap())
+                .unwrap_or(Value::Null);
+        let reply = if method == Method::PATCH && path.ends_with("/status") {
+            let mut job = job.lock().unwrap();
+            job["status"] = body["status"].clone();
+            job.clone()
+        } else {
+            assert_eq!(method, Method::POST, "{path}");
+            assert!(path.ends_with("/events"), "{path}");
+            body
+        };
+        send.send_response(
+            Response::builder()
+                .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+                .unwrap(),
+        );
+    }
+}
+
+/// A batch of 30 real photos (one of them damaged) under a prefix: the operator
+/// enqueues 10 per reconcile, a real worker processes them, one image is delivered
+/// twice, and the status counts exactly: 30/30, 29 succeeded, 1 failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_of_thirty_photos_becomes_thirty_results_counted_exactly() {
+    let stack = Stack::connect().await;
+    let env = stack.env(EnvOptions::default()).await;
+    let photos = [
+        "photo-small.jpg",
+        "photo-alpha.png",
+        "photo-exif-rotate6.jpg",
+    ];
+    for i in 0..30 {
+        let name = photos[i % photos.len()];
+        let mut bytes = std::fs::read(
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../shared/images")
+                .join(name),
+        )
+        .unwrap();
+        if i == 7 {
+            bytes.truncate(bytes.len() / 2); // a damaged upload: corrupt-image
+        }
+        put(
+            &stack,
+            &env.uploads,
+            &format!("shoot/2026/{i:02}-{name}"),
+            bytes,
+        )
+        .await;
+    }
+    let (_worker, metrics_url) = stack.worker(&env, &[]);
+    let queue: Arc<dyn WorkQueue> = Arc::new(SqsWorkQueue {
+        sqs: stack.sqs.clone(),
+        queue_url: env.queue_url.clone(),
+    });
+    let mut job = json!({
+        "apiVersion": "minilab.dev/v1alpha1",
+        "kind": "ImageJob",
+        "metadata": {"name": "reshoot", "namespace": "photos", "uid": "5f0c1a2e-0000-4000-8000-000000000002",
+            "generation": 1, "resourceVersion": "7", "creationTimestamp": CREATED},
+        "spec": {
+            "source": {"bucket": env.uploads, "prefix": "shoot/2026/"},
+            "recipe": "thumbnail",
+            "destination": {"bucket": env.processed, "prefix": "batches/reshoot/"}
+        }
+    });
+    let shared = Arc::new(std::sync::Mutex::new(job.clone()));
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let server = tokio::spawn(serve(handle, shared.clone()));
+    let client = kube::Client::new(service, "photos");
+
+    // Three reconciles enqueue 10 each, a second apart.
+    let mut now = 1;
+    for enqueued in [10, 20, 30] {
+        let ctx = context(&stack, client.clone(), at(now), Some(queue.clone()));
+        let action =
+            controller::reconcile(Arc::new(serde_json::from_value(job.clone()).unwrap()), ctx)
+                .await
+                .unwrap();
+        job = shared.lock().unwrap().clone();
+        assert_eq!(job["status"]["enqueued"], enqueued, "{}", job["status"]);
+        assert_eq!(job["status"]["total"], 30);
+        assert_eq!(job["status"]["phase"], "Running");
+        let more = enqueued < 30;
+        if more {
+            assert_eq!(action, Action::requeue(Duration::from_secs(1)));
+        }
+        now += 1;
+    }
+    // One image delivered twice (as SQS may): the worker skips the copy.
+    let item = minilab_core::event::WorkItem {
+        job: "photos/reshoot".into(),
+        bucket: env.uploads.clone(),
+        key: "shoot/2026/00-photo-small.jpg".into(),
+        recipe: "thumbnail".into(),
+        destination_bucket: env.processed.clone(),
+        destination_prefix: "batches/reshoot/00-photo-small.jpg/".into(),
+    };
+    queue.send(&[item]).await.unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while stack.manifest_count(&env.processed).await < 30 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker did not finish the batch"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let handled = || async {
+        metric(
+            &reqwest::Client::new(),
+            &metrics_url,
+            "minilab_worker_jobs_total{outcome=\"skipped\",reason=\"duplicate\"}",
+        )
+        .await
+    };
+    while handled().await < 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the duplicate was never delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let ctx = context(&stack, client.clone(), at(now), Some(queue.clone()));
+    let action = controller::reconcile(Arc::new(serde_json::from_value(job.clone()).unwrap()), ctx)
+        .await
+        .unwrap();
+    assert_eq!(action, Action::await_change());
+    let status = shared.lock().unwrap()["status"].clone();
+    assert_eq!(status["phase"], "Failed", "{status}");
+    assert_eq!(
+        (
+            status["total"].as_i64(),
+            status["succeeded"].as_i64(),
+            status["failed"].as_i64()
+        ),
+        (Some(30), Some(29), Some(1))
+    );
+    assert_eq!(status["progress"], "30/30");
+    assert_eq!(status["message"], "1 of 30 images failed");
+    assert_eq!(
+        status["source"],
+        format!("s3://{}/shoot/2026/*", env.uploads)
+    );
+    assert_eq!(status["conditions"][0]["reason"], "ImagesFailed");
+    let keys = stack
+        .keys(&env.processed, "batches/reshoot/00-photo-small.jpg/")
+        .await;
+    assert_eq!(
+        keys,
+        [
+            "batches/reshoot/00-photo-small.jpg/manifest.json",
+            "batches/reshoot/00-photo-small.jpg/square.jpg"
+        ]
+    );
+    drop(client);
+    server.abort();
 }

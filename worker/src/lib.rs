@@ -18,7 +18,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use chrono::Utc;
 use metrics::Metrics;
 use minilab_core::error::{ErrorCode, ImageError};
-use minilab_core::event::{Message, ObjectCreated, parse_message};
+use minilab_core::event::{Message, ObjectCreated, WorkItem, parse_message};
 use minilab_core::manifest::{ErrorRecord, ManifestState, OutputRecord, Source, StageTimings};
 use minilab_core::pipeline::{self, Processed};
 use minilab_core::{Limits, Manifest, RecipeBook, UploadId, keys};
@@ -92,6 +92,19 @@ impl Worker {
                 return Disposition::Done;
             }
             Ok(Message::Created(objects)) => objects,
+            Ok(Message::Work(item)) => {
+                return match self.handle_work_item(&item).await {
+                    Ok(outcome) => {
+                        self.count(outcome);
+                        Disposition::Done
+                    }
+                    Err(err) => {
+                        tracing::warn!(job = item.job, key = item.key, error = %err, "will retry");
+                        self.metrics.job("retried", "transient");
+                        Disposition::Retry
+                    }
+                };
+            }
             Err(err) => {
                 tracing::warn!(error = %err, "dropping a message that is not an S3 event");
                 self.metrics.job("skipped", "not-an-event");
@@ -101,9 +114,7 @@ impl Worker {
         let mut disposition = Disposition::Done;
         for object in objects {
             match self.handle_object(&object).await {
-                Ok(Outcome::Succeeded) => self.metrics.job("succeeded", "none"),
-                Ok(Outcome::Failed(code)) => self.metrics.job("failed", code.as_str()),
-                Ok(Outcome::Skipped(why)) => self.metrics.job("skipped", why),
+                Ok(outcome) => self.count(outcome),
                 Err(err) => {
                     tracing::warn!(key = object.key, error = %err, "will retry");
                     self.metrics.job("retried", "transient");
@@ -112,6 +123,45 @@ impl Worker {
             }
         }
         disposition
+    }
+
+    fn count(&self, outcome: Outcome) {
+        match outcome {
+            Outcome::Succeeded => self.metrics.job("succeeded", "none"),
+            Outcome::Failed(code) => self.metrics.job("failed", code.as_str()),
+            Outcome::Skipped(why) => self.metrics.job("skipped", why),
+        }
+    }
+
+    /// Processes one image of a batch job, unless it is finished already. Outputs go
+    /// only to this worker's processed bucket.
+    pub async fn handle_work_item(&self, item: &WorkItem) -> Result<Outcome, Transient> {
+        if item.destination_bucket != self.processed_bucket
+            || item.destination_prefix.is_empty()
+            || !item.destination_prefix.ends_with('/')
+        {
+            tracing::warn!(
+                job = item.job,
+                bucket = item.destination_bucket,
+                prefix = item.destination_prefix,
+                "ignoring a work item for another bucket or without a prefix"
+            );
+            return Ok(Outcome::Skipped("foreign-destination"));
+        }
+        let task = Task {
+            id: None,
+            bucket: item.bucket.clone(),
+            key: item.key.clone(),
+            recipe: Some(item.recipe.clone()),
+            prefix: item.destination_prefix.clone(),
+        };
+        if self.manifest_exists(&task).await? {
+            return Ok(Outcome::Skipped("duplicate"));
+        }
+        self.metrics.in_flight.inc();
+        let result = self.process(&task).await;
+        self.metrics.in_flight.dec();
+        result
     }
 
     /// Processes one created object, unless it is finished already.
@@ -126,7 +176,14 @@ impl Worker {
             );
             return Ok(Outcome::Skipped("foreign-object"));
         };
-        if self.manifest_exists(id).await? {
+        let task = Task {
+            id: Some(id),
+            bucket: self.uploads_bucket.clone(),
+            key: keys::source_key(id),
+            recipe: None,
+            prefix: format!("{id}/"),
+        };
+        if self.manifest_exists(&task).await? {
             tracing::debug!(%id, "already finished; duplicate delivery");
             return Ok(Outcome::Skipped("duplicate"));
         }
@@ -137,22 +194,28 @@ impl Worker {
             self.metrics.event_lag(lag);
         }
         self.metrics.in_flight.inc();
-        let result = self.process_upload(id).await;
+        let result = self.process(&task).await;
         self.metrics.in_flight.dec();
         result
     }
 
-    async fn process_upload(&self, id: UploadId) -> Result<Outcome, Transient> {
+    async fn process(&self, task: &Task) -> Result<Outcome, Transient> {
         let started = Instant::now();
-        let Some(source) = self.download(id).await? else {
-            tracing::warn!(%id, "the source is gone; nothing to process");
+        let id = task.id;
+        let key = &task.key;
+        let Some(source) = self.download(task).await? else {
+            tracing::warn!(key, "the source is gone; nothing to process");
             return Ok(Outcome::Skipped("source-gone"));
         };
         let download_ms = ms(started);
-        let recipe_name = source.recipe.clone().unwrap_or_default();
+        let recipe_name = task
+            .recipe
+            .clone()
+            .or_else(|| source.recipe.clone())
+            .unwrap_or_default();
         let mut record = Source {
-            bucket: self.uploads_bucket.clone(),
-            key: keys::source_key(id),
+            bucket: task.bucket.clone(),
+            key: task.key.clone(),
             bytes: source.size,
             filename: source.filename.clone(),
             format: None,
@@ -182,7 +245,7 @@ impl Worker {
                 tokio::task::spawn_blocking(move || pipeline::process(&bytes, &recipe, &limits))
                     .await
                     .unwrap_or_else(|panic| {
-                        tracing::error!(%id, error = %panic, "the pipeline panicked");
+                        tracing::error!(key, error = %panic, "the pipeline panicked");
                         Err(ImageError::new(
                             ErrorCode::CorruptImage,
                             "the image could not be processed",
@@ -207,7 +270,12 @@ impl Worker {
                 let started = Instant::now();
                 let mut records = Vec::with_capacity(outputs.len());
                 for output in outputs {
-                    let key = keys::output_key(id, &output.name, output.format.extension());
+                    let key = format!(
+                        "{}{}.{}",
+                        task.prefix,
+                        output.name,
+                        output.format.extension()
+                    );
                     records.push(OutputRecord {
                         name: output.name,
                         key: key.clone(),
@@ -241,7 +309,7 @@ impl Worker {
                 }
             }
             Err(err) => {
-                tracing::info!(%id, code = %err.code, message = err.message, "image failed");
+                tracing::info!(key, code = %err.code, message = err.message, "image failed");
                 Manifest {
                     version: Manifest::VERSION,
                     id,
@@ -255,8 +323,8 @@ impl Worker {
                 }
             }
         };
-        self.write_manifest(&manifest).await?;
-        tracing::info!(%id, state = ?manifest.state, ms = ms(started), "upload finished");
+        self.write_manifest(task, &manifest).await?;
+        tracing::info!(key, state = ?manifest.state, ms = ms(started), "image finished");
         let t = &manifest.timings;
         for (stage, ms) in [
             ("download", t.download_ms),
@@ -273,12 +341,12 @@ impl Worker {
         })
     }
 
-    async fn manifest_exists(&self, id: UploadId) -> Result<bool, Transient> {
+    async fn manifest_exists(&self, task: &Task) -> Result<bool, Transient> {
         let head = self
             .s3
             .head_object()
             .bucket(&self.processed_bucket)
-            .key(keys::manifest_key(id))
+            .key(task.manifest_key())
             .send()
             .await;
         match head {
@@ -290,12 +358,12 @@ impl Worker {
 
     /// Fetches the source; `bytes` is `None` when it is larger than the limit (it is
     /// then not read at all). `None` when the object no longer exists.
-    async fn download(&self, id: UploadId) -> Result<Option<Download>, Transient> {
+    async fn download(&self, task: &Task) -> Result<Option<Download>, Transient> {
         let got = self
             .s3
             .get_object()
-            .bucket(&self.uploads_bucket)
-            .key(keys::source_key(id))
+            .bucket(&task.bucket)
+            .key(&task.key)
             .send()
             .await;
         let object = match got {
@@ -327,18 +395,34 @@ impl Worker {
         }))
     }
 
-    async fn write_manifest(&self, manifest: &Manifest) -> Result<(), Transient> {
+    async fn write_manifest(&self, task: &Task, manifest: &Manifest) -> Result<(), Transient> {
         let body = serde_json::to_vec_pretty(manifest).map_err(|e| Transient(e.to_string()))?;
         self.s3
             .put_object()
             .bucket(&self.processed_bucket)
-            .key(keys::manifest_key(manifest.id))
+            .key(task.manifest_key())
             .content_type("application/json")
             .body(ByteStream::from(body))
             .send()
             .await
             .map_err(|e| transient("writing the manifest", e))?;
         Ok(())
+    }
+}
+
+/// One image to process: an upload (`{id}/` in the processed bucket, the recipe from
+/// the object's metadata) or a batch job's work item (prefix and recipe given).
+struct Task {
+    id: Option<UploadId>,
+    bucket: String,
+    key: String,
+    recipe: Option<String>,
+    prefix: String,
+}
+
+impl Task {
+    fn manifest_key(&self) -> String {
+        format!("{}manifest.json", self.prefix)
     }
 }
 
