@@ -754,3 +754,150 @@ async fn a_batch_of_thirty_photos_becomes_thirty_results_counted_exactly() {
     drop(client);
     server.abort();
 }
+
+/// Images without a manifest `retryAfter` after the last enqueue go back on the
+/// queue, `backoffLimit` times; then the job fails. Exact requests, real SQS.
+#[tokio::test(flavor = "multi_thread")]
+async fn unfinished_batch_images_are_retried_up_to_the_backoff_limit() {
+    let stack = Stack::connect().await;
+    let env = stack.env(EnvOptions::default()).await;
+    // Sources in a bucket without notifications, so the queue holds only work items.
+    for key in ["src/0.jpg", "src/1.jpg", "src/2.jpg"] {
+        put(&stack, &env.processed, key, b"x".to_vec()).await;
+    }
+    put(
+        &stack,
+        &env.processed,
+        "out/1.jpg/manifest.json",
+        manifest(&new_id(), &env.uploads, false),
+    )
+    .await;
+    let queue: Arc<dyn WorkQueue> = Arc::new(SqsWorkQueue {
+        sqs: stack.sqs.clone(),
+        queue_url: env.queue_url.clone(),
+    });
+    let job = |status: Value| {
+        json!({
+            "apiVersion": "minilab.dev/v1alpha1",
+            "kind": "ImageJob",
+            "metadata": {"name": "retry", "namespace": "photos", "uid": "5f0c1a2e-0000-4000-8000-000000000003",
+                "generation": 1, "resourceVersion": "9", "creationTimestamp": CREATED},
+            "spec": {
+                "source": {"bucket": env.processed, "prefix": "src/"},
+                "recipe": "web",
+                "destination": {"bucket": env.processed, "prefix": "out/"},
+                "backoffLimit": 1
+            },
+            "status": status
+        })
+    };
+    let source = format!("s3://{}/src/*", env.processed);
+    let enqueued = json!({"phase": "Running", "observedGeneration": 1, "startTime": at(0).to_string(),
+        "total": 3, "succeeded": 1, "failed": 0, "enqueued": 3, "progress": "1/3", "source": source,
+        "lastEnqueueTime": at(0).to_string()});
+    let run = |job: Value, now: Timestamp, script: Vec<Expect>| {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let verifier = tokio::spawn(verify(handle, job.clone(), script));
+        let ctx = context(
+            &stack,
+            kube::Client::new(service, "photos"),
+            now,
+            Some(queue.clone()),
+        );
+        async move {
+            let action = controller::reconcile(Arc::new(serde_json::from_value(job).unwrap()), ctx)
+                .await
+                .unwrap();
+            tokio::time::timeout(Duration::from_secs(10), verifier)
+                .await
+                .unwrap()
+                .unwrap();
+            action
+        }
+    };
+
+    // LocalStack greets a new notification configuration with a test event.
+    let _ = stack
+        .take_message(&env.queue_url, "s3:TestEvent", Duration::from_secs(3))
+        .await;
+    // Within retryAfter (600 s): nothing written, nothing sent.
+    let action = run(job(enqueued.clone()), at(300), vec![]).await;
+    requeue_secs(&action, 30.0);
+    assert_eq!(stack.queue_depth(&env.queue_url).await, 0);
+
+    // Past it: the two unfinished images go back on the queue, once.
+    run(
+        job(enqueued.clone()),
+        at(601),
+        vec![Expect::PatchStatus(Box::new(|s| {
+            assert_eq!(s["retries"], 1);
+            assert_eq!(s["lastEnqueueTime"], at(601).to_string());
+            assert_eq!(
+                (s["phase"].as_str(), s["progress"].as_str()),
+                (Some("Running"), Some("1/3"))
+            );
+        }))],
+    )
+    .await;
+    assert_eq!(stack.queue_depth(&env.queue_url).await, 2);
+    let mut items = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while items.len() < 2 && tokio::time::Instant::now() < deadline {
+        let received = stack
+            .sqs
+            .receive_message()
+            .queue_url(&env.queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        for message in received.messages() {
+            match minilab_core::event::parse_message(message.body().unwrap()).unwrap() {
+                minilab_core::event::Message::Work(item) => {
+                    items.push((item.key, item.destination_prefix))
+                }
+                other => panic!("only work items: {other:?}"),
+            }
+            stack
+                .sqs
+                .delete_message()
+                .queue_url(&env.queue_url)
+                .receipt_handle(message.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    items.sort();
+    assert_eq!(
+        items,
+        [
+            ("src/0.jpg".to_owned(), "out/0.jpg/".to_owned()),
+            ("src/2.jpg".to_owned(), "out/2.jpg/".to_owned())
+        ]
+    );
+
+    // Still unfinished after the last allowed retry: Failed.
+    let mut retried = enqueued;
+    retried["retries"] = json!(1);
+    retried["lastEnqueueTime"] = json!(at(601).to_string());
+    run(
+        job(retried),
+        at(1202),
+        vec![
+            Expect::PatchStatus(Box::new(|s| {
+                assert_eq!(s["phase"], "Failed");
+                assert_eq!(s["conditions"][0]["reason"], "BackoffLimitExceeded");
+                assert_eq!(s["message"], "2 of 3 images never finished after 1 retries");
+            })),
+            Expect::Event("Failed", "Warning"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        stack.queue_depth(&env.queue_url).await,
+        0,
+        "nothing more was sent"
+    );
+}
