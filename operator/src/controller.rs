@@ -195,7 +195,7 @@ async fn reconcile_object(object: &DynamicObject, ctx: &Context) -> Result<Actio
         phase.is_finished() || suspended,
         job.spec.active_deadline_seconds,
         status.start_time.as_ref(),
-    ) && now >= start.0 + SignedDuration::from_secs(deadline)
+    ) && now >= after(start.0, SignedDuration::from_secs(deadline))
     {
         phase = Phase::Failed;
         reason = "DeadlineExceeded".into();
@@ -430,7 +430,7 @@ async fn observe_batch(
     } else if status
         .last_enqueue_time
         .as_ref()
-        .is_none_or(|t| now >= t.0 + ctx.batch.retry_after)
+        .is_none_or(|t| now >= after(t.0, ctx.batch.retry_after))
     {
         let limit = spec.backoff_limit.unwrap_or(DEFAULT_BACKOFF_LIMIT);
         if status.retries >= limit {
@@ -484,7 +484,7 @@ async fn observe(
     {
         Some(manifest) => apply_manifest(&mut observed, &manifest),
         None if observer.exists(&source.bucket, key).await? => observed.phase = Phase::Running,
-        None if now > expires.0 + UPLOAD_GRACE => {
+        None if now > after(expires.0, UPLOAD_GRACE) => {
             observed.phase = Phase::Expired;
             observed.reason = "UploadExpired".into();
             observed.message = Some(format!(
@@ -557,13 +557,13 @@ fn poll_interval(
     if status.phase == Some(Phase::AwaitingUpload)
         && let Some(expires) = &job.spec.source.upload_expires_at
     {
-        cap(expires.0 + UPLOAD_GRACE);
+        cap(after(expires.0, UPLOAD_GRACE));
     }
     if let Some(last) = &status.last_enqueue_time {
-        cap(last.0 + retry_after);
+        cap(after(last.0, retry_after));
     }
     if let (Some(deadline), Some(start)) = (job.spec.active_deadline_seconds, &status.start_time) {
-        cap(start.0 + SignedDuration::from_secs(deadline));
+        cap(after(start.0, SignedDuration::from_secs(deadline)));
     }
     Duration::from_secs_f64(wait)
 }
@@ -580,7 +580,7 @@ async fn honour_ttl(
     else {
         return Ok(Action::await_change());
     };
-    let expiry = done.0 + SignedDuration::from_secs(i64::from(ttl));
+    let expiry = after(done.0, SignedDuration::from_secs(i64::from(ttl)));
     if now < expiry {
         return Ok(Action::requeue(Duration::from_secs_f64(
             expiry.duration_since(now).as_secs_f64(),
@@ -590,6 +590,12 @@ async fn honour_ttl(
         .await?;
     ctx.metrics.deleted();
     Ok(Action::await_change())
+}
+
+/// `t + d`, saturating at the end of time: spec values (a deadline of i64::MAX
+/// seconds, an expiry in year 9999) must not overflow into a panic.
+fn after(t: Timestamp, d: SignedDuration) -> Timestamp {
+    t.checked_add(d).unwrap_or(Timestamp::MAX)
 }
 
 fn source_display(spec: &ImageJobSpec) -> String {

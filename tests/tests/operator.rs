@@ -519,6 +519,24 @@ async fn a_job_past_its_deadline_fails_and_a_finished_one_is_deleted_after_its_t
         json!({"phase": "Running", "startTime": at(0).to_string(), "total": 1, "progress": "0/1"});
     let spec = json!({"activeDeadlineSeconds": 60, "ttlSecondsAfterFinished": 300});
     let job = upload_job(&id, &env.uploads, &env.processed, spec.clone(), running);
+    // Absurd values from a spec end in no deadline at all, not a panic.
+    let forever = upload_job(
+        &id,
+        &env.uploads,
+        &env.processed,
+        json!({"activeDeadlineSeconds": i64::MAX, "source": {"bucket": env.uploads, "key": format!("uploads/{id}"),
+            "uploadExpiresAt": "9999-12-30T21:59:30Z"}}),
+        json!({"phase": "Running", "startTime": at(0).to_string(), "total": 1, "progress": "0/1"}),
+    );
+    reconcile(
+        &stack,
+        forever,
+        at(50),
+        vec![Expect::PatchStatus(Box::new(|s| {
+            assert_eq!(s["phase"], "Running")
+        }))],
+    )
+    .await;
     // Before the deadline the next poll is no later than the deadline itself.
     let (action, _) = reconcile(
         &stack,
