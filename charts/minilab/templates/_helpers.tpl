@@ -1,0 +1,64 @@
+{{- define "minilab.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 52 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 52 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "minilab.labels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "minilab.selector" -}}
+app.kubernetes.io/name: {{ .root.Chart.Name }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "minilab.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+
+{{/* Environment every component shares. */}}
+{{- define "minilab.env" -}}
+- name: AWS_REGION
+  value: {{ .Values.region | quote }}
+- name: MINILAB_UPLOADS_BUCKET
+  value: {{ .Values.buckets.uploads | quote }}
+- name: MINILAB_PROCESSED_BUCKET
+  value: {{ .Values.buckets.processed | quote }}
+{{- if .Values.recipes }}
+- name: MINILAB_RECIPES
+  value: /etc/minilab/recipes.yaml
+{{- end }}
+{{- end -}}
+
+{{- define "minilab.recipesVolume" -}}
+{{- if .Values.recipes }}
+- name: recipes
+  configMap:
+    name: {{ include "minilab.fullname" . }}-recipes
+{{- end }}
+{{- end -}}
+
+{{- define "minilab.recipesMount" -}}
+{{- if .Values.recipes }}
+- name: recipes
+  mountPath: /etc/minilab
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "minilab.probes" -}}
+livenessProbe:
+  httpGet: {path: /livez, port: {{ . }}}
+  periodSeconds: 10
+readinessProbe:
+  httpGet: {path: /readyz, port: {{ . }}}
+  periodSeconds: 5
+{{- end -}}
