@@ -112,6 +112,19 @@ class ChartTest(unittest.TestCase):
         config = next(d for d in docs if d["kind"] == "ConfigMap")
         self.assertIn("name: tiny", config["data"]["recipes.yaml"])
 
+    def test_the_schema_rejects_unknown_keys_and_wrong_types(self):
+        for bad, where in [
+            ({"bukets": {"uploads": "x"}}, "additional properties 'bukets'"),
+            ({"api": {"replicas": "two"}}, "/api/replicas"),
+            ({"worker": {"hpa": {"maxReplica": 3}}}, "additional properties 'maxReplica'"),
+            ({"worker": {"roleArn": "minilab-worker"}}, "/worker/roleArn"),
+            ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
+        ]:
+            with self.subTest(values=bad):
+                with self.assertRaises(hp.HelmValuesError) as refused:
+                    render(merged(BASE, bad))
+                self.assertIn(where, str(refused.exception))
+
     def test_the_charts_crd_is_what_minilab_crd_prints(self):
         binary = os.environ.get("MINILAB_BIN", str(Path(os.environ.get("CARGO_TARGET_DIR", "/var/tmp/minilab-target")) / "debug" / "minilab"))
         printed = subprocess.run([binary, "crd"], check=True, capture_output=True, text=True).stdout
