@@ -34,9 +34,10 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
-    /// Manifests are written once and never change: whether each one read so far
-    /// failed, by `bucket/key`.
-    pub manifests: Mutex<HashMap<String, bool>>,
+    /// Manifests are written once and never change: for each running batch (by
+    /// uid), whether each manifest read so far failed. A job's entry is dropped when
+    /// it finishes.
+    pub manifests: Mutex<HashMap<String, HashMap<String, bool>>>,
 }
 
 /// How batch jobs are expanded.
@@ -259,6 +260,9 @@ async fn reconcile_object(object: &DynamicObject, ctx: &Context) -> Result<Actio
     }
 
     if phase.is_finished() {
+        if let (Some(uid), Ok(mut cache)) = (&job.metadata.uid, ctx.manifests.lock()) {
+            cache.remove(uid);
+        }
         return honour_ttl(&job, &api, &status, now, ctx).await;
     }
     if observed.more_to_enqueue {
@@ -341,6 +345,7 @@ async fn observe_batch(
         .into_iter()
         .filter(|k| k.ends_with("/manifest.json"))
         .collect();
+    let uid = job.metadata.uid.clone().unwrap_or_else(|| job.name_any());
     let mut pending = Vec::new();
     for key in &keys {
         let manifest_key = format!("{}manifest.json", item_prefix(key));
@@ -348,12 +353,11 @@ async fn observe_batch(
             pending.push(key);
             continue;
         }
-        let cache_key = format!("{}/{manifest_key}", destination.bucket);
         let cached = ctx
             .manifests
             .lock()
             .ok()
-            .and_then(|m| m.get(&cache_key).copied());
+            .and_then(|m| m.get(&uid).and_then(|job| job.get(&manifest_key)).copied());
         let failed = match cached {
             Some(failed) => failed,
             None => {
@@ -367,7 +371,10 @@ async fn observe_batch(
                 };
                 let failed = manifest.state == ManifestState::Failed;
                 if let Ok(mut cache) = ctx.manifests.lock() {
-                    cache.insert(cache_key, failed);
+                    cache
+                        .entry(uid.clone())
+                        .or_default()
+                        .insert(manifest_key, failed);
                 }
                 failed
             }

@@ -155,13 +155,7 @@ impl Worker {
             recipe: Some(item.recipe.clone()),
             prefix: item.destination_prefix.clone(),
         };
-        if self.manifest_exists(&task).await? {
-            return Ok(Outcome::Skipped("duplicate"));
-        }
-        self.metrics.in_flight.inc();
-        let result = self.process(&task).await;
-        self.metrics.in_flight.dec();
-        result
+        self.run(&task, None).await
     }
 
     /// Processes one created object, unless it is finished already.
@@ -183,18 +177,25 @@ impl Worker {
             recipe: None,
             prefix: format!("{id}/"),
         };
-        if self.manifest_exists(&task).await? {
-            tracing::debug!(%id, "already finished; duplicate delivery");
+        self.run(&task, object.event_time).await
+    }
+
+    /// Processes `task` unless its manifest exists (a duplicate delivery);
+    /// `event_time` is when S3 saw the upload, for the lag metric.
+    async fn run(
+        &self,
+        task: &Task,
+        event_time: Option<chrono::DateTime<Utc>>,
+    ) -> Result<Outcome, Transient> {
+        if self.manifest_exists(task).await? {
+            tracing::debug!(key = task.key, "already finished; duplicate delivery");
             return Ok(Outcome::Skipped("duplicate"));
         }
-        if let Some(lag) = object
-            .event_time
-            .and_then(|t| (Utc::now() - t).to_std().ok())
-        {
+        if let Some(lag) = event_time.and_then(|t| (Utc::now() - t).to_std().ok()) {
             self.metrics.event_lag(lag);
         }
         self.metrics.in_flight.inc();
-        let result = self.process(&task).await;
+        let result = self.process(task).await;
         self.metrics.in_flight.dec();
         result
     }
