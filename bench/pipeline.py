@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-IMAGES = ROOT.parent / "shared" / "images"
+IMAGES = Path(os.environ.get("MINILAB_IMAGES", ROOT.parent / "shared" / "images"))
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", "/var/tmp/minilab-target"))
 MINILAB = TARGET / "release" / "minilab"
 VIPS = "/usr/bin/vipsthumbnail"

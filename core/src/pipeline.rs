@@ -798,12 +798,24 @@ fn flatten_onto(image: &DynamicImage, background: [u8; 3]) -> DynamicImage {
     }
 }
 
+/// A photo from the shared images: `$MINILAB_IMAGES` (the test command finds and
+/// exports it), else `../shared/images` beside the repository.
+#[cfg(test)]
+fn test_photo(name: &str) -> Vec<u8> {
+    let dir = std::env::var_os("MINILAB_IMAGES")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/images")
+        });
+    let path = dir.join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::quality_tests::ssim;
     use super::*;
     use crate::recipe::RecipeBook;
-    use std::path::PathBuf;
 
     #[test]
     fn fit_keeps_aspect_and_never_enlarges() {
@@ -871,16 +883,9 @@ mod tests {
 
     #[test]
     fn webp_is_lossy_at_quality_or_lossless_when_asked() {
-        let photo = decode(
-            &std::fs::read(
-                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                    .join("../../shared/images/photo-alpha.png"),
-            )
-            .unwrap(),
-            &Limits::default(),
-        )
-        .unwrap()
-        .1;
+        let photo = decode(&test_photo("photo-alpha.png"), &Limits::default())
+            .unwrap()
+            .1;
         assert!(photo.color().has_alpha());
         let photo = photo.resize(400, 400, image::imageops::FilterType::Triangle);
         let output = |quality, lossless| OutputSpec {
@@ -1307,14 +1312,8 @@ mod tests {
 mod photo_tests {
     use super::*;
     use crate::recipe::RecipeBook;
-    use std::path::PathBuf;
 
-    fn photo(name: &str) -> Vec<u8> {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/images")
-            .join(name);
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-    }
+    use super::test_photo as photo;
 
     #[test]
     fn a_truncated_photo_is_corrupt_not_half_grey() {
@@ -1342,7 +1341,6 @@ mod photo_tests {
 mod quality_tests {
     use super::*;
     use crate::recipe::RecipeBook;
-    use std::path::PathBuf;
 
     /// Mean SSIM of two same-sized greyscale images over 8×8 windows at a stride of 4
     /// (Wang et al. 2004, uniform windows).
@@ -1394,10 +1392,7 @@ mod quality_tests {
             "photo-exif-rotate6.jpg",
             "photo-alpha.png",
         ] {
-            let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../shared/images")
-                .join(name);
-            let bytes = std::fs::read(&path).unwrap();
+            let bytes = test_photo(name);
             let (_, full) = decode(&bytes, &Limits::default()).unwrap();
             for recipe in ["web", "thumbnail"] {
                 let recipe_spec = recipes.get(recipe).unwrap();

@@ -13,7 +13,8 @@ import { chromium } from "playwright-core";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, "../..");
-const photos = path.resolve(repo, "../shared/images");
+// ./tests/run finds the shared photos and exports MINILAB_IMAGES.
+const photos = process.env.MINILAB_IMAGES || path.resolve(repo, "../shared/images");
 const targetDir = process.env.CARGO_TARGET_DIR || path.join(repo, "target");
 const bin = process.env.MINILAB_BIN || path.join(targetDir, "debug", "minilab");
 const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";

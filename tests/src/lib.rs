@@ -32,11 +32,18 @@ pub fn minilab_bin() -> PathBuf {
     bin
 }
 
-/// A photo from `shared/images`.
+/// The path of a photo from the shared images: `$MINILAB_IMAGES` (./tests/run finds
+/// and exports it), else `../shared/images` beside the repository.
+pub fn photo_path(name: &str) -> PathBuf {
+    std::env::var_os("MINILAB_IMAGES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/images"))
+        .join(name)
+}
+
+/// A photo from the shared images.
 pub fn photo(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/images")
-        .join(name);
+    let path = photo_path(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 

@@ -646,12 +646,7 @@ async fn a_batch_of_thirty_photos_becomes_thirty_results_counted_exactly() {
     ];
     for i in 0..30 {
         let name = photos[i % photos.len()];
-        let mut bytes = std::fs::read(
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../shared/images")
-                .join(name),
-        )
-        .unwrap();
+        let mut bytes = minilab_tests::photo(name);
         if i == 7 {
             bytes.truncate(bytes.len() / 2); // a damaged upload: corrupt-image
         }

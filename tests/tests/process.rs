@@ -1,15 +1,9 @@
 //! `minilab process`: the pipeline on a local file, with recipes from YAML.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use minilab_tests::minilab_bin;
+use minilab_tests::{minilab_bin, photo_path};
 use std::path::PathBuf;
 use std::process::Command;
-
-fn photo_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/images")
-        .join(name)
-}
 
 #[test]
 fn a_yaml_recipe_drives_minilab_process() {

@@ -49,11 +49,7 @@ async fn each_upload_becomes_an_image_job_and_a_failing_cluster_never_fails_an_u
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     let api = Api::new(url.clone());
     let metrics_url = url.clone();
-    let photo = std::fs::read(
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/images/photo-small.jpg"),
-    )
-    .unwrap();
+    let photo = minilab_tests::photo("photo-small.jpg");
 
     // Accepted by the cluster: the ImageJob carries the upload's key, buckets and expiry.
     let ticket = api.ticket("photo.jpg", "image/jpeg", &photo, "web").await;
