@@ -7,7 +7,12 @@ vipsthumbnail. Not a test: numbers depend on the machine.
 
     bench/pipeline.py [--rounds 9]
 
-Needs libvips-tools and imagemagick (apt); builds minilab in release mode.
+Two builds of minilab run: `minilab`, with the `turbojpeg` feature (JPEG decoding by
+libjpeg-turbo, as the container image ships it), and `minilab-rust`, the default build
+(pure-Rust decoders, what `cargo run -- up` gives on a fresh machine).
+
+Needs libvips-tools, imagemagick and libturbojpeg0-dev (apt; installed when missing);
+builds both in release mode.
 """
 import argparse
 import os
@@ -22,7 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = Path(os.environ.get("MINILAB_IMAGES", ROOT.parent / "shared" / "images"))
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", "/var/tmp/minilab-target"))
-MINILAB = TARGET / "release" / "minilab"
+MINILAB = TARGET / "bench" / "minilab-turbojpeg"
+MINILAB_RUST = TARGET / "bench" / "minilab-rust"
+MINILABS = {"minilab": MINILAB, "minilab-rust": MINILAB_RUST}
+TOOLS = ("minilab", "minilab-rust", "vipsthumbnail", "imagemagick")
 VIPS = "/usr/bin/vipsthumbnail"
 MAGICK = "/usr/bin/convert-im6.q16"
 PHOTOS = ["photo-12mp.jpg", "photo-24mp.jpg", "photo-8mp-progressive.jpg"]
@@ -30,10 +38,15 @@ PHOTOS = ["photo-12mp.jpg", "photo-24mp.jpg", "photo-8mp-progressive.jpg"]
 
 def ensure_tools():
     missing = [p for p in ("libvips-tools", "imagemagick") if not shutil.which({"libvips-tools": "vipsthumbnail", "imagemagick": "convert-im6.q16"}[p])]
+    if subprocess.run(["pkg-config", "--exists", "libturbojpeg"]).returncode != 0:
+        missing += ["pkg-config", "libturbojpeg0-dev"]
     if missing:
         subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-    subprocess.run(["cargo", "build", "--quiet", "--release", "--locked", "-p", "minilab"], cwd=ROOT, check=True,
-                   env={**os.environ, "CARGO_TARGET_DIR": str(TARGET)})
+    (TARGET / "bench").mkdir(parents=True, exist_ok=True)
+    for features, binary in (([], MINILAB_RUST), (["--features", "turbojpeg"], MINILAB)):
+        subprocess.run(["cargo", "build", "--quiet", "--release", "--locked", "-p", "minilab", *features], cwd=ROOT,
+                       check=True, env={**os.environ, "CARGO_TARGET_DIR": str(TARGET)})
+        shutil.copy2(TARGET / "release" / "minilab", binary)
 
 
 def run(commands):
@@ -52,14 +65,16 @@ def tasks(photo, out):
     src = str(IMAGES / photo)
     return {
         "large (fit 1024, JPEG q80)": {
-            "minilab": [[str(MINILAB), "process", src, "--recipe", "large", "-o", f"{out}/m"]],
+            **{name: [[str(binary), "process", src, "--recipe", "large", "-o", f"{out}/m"]]
+               for name, binary in MINILABS.items()},
             "vipsthumbnail": [[VIPS, src, "-s", "1024x1024>", "-o", f"{out}/v.jpg[Q=80]"]],
             "imagemagick": [[MAGICK, src, "-resize", "1024x1024>", "-quality", "80", f"{out}/i.jpg"]],
         },
         # vipsthumbnail writes one file per run, each from the source (shrink-on-load);
         # ImageMagick resizes once to 1024 and derives 256 from it, as minilab does.
         "web (fit 1024 + fit 256, each JPEG q80 + WebP q80)": {
-            "minilab": [[str(MINILAB), "process", src, "--recipe", "web", "-o", f"{out}/m"]],
+            **{name: [[str(binary), "process", src, "--recipe", "web", "-o", f"{out}/m"]]
+               for name, binary in MINILABS.items()},
             "vipsthumbnail": [
                 [VIPS, src, "-s", f"{size}x{size}>", "-o", f"{out}/v{size}.{ext}[Q=80]"]
                 for size in (1024, 256) for ext in ("jpg", "webp")
@@ -86,18 +101,19 @@ def main():
                     names = names[round_ % len(names):] + names[:round_ % len(names)]
                     for tool in names:
                         results.setdefault((photo, task, tool), []).append(run(tools[tool]))
-    print(f"{args.rounds} rounds, interleaved; median wall time, peak RSS; ratio = minilab / other")
+    print(f"{args.rounds} rounds, interleaved; median wall time, peak RSS; ratio = ours / other")
     for photo in PHOTOS:
         for task in tasks(photo, "/tmp"):
             print(f"\n{photo} — {task}")
             median = {}
-            for tool in ("minilab", "vipsthumbnail", "imagemagick"):
+            for tool in TOOLS:
                 runs = results[(photo, task, tool)]
                 median[tool] = (statistics.median(r[0] for r in runs), max(r[1] for r in runs))
                 print(f"  {tool:14} {median[tool][0] * 1e3:7.1f} ms  {median[tool][1] / 1024:6.1f} MiB")
-            for other in ("vipsthumbnail", "imagemagick"):
-                print(f"  minilab / {other:13} time {median['minilab'][0] / median[other][0]:.2f}×"
-                      f"  peak RSS {median['minilab'][1] / median[other][1]:.2f}×")
+            for ours in MINILABS:
+                for other in ("vipsthumbnail", "imagemagick"):
+                    print(f"  {ours:12} / {other:13} time {median[ours][0] / median[other][0]:.2f}×"
+                          f"  peak RSS {median[ours][1] / median[other][1]:.2f}×")
 
 
 if __name__ == "__main__":

@@ -180,10 +180,13 @@ pub fn decode_scaled(
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let scaled = if format == ImageFormat::Jpeg && scale <= 0.5 {
-        decode_jpeg_scaled(bytes, width, height, scale)?
-    } else {
-        None
+    let scaled = match format {
+        ImageFormat::Jpeg => match decode_jpeg_turbo(bytes, width, height, scale) {
+            Some(image) => Some(image),
+            None if scale <= 0.5 => decode_jpeg_scaled(bytes, width, height, scale)?,
+            None => None,
+        },
+        _ => None,
     };
     let mut image = match scaled {
         Some(image) => image,
@@ -196,6 +199,29 @@ pub fn decode_scaled(
         height,
     };
     Ok((info, image))
+}
+
+/// With the `turbojpeg` feature: decodes a JPEG through libjpeg-turbo at the
+/// smallest DCT scale that keeps `scale` of its size. `None` when the feature is off,
+/// for CMYK and YCCK sources, and for anything libjpeg-turbo refuses: the pure-Rust
+/// decoders then take the image, so errors keep their codes and messages whichever
+/// decoder is built in.
+#[cfg(feature = "turbojpeg")]
+fn decode_jpeg_turbo(bytes: &[u8], width: u32, height: u32, scale: f64) -> Option<DynamicImage> {
+    let at_least = |side: u32| ((f64::from(side) * scale).ceil() as u32).clamp(1, side);
+    let decoded = minilab_turbojpeg::decode(bytes, at_least(width), at_least(height)).ok()?;
+    if decoded.gray {
+        image::GrayImage::from_raw(decoded.width, decoded.height, decoded.pixels)
+            .map(DynamicImage::ImageLuma8)
+    } else {
+        image::RgbImage::from_raw(decoded.width, decoded.height, decoded.pixels)
+            .map(DynamicImage::ImageRgb8)
+    }
+}
+
+#[cfg(not(feature = "turbojpeg"))]
+fn decode_jpeg_turbo(_: &[u8], _: u32, _: u32, _: f64) -> Option<DynamicImage> {
+    None
 }
 
 /// Decodes a JPEG at the smallest DCT scale that keeps `scale` of its size, or
@@ -1478,5 +1504,62 @@ mod quality_tests {
                 }
             }
         }
+    }
+}
+
+/// libjpeg-turbo (the `turbojpeg` feature, what the container image ships) against
+/// the pure-Rust decoders on the real photos: the same sizes at every DCT scale and
+/// the same picture (their IDCTs and chroma upsampling differ in rounding only).
+#[cfg(all(test, feature = "turbojpeg"))]
+mod turbojpeg_tests {
+    use super::quality_tests::ssim;
+    use super::*;
+
+    #[test]
+    fn libjpeg_turbo_decodes_the_photos_as_the_rust_decoders_do() {
+        for name in [
+            "photo-12mp.jpg",
+            "photo-8mp-progressive.jpg",
+            "photo-exif-rotate6.jpg",
+        ] {
+            let bytes = test_photo(name);
+            let header = minilab_turbojpeg::header(&bytes).unwrap();
+            let (w, h) = (header.width, header.height);
+            for scale in [1.0, 0.5, 0.3, 0.2, 0.1] {
+                let turbo = decode_jpeg_turbo(&bytes, w, h, scale).expect("turbo decodes");
+                let rust = if scale <= 0.5 {
+                    decode_jpeg_scaled(&bytes, w, h, scale).unwrap().unwrap()
+                } else {
+                    let reader = ImageReader::with_format(Cursor::new(&bytes), ImageFormat::Jpeg);
+                    normalize(reader.decode().unwrap())
+                };
+                assert_eq!(
+                    (turbo.width(), turbo.height()),
+                    (rust.width(), rust.height()),
+                    "{name} at {scale}"
+                );
+                assert!(
+                    f64::from(turbo.width()) >= f64::from(w) * scale
+                        && f64::from(turbo.height()) >= f64::from(h) * scale,
+                    "{name} at {scale}: {}×{} is smaller than asked",
+                    turbo.width(),
+                    turbo.height()
+                );
+                let similarity = ssim(&turbo.to_luma8(), &rust.to_luma8());
+                assert!(similarity >= 0.98, "{name} at {scale}: SSIM {similarity}");
+            }
+        }
+    }
+
+    #[test]
+    fn cmyk_and_damaged_jpegs_are_left_to_the_rust_decoders() {
+        let mut cmyk = Vec::new();
+        jpeg_encoder::Encoder::new(&mut cmyk, 90)
+            .encode(&[0u8; 16 * 16 * 4], 16, 16, jpeg_encoder::ColorType::Cmyk)
+            .unwrap();
+        assert!(decode_jpeg_turbo(&cmyk, 16, 16, 1.0).is_none());
+        let photo = test_photo("photo-small.jpg");
+        let header = minilab_turbojpeg::header(&photo).unwrap();
+        assert!(decode_jpeg_turbo(&photo[..200], header.width, header.height, 1.0).is_none());
     }
 }
