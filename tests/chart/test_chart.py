@@ -1,11 +1,14 @@
 """The Helm chart rendered by the real Helm engine (helm-python-sdk) and validated
 strictly with kubernetes-validate; run by ./tests/run (which installs both)."""
 import os
+import re
 import subprocess
 import sys
+import tomllib
 import unittest
 from pathlib import Path
 
+import dockerfile
 import helm_python as hp
 import kubernetes_validate
 import yaml
@@ -13,6 +16,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "minilab"
 KUBE_VERSIONS = ["1.33.0", kubernetes_validate.latest_version()]
+MINILAB_BIN = os.environ.get("MINILAB_BIN", str(Path(os.environ.get("CARGO_TARGET_DIR", "/var/tmp/minilab-target")) / "debug" / "minilab"))
 BASE = {"buckets": {"uploads": "photos-up", "processed": "photos-out"},
         "queueUrl": "https://sqs.eu-west-1.amazonaws.com/111122223333/minilab-events",
         "region": "eu-west-1"}
@@ -102,13 +106,17 @@ class ChartTest(unittest.TestCase):
             self.assertEqual(accounts[f"demo-minilab-{component}"]["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
                              f"arn:aws:iam::111122223333:role/minilab-{component}")
         def checksums(docs):
-            return {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["annotations"]["minilab.dev/recipes-checksum"]
+            return {d["metadata"]["name"]: d["spec"]["template"]["metadata"].get("annotations", {}).get("minilab.dev/recipes-checksum")
                     for d in docs if d["kind"] == "Deployment"}
         changed = render(merged(VALUE_SETS["irsa-and-recipes"], {"recipes": "recipes: []\n"}))
         before, after = checksums(docs), checksums(changed)
         self.assertEqual(before.keys(), after.keys())
         for name in before:
-            self.assertNotEqual(before[name], after[name], f"{name} must roll when the recipes change")
+            if name.endswith("-operator"):
+                # The operator never reads the recipes: it must not restart for them.
+                self.assertEqual((before[name], after[name]), (None, None))
+            else:
+                self.assertNotEqual(before[name], after[name], f"{name} must roll when the recipes change")
         config = next(d for d in docs if d["kind"] == "ConfigMap")
         self.assertIn("name: tiny", config["data"]["recipes.yaml"])
 
@@ -126,11 +134,94 @@ class ChartTest(unittest.TestCase):
                 self.assertIn(where, str(refused.exception))
 
     def test_the_charts_crd_is_what_minilab_crd_prints(self):
-        binary = os.environ.get("MINILAB_BIN", str(Path(os.environ.get("CARGO_TARGET_DIR", "/var/tmp/minilab-target")) / "debug" / "minilab"))
-        printed = subprocess.run([binary, "crd"], check=True, capture_output=True, text=True).stdout
+        printed = subprocess.run([MINILAB_BIN, "crd"], check=True, capture_output=True, text=True).stdout
         self.assertEqual((CHART / "crds" / "imagejobs.yaml").read_text(), printed)
         crds = hp.Chart.load(str(CHART)).crds
         self.assertTrue(any("imagejobs.minilab.dev" in str(c) for c in crds), crds)
+
+    def test_every_setting_the_chart_passes_is_one_the_binary_reads(self):
+        """Each container's subcommand exists, every MINILAB_* variable it gets is
+        one that subcommand reads (a misspelt name would be ignored silently), and
+        every option the subcommand requires is set."""
+        for doc in render(VALUE_SETS["irsa-and-recipes"]):
+            if doc["kind"] != "Deployment":
+                continue
+            container = doc["spec"]["template"]["spec"]["containers"][0]
+            with self.subTest(deployment=doc["metadata"]["name"]):
+                help_text = subprocess.run([MINILAB_BIN, *container["args"], "--help"], check=True,
+                                           capture_output=True, text=True).stdout
+                options = cli_options(help_text)
+                read = {env for env, _ in options.values() if env}
+                given = {e["name"] for e in container["env"]}
+                self.assertEqual({e for e in given if e.startswith("MINILAB_")} - read, set())
+                for flag, (env, required) in options.items():
+                    if required:
+                        self.assertIn(env, given, f"{flag} is required")
+
+
+def cli_options(help_text):
+    """--flag → (its env variable or None, whether it is required) from clap's help."""
+    usage = next(line for line in help_text.splitlines() if line.startswith("Usage:"))
+    required = set(re.findall(r"(?<!\[)(--[a-z0-9-]+) <", usage.split("[OPTIONS]")[-1]))
+    options, flag = {}, None
+    for line in help_text.splitlines():
+        found = re.match(r"\s+(?:-\w, )?(--[a-z0-9-]+)", line)
+        if found:
+            flag = found.group(1)
+            options[flag] = (None, flag in required)
+        env = re.search(r"\[env: ([A-Z0-9_]+)=", line)
+        if env and flag:
+            options[flag] = (env.group(1), flag in required)
+    return options
+
+
+class DockerfileTest(unittest.TestCase):
+    """No container engine runs here: the Dockerfile is parsed by BuildKit's own
+    parser (the `dockerfile` package) and what matters is asserted."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.commands = dockerfile.parse_file(str(ROOT / "Dockerfile"))
+        cls.stages = []
+        for command in cls.commands:
+            if command.cmd == "FROM":
+                cls.stages.append({"from": command.value, "commands": []})
+            elif cls.stages:
+                cls.stages[-1]["commands"].append(command)
+
+    def runs(self, stage):
+        return " ".join(" ".join(c.value) for c in stage["commands"] if c.cmd == "RUN")
+
+    def test_a_release_build_stage_and_a_slim_runtime_stage(self):
+        self.assertEqual([s["from"][-1] for s in self.stages], ["build", "runtime"])
+        build, runtime = self.stages
+        self.assertTrue(build["from"][0].startswith("rust:"), build["from"])
+        self.assertRegex(runtime["from"][0], r"^debian:.*-slim$")
+        # The image ships libjpeg-turbo decoding: the feature exists in the binary's
+        # manifest, the build links the -dev package and the runtime has the library.
+        features = tomllib.loads((ROOT / "minilab" / "Cargo.toml").read_text())["features"]
+        self.assertIn("turbojpeg", features)
+        self.assertIn("cargo build --release --locked -p minilab --features turbojpeg", self.runs(build))
+        self.assertIn("libturbojpeg0-dev", self.runs(build))
+        self.assertRegex(self.runs(runtime), r"\blibturbojpeg0\b")
+        self.assertNotRegex(self.runs(runtime), r"-dev\b|cargo|rustc")
+
+    def test_the_runtime_holds_one_binary_run_as_the_charts_non_root_user(self):
+        runtime = self.stages[-1]
+        copies = [c for c in runtime["commands"] if c.cmd in ("COPY", "ADD")]
+        self.assertEqual([(c.cmd, c.flags, c.value) for c in copies],
+                         [("COPY", ("--from=build",), ("/minilab", "/usr/local/bin/minilab"))])
+        users = [c.value[0] for c in runtime["commands"] if c.cmd == "USER"]
+        self.assertEqual(len(users), 1)
+        uid, gid = (int(part) for part in users[0].split(":"))
+        self.assertGreater(uid, 0)
+        context = yaml.safe_load((CHART / "values.yaml").read_text())["podSecurityContext"]
+        self.assertEqual((uid, gid), (context["runAsUser"], context["runAsGroup"]))
+        entrypoint = [c for c in runtime["commands"] if c.cmd == "ENTRYPOINT"]
+        self.assertEqual([(c.json, c.value) for c in entrypoint], [(True, ("/usr/local/bin/minilab",))])
+        ignored = (ROOT / ".dockerignore").read_text().split()
+        for path in ("target", ".git", "tests/browser/node_modules"):
+            self.assertIn(path, ignored)
 
 
 if __name__ == "__main__":

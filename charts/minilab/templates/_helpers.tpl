@@ -28,6 +28,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "minilab.env" -}}
 - name: AWS_REGION
   value: {{ .Values.region | quote }}
+{{- if ne .component "operator" }}
 - name: MINILAB_UPLOADS_BUCKET
   value: {{ .Values.buckets.uploads | quote }}
 - name: MINILAB_PROCESSED_BUCKET
@@ -35,6 +36,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- if .Values.recipes }}
 - name: MINILAB_RECIPES
   value: /etc/minilab/recipes.yaml
+{{- end }}
 {{- end }}
 {{- end -}}
 

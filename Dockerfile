@@ -1,0 +1,32 @@
+# syntax=docker/dockerfile:1
+# minilab's container image: the one `minilab` binary (api, worker, operator,
+# publish-web, process) on a slim Debian, run as a non-root user. The Helm chart
+# (charts/minilab) runs it with runAsUser 65532 and a read-only root filesystem.
+#
+#   docker build -t minilab .
+#
+# JPEGs are decoded by libjpeg-turbo (the `turbojpeg` feature; Debian 12's
+# libturbojpeg0), the same library libvips uses; see docs/architecture.md.
+
+ARG RUST_VERSION=1.95
+ARG DEBIAN_RELEASE=bookworm
+
+FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends pkg-config libturbojpeg0-dev \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked -p minilab --features turbojpeg \
+ && install -m 0755 target/release/minilab /minilab
+
+FROM debian:${DEBIAN_RELEASE}-slim AS runtime
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates libturbojpeg0 \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=build /minilab /usr/local/bin/minilab
+USER 65532:65532
+ENTRYPOINT ["/usr/local/bin/minilab"]
+CMD ["--help"]
