@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dockerfile
 import helm_python as hp
+import jsonschema
 import kubernetes_validate
 import yaml
 
@@ -20,6 +21,71 @@ MINILAB_BIN = os.environ.get("MINILAB_BIN", str(Path(os.environ.get("CARGO_TARGE
 BASE = {"buckets": {"uploads": "photos-up", "processed": "photos-out"},
         "queueUrl": "https://sqs.eu-west-1.amazonaws.com/111122223333/minilab-events",
         "region": "eu-west-1"}
+
+
+def shared_schemas():
+    """The CRDs of ../shared/schemas/crds: beside the photos the test command found
+    (MINILAB_IMAGES), or beside this checkout."""
+    images = os.environ.get("MINILAB_IMAGES")
+    base = Path(images).parent if images else ROOT.parent / "shared"
+    return base / "schemas" / "crds"
+
+
+def strict_schema(schema):
+    """A CRD's openAPIV3Schema as a JSON Schema that, like `kubectl apply
+    --validate=strict`, refuses fields the CRD does not declare."""
+    if not isinstance(schema, dict):
+        return schema
+    out = {}
+    for key, value in schema.items():
+        if key == "properties":
+            out[key] = {name: strict_schema(sub) for name, sub in value.items()}
+        elif key in ("items", "additionalProperties", "not") and isinstance(value, dict):
+            out[key] = strict_schema(value)
+        elif key in ("allOf", "anyOf", "oneOf"):
+            out[key] = [strict_schema(sub) for sub in value]
+        elif not key.startswith("x-kubernetes-"):
+            out[key] = value
+    if schema.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)
+        out.setdefault("anyOf", [{"type": "integer"}, {"type": "string"}])
+    if schema.get("nullable") and "type" in out:
+        out["type"] = [out["type"], "null"]
+    if ("properties" in schema and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")):
+        out["additionalProperties"] = False
+    return out
+
+
+def load_crds():
+    """(apiVersion, kind) → a validator for every CRD in ../shared/schemas/crds."""
+    validators = {}
+    for path in sorted(shared_schemas().glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        for version in crd["spec"]["versions"]:
+            schema = strict_schema(version["schema"]["openAPIV3Schema"])
+            schema.setdefault("properties", {})["metadata"] = {
+                "type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}
+            schema["properties"]["apiVersion"] = {"type": "string"}
+            schema["properties"]["kind"] = {"type": "string"}
+            schema["additionalProperties"] = False
+            key = (f"{crd['spec']['group']}/{version['name']}", crd["spec"]["names"]["kind"])
+            validators[key] = jsonschema.Draft4Validator(schema)
+    return validators
+
+
+CRDS = load_crds()
+
+
+def validate(doc, version):
+    """Kubernetes kinds strictly by kubernetes-validate; custom kinds by their CRDs."""
+    custom = CRDS.get((doc["apiVersion"], doc["kind"]))
+    if custom:
+        errors = sorted(custom.iter_errors(doc), key=lambda e: list(e.absolute_path))
+        if errors:
+            raise AssertionError("; ".join(f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors))
+    else:
+        kubernetes_validate.validate(doc, version, strict=True)
 
 
 def render(values):
@@ -50,23 +116,37 @@ VALUE_SETS = {
         "recipes": "recipes:\n  - {name: tiny, description: d, outputs: [{name: t, format: png}]}\n",
     }),
     "no-tracking": merged(BASE, {"api": {"kubeTracking": False}}),
+    "keda": merged(BASE, {
+        "keda": {"enabled": True},
+        "worker": {"roleArn": "arn:aws:iam::111122223333:role/minilab-worker"},
+    }),
+    "ingress-netpol-monitor": merged(BASE, {
+        "ingress": {"enabled": True, "host": "api.photos.example.com",
+                    "certificateArn": "arn:aws:acm:eu-west-1:111122223333:certificate/abc"},
+        "networkPolicy": {"enabled": True, "metricsFrom": [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]},
+        "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+        "api": {"serveWeb": True},
+    }),
 }
 
 
 class ChartTest(unittest.TestCase):
     def test_lint_has_no_errors(self):
-        result = hp.lint(str(CHART), BASE, strict=True)
-        self.assertEqual(result["total_charts_linted"], 1)
-        # Helm's severities: 1 info, 2 warning, 3 error.
-        errors = [m for m in result["messages"] if m["severity"] >= 3] + list(result["errors"])
-        self.assertEqual(errors, [], result)
+        for name, values in VALUE_SETS.items():
+            with self.subTest(values=name):
+                result = hp.lint(str(CHART), values, strict=True)
+                self.assertEqual(result["total_charts_linted"], 1)
+                # Helm's severities: 1 info, 2 warning, 3 error.
+                errors = [m for m in result["messages"] if m["severity"] >= 3] + list(result["errors"])
+                self.assertEqual(errors, [], result)
 
     def test_every_object_validates_strictly(self):
         for name, values in VALUE_SETS.items():
             for doc in render(values):
                 for version in KUBE_VERSIONS:
                     with self.subTest(values=name, kind=doc["kind"], name=doc["metadata"]["name"], version=version):
-                        kubernetes_validate.validate(doc, version, strict=True)
+                        validate(doc, version)
 
     def test_containers_are_restricted(self):
         for doc in render(VALUE_SETS["irsa-and-recipes"]):
@@ -120,6 +200,79 @@ class ChartTest(unittest.TestCase):
         config = next(d for d in docs if d["kind"] == "ConfigMap")
         self.assertIn("name: tiny", config["data"]["recipes.yaml"])
 
+    def test_custom_kinds_are_checked_against_their_crds(self):
+        self.assertIn(("keda.sh/v1alpha1", "ScaledObject"), CRDS)
+        scaled = next(d for d in render(VALUE_SETS["keda"]) if d["kind"] == "ScaledObject")
+        validate(scaled, KUBE_VERSIONS[0])
+        for broken in (merged(scaled, {"spec": {"minReplicas": 0}}),
+                       merged(scaled, {"spec": {"triggers": [{"type": "aws-sqs-queue", "metadata": {"queueLength": 5}}]}}),
+                       merged(scaled, {"spec": {"scaleTargetRef": {"nam": "x"}}})):
+            with self.assertRaises(AssertionError):
+                validate(broken, KUBE_VERSIONS[0])
+        with self.assertRaises(Exception):
+            validate({"apiVersion": "example.com/v1", "kind": "Unknown", "metadata": {"name": "x"}}, KUBE_VERSIONS[0])
+
+    def test_keda_scales_the_workers_on_the_queue_instead_of_the_hpa(self):
+        docs = render(VALUE_SETS["keda"])
+        kinds = [d["kind"] for d in docs]
+        self.assertNotIn("HorizontalPodAutoscaler", kinds)
+        self.assertIn("HorizontalPodAutoscaler", [d["kind"] for d in render(BASE)])
+        scaled = next(d for d in docs if d["kind"] == "ScaledObject")
+        self.assertEqual(scaled["spec"]["scaleTargetRef"]["name"], "demo-minilab-worker")
+        self.assertEqual(scaled["spec"]["minReplicaCount"], 0)
+        [trigger] = scaled["spec"]["triggers"]
+        self.assertEqual(trigger["type"], "aws-sqs-queue")
+        self.assertEqual(trigger["metadata"]["queueURL"], BASE["queueUrl"])
+        self.assertEqual(trigger["metadata"]["awsRegion"], "eu-west-1")
+        self.assertEqual(trigger["metadata"]["scaleOnInFlight"], "true")
+        auth = next(d for d in docs if d["kind"] == "TriggerAuthentication")
+        self.assertEqual(trigger["authenticationRef"]["name"], auth["metadata"]["name"])
+        self.assertEqual(auth["spec"]["podIdentity"], {"provider": "aws", "identityOwner": "workload"})
+        role = "arn:aws:iam::111122223333:role/keda-sqs"
+        auth = next(d for d in render(merged(VALUE_SETS["keda"], {"keda": {"roleArn": role}}))
+                    if d["kind"] == "TriggerAuthentication")
+        self.assertEqual(auth["spec"]["podIdentity"], {"provider": "aws", "roleArn": role})
+        with self.assertRaises(Exception) as refused:
+            render(merged(VALUE_SETS["keda"], {"queueUrl": ""}))
+        self.assertIn("keda.enabled needs the queue", str(refused.exception))
+
+    def test_the_ingress_the_network_policies_and_the_service_monitor(self):
+        docs = render(VALUE_SETS["ingress-netpol-monitor"])
+        ingress = next(d for d in docs if d["kind"] == "Ingress")
+        notes = ingress["metadata"]["annotations"]
+        self.assertEqual(ingress["spec"]["ingressClassName"], "alb")
+        self.assertEqual(notes["external-dns.alpha.kubernetes.io/hostname"], "api.photos.example.com")
+        self.assertEqual(notes["alb.ingress.kubernetes.io/target-type"], "ip")
+        self.assertTrue(notes["alb.ingress.kubernetes.io/certificate-arn"].startswith("arn:aws:acm:"))
+        [rule] = ingress["spec"]["rules"]
+        self.assertEqual(rule["host"], "api.photos.example.com")
+        services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+        backend = rule["http"]["paths"][0]["backend"]["service"]
+        self.assertIn(backend["port"]["name"], [p["name"] for p in services[backend["name"]]["spec"]["ports"]])
+
+        policies = {d["metadata"]["name"]: d for d in docs if d["kind"] == "NetworkPolicy"}
+        self.assertEqual(sorted(policies), ["demo-minilab-api", "demo-minilab-operator", "demo-minilab-worker"])
+        deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+        for name, policy in policies.items():
+            pod = deployments[name]["spec"]["template"]
+            self.assertEqual(policy["spec"]["podSelector"]["matchLabels"], pod["metadata"]["labels"])
+            [rule] = policy["spec"]["ingress"]
+            opened = {p["port"] for p in rule["ports"]}
+            self.assertEqual(opened, {p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]})
+            self.assertEqual("from" in rule, not name.endswith("-api"))
+
+        monitor = next(d for d in docs if d["kind"] == "ServiceMonitor")
+        self.assertEqual(monitor["metadata"]["labels"]["release"], "prometheus")
+        selected = [s for s in services.values()
+                    if monitor["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()]
+        self.assertEqual(sorted(s["metadata"]["name"] for s in selected),
+                         ["demo-minilab-api", "demo-minilab-operator-metrics", "demo-minilab-worker-metrics"])
+        endpoint_ports = {e["port"] for e in monitor["spec"]["endpoints"]}
+        for service in selected:
+            self.assertTrue(endpoint_ports & {p["name"] for p in service["spec"]["ports"]}, service["metadata"]["name"])
+        with self.assertRaises(Exception):
+            render(merged(BASE, {"ingress": {"enabled": True}}))
+
     def test_the_schema_rejects_unknown_keys_and_wrong_types(self):
         for bad, where in [
             ({"bukets": {"uploads": "x"}}, "additional properties 'bukets'"),
@@ -127,6 +280,10 @@ class ChartTest(unittest.TestCase):
             ({"worker": {"hpa": {"maxReplica": 3}}}, "additional properties 'maxReplica'"),
             ({"worker": {"roleArn": "minilab-worker"}}, "/worker/roleArn"),
             ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
+            ({"keda": {"enabled": "yes"}}, "/keda/enabled"),
+            ({"ingress": {"host": "https://api.example.com"}}, "/ingress/host"),
+            ({"ack": {"accountId": "1234"}}, "/ack/accountId"),
+            ({"certificateArn": "arn:aws:acm:eu-west-1:111122223333:certificate/x"}, "/certificateArn"),
         ]:
             with self.subTest(values=bad):
                 with self.assertRaises(hp.HelmValuesError) as refused:

@@ -64,3 +64,27 @@ readinessProbe:
   httpGet: {path: /readyz, port: {{ . }}}
   periodSeconds: 5
 {{- end -}}
+
+{{/* The queue's URL: queueUrl, or the queue the chart creates with ack.enabled. */}}
+{{- define "minilab.queueUrl" -}}
+{{- if .Values.queueUrl -}}
+{{- .Values.queueUrl -}}
+{{- else if .Values.ack.enabled -}}
+{{- printf "https://sqs.%s.amazonaws.com/%s/%s" .Values.region .Values.ack.accountId (include "minilab.queueName" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "minilab.queueName" -}}
+{{- printf "%s-events" (include "minilab.fullname" .) -}}
+{{- end -}}
+
+{{/* A component's IAM role for IRSA: {component}.roleArn, or the role the chart
+     creates with ack.enabled. Called with (dict "root" $ "component" NAME). */}}
+{{- define "minilab.roleArn" -}}
+{{- $values := index .root.Values .component -}}
+{{- if $values.roleArn -}}
+{{- $values.roleArn -}}
+{{- else if .root.Values.ack.enabled -}}
+{{- printf "arn:aws:iam::%s:role/%s-%s" .root.Values.ack.accountId (include "minilab.fullname" .root) .component -}}
+{{- end -}}
+{{- end -}}
