@@ -1,5 +1,6 @@
 """The Helm chart rendered by the real Helm engine (helm-python-sdk) and validated
 strictly with kubernetes-validate; run by ./tests/run (which installs both)."""
+import json
 import os
 import re
 import subprocess
@@ -128,7 +129,26 @@ VALUE_SETS = {
         "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
         "api": {"serveWeb": True},
     }),
+    "aws": merged({k: v for k, v in BASE.items() if k != "queueUrl"}, {
+        "domain": "photos.example.com",
+        "certificateArn": "arn:aws:acm:us-east-1:111122223333:certificate/site",
+        "ingress": {"enabled": True, "host": "api.photos.example.com",
+                    "certificateArn": "arn:aws:acm:eu-west-1:111122223333:certificate/api"},
+        "keda": {"enabled": True},
+        "ack": {"enabled": True, "accountId": "111122223333",
+                "oidcProvider": "oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B7",
+                "siteBucket": "photos-site", "batchSourceBuckets": ["archive"],
+                "cloudfront": {"enabled": True, "originAccessControlId": "E2QWRUHEXAMPLE",
+                               "distributionDomainName": "d111111abcdef8.cloudfront.net"},
+                "route53": {"enabled": True, "hostedZoneId": "Z0123456789ABC", "zoneName": "example.com"}},
+    }),
 }
+ACCOUNT = "111122223333"
+
+
+def by_kind(docs, kind, group=""):
+    """Rendered objects of one kind (of one API group: IAM and RBAC both have Role)."""
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind and d["apiVersion"].startswith(group)}
 
 
 class ChartTest(unittest.TestCase):
@@ -168,7 +188,7 @@ class ChartTest(unittest.TestCase):
 
     def test_rbac_is_least_privilege(self):
         docs = render(VALUE_SETS["defaults"])
-        rules = {d["metadata"]["name"]: d["rules"] for d in docs if d["kind"] in ("Role", "ClusterRole")}
+        rules = {d["metadata"]["name"]: d["rules"] for d in docs if d["kind"] in ("Role", "ClusterRole") and d["apiVersion"].startswith("rbac.")}
         for name, role_rules in rules.items():
             for rule in role_rules:
                 for field in ("apiGroups", "resources", "verbs"):
@@ -272,6 +292,138 @@ class ChartTest(unittest.TestCase):
             self.assertTrue(endpoint_ports & {p["name"] for p in service["spec"]["ports"]}, service["metadata"]["name"])
         with self.assertRaises(Exception):
             render(merged(BASE, {"ingress": {"enabled": True}}))
+
+    def test_ack_buckets_queue_and_notification(self):
+        docs = render(VALUE_SETS["aws"])
+        buckets = {d["spec"]["name"]: d["spec"] for d in by_kind(docs, "Bucket").values()}
+        self.assertEqual(sorted(buckets), ["photos-out", "photos-site", "photos-up"])
+        for name, bucket in buckets.items():
+            self.assertEqual(set(bucket["publicAccessBlock"].values()), {True}, name)
+            self.assertEqual(len(bucket["publicAccessBlock"]), 4, name)
+            self.assertEqual(bucket["encryption"]["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"], "AES256")
+        uploads = buckets["photos-up"]
+        [cors] = uploads["cors"]["corsRules"]
+        self.assertEqual(cors["allowedOrigins"], ["https://photos.example.com"])
+        self.assertIn("POST", cors["allowedMethods"])
+        [expiry] = uploads["lifecycle"]["rules"]
+        self.assertEqual((expiry["filter"]["prefix"], expiry["expiration"]["days"], expiry["status"]), ("uploads/", 7, "Enabled"))
+
+        queues = {d["spec"]["queueName"]: d["spec"] for d in by_kind(docs, "Queue").values()}
+        queue_arn = f"arn:aws:sqs:eu-west-1:{ACCOUNT}:demo-minilab-events"
+        [notification] = uploads["notification"]["queueConfigurations"]
+        self.assertEqual(notification["queueARN"], queue_arn)
+        self.assertEqual(notification["events"], ["s3:ObjectCreated:*"])
+        self.assertEqual(notification["filter"]["key"]["filterRules"], [{"name": "prefix", "value": "uploads/"}])
+        queue = queues[queue_arn.rsplit(":", 1)[1]]
+        [statement] = json.loads(queue["policy"])["Statement"]
+        self.assertEqual(statement["Principal"], {"Service": "s3.amazonaws.com"})
+        self.assertEqual(statement["Action"], "sqs:SendMessage")
+        self.assertEqual(statement["Resource"], queue_arn)
+        self.assertEqual(statement["Condition"]["ArnEquals"]["aws:SourceArn"], "arn:aws:s3:::photos-up")
+        redrive = json.loads(queue["redrivePolicy"])
+        self.assertEqual(redrive["deadLetterTargetArn"], queue_arn + "-dlq")
+        self.assertIn("demo-minilab-events-dlq", queues)
+        self.assertEqual(queue["visibilityTimeout"], "60")
+
+        # The workers and KEDA use the queue the chart creates.
+        url = f"https://sqs.eu-west-1.amazonaws.com/{ACCOUNT}/demo-minilab-events"
+        worker = by_kind(docs, "Deployment")["demo-minilab-worker"]["spec"]["template"]["spec"]["containers"][0]
+        self.assertIn({"name": "MINILAB_QUEUE_URL", "value": url}, worker["env"])
+        self.assertEqual(next(iter(by_kind(docs, "ScaledObject").values()))["spec"]["triggers"][0]["metadata"]["queueURL"], url)
+
+    def test_ack_iam_roles_are_least_privilege_and_trusted_by_one_service_account(self):
+        docs = render(VALUE_SETS["aws"])
+        roles = by_kind(docs, "Role", "iam.services.k8s.aws/")
+        accounts = by_kind(docs, "ServiceAccount")
+        self.assertEqual(sorted(roles), ["demo-minilab-api", "demo-minilab-operator", "demo-minilab-publish", "demo-minilab-worker"])
+        for name, role in roles.items():
+            with self.subTest(role=name):
+                arn = f"arn:aws:iam::{ACCOUNT}:role/{role['spec']['name']}"
+                if name in accounts:
+                    self.assertEqual(accounts[name]["metadata"]["annotations"]["eks.amazonaws.com/role-arn"], arn)
+                [trust] = json.loads(role["spec"]["assumeRolePolicyDocument"])["Statement"]
+                provider = VALUE_SETS["aws"]["ack"]["oidcProvider"]
+                self.assertEqual(trust["Principal"]["Federated"], f"arn:aws:iam::{ACCOUNT}:oidc-provider/{provider}")
+                self.assertEqual(trust["Condition"]["StringEquals"][f"{provider}:sub"], f"system:serviceaccount:media:{name}")
+                for policy in role["spec"]["inlinePolicies"].values():
+                    for statement in json.loads(policy)["Statement"]:
+                        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+                        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+                        self.assertEqual(statement["Effect"], "Allow")
+                        self.assertFalse([a for a in actions if "*" in a], statement)
+                        self.assertFalse([r for r in resources if r == "*" or r.endswith(":::*")], statement)
+        def allowed(role):
+            granted = set()
+            for policy in roles[role]["spec"]["inlinePolicies"].values():
+                for st in json.loads(policy)["Statement"]:
+                    for action in st["Action"] if isinstance(st["Action"], list) else [st["Action"]]:
+                        for resource in st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]:
+                            granted.add((action, resource))
+            return granted
+        queue = f"arn:aws:sqs:eu-west-1:{ACCOUNT}:demo-minilab-events"
+        self.assertIn(("s3:PutObject", "arn:aws:s3:::photos-up/uploads/*"), allowed("demo-minilab-api"))
+        self.assertFalse({a for a, _ in allowed("demo-minilab-api")} & {"sqs:SendMessage", "sqs:ReceiveMessage", "s3:DeleteObject"})
+        self.assertIn(("sqs:ReceiveMessage", queue), allowed("demo-minilab-worker"))
+        self.assertIn(("s3:PutObject", "arn:aws:s3:::photos-out/*"), allowed("demo-minilab-worker"))
+        self.assertIn(("s3:GetObject", "arn:aws:s3:::archive/*"), allowed("demo-minilab-worker"))
+        self.assertNotIn(("s3:PutObject", "arn:aws:s3:::photos-up/uploads/*"), allowed("demo-minilab-worker"))
+        self.assertEqual({a for a, r in allowed("demo-minilab-operator") if r == queue}, {"sqs:SendMessage"})
+        self.assertEqual(allowed("demo-minilab-publish"), {("s3:PutObject", "arn:aws:s3:::photos-site/*")})
+
+    def test_cloudfront_routes_the_api_to_the_load_balancer_and_the_rest_to_the_site_bucket(self):
+        docs = render(VALUE_SETS["aws"])
+        [distribution] = by_kind(docs, "Distribution").values()
+        config = distribution["spec"]["distributionConfig"]
+        origins = {o["id"]: o for o in config["origins"]["items"]}
+        self.assertEqual(config["aliases"]["items"], ["photos.example.com"])
+        self.assertEqual(config["viewerCertificate"]["acmCertificateARN"], VALUE_SETS["aws"]["certificateArn"])
+        default = config["defaultCacheBehavior"]
+        site = origins[default["targetOriginID"]]
+        self.assertEqual(site["domainName"], "photos-site.s3.eu-west-1.amazonaws.com")
+        self.assertEqual(site["originAccessControlID"], "E2QWRUHEXAMPLE")
+        self.assertIn(default["viewerProtocolPolicy"], ("redirect-to-https", "https-only"))
+        [api] = config["cacheBehaviors"]["items"]
+        self.assertEqual(api["pathPattern"], "/api/*")
+        load_balancer = origins[api["targetOriginID"]]
+        ingress = next(iter(by_kind(docs, "Ingress").values()))
+        self.assertEqual(load_balancer["domainName"], ingress["spec"]["rules"][0]["host"])
+        self.assertEqual(load_balancer["customOriginConfig"]["originProtocolPolicy"], "https-only")
+        self.assertEqual(api["cachePolicyID"], "4135ea2d-6df8-44a3-9df3-4b5a84be39ad")  # Managed-CachingDisabled
+        self.assertEqual(api["viewerProtocolPolicy"], "https-only")
+        self.assertIn("POST", api["allowedMethods"]["items"])
+        [oac] = by_kind(docs, "OriginAccessControl").values()
+        self.assertEqual(oac["spec"]["originAccessControlConfig"]["originAccessControlOriginType"], "s3")
+        site_bucket = next(d["spec"] for d in by_kind(docs, "Bucket").values() if d["spec"]["name"] == "photos-site")
+        [read] = json.loads(site_bucket["policy"])["Statement"]
+        self.assertEqual(read["Principal"], {"Service": "cloudfront.amazonaws.com"})
+        self.assertEqual(read["Action"], "s3:GetObject")
+
+        records = by_kind(docs, "RecordSet")
+        self.assertEqual(sorted(r["spec"]["recordType"] for r in records.values()), ["A", "AAAA"])
+        for record in records.values():
+            # The ACK controller appends the zone's name.
+            self.assertEqual(record["spec"]["name"] + ".example.com", "photos.example.com")
+            self.assertEqual(record["spec"]["aliasTarget"]["dnsName"], "d111111abcdef8.cloudfront.net")
+
+        # Before AWS assigned the access control's ID (first install, nothing to look
+        # up), there is no distribution and no record yet; the access control is there.
+        first = render(merged(VALUE_SETS["aws"], {"ack": {"cloudfront": {"originAccessControlId": "", "distributionDomainName": ""}}}))
+        self.assertEqual(list(by_kind(first, "Distribution")), [])
+        self.assertEqual(list(by_kind(first, "RecordSet")), [])
+        self.assertEqual(len(by_kind(first, "OriginAccessControl")), 1)
+        notes = hp.Chart.load(str(CHART)).render(
+            merged(VALUE_SETS["aws"], {"ack": {"cloudfront": {"originAccessControlId": ""}}}),
+            name="demo", namespace="media")["minilab/templates/NOTES.txt"]
+        self.assertIn("helm upgrade --reuse-values", notes)
+        for bad, message in [
+            ({"ack": {"route53": {"zoneName": "example.org"}}}, "is not in the hosted zone"),
+            ({"ingress": {"certificateArn": ""}}, "ingress.certificateArn"),
+            ({"ack": {"accountId": ""}}, "ack.accountId"),
+        ]:
+            with self.subTest(bad=bad):
+                with self.assertRaises(Exception) as refused:
+                    render(merged(VALUE_SETS["aws"], bad))
+                self.assertIn(message, str(refused.exception))
 
     def test_the_schema_rejects_unknown_keys_and_wrong_types(self):
         for bad, where in [

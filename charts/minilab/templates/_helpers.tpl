@@ -88,3 +88,25 @@ readinessProbe:
 {{- printf "arn:aws:iam::%s:role/%s-%s" .root.Values.ack.accountId (include "minilab.fullname" .root) .component -}}
 {{- end -}}
 {{- end -}}
+
+{{/* An IAM trust policy (JSON) letting one service account assume a role through
+     IRSA. Called with (dict "root" $ "serviceAccount" NAME). */}}
+{{- define "minilab.irsaTrust" -}}
+{{- $v := .root.Values.ack -}}
+{{- $condition := dict (printf "%s:sub" $v.oidcProvider) (printf "system:serviceaccount:%s:%s" .root.Release.Namespace .serviceAccount) (printf "%s:aud" $v.oidcProvider) "sts.amazonaws.com" -}}
+{{- $statement := dict "Effect" "Allow" "Action" "sts:AssumeRoleWithWebIdentity" "Principal" (dict "Federated" (printf "arn:aws:iam::%s:oidc-provider/%s" $v.accountId $v.oidcProvider)) "Condition" (dict "StringEquals" $condition) -}}
+{{- dict "Version" "2012-10-17" "Statement" (list $statement) | toJson -}}
+{{- end -}}
+
+{{/* What every bucket the chart creates has: no public access, SSE-S3 encryption. */}}
+{{- define "minilab.privateBucket" -}}
+publicAccessBlock:
+  blockPublicACLs: true
+  blockPublicPolicy: true
+  ignorePublicACLs: true
+  restrictPublicBuckets: true
+encryption:
+  rules:
+    - applyServerSideEncryptionByDefault: {sseAlgorithm: AES256}
+      bucketKeyEnabled: true
+{{- end -}}
