@@ -42,8 +42,11 @@ function formatBytes(n) {
   return `${(n / 1024 / 1024).toFixed(1)} MB`;
 }
 
+/** The API's base URL: the page's own origin unless the page was published with another. */
+const API_BASE = (document.querySelector('meta[name="minilab-api"]')?.content || "").replace(/\/+$/, "");
+
 async function api(path, options = {}) {
-  const response = await fetch(path, { ...options, headers: { "content-type": "application/json", ...options.headers } });
+  const response = await fetch(API_BASE + path, { ...options, headers: { "content-type": "application/json", ...options.headers } });
   const body = await response.json().catch(() => null);
   if (!response.ok) {
     const error = body && body.error;

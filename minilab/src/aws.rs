@@ -89,7 +89,7 @@ pub struct WorkerArgs {
     limits: crate::limits::LimitArgs,
 }
 
-async fn s3_client(sdk: &aws_config::SdkConfig, path_style: bool) -> aws_sdk_s3::Client {
+pub(crate) async fn s3_client(sdk: &aws_config::SdkConfig, path_style: bool) -> aws_sdk_s3::Client {
     let config = aws_sdk_s3::config::Builder::from(sdk)
         .force_path_style(path_style)
         .build();

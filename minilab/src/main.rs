@@ -4,6 +4,7 @@ mod aws;
 mod limits;
 mod operator;
 mod process;
+mod publish;
 mod store;
 mod up;
 
@@ -36,6 +37,9 @@ enum Command {
     Operator(operator::OperatorArgs),
     /// Print the ImageJob CustomResourceDefinition (YAML).
     Crd,
+    /// Put the upload page into the site bucket (content types, cache headers, the
+    /// page's API base URL); the Helm chart's hook Job runs it.
+    PublishWeb(publish::PublishWebArgs),
 }
 
 type BoxedRun = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>>>>;
@@ -62,6 +66,7 @@ fn main() -> ExitCode {
         Command::Process(args) => process::run(args),
         Command::Operator(args) => block_on(Box::pin(operator::run(args))),
         Command::Crd => operator::print_crd(),
+        Command::PublishWeb(args) => block_on(Box::pin(publish::run(args))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

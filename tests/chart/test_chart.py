@@ -130,6 +130,7 @@ VALUE_SETS = {
         "api": {"serveWeb": True},
     }),
     "aws": merged({k: v for k, v in BASE.items() if k != "queueUrl"}, {
+        "buckets": {"site": "photos-site"},
         "domain": "photos.example.com",
         "certificateArn": "arn:aws:acm:us-east-1:111122223333:certificate/site",
         "ingress": {"enabled": True, "host": "api.photos.example.com",
@@ -137,7 +138,7 @@ VALUE_SETS = {
         "keda": {"enabled": True},
         "ack": {"enabled": True, "accountId": "111122223333",
                 "oidcProvider": "oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B7",
-                "siteBucket": "photos-site", "batchSourceBuckets": ["archive"],
+                "batchSourceBuckets": ["archive"],
                 "cloudfront": {"enabled": True, "originAccessControlId": "E2QWRUHEXAMPLE",
                                "distributionDomainName": "d111111abcdef8.cloudfront.net"},
                 "route53": {"enabled": True, "hostedZoneId": "Z0123456789ABC", "zoneName": "example.com"}},
@@ -425,6 +426,32 @@ class ChartTest(unittest.TestCase):
                     render(merged(VALUE_SETS["aws"], bad))
                 self.assertIn(message, str(refused.exception))
 
+    def test_a_hook_job_publishes_the_page_to_the_site_bucket(self):
+        self.assertEqual(by_kind(render(BASE), "Job"), {})
+        docs = render(merged(VALUE_SETS["aws"], {"publish": {"apiBase": "https://api.photos.example.com"}}))
+        [job] = by_kind(docs, "Job").values()
+        hooks = job["metadata"]["annotations"]
+        self.assertEqual(set(hooks["helm.sh/hook"].split(",")), {"post-install", "post-upgrade"})
+        self.assertIn("before-hook-creation", hooks["helm.sh/hook-delete-policy"])
+        pod = job["spec"]["template"]["spec"]
+        [container] = pod["containers"]
+        self.assertEqual(container["args"], ["publish-web"])
+        env = {e["name"]: e["value"] for e in container["env"]}
+        self.assertEqual(env["MINILAB_SITE_BUCKET"], "photos-site")
+        self.assertEqual(env["MINILAB_API_BASE"], "https://api.photos.example.com")
+        self.assertTrue(pod["securityContext"]["runAsNonRoot"])
+        self.assertTrue(container["securityContext"]["readOnlyRootFilesystem"])
+        self.assertFalse(container["securityContext"]["allowPrivilegeEscalation"])
+        self.assertEqual(container["securityContext"]["capabilities"]["drop"], ["ALL"])
+        self.assertGreater(job["spec"]["activeDeadlineSeconds"], 0)
+        # Its own service account, with the role that may only put into the site bucket.
+        account = by_kind(docs, "ServiceAccount")[pod["serviceAccountName"]]
+        role = by_kind(docs, "Role", "iam.services.k8s.aws/")[pod["serviceAccountName"]]
+        self.assertEqual(account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
+                         f"arn:aws:iam::{ACCOUNT}:role/{role['spec']['name']}")
+        with self.assertRaises(hp.HelmValuesError):
+            render(merged(BASE, {"publish": {"apiBase": "javascript:alert(1)"}}))
+
     def test_the_schema_rejects_unknown_keys_and_wrong_types(self):
         for bad, where in [
             ({"bukets": {"uploads": "x"}}, "additional properties 'bukets'"),
@@ -452,11 +479,12 @@ class ChartTest(unittest.TestCase):
         """Each container's subcommand exists, every MINILAB_* variable it gets is
         one that subcommand reads (a misspelt name would be ignored silently), and
         every option the subcommand requires is set."""
-        for doc in render(VALUE_SETS["irsa-and-recipes"]):
-            if doc["kind"] != "Deployment":
-                continue
+        workloads = [d for name in ("irsa-and-recipes", "aws") for d in render(VALUE_SETS[name])
+                     if d["kind"] in ("Deployment", "Job")]
+        self.assertIn("Job", [d["kind"] for d in workloads])
+        for doc in workloads:
             container = doc["spec"]["template"]["spec"]["containers"][0]
-            with self.subTest(deployment=doc["metadata"]["name"]):
+            with self.subTest(workload=doc["metadata"]["name"]):
                 help_text = subprocess.run([MINILAB_BIN, *container["args"], "--help"], check=True,
                                            capture_output=True, text=True).stdout
                 options = cli_options(help_text)

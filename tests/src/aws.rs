@@ -281,6 +281,28 @@ impl Stack {
         count
     }
 
+    /// Runs `minilab publish-web --bucket BUCKET ARGS...` against LocalStack, for at
+    /// most 60 s; returns its exit status and output.
+    pub async fn publish_web(&self, bucket: &str, args: &[&str]) -> std::process::Output {
+        let child = tokio::process::Command::new(minilab_bin())
+            .args(["publish-web", "--bucket", bucket, "--s3-path-style"])
+            .args(args)
+            .env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("AWS_REGION", REGION)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env_remove("AWS_PROFILE")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start minilab publish-web");
+        tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .expect("publish-web finishes within 60 s")
+            .expect("publish-web output")
+    }
+
     fn command(&self, subcommand: &str, env: &Env) -> Command {
         let mut command = Command::new(minilab_bin());
         command

@@ -440,3 +440,97 @@ async fn s3_refuses_tampered_expired_and_oversized_posts_and_foreign_origins() {
         }
     }
 }
+
+#[tokio::test]
+async fn publish_web_puts_the_page_with_its_types_cache_headers_and_api_base() {
+    let stack = Stack::connect().await;
+    let bucket = format!("site-{}", minilab_core::UploadId::new(chrono::Utc::now()));
+    stack.create_bucket(&bucket).await;
+
+    let done = stack
+        .publish_web(&bucket, &["--api-base", "https://api.photos.example.com/"])
+        .await;
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let stdout = String::from_utf8(done.stdout).unwrap();
+    let written: Vec<&str> = stdout
+        .lines()
+        .map(|line| line.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(written.len(), 3, "{stdout}");
+    assert_eq!(
+        written[2],
+        format!("s3://{bucket}/index.html"),
+        "index.html goes last"
+    );
+
+    let get = |key: String| {
+        let s3 = stack.s3.clone();
+        let bucket = bucket.clone();
+        async move {
+            s3.get_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let index = get("index.html".into()).await;
+    assert_eq!(index.content_type(), Some("text/html; charset=utf-8"));
+    assert_eq!(index.cache_control(), Some("no-cache"));
+    let html = String::from_utf8(index.body.collect().await.unwrap().to_vec()).unwrap();
+    assert!(html.contains(r#"<meta name="minilab-api" content="https://api.photos.example.com">"#));
+
+    let web = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../web");
+    for (source, prefix, content_type) in [
+        ("app.js", "app.", "text/javascript; charset=utf-8"),
+        ("style.css", "style.", "text/css; charset=utf-8"),
+    ] {
+        let key = written
+            .iter()
+            .find_map(|uri| uri.rsplit('/').next().filter(|k| k.starts_with(prefix)))
+            .unwrap()
+            .to_owned();
+        assert_ne!(key, source, "a content-hashed name");
+        assert!(
+            html.contains(&format!("\"{key}\"")),
+            "index.html names {key}"
+        );
+        let object = get(key.clone()).await;
+        assert_eq!(object.content_type(), Some(content_type));
+        assert_eq!(
+            object.cache_control(),
+            Some("public, max-age=31536000, immutable")
+        );
+        let body = object.body.collect().await.unwrap().to_vec();
+        assert_eq!(body, std::fs::read(web.join(source)).unwrap(), "{key}");
+    }
+
+    // Publishing again writes the same names (nothing piles up between releases of
+    // the same page).
+    let again = stack.publish_web(&bucket, &[]).await;
+    assert!(again.status.success());
+    assert_eq!(stack.keys(&bucket, "").await.len(), 3);
+
+    // A base URL that could break out of the attribute is refused before anything is
+    // written; a missing bucket is a clear error naming what failed.
+    let empty = format!("{bucket}-empty");
+    stack.create_bucket(&empty).await;
+    let refused = stack
+        .publish_web(&empty, &["--api-base", "javascript:alert(1)"])
+        .await;
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("API base URL"));
+    assert_eq!(stack.keys(&empty, "").await, Vec::<String>::new());
+    let missing = stack.publish_web(&format!("{bucket}-missing"), &[]).await;
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains(&format!("s3://{bucket}-missing/")),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+}
