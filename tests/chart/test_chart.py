@@ -471,9 +471,19 @@ class ChartTest(unittest.TestCase):
 
     def test_the_charts_crd_is_what_minilab_crd_prints(self):
         printed = subprocess.run([MINILAB_BIN, "crd"], check=True, capture_output=True, text=True).stdout
-        self.assertEqual((CHART / "crds" / "imagejobs.yaml").read_text(), printed)
-        crds = hp.Chart.load(str(CHART)).crds
-        self.assertTrue(any("imagejobs.minilab.dev" in str(c) for c in crds), crds)
+        self.assertEqual((CHART / "files" / "imagejobs.yaml").read_text(), printed)
+        # Rendered as that file, with the release's labels and, with crds.keep, the
+        # annotation that keeps it (and every ImageJob) through `helm uninstall`.
+        [crd] = by_kind(render(BASE), "CustomResourceDefinition").values()
+        expected = yaml.safe_load(printed)
+        labels = crd["metadata"].pop("labels")
+        self.assertEqual(labels["app.kubernetes.io/instance"], "demo")
+        self.assertEqual(crd["metadata"].pop("annotations"), {"helm.sh/resource-policy": "keep"})
+        self.assertEqual(crd, expected)
+        [dropped] = by_kind(render(merged(BASE, {"crds": {"keep": False}})), "CustomResourceDefinition").values()
+        self.assertNotIn("annotations", dropped["metadata"])
+        self.assertEqual(by_kind(render(merged(BASE, {"crds": {"install": False}})), "CustomResourceDefinition"), {})
+        self.assertEqual(hp.Chart.load(str(CHART)).crds, [])
 
     def test_every_setting_the_chart_passes_is_one_the_binary_reads(self):
         """Each container's subcommand exists, every MINILAB_* variable it gets is

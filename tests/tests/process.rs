@@ -96,7 +96,7 @@ fn limit_flags_and_their_environment_twins_refuse_with_their_codes() {
     assert!(ok, "the defaults take the photo: {stderr}");
 }
 
-/// The chart installs the CRD from charts/minilab/crds/imagejobs.yaml; it must be
+/// The chart renders the CRD from charts/minilab/files/imagejobs.yaml; it must be
 /// exactly what `minilab crd` prints (regenerate with `minilab crd > ...`).
 #[test]
 fn the_charts_crd_is_what_minilab_crd_prints() {
@@ -104,11 +104,11 @@ fn the_charts_crd_is_what_minilab_crd_prints() {
     assert!(done.status.success());
     let printed = String::from_utf8(done.stdout).unwrap();
     let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/minilab/crds/imagejobs.yaml");
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/minilab/files/imagejobs.yaml");
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         printed == committed,
-        "{} differs from `minilab crd`: run `cargo run -- crd > charts/minilab/crds/imagejobs.yaml`",
+        "{} differs from `minilab crd`: run `cargo run -- crd > charts/minilab/files/imagejobs.yaml`",
         path.display()
     );
     assert!(printed.contains("name: imagejobs.minilab.dev"));
