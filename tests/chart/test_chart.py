@@ -170,19 +170,23 @@ class ChartTest(unittest.TestCase):
                         validate(doc, version)
 
     def test_containers_are_restricted(self):
-        for doc in render(VALUE_SETS["irsa-and-recipes"]):
-            if doc["kind"] != "Deployment":
-                continue
+        workloads = [(name, d) for name, values in VALUE_SETS.items() for d in render(values)
+                     if d["kind"] in ("Deployment", "Job")]
+        self.assertIn("Job", {d["kind"] for _, d in workloads})
+        for values, doc in workloads:
             pod = doc["spec"]["template"]["spec"]
-            self.assertTrue(pod["securityContext"]["runAsNonRoot"])
+            where = f"{values}: {doc['metadata']['name']}"
+            self.assertTrue(pod["securityContext"]["runAsNonRoot"], where)
+            self.assertGreater(pod["securityContext"]["runAsUser"], 0, where)
             self.assertEqual(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault")
             for container in pod["containers"]:
                 context = container["securityContext"]
-                self.assertTrue(context["readOnlyRootFilesystem"], doc["metadata"]["name"])
-                self.assertFalse(context["allowPrivilegeEscalation"])
-                self.assertEqual(context["capabilities"]["drop"], ["ALL"])
-                self.assertEqual(container["livenessProbe"]["httpGet"]["path"], "/livez")
-                self.assertEqual(container["readinessProbe"]["httpGet"]["path"], "/readyz")
+                self.assertTrue(context["readOnlyRootFilesystem"], where)
+                self.assertFalse(context["allowPrivilegeEscalation"], where)
+                self.assertEqual(context["capabilities"]["drop"], ["ALL"], where)
+                if doc["kind"] == "Deployment":
+                    self.assertEqual(container["livenessProbe"]["httpGet"]["path"], "/livez")
+                    self.assertEqual(container["readinessProbe"]["httpGet"]["path"], "/readyz")
             if doc["metadata"]["name"].endswith("-worker"):
                 drain = next(e["value"] for e in pod["containers"][0]["env"] if e["name"] == "MINILAB_DRAIN_TIMEOUT")
                 self.assertGreater(pod["terminationGracePeriodSeconds"], int(drain))
