@@ -346,7 +346,8 @@ class ChartTest(unittest.TestCase):
                 arn = f"arn:aws:iam::{ACCOUNT}:role/{role['spec']['name']}"
                 if name in accounts:
                     self.assertEqual(accounts[name]["metadata"]["annotations"]["eks.amazonaws.com/role-arn"], arn)
-                [trust] = json.loads(role["spec"]["assumeRolePolicyDocument"])["Statement"]
+                trust, *others = json.loads(role["spec"]["assumeRolePolicyDocument"])["Statement"]
+                self.assertEqual(others, [])
                 provider = VALUE_SETS["aws"]["ack"]["oidcProvider"]
                 self.assertEqual(trust["Principal"]["Federated"], f"arn:aws:iam::{ACCOUNT}:oidc-provider/{provider}")
                 self.assertEqual(trust["Condition"]["StringEquals"][f"{provider}:sub"], f"system:serviceaccount:media:{name}")
@@ -365,6 +366,14 @@ class ChartTest(unittest.TestCase):
                         for resource in st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]:
                             granted.add((action, resource))
             return granted
+        # With KEDA's operator role named, the worker role (only) trusts it as well.
+        keda_role = f"arn:aws:iam::{ACCOUNT}:role/keda-operator"
+        trusted = by_kind(render(merged(VALUE_SETS["aws"], {"keda": {"operatorRoleArn": keda_role}})),
+                          "Role", "iam.services.k8s.aws/")
+        for name, role in trusted.items():
+            statements = json.loads(role["spec"]["assumeRolePolicyDocument"])["Statement"]
+            extra = [st for st in statements if st["Action"] == "sts:AssumeRole"]
+            self.assertEqual([st["Principal"] for st in extra], [{"AWS": keda_role}] if name.endswith("-worker") else [], name)
         queue = f"arn:aws:sqs:eu-west-1:{ACCOUNT}:demo-minilab-events"
         self.assertIn(("s3:PutObject", "arn:aws:s3:::photos-up/uploads/*"), allowed("demo-minilab-api"))
         self.assertFalse({a for a, _ in allowed("demo-minilab-api")} & {"sqs:SendMessage", "sqs:ReceiveMessage", "s3:DeleteObject"})

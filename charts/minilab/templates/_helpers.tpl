@@ -90,12 +90,17 @@ readinessProbe:
 {{- end -}}
 
 {{/* An IAM trust policy (JSON) letting one service account assume a role through
-     IRSA. Called with (dict "root" $ "serviceAccount" NAME). */}}
+     IRSA, and `alsoRole` (an IAM role ARN) if given. Called with
+     (dict "root" $ "serviceAccount" NAME ["alsoRole" ARN]). */}}
 {{- define "minilab.irsaTrust" -}}
 {{- $v := .root.Values.ack -}}
 {{- $condition := dict (printf "%s:sub" $v.oidcProvider) (printf "system:serviceaccount:%s:%s" .root.Release.Namespace .serviceAccount) (printf "%s:aud" $v.oidcProvider) "sts.amazonaws.com" -}}
 {{- $statement := dict "Effect" "Allow" "Action" "sts:AssumeRoleWithWebIdentity" "Principal" (dict "Federated" (printf "arn:aws:iam::%s:oidc-provider/%s" $v.accountId $v.oidcProvider)) "Condition" (dict "StringEquals" $condition) -}}
-{{- dict "Version" "2012-10-17" "Statement" (list $statement) | toJson -}}
+{{- $statements := list $statement -}}
+{{- with .alsoRole -}}
+{{- $statements = append $statements (dict "Effect" "Allow" "Action" "sts:AssumeRole" "Principal" (dict "AWS" .)) -}}
+{{- end -}}
+{{- dict "Version" "2012-10-17" "Statement" $statements | toJson -}}
 {{- end -}}
 
 {{/* What every bucket the chart creates has: no public access, SSE-S3 encryption. */}}
