@@ -611,15 +611,30 @@ fn presized(
             fitted_size(width, height, box_w, box_h, fit, enlarge)
         }
         Fit::Cover => {
-            let scale =
-                (f64::from(box_w) / f64::from(width)).max(f64::from(box_h) / f64::from(height));
-            let scale = if enlarge { scale } else { scale.min(1.0) };
-            (
-                ((f64::from(width) * scale).round() as u32).max(1),
-                ((f64::from(height) * scale).round() as u32).max(1),
-            )
+            let scale = fit_scale(width, height, box_w, box_h, fit, enlarge);
+            (scale_side(width, scale), scale_side(height, scale))
         }
     }
+}
+
+/// The factor `fit` scales a `width`×`height` source by to meet a `box_w`×`box_h`
+/// box: to its tighter side, or its looser one for `Cover`; at most 1 unless `enlarge`.
+fn fit_scale(width: u32, height: u32, box_w: u32, box_h: u32, fit: Fit, enlarge: bool) -> f64 {
+    let (x, y) = (
+        f64::from(box_w) / f64::from(width),
+        f64::from(box_h) / f64::from(height),
+    );
+    let scale = if fit == Fit::Cover {
+        x.max(y)
+    } else {
+        x.min(y)
+    };
+    if enlarge { scale } else { scale.min(1.0) }
+}
+
+/// One side scaled by `scale`, rounded, at least 1 pixel.
+fn scale_side(side: u32, scale: f64) -> u32 {
+    ((f64::from(side) * scale).round() as u32).max(1)
 }
 
 /// 8 bits per channel, keeping alpha and grey where the source has them.
@@ -646,16 +661,12 @@ pub fn fitted_size(
     fit: Fit,
     enlarge: bool,
 ) -> (u32, u32) {
-    let (w, h) = (f64::from(width), f64::from(height));
-    let scale = match fit {
-        Fit::Cover => (f64::from(box_w) / w).max(f64::from(box_h) / h),
-        _ => (f64::from(box_w) / w).min(f64::from(box_h) / h),
-    };
-    let scale = if enlarge { scale } else { scale.min(1.0) };
-    let scaled = |v: f64| ((v * scale).round() as u32).max(1);
+    let scale = fit_scale(width, height, box_w, box_h, fit, enlarge);
     match fit {
-        Fit::Fit | Fit::Contain => (scaled(w).min(box_w), scaled(h).min(box_h)),
-        Fit::Cover => (scaled(w).min(box_w), scaled(h).min(box_h)),
+        Fit::Fit | Fit::Contain | Fit::Cover => (
+            scale_side(width, scale).min(box_w),
+            scale_side(height, scale).min(box_h),
+        ),
         Fit::Fill if enlarge => (box_w, box_h),
         Fit::Fill => (box_w.min(width).max(1), box_h.min(height).max(1)),
     }

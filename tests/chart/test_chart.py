@@ -224,6 +224,22 @@ class ChartTest(unittest.TestCase):
                 self.assertNotEqual(before[name], after[name], f"{name} must roll when the recipes change")
         config = next(d for d in docs if d["kind"] == "ConfigMap")
         self.assertIn("name: tiny", config["data"]["recipes.yaml"])
+        # The api and the worker read it from the mounted ConfigMap; nothing else mounts it.
+        for values, mounted in ((docs, {"demo-minilab-api", "demo-minilab-worker"}), (render(BASE), set())):
+            readers = set()
+            for name, deployment in by_kind(values, "Deployment").items():
+                pod = deployment["spec"]["template"]["spec"]
+                mounts = pod["containers"][0].get("volumeMounts") or []
+                env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+                if mounts:
+                    [mount] = mounts
+                    [volume] = pod["volumes"]
+                    self.assertEqual(volume["configMap"]["name"], config["metadata"]["name"])
+                    self.assertEqual(env["MINILAB_RECIPES"], mount["mountPath"] + "/recipes.yaml")
+                    readers.add(name)
+                else:
+                    self.assertNotIn("MINILAB_RECIPES", env)
+            self.assertEqual(readers, mounted)
 
     def test_custom_kinds_are_checked_against_their_crds(self):
         self.assertIn(("keda.sh/v1alpha1", "ScaledObject"), CRDS)
@@ -234,7 +250,8 @@ class ChartTest(unittest.TestCase):
                        merged(scaled, {"spec": {"scaleTargetRef": {"nam": "x"}}})):
             with self.assertRaises(AssertionError):
                 validate(broken, KUBE_VERSIONS[0])
-        with self.assertRaises(Exception):
+        # A kind with neither a CRD here nor a Kubernetes schema is an error, not a pass.
+        with self.assertRaises(kubernetes_validate.SchemaNotFoundError):
             validate({"apiVersion": "example.com/v1", "kind": "Unknown", "metadata": {"name": "x"}}, KUBE_VERSIONS[0])
 
     def test_keda_scales_the_workers_on_the_queue_instead_of_the_hpa(self):
@@ -295,8 +312,9 @@ class ChartTest(unittest.TestCase):
         endpoint_ports = {e["port"] for e in monitor["spec"]["endpoints"]}
         for service in selected:
             self.assertTrue(endpoint_ports & {p["name"] for p in service["spec"]["ports"]}, service["metadata"]["name"])
-        with self.assertRaises(Exception):
+        with self.assertRaises(Exception) as refused:
             render(merged(BASE, {"ingress": {"enabled": True}}))
+        self.assertIn("ingress.enabled needs ingress.host", str(refused.exception))
 
     def test_ack_buckets_queue_and_notification(self):
         docs = render(VALUE_SETS["aws"])

@@ -40,20 +40,17 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end -}}
 
+{{/* The recipes ConfigMap as a volume and its mount, for the api and the worker. */}}
 {{- define "minilab.recipesVolume" -}}
-{{- if .Values.recipes }}
 - name: recipes
   configMap:
     name: {{ include "minilab.fullname" . }}-recipes
-{{- end }}
 {{- end -}}
 
 {{- define "minilab.recipesMount" -}}
-{{- if .Values.recipes }}
 - name: recipes
   mountPath: /etc/minilab
   readOnly: true
-{{- end }}
 {{- end -}}
 
 {{- define "minilab.probes" -}}
