@@ -2,6 +2,8 @@
 # in a venv on Python 3.13. Source it, then call start_localstack: it exports
 # MINILAB_LOCALSTACK_URL and stops LocalStack when the calling shell exits.
 
+. "$(dirname "${BASH_SOURCE[0]}")/exit.sh"
+
 start_localstack() {
   LOCALSTACK_VENV="${MINILAB_TOOLS:-/var/tmp/minilab-tools}/localstack-4.14.0"
   if [ ! -x "$LOCALSTACK_VENV/bin/python" ] || [ ! -f "$LOCALSTACK_VENV/.installed" ]; then
@@ -22,7 +24,7 @@ start_localstack() {
     FILESYSTEM_ROOT="$localstack_dir" \
     setsid "$LOCALSTACK_VENV/bin/python" -m localstack.runtime.main >"$localstack_dir/log" 2>&1 &
   localstack_pid=$!
-  trap 'kill -- "-$localstack_pid" 2>/dev/null || true; rm -rf "$localstack_dir"' EXIT
+  on_exit 'kill -- "-$localstack_pid" 2>/dev/null || true; rm -rf "$localstack_dir"'
   export MINILAB_LOCALSTACK_URL="http://127.0.0.1:$port"
   healthy() {
     "$LOCALSTACK_VENV/bin/python" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \

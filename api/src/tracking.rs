@@ -3,27 +3,13 @@
 //! failure is logged and counted, never returned to the browser.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use minilab_core::UploadId;
+pub use minilab_core::upload::TrackedUpload;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// One issued upload: where it will land, what makes it, where results go.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TrackedUpload {
-    pub id: UploadId,
-    pub recipe: String,
-    pub uploads_bucket: String,
-    pub key: String,
-    pub processed_bucket: String,
-    /// Outputs and the manifest go under this prefix: `{id}/`.
-    pub prefix: String,
-    pub expires_at: DateTime<Utc>,
-}
 
 #[async_trait]
 pub trait UploadTracker: Send + Sync {

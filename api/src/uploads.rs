@@ -11,6 +11,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
+use minilab_core::arrival::{Arrival, arrival};
 use minilab_core::manifest::{ErrorRecord, ManifestState};
 use minilab_core::{ACCEPTED_CONTENT_TYPES, Manifest, UploadId, keys};
 use serde::{Deserialize, Serialize};
@@ -120,7 +121,7 @@ pub async fn create(
                 uploads_bucket: config.uploads_bucket.clone(),
                 key: key.clone(),
                 processed_bucket: config.processed_bucket.clone(),
-                prefix: format!("{id}/"),
+                prefix: keys::upload_prefix(id),
                 expires_at,
             },
         );
@@ -161,26 +162,22 @@ impl UploadState {
     }
 }
 
-/// How long after its POST expires an upload that never arrived is reported
-/// `expired`: an upload that started just before the deadline may still complete.
-const ARRIVAL_GRACE: Duration = Duration::from_secs(60);
-
-/// The state of an upload that has no manifest yet.
+/// The state of an upload that has no manifest yet (the rule is core's, shared with
+/// the operator).
 pub fn pending_state(
     id: UploadId,
     source_stored: bool,
     upload_ttl: Duration,
     now: DateTime<Utc>,
 ) -> UploadState {
-    if source_stored {
-        return UploadState::Processing;
-    }
-    let deadline =
-        chrono::Duration::from_std(upload_ttl + ARRIVAL_GRACE).unwrap_or(chrono::Duration::MAX);
-    if now > id.created_at() + deadline {
-        UploadState::Expired
-    } else {
-        UploadState::AwaitingUpload
+    let expires_at = chrono::Duration::from_std(upload_ttl)
+        .ok()
+        .and_then(|ttl| id.created_at().checked_add_signed(ttl))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    match arrival(source_stored, expires_at, now) {
+        Arrival::Arrived => UploadState::Processing,
+        Arrival::Awaiting => UploadState::AwaitingUpload,
+        Arrival::Expired => UploadState::Expired,
     }
 }
 

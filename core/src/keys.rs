@@ -1,9 +1,15 @@
-//! Object keys. The browser never chooses one: every key is derived from an
-//! [`UploadId`], so a redelivered event writes to the same keys again.
+//! Object keys, written once here. The browser never chooses one: every upload key is
+//! derived from an [`UploadId`], so a redelivered event writes to the same keys again.
+//!
+//! Results go under a *results prefix* in the processed bucket: `{id}/` for an upload,
+//! `{destination}{source key relative to the source prefix}/` for one image of a batch
+//! ImageJob. Under it, each output is `{output}.{ext}` and the manifest, written last,
+//! is `manifest.json`.
 
 use crate::UploadId;
 
 const UPLOAD_PREFIX: &str = "uploads/";
+const MANIFEST: &str = "manifest.json";
 
 /// Where the browser's POST puts the original image, in the uploads bucket.
 pub fn source_key(id: UploadId) -> String {
@@ -15,14 +21,47 @@ pub fn parse_source_key(key: &str) -> Option<UploadId> {
     key.strip_prefix(UPLOAD_PREFIX)?.parse().ok()
 }
 
-/// Where the worker writes one output, in the processed bucket.
-pub fn output_key(id: UploadId, output: &str, extension: &str) -> String {
-    format!("{id}/{output}.{extension}")
+/// The results prefix of an upload: `{id}/`.
+pub fn upload_prefix(id: UploadId) -> String {
+    format!("{id}/")
 }
 
-/// Where the worker writes the manifest, last, in the processed bucket.
+/// The results prefix of one image of a batch: the source key relative to the batch's
+/// source prefix, under the destination prefix. `None` when `key` is not under
+/// `source_prefix`.
+pub fn batch_item_prefix(
+    destination_prefix: &str,
+    source_prefix: &str,
+    key: &str,
+) -> Option<String> {
+    let relative = key.strip_prefix(source_prefix)?;
+    Some(format!("{destination_prefix}{relative}/"))
+}
+
+/// Where one output goes under a results prefix.
+pub fn output_key_in(prefix: &str, output: &str, extension: &str) -> String {
+    format!("{prefix}{output}.{extension}")
+}
+
+/// The manifest under a results prefix.
+pub fn manifest_key_in(prefix: &str) -> String {
+    format!("{prefix}{MANIFEST}")
+}
+
+/// Whether `key` is a manifest (of any results prefix).
+pub fn is_manifest_key(key: &str) -> bool {
+    key.strip_suffix(MANIFEST)
+        .is_some_and(|prefix| prefix.is_empty() || prefix.ends_with('/'))
+}
+
+/// Where the worker writes one output of an upload, in the processed bucket.
+pub fn output_key(id: UploadId, output: &str, extension: &str) -> String {
+    output_key_in(&upload_prefix(id), output, extension)
+}
+
+/// Where the worker writes an upload's manifest, last, in the processed bucket.
 pub fn manifest_key(id: UploadId) -> String {
-    format!("{id}/manifest.json")
+    manifest_key_in(&upload_prefix(id))
 }
 
 #[cfg(test)]
@@ -37,5 +76,19 @@ mod tests {
         assert_eq!(parse_source_key(&format!("uploads/{id}/../x")), None);
         assert_eq!(parse_source_key(&id.to_string()), None);
         assert_eq!(parse_source_key("uploads/"), None);
+    }
+
+    #[test]
+    fn results_live_under_one_prefix_per_image() {
+        let id = UploadId::new(Utc::now());
+        assert_eq!(manifest_key(id), format!("{id}/manifest.json"));
+        assert_eq!(output_key(id, "large", "jpg"), format!("{id}/large.jpg"));
+        let item = batch_item_prefix("out/", "shoot/", "shoot/a/b.jpg").unwrap();
+        assert_eq!(item, "out/a/b.jpg/");
+        assert_eq!(manifest_key_in(&item), "out/a/b.jpg/manifest.json");
+        assert_eq!(batch_item_prefix("out/", "shoot/", "other/b.jpg"), None);
+        assert!(is_manifest_key(&manifest_key_in(&item)));
+        assert!(!is_manifest_key("out/a/notmanifest.json"));
+        assert!(!is_manifest_key("out/a/b.jpg/large.jpg"));
     }
 }

@@ -4,6 +4,7 @@
 //! Nothing here does I/O: the pipeline takes bytes and returns bytes, so it is tested
 //! and benchmarked without any service.
 
+pub mod arrival;
 pub mod error;
 pub mod event;
 pub mod id;
@@ -12,6 +13,7 @@ pub mod limits;
 pub mod manifest;
 pub mod pipeline;
 pub mod recipe;
+pub mod upload;
 
 pub use error::{ErrorCode, ImageError};
 pub use id::UploadId;

@@ -61,6 +61,12 @@ pub struct ApiArgs {
     /// A failure to do so never fails the upload; it is logged and counted.
     #[arg(long, env = "MINILAB_KUBE_TRACKING", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     kube_tracking: bool,
+    /// Seconds after it finishes that an upload's ImageJob is deleted (its
+    /// ttlSecondsAfterFinished; the images stay), so tracking does not grow without
+    /// bound. 0 deletes it as soon as it finishes.
+    #[arg(long, env = "MINILAB_KUBE_TRACKING_TTL", default_value_t = 86_400,
+          value_parser = clap::value_parser!(i32).range(0..))]
+    kube_tracking_ttl: i32,
 }
 
 #[derive(Args, Debug)]
@@ -130,7 +136,7 @@ pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
         )
     });
     let tracker = if args.kube_tracking {
-        Some(crate::operator::kube_tracker().await?)
+        Some(crate::operator::kube_tracker(args.kube_tracking_ttl).await?)
     } else {
         None
     };

@@ -2,20 +2,25 @@
 //! time through a Lease; the others wait, ready to take over.
 
 use anyhow::Context as _;
+use async_trait::async_trait;
 use aws_config::BehaviorVersion;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
 use clap::Args;
 use futures::StreamExt;
-use kube::api::{Api, DynamicObject};
+use kube::api::{Api, PostParams};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{Controller, watcher};
 use kube_lease_manager::LeaseManagerBuilder;
-use minilab_operator::controller::{self, BatchSettings, Context};
+use minilab_api::tracking::{TrackedUpload, UploadTracker};
+use minilab_operator::ImageJob;
+use minilab_operator::controller::{self, Context, Watched};
 use minilab_operator::metrics::Metrics;
-use minilab_operator::observe::{S3Observer, SqsWorkQueue};
+use minilab_operator::observe::{S3Observer, SqsWorkQueue, WorkQueue};
+use minilab_operator::status::Settings;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
@@ -52,6 +57,10 @@ pub struct OperatorArgs {
     /// Address buckets by path (`endpoint/bucket`), as LocalStack needs.
     #[arg(long, env = "MINILAB_S3_PATH_STYLE", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     s3_path_style: bool,
+    /// The workers' YAML file of recipes (`recipes: [...]`): a job naming a recipe
+    /// neither built in nor here is InvalidSpec.
+    #[arg(long, env = "MINILAB_RECIPES")]
+    recipes: Option<PathBuf>,
 }
 
 /// `minilab crd`: the ImageJob CustomResourceDefinition as YAML.
@@ -77,6 +86,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.metrics_listen)
         .await
         .with_context(|| format!("listening on {}", args.metrics_listen))?;
+    let metrics_address = listener.local_addr()?;
     let health = {
         let metrics = metrics.clone();
         Router::new()
@@ -129,34 +139,42 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         .context("setting up the Lease")?;
     let (mut is_leader, lease_task) = lease.watch().await;
 
-    let context = Arc::new(Context {
-        client: client.clone(),
-        observer: Arc::new(S3Observer { s3 }),
-        queue: args.queue_url.map(|queue_url| {
-            Arc::new(SqsWorkQueue {
-                sqs: aws_sdk_sqs::Client::new(&sdk),
-                queue_url,
-            }) as Arc<dyn minilab_operator::observe::WorkQueue>
-        }),
-        batch: BatchSettings {
-            rate: usize::try_from(args.batch_rate).unwrap_or(50),
-            retry_after: k8s_openapi::jiff::SignedDuration::from_secs(args.retry_after),
-            ..BatchSettings::default()
-        },
-        manifests: Default::default(),
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "minilab-operator".into(),
-                instance: Some(identity.clone()),
-            },
-        ),
-        metrics,
-        clock: Arc::new(k8s_openapi::jiff::Timestamp::now),
+    let queue = args.queue_url.map(|queue_url| {
+        Arc::new(SqsWorkQueue {
+            sqs: aws_sdk_sqs::Client::new(&sdk),
+            queue_url,
+        }) as Arc<dyn WorkQueue>
     });
-    let resource = controller::api_resource();
+    let settings = Settings {
+        rate: usize::try_from(args.batch_rate).unwrap_or(50),
+        retry_after: k8s_openapi::jiff::SignedDuration::from_secs(args.retry_after),
+        recipes: crate::load_recipes(args.recipes.as_deref())?
+            .iter()
+            .map(|recipe| recipe.name.clone())
+            .collect(),
+        ..Settings::default()
+    };
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "minilab-operator".into(),
+            instance: Some(identity.clone()),
+        },
+    );
+    let context = Arc::new(Context::new(
+        client.clone(),
+        Arc::new(S3Observer {
+            s3,
+            metrics: metrics.clone(),
+        }),
+        queue,
+        settings,
+        recorder,
+        metrics,
+        Arc::new(k8s_openapi::jiff::Timestamp::now),
+    ));
     println!(
-        "minilab operator {identity}: waiting for the Lease {lease_namespace}/{}",
+        "minilab operator {identity}: metrics on http://{metrics_address}, waiting for the Lease {lease_namespace}/{}",
         args.lease_name
     );
     while !shutdown.is_cancelled() {
@@ -171,14 +189,15 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
             break;
         }
         tracing::info!(%identity, "leading: reconciling ImageJobs");
+        println!("minilab operator {identity}: leading");
         leading.store(true, Ordering::Relaxed);
-        let api: Api<DynamicObject> = match &args.watch_namespace {
-            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-            None => Api::all_with(client.clone(), &resource),
+        let api: Api<Watched> = match &args.watch_namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
         };
         // Stop reconciling at shutdown or when the Lease is lost, whichever is first.
         let stop = shutdown.child_token();
-        let controller = Controller::new_with(api, watcher::Config::default(), resource.clone())
+        let controller = Controller::new(api, watcher::Config::default())
             .graceful_shutdown_on(stop.clone().cancelled_owned())
             .run(
                 controller::reconcile,
@@ -211,11 +230,32 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `minilab api --kube-tracking`: ImageJobs in the pod's namespace.
-pub async fn kube_tracker() -> anyhow::Result<Arc<dyn minilab_api::tracking::UploadTracker>> {
+/// `minilab api --kube-tracking`: ImageJobs in the pod's namespace, deleted
+/// `ttl_after_finished` seconds after they finish.
+pub async fn kube_tracker(ttl_after_finished: i32) -> anyhow::Result<Arc<dyn UploadTracker>> {
     let client = kube::Client::try_default()
         .await
         .context("--kube-tracking: connecting to the Kubernetes API")?;
-    let api = Api::default_namespaced(client);
-    Ok(Arc::new(minilab_operator::tracker::KubeTracker { api }))
+    Ok(Arc::new(KubeTracker {
+        api: Api::default_namespaced(client),
+        ttl_after_finished,
+    }))
+}
+
+/// Creates the ImageJob of each upload through the Kubernetes API.
+pub struct KubeTracker {
+    pub api: Api<ImageJob>,
+    pub ttl_after_finished: i32,
+}
+
+#[async_trait]
+impl UploadTracker for KubeTracker {
+    async fn track(&self, upload: &TrackedUpload) -> Result<(), String> {
+        let job = minilab_operator::tracker::upload_job(upload, Some(self.ttl_after_finished));
+        self.api
+            .create(&PostParams::default(), &job)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
 }

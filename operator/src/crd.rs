@@ -76,6 +76,8 @@ pub struct ImageSource {
 #[serde(rename_all = "camelCase")]
 pub struct Destination {
     pub bucket: String,
+    /// Empty (or left out) for the bucket's root.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub prefix: String,
 }
 
@@ -169,6 +171,9 @@ pub struct Condition {
     /// "True", "False" or "Unknown".
     pub status: String,
     pub reason: String,
+    /// Omitted when empty: kube-apiserver (1.20 at least) turns an empty string in a
+    /// status merge patch into null and then refuses the patch.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
     pub last_transition_time: Time,
     #[serde(default, skip_serializing_if = "Option::is_none")]

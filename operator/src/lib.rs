@@ -1,10 +1,17 @@
 //! minilab's Kubernetes side: the ImageJob custom resource and the operator that
 //! derives its status from the buckets.
+//!
+//! A reconcile (in [`controller`]) observes the buckets, takes the pure step of
+//! [`status`] (with [`upload`] and [`batch`] jobs in their own modules), enqueues
+//! batch work and writes the status.
 
+pub mod batch;
 pub mod controller;
 pub mod crd;
 pub mod metrics;
 pub mod observe;
+pub mod status;
 pub mod tracker;
+pub mod upload;
 
 pub use crd::{ImageJob, ImageJobSpec, ImageJobStatus, Phase};

@@ -19,8 +19,15 @@ pub struct PhaseLabels {
     pub phase: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    /// GetObject, HeadObject or ListObjectsV2 (one per page)
+    pub operation: &'static str,
+}
+
 pub struct Metrics {
     pub registry: Registry,
+    s3_requests: Family<OperationLabels, Counter>,
     reconciles: Family<ResultLabels, Counter>,
     duration: Histogram,
     transitions: Family<PhaseLabels, Counter>,
@@ -35,7 +42,13 @@ impl Default for Metrics {
         let transitions = Family::<PhaseLabels, Counter>::default();
         let malformed = Counter::default();
         let deleted = Counter::default();
+        let s3_requests = Family::<OperationLabels, Counter>::default();
         let mut registry = Registry::with_prefix("minilab_operator");
+        registry.register(
+            "s3_requests",
+            "Requests to S3, by operation: they follow the unfinished jobs, not all jobs",
+            s3_requests.clone(),
+        );
         registry.register("reconciles", "Reconciles, by result", reconciles.clone());
         registry.register(
             "reconcile_seconds",
@@ -59,6 +72,7 @@ impl Default for Metrics {
         );
         Self {
             registry,
+            s3_requests,
             reconciles,
             duration,
             transitions,
@@ -83,6 +97,12 @@ impl Metrics {
             .get_or_create(&PhaseLabels {
                 phase: phase.as_str(),
             })
+            .inc();
+    }
+
+    pub fn s3_request(&self, operation: &'static str) {
+        self.s3_requests
+            .get_or_create(&OperationLabels { operation })
             .inc();
     }
 

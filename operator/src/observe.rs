@@ -83,6 +83,8 @@ impl WorkQueue for SqsWorkQueue {
 
 pub struct S3Observer {
     pub s3: aws_sdk_s3::Client,
+    /// Counts each request (`minilab_operator_s3_requests_total`).
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 #[async_trait]
@@ -94,6 +96,7 @@ impl Observer for S3Observer {
             key: key.to_owned(),
             message,
         };
+        self.metrics.s3_request("GetObject");
         let object = match self.s3.get_object().bucket(bucket).key(key).send().await {
             Ok(object) => object,
             Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
@@ -147,6 +150,7 @@ impl Observer for S3Observer {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
+            self.metrics.s3_request("ListObjectsV2");
             let page = page.map_err(|e| failed(e.code().unwrap_or("unknown").to_owned()))?;
             keys.extend(
                 page.contents()
@@ -161,6 +165,7 @@ impl Observer for S3Observer {
     }
 
     async fn exists(&self, bucket: &str, key: &str) -> Result<bool, ObserveError> {
+        self.metrics.s3_request("HeadObject");
         match self.s3.head_object().bucket(bucket).key(key).send().await {
             Ok(_) => Ok(true),
             Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(false),

@@ -1,19 +1,13 @@
-//! The API's side: one ImageJob per upload, created when the ticket is issued.
+//! The ImageJob of one upload, as `minilab api --kube-tracking` creates it.
 
 use crate::crd::{Destination, ImageJob, ImageJobSpec, ImageSource, ORIGIN_LABEL};
-use async_trait::async_trait;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, PostParams};
-use minilab_api::tracking::{TrackedUpload, UploadTracker};
+use minilab_core::upload::TrackedUpload;
 
-/// Creates ImageJobs through the Kubernetes API.
-pub struct KubeTracker {
-    pub api: Api<ImageJob>,
-}
-
-/// The ImageJob of one upload, named `upload-{id}`.
-pub fn upload_job(upload: &TrackedUpload) -> ImageJob {
+/// The ImageJob of one upload, named `upload-{id}`, deleted by the operator
+/// `ttl_after_finished` seconds after it finishes (never, when `None`).
+pub fn upload_job(upload: &TrackedUpload, ttl_after_finished: Option<i32>) -> ImageJob {
     let mut job = ImageJob::new(
         &format!("upload-{}", upload.id),
         ImageJobSpec {
@@ -35,20 +29,9 @@ pub fn upload_job(upload: &TrackedUpload) -> ImageJob {
             backoff_limit: None,
             active_deadline_seconds: None,
             suspend: None,
-            ttl_seconds_after_finished: None,
+            ttl_seconds_after_finished: ttl_after_finished,
         },
     );
     job.metadata.labels = Some([(ORIGIN_LABEL.to_owned(), "upload".to_owned())].into());
     job
-}
-
-#[async_trait]
-impl UploadTracker for KubeTracker {
-    async fn track(&self, upload: &TrackedUpload) -> Result<(), String> {
-        self.api
-            .create(&PostParams::default(), &upload_job(upload))
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    }
 }

@@ -217,15 +217,13 @@ class ChartTest(unittest.TestCase):
         before, after = checksums(docs), checksums(changed)
         self.assertEqual(before.keys(), after.keys())
         for name in before:
-            if name.endswith("-operator"):
-                # The operator never reads the recipes: it must not restart for them.
-                self.assertEqual((before[name], after[name]), (None, None))
-            else:
-                self.assertNotEqual(before[name], after[name], f"{name} must roll when the recipes change")
+            self.assertNotEqual(before[name], after[name], f"{name} must roll when the recipes change")
         config = next(d for d in docs if d["kind"] == "ConfigMap")
         self.assertIn("name: tiny", config["data"]["recipes.yaml"])
-        # The api and the worker read it from the mounted ConfigMap; nothing else mounts it.
-        for values, mounted in ((docs, {"demo-minilab-api", "demo-minilab-worker"}), (render(BASE), set())):
+        # The api, the worker and the operator (which checks recipe names) read it from
+        # the mounted ConfigMap; without recipes nothing is mounted.
+        for values, mounted in ((docs, {"demo-minilab-api", "demo-minilab-worker", "demo-minilab-operator"}),
+                                (render(BASE), set())):
             readers = set()
             for name, deployment in by_kind(values, "Deployment").items():
                 pod = deployment["spec"]["template"]["spec"]

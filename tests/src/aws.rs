@@ -303,7 +303,8 @@ impl Stack {
             .expect("publish-web output")
     }
 
-    fn command(&self, subcommand: &str, env: &Env) -> Command {
+    /// `minilab SUBCOMMAND` pointed at LocalStack and `env`'s buckets.
+    pub fn command(&self, subcommand: &str, env: &Env) -> Command {
         let mut command = Command::new(minilab_bin());
         command
             .arg(subcommand)
@@ -320,8 +321,19 @@ impl Stack {
 
     /// Starts `minilab api` on a free port.
     pub fn api(&self, env: &Env, extra: &[&str]) -> (Process, Api) {
+        self.api_with(env, extra, &[])
+    }
+
+    /// Starts `minilab api` on a free port with extra environment variables.
+    pub fn api_with(
+        &self,
+        env: &Env,
+        extra: &[&str],
+        vars: &[(&str, &std::ffi::OsStr)],
+    ) -> (Process, Api) {
         let process = Process::start(
             self.command("api", env)
+                .envs(vars.iter().copied())
                 .args(["--listen", "127.0.0.1:0"])
                 .args(extra),
             "minilab api listening on ",

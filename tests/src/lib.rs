@@ -3,6 +3,7 @@
 //! `minilab api` and `minilab worker` against them.
 
 pub mod aws;
+pub mod kube;
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};

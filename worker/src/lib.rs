@@ -175,7 +175,7 @@ impl Worker {
             bucket: self.uploads_bucket.clone(),
             key: keys::source_key(id),
             recipe: None,
-            prefix: format!("{id}/"),
+            prefix: keys::upload_prefix(id),
         };
         self.run(&task, object.event_time).await
     }
@@ -271,12 +271,8 @@ impl Worker {
                 let started = Instant::now();
                 let mut records = Vec::with_capacity(outputs.len());
                 for output in outputs {
-                    let key = format!(
-                        "{}{}.{}",
-                        task.prefix,
-                        output.name,
-                        output.format.extension()
-                    );
+                    let key =
+                        keys::output_key_in(&task.prefix, &output.name, output.format.extension());
                     records.push(OutputRecord {
                         name: output.name,
                         key: key.clone(),
@@ -423,7 +419,7 @@ struct Task {
 
 impl Task {
     fn manifest_key(&self) -> String {
-        format!("{}manifest.json", self.prefix)
+        keys::manifest_key_in(&self.prefix)
     }
 }
 

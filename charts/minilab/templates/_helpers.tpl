@@ -33,14 +33,15 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ .Values.buckets.uploads | quote }}
 - name: MINILAB_PROCESSED_BUCKET
   value: {{ .Values.buckets.processed | quote }}
+{{- end }}
 {{- if .Values.recipes }}
 - name: MINILAB_RECIPES
   value: /etc/minilab/recipes.yaml
 {{- end }}
-{{- end }}
 {{- end -}}
 
-{{/* The recipes ConfigMap as a volume and its mount, for the api and the worker. */}}
+{{/* The recipes ConfigMap as a volume and its mount: the api and the worker use the
+   recipes, the operator checks that jobs name one. */}}
 {{- define "minilab.recipesVolume" -}}
 - name: recipes
   configMap:

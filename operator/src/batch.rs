@@ -1,0 +1,244 @@
+//! Batch jobs: every object under a source prefix is one image, its results under
+//! `{destination}{key relative to the prefix}/`. Items are enqueued on the workers'
+//! queue in key order, [`Settings::rate`] a second; progress counts manifests,
+//! so duplicate deliveries cannot inflate it.
+
+use crate::crd::{ImageJob, ImageJobStatus, Phase};
+use crate::observe::{ObserveError, Observer};
+use crate::status::{Settings, Verdict, after};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::ResourceExt;
+use minilab_core::event::WorkItem;
+use minilab_core::keys;
+use minilab_core::manifest::ManifestState;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+/// A Job's default.
+const DEFAULT_BACKOFF_LIMIT: i32 = 3;
+
+/// What the buckets hold for one batch.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BatchObservation {
+    /// The source keys under the prefix, in key order (folders left out).
+    pub keys: Vec<String>,
+    /// For each source key whose manifest exists: whether the image failed.
+    pub finished: HashMap<String, bool>,
+}
+
+/// Manifests are written once and never change: for each running batch (by uid), the
+/// outcome of each manifest read so far. A job's entry is dropped when it finishes.
+#[derive(Default)]
+pub struct ManifestCache(Mutex<HashMap<String, HashMap<String, bool>>>);
+
+impl ManifestCache {
+    fn get(&self, job: &str, manifest: &str) -> Option<bool> {
+        let cache = self.0.lock().ok()?;
+        cache.get(job)?.get(manifest).copied()
+    }
+
+    fn insert(&self, job: &str, manifest: String, failed: bool) {
+        if let Ok(mut cache) = self.0.lock() {
+            cache
+                .entry(job.to_owned())
+                .or_default()
+                .insert(manifest, failed);
+        }
+    }
+
+    /// Forgets a finished job's manifests.
+    pub fn forget(&self, job: &str) {
+        if let Ok(mut cache) = self.0.lock() {
+            cache.remove(job);
+        }
+    }
+
+    /// Jobs with cached manifests (for tests and metrics).
+    pub fn jobs(&self) -> usize {
+        self.0.lock().map_or(0, |cache| cache.len())
+    }
+}
+
+/// A job's key in the [`ManifestCache`]: its uid (a recreated job starts afresh).
+pub fn cache_key(job: &ImageJob) -> String {
+    job.metadata.uid.clone().unwrap_or_else(|| job.name_any())
+}
+
+/// Lists the source prefix and the destination's manifests, and reads each manifest
+/// not read before. Reads only.
+pub async fn observe(
+    job: &ImageJob,
+    prefix: &str,
+    observer: &dyn Observer,
+    max_objects: usize,
+    cache: &ManifestCache,
+) -> Result<BatchObservation, ObserveError> {
+    let spec = &job.spec;
+    let destination = &spec.destination;
+    let keys: Vec<String> = observer
+        .list(&spec.source.bucket, prefix, max_objects)
+        .await?
+        .into_iter()
+        .filter(|k| !k.ends_with('/'))
+        .collect();
+    let written: HashSet<String> = observer
+        .list(
+            &destination.bucket,
+            &destination.prefix,
+            max_objects.saturating_mul(10),
+        )
+        .await?
+        .into_iter()
+        .filter(|k| keys::is_manifest_key(k))
+        .collect();
+    let uid = cache_key(job);
+    let mut finished = HashMap::new();
+    for key in &keys {
+        let Some(item) = keys::batch_item_prefix(&destination.prefix, prefix, key) else {
+            continue;
+        };
+        let manifest_key = keys::manifest_key_in(&item);
+        if !written.contains(&manifest_key) {
+            continue;
+        }
+        let failed = match cache.get(&uid, &manifest_key) {
+            Some(failed) => failed,
+            None => {
+                let Some(manifest) = observer
+                    .manifest(&destination.bucket, &manifest_key)
+                    .await?
+                else {
+                    continue;
+                };
+                let failed = manifest.state == ManifestState::Failed;
+                cache.insert(&uid, manifest_key, failed);
+                failed
+            }
+        };
+        finished.insert(key.clone(), failed);
+    }
+    Ok(BatchObservation { keys, finished })
+}
+
+/// What a batch does next: its verdict and the work to enqueue now.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub verdict: Verdict,
+    /// Work items to put on the queue before the status is written.
+    pub work: Vec<WorkItem>,
+    /// `status.enqueued` and `status.retries` once `work` is on the queue.
+    pub enqueued: i64,
+    pub retries: i32,
+    /// More first-time items remain after this round (look again in a second).
+    pub more: bool,
+}
+
+/// The pure step of a batch: counts from the manifests, then the next items in key
+/// order (unless suspended), or a retry of the unfinished ones once `retry_after` has
+/// passed since the last enqueue, up to `backoffLimit` times.
+pub fn plan(
+    job: &ImageJob,
+    prefix: &str,
+    status: &ImageJobStatus,
+    observed: &BatchObservation,
+    settings: &Settings,
+    suspended: bool,
+    now: Timestamp,
+) -> Plan {
+    let spec = &job.spec;
+    let total = observed.keys.len() as i64;
+    let mut verdict = Verdict::new(Phase::Running, total);
+    verdict.failed = observed.finished.values().filter(|failed| **failed).count() as i64;
+    verdict.succeeded = observed.finished.len() as i64 - verdict.failed;
+    let pending: Vec<&String> = observed
+        .keys
+        .iter()
+        .filter(|k| !observed.finished.contains_key(*k))
+        .collect();
+    let enqueued = usize::try_from(status.enqueued)
+        .unwrap_or(0)
+        .min(observed.keys.len());
+    let mut plan = Plan {
+        verdict,
+        work: Vec::new(),
+        enqueued: enqueued as i64,
+        retries: status.retries,
+        more: false,
+    };
+    let item = |key: &String| {
+        let destination_prefix =
+            keys::batch_item_prefix(&spec.destination.prefix, prefix, key).unwrap_or_default();
+        WorkItem {
+            job: format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any()),
+            bucket: spec.source.bucket.clone(),
+            key: key.clone(),
+            recipe: spec.recipe.clone(),
+            destination_bucket: spec.destination.bucket.clone(),
+            destination_prefix,
+        }
+    };
+
+    if pending.is_empty() {
+        let failed = plan.verdict.failed;
+        plan.verdict.phase = if failed == 0 {
+            Phase::Succeeded
+        } else {
+            Phase::Failed
+        };
+        plan.verdict.reason = if failed == 0 {
+            "Processed"
+        } else {
+            "ImagesFailed"
+        };
+        plan.verdict.message = match (total, failed) {
+            (0, _) => Some(format!(
+                "no objects under s3://{}/{prefix}",
+                spec.source.bucket
+            )),
+            (_, 0) => None,
+            (total, failed) => Some(format!("{failed} of {total} images failed")),
+        };
+        return plan;
+    }
+    if suspended {
+        if enqueued == 0 {
+            plan.verdict.phase = Phase::Pending;
+        }
+        return plan;
+    }
+    if enqueued < observed.keys.len() {
+        // At most `rate` items a second: a reconcile the watch triggers sooner (every
+        // status patch is a change) only looks.
+        if status
+            .last_enqueue_time
+            .as_ref()
+            .is_some_and(|t| now < after(t.0, SignedDuration::from_secs(1)))
+        {
+            plan.more = true;
+            return plan;
+        }
+        let next = &observed.keys[enqueued..(enqueued + settings.rate).min(observed.keys.len())];
+        plan.work = next.iter().map(item).collect();
+        plan.enqueued = (enqueued + next.len()) as i64;
+        plan.more = enqueued + next.len() < observed.keys.len();
+    } else if status
+        .last_enqueue_time
+        .as_ref()
+        .is_none_or(|t| now >= after(t.0, settings.retry_after))
+    {
+        let limit = spec.backoff_limit.unwrap_or(DEFAULT_BACKOFF_LIMIT);
+        if status.retries >= limit {
+            plan.verdict.phase = Phase::Failed;
+            plan.verdict.reason = "BackoffLimitExceeded";
+            plan.verdict.message = Some(format!(
+                "{} of {total} images never finished after {} retries",
+                pending.len(),
+                status.retries
+            ));
+            return plan;
+        }
+        plan.work = pending.into_iter().map(item).collect();
+        plan.retries = status.retries + 1;
+    }
+    plan
+}

@@ -1,0 +1,105 @@
+//! Upload jobs: one object that arrives through a presigned POST (its S3 event queues
+//! it), followed to its manifest. The API creates one per upload, `upload-{id}`.
+
+use crate::crd::{JobOutput, Phase};
+use crate::observe::{ObserveError, Observer};
+use crate::status::Verdict;
+use k8s_openapi::jiff::Timestamp;
+use minilab_core::arrival::{Arrival, arrival};
+use minilab_core::keys;
+use minilab_core::manifest::{Manifest, ManifestState};
+
+/// What the buckets hold for one upload.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UploadObservation {
+    pub manifest: Option<Manifest>,
+    /// Whether the source object is stored (only read while there is no manifest).
+    pub stored: bool,
+}
+
+/// Reads the upload's manifest, and whether its source arrived when there is none.
+pub async fn observe(
+    observer: &dyn Observer,
+    source_bucket: &str,
+    key: &str,
+    destination_bucket: &str,
+    destination_prefix: &str,
+) -> Result<UploadObservation, ObserveError> {
+    let manifest = observer
+        .manifest(
+            destination_bucket,
+            &keys::manifest_key_in(destination_prefix),
+        )
+        .await?;
+    let stored = match manifest {
+        Some(_) => true,
+        None => observer.exists(source_bucket, key).await?,
+    };
+    Ok(UploadObservation { manifest, stored })
+}
+
+/// The upload's state: from its manifest when there is one, else from whether it
+/// arrived before its URL (`expires`) lapsed, with core's grace.
+pub fn verdict(observation: &UploadObservation, expires: Timestamp, now: Timestamp) -> Verdict {
+    if let Some(manifest) = &observation.manifest {
+        return from_manifest(manifest);
+    }
+    let mut verdict = Verdict::new(Phase::Pending, 1);
+    match arrival(observation.stored, to_chrono(expires), to_chrono(now)) {
+        Arrival::Arrived => verdict.phase = Phase::Running,
+        Arrival::Awaiting => verdict.phase = Phase::AwaitingUpload,
+        Arrival::Expired => {
+            verdict.phase = Phase::Expired;
+            verdict.reason = "UploadExpired";
+            verdict.message = Some(format!(
+                "the upload did not arrive before its URL expired at {expires}"
+            ));
+        }
+    }
+    verdict
+}
+
+/// When an upload that has not arrived by `expires` is given up (core's rule).
+pub fn given_up_at(expires: Timestamp) -> Timestamp {
+    let at = minilab_core::arrival::given_up_at(to_chrono(expires));
+    Timestamp::from_millisecond(at.timestamp_millis()).unwrap_or(Timestamp::MAX)
+}
+
+fn to_chrono(t: Timestamp) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(t.as_millisecond())
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+}
+
+fn from_manifest(manifest: &Manifest) -> Verdict {
+    let mut verdict = Verdict::new(Phase::Pending, 1);
+    verdict.finished_at = Timestamp::from_millisecond(manifest.finished_at.timestamp_millis()).ok();
+    match manifest.state {
+        ManifestState::Succeeded => {
+            verdict.phase = Phase::Succeeded;
+            verdict.reason = "Processed";
+            verdict.succeeded = 1;
+            verdict.outputs = manifest
+                .outputs
+                .iter()
+                .map(|o| JobOutput {
+                    name: o.name.clone(),
+                    key: o.key.clone(),
+                    width: o.width,
+                    height: o.height,
+                    bytes: o.bytes,
+                    content_type: o.content_type.clone(),
+                })
+                .collect();
+        }
+        ManifestState::Failed => {
+            verdict.phase = Phase::Failed;
+            verdict.reason = "ImageFailed";
+            verdict.failed = 1;
+            verdict.message = manifest
+                .error
+                .as_ref()
+                .map(|error| format!("{}: {}", error.code, error.message));
+        }
+    }
+    verdict
+}

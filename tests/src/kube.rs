@@ -1,0 +1,335 @@
+//! The real Kubernetes API server: `./tests/run` starts kube-apiserver and etcd
+//! (tests/kube/kube.sh) and exports an admin `KUBECONFIG`. Each [`Cluster`] is a
+//! fresh namespace holding the chart's CRD, ServiceAccounts and RBAC as the Helm engine
+//! renders them; components run as processes with their ServiceAccount's token, so
+//! each has exactly the permissions the chart grants.
+
+use crate::Process;
+use crate::aws::{Env, Stack};
+use serde_json::Value;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The kubectl the test command found (`KUBECTL`), else the one on the PATH.
+fn kubectl_bin() -> String {
+    std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into())
+}
+
+/// The admin kubeconfig `./tests/run` exports.
+fn admin_kubeconfig() -> String {
+    std::env::var("MINILAB_KUBE_DIR")
+        .map(|dir| format!("{dir}/admin.kubeconfig"))
+        .expect("MINILAB_KUBE_DIR is not set: run these tests through ./tests/run, which starts kube-apiserver")
+}
+
+/// The Python that has the Helm engine (`./tests/run` exports `MINILAB_CHART_PYTHON`).
+fn chart_python() -> String {
+    std::env::var("MINILAB_CHART_PYTHON")
+        .expect("MINILAB_CHART_PYTHON is not set: run these tests through ./tests/run")
+}
+
+fn repository() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// One test's namespace, with the chart's cluster objects installed as release
+/// `{namespace}` (so its ServiceAccounts are `{namespace}-api`, `-operator`, ...).
+pub struct Cluster {
+    pub namespace: String,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// A fresh namespace and the chart's objects for it, rendered with `values`.
+    pub fn install(values: &Value) -> Cluster {
+        let suffix = minilab_core::UploadId::new(chrono::Utc::now())
+            .to_string()
+            .to_lowercase();
+        let namespace = format!("minilab-{}", &suffix[suffix.len() - 10..]);
+        let cluster = Cluster {
+            namespace,
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
+        cluster.kubectl(&["create", "namespace", &cluster.namespace]);
+        let rendered = Command::new(chart_python())
+            .arg(repository().join("tests/chart/render.py"))
+            .args([&cluster.namespace, &cluster.namespace, &values.to_string()])
+            .output()
+            .expect("rendering the chart");
+        assert!(
+            rendered.status.success(),
+            "render.py: {}",
+            String::from_utf8_lossy(&rendered.stderr)
+        );
+        cluster.apply(&String::from_utf8(rendered.stdout).expect("YAML"));
+        cluster.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/imagejobs.minilab.dev",
+        ]);
+        cluster
+    }
+
+    /// `kubectl ARGS` as the admin in this namespace; bounded, and must succeed.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        let output = self.try_kubectl(args, None);
+        assert!(
+            output.status.success(),
+            "kubectl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("kubectl output")
+    }
+
+    /// `kubectl ARGS` (with `stdin`), whatever its outcome.
+    pub fn try_kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new(kubectl_bin())
+            .env("KUBECONFIG", admin_kubeconfig())
+            .args(["--namespace", &self.namespace, "--request-timeout=30s"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting kubectl");
+        let mut input = child.stdin.take().expect("stdin");
+        input
+            .write_all(stdin.unwrap_or_default().as_bytes())
+            .expect("kubectl stdin");
+        drop(input);
+        child.wait_with_output().expect("kubectl")
+    }
+
+    /// `kubectl apply -f -` of `yaml`.
+    pub fn apply(&self, yaml: &str) {
+        let output = self.try_kubectl(&["apply", "-f", "-"], Some(yaml));
+        assert!(
+            output.status.success(),
+            "kubectl apply: {}\n{yaml}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// `kubectl wait --for=CONDITION imagejob/NAME`, within `limit`.
+    pub fn wait_job(&self, name: &str, condition: &str, limit: Duration) {
+        let output = self.try_kubectl(
+            &[
+                "wait",
+                &format!("--for={condition}"),
+                &format!("--timeout={}s", limit.as_secs()),
+                &format!("imagejob/{name}"),
+            ],
+            None,
+        );
+        assert!(
+            output.status.success(),
+            "imagejob/{name} did not reach {condition} within {limit:?}: {}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            self.kubectl(&["get", "imagejob", name, "-o", "yaml"])
+        );
+    }
+
+    /// Watches the ImageJob (`kubectl get -w`) until `done` holds for it, within
+    /// `limit`; returns it then.
+    pub fn watch_job(&self, name: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let mut child = Command::new(kubectl_bin())
+            .env("KUBECONFIG", admin_kubeconfig())
+            .args([
+                "--namespace",
+                &self.namespace,
+                "get",
+                "imagejob",
+                name,
+                "--watch",
+                "-o",
+                "json",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting kubectl get --watch");
+        let stdout = child.stdout.take().expect("stdout");
+        let (sender, objects) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for object in serde_json::Deserializer::from_reader(stdout).into_iter::<Value>() {
+                if object.map(|o| sender.send(o)).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + limit;
+        let mut last = Value::Null;
+        let found = loop {
+            match objects.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(object) if done(&object) => break Some(object),
+                Ok(object) => last = object,
+                Err(_) => break None,
+            }
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        found.unwrap_or_else(|| {
+            panic!("imagejob/{name} never got there within {limit:?}; last seen: {last}")
+        })
+    }
+
+    /// The ImageJob as JSON.
+    pub fn job(&self, name: &str) -> Value {
+        serde_json::from_str(&self.kubectl(&["get", "imagejob", name, "-o", "json"]))
+            .expect("ImageJob JSON")
+    }
+
+    /// A kubeconfig authenticated as the chart's ServiceAccount for `component`
+    /// (`kubectl create token`), its namespace this one.
+    pub fn kubeconfig(&self, component: &str) -> PathBuf {
+        let account = format!("{}-{component}", self.namespace);
+        let token = self.kubectl(&["create", "token", &account, "--duration=2h"]);
+        let admin: Value =
+            serde_json::from_str(&self.kubectl(&["config", "view", "--raw", "-o", "json"]))
+                .expect("kubeconfig JSON");
+        let cluster = &admin["clusters"][0]["cluster"];
+        let config = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "test", "cluster": cluster}],
+            "users": [{"name": account, "user": {"token": token.trim()}}],
+            "contexts": [{"name": "test", "context": {"cluster": "test", "user": account, "namespace": self.namespace}}],
+            "current-context": "test",
+        });
+        let path = self.dir.path().join(format!("{component}.kubeconfig"));
+        std::fs::write(&path, config.to_string()).expect("writing a kubeconfig");
+        path
+    }
+
+    /// `minilab operator` as the chart's operator ServiceAccount, watching this
+    /// namespace, with its Lease in it; returns it with its metrics URL.
+    pub fn operator(&self, stack: &Stack, env: &Env, extra: &[&str]) -> (Process, String) {
+        self.operator_as(&self.kubeconfig("operator"), stack, env, extra)
+    }
+
+    /// Like [`Cluster::operator`], with a kubeconfig made already (replicas share one).
+    pub fn operator_as(
+        &self,
+        kubeconfig: &Path,
+        stack: &Stack,
+        env: &Env,
+        extra: &[&str],
+    ) -> (Process, String) {
+        let process = Process::start(
+            stack
+                .command("operator", env)
+                .env("KUBECONFIG", kubeconfig)
+                .args(["--watch-namespace", &self.namespace])
+                .args(["--queue-url", &env.queue_url])
+                .args(["--metrics-listen", "127.0.0.1:0"])
+                .args(extra),
+            "minilab operator ",
+        );
+        let metrics = process
+            .ready_line
+            .split("metrics on ")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .expect("the operator's metrics address")
+            .to_owned();
+        (process, metrics)
+    }
+
+    /// The holder of the operator's Lease, if any.
+    pub fn lease_holder(&self) -> Option<String> {
+        let holder = self.kubectl(&[
+            "get",
+            "lease",
+            "minilab-operator",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ]);
+        Some(holder).filter(|h| !h.is_empty())
+    }
+}
+
+impl Drop for Cluster {
+    /// Best effort: without kube-controller-manager the namespace's objects stay in
+    /// etcd, but the test server is thrown away after the run.
+    fn drop(&mut self) {
+        let _ = Command::new(kubectl_bin())
+            .env("KUBECONFIG", admin_kubeconfig())
+            .args(["delete", "namespace", &self.namespace, "--wait=false"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The API server process `./tests/run` started (tests/kube/kube.sh), to stop and
+/// start again.
+pub struct ApiServer {
+    dir: PathBuf,
+}
+
+impl ApiServer {
+    pub fn from_env() -> ApiServer {
+        let dir = std::env::var("MINILAB_KUBE_DIR")
+            .expect("MINILAB_KUBE_DIR is not set: run these tests through ./tests/run");
+        ApiServer { dir: dir.into() }
+    }
+
+    fn pid(&self) -> String {
+        std::fs::read_to_string(self.dir.join("apiserver.pid"))
+            .expect("apiserver.pid")
+            .trim()
+            .to_owned()
+    }
+
+    fn ready(&self) -> bool {
+        Command::new(kubectl_bin())
+            .env("KUBECONFIG", admin_kubeconfig())
+            .args(["get", "--raw", "/readyz", "--request-timeout=2s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// SIGKILL (a crash: a graceful stop waits for open watches), then waits (at most
+    /// 30 s) for the process to be gone.
+    pub fn stop(&self) {
+        let pid = self.pid();
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Path::new(&format!("/proc/{pid}")).exists()
+            && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| !s.contains(") Z "))
+        {
+            assert!(Instant::now() < deadline, "kube-apiserver did not stop");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Starts it again with the same flags and waits (at most 60 s) until it is ready.
+    pub fn start(&self) {
+        // setsid --fork: the server is nobody's child here, so it outlives this test
+        // and `./tests/run` stops it through apiserver.pid.
+        let started = Command::new("setsid")
+            .arg("--fork")
+            .arg(self.dir.join("run-apiserver"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("starting kube-apiserver");
+        assert!(started.success(), "setsid run-apiserver: {started}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.ready() {
+            assert!(
+                Instant::now() < deadline,
+                "kube-apiserver did not come back"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
