@@ -314,6 +314,31 @@ class ChartTest(unittest.TestCase):
             render(merged(BASE, {"ingress": {"enabled": True}}))
         self.assertIn("ingress.enabled needs ingress.host", str(refused.exception))
 
+    def test_every_ack_resource_names_its_region_and_what_uninstall_does(self):
+        # Without the region annotation ACK uses its controller's region, while the
+        # chart's ARNs and URLs use .Values.region; without a deletion policy
+        # `helm uninstall` deletes the buckets and queues with the images and messages.
+        def ack(docs):
+            return [d for d in docs if ".services.k8s.aws/" in d["apiVersion"]]
+        resources = ack(render(VALUE_SETS["aws"]))
+        kinds = {d["kind"] for d in resources}
+        self.assertEqual(kinds, {"Bucket", "Queue", "Role", "OriginAccessControl", "Distribution", "RecordSet"})
+        holds_data = {"Bucket", "Queue"}
+        for doc in resources:
+            annotations = doc["metadata"].get("annotations", {})
+            with self.subTest(kind=doc["kind"], name=doc["metadata"]["name"]):
+                self.assertEqual(annotations.get("services.k8s.aws/region"), "eu-west-1")
+                self.assertEqual(annotations.get("services.k8s.aws/deletion-policy"),
+                                 "retain" if doc["kind"] in holds_data else "delete")
+                self.assertEqual(doc["metadata"]["labels"]["app.kubernetes.io/instance"], "demo")
+        flipped = ack(render(merged(VALUE_SETS["aws"], {"ack": {"deletionPolicy": {"data": "delete", "other": "retain"}}})))
+        for doc in flipped:
+            self.assertEqual(doc["metadata"]["annotations"]["services.k8s.aws/deletion-policy"],
+                             "delete" if doc["kind"] in holds_data else "retain", doc["metadata"]["name"])
+        with self.assertRaises(Exception) as refused:
+            render(merged(VALUE_SETS["aws"], {"ack": {"deletionPolicy": {"data": "keep"}}}))
+        self.assertIn("deletionPolicy", str(refused.exception))
+
     def test_ack_buckets_queue_and_notification(self):
         docs = render(VALUE_SETS["aws"])
         buckets = {d["spec"]["name"]: d["spec"] for d in by_kind(docs, "Bucket").values()}

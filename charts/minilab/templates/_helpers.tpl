@@ -113,3 +113,14 @@ encryption:
     - applyServerSideEncryptionByDefault: {sseAlgorithm: AES256}
       bucketKeyEnabled: true
 {{- end -}}
+
+{{/* Labels and annotations of an ACK resource: its region (the controller's own would
+   win otherwise, while ARNs and URLs use .Values.region) and what deleting it does to
+   the AWS resource (`data`: buckets and queues keep images and messages). */}}
+{{- define "minilab.ackMetadata" -}}
+labels:
+  {{- include "minilab.labels" .root | nindent 2 }}
+annotations:
+  services.k8s.aws/region: {{ .root.Values.region | quote }}
+  services.k8s.aws/deletion-policy: {{ ternary .root.Values.ack.deletionPolicy.data .root.Values.ack.deletionPolicy.other .data }}
+{{- end -}}
