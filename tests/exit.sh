@@ -7,5 +7,7 @@ if [ -z "${MINILAB_ON_EXIT_READY:-}" ]; then
 fi
 on_exit() {
   MINILAB_ON_EXIT=("$1" "${MINILAB_ON_EXIT[@]}")
-  trap 'for c in "${MINILAB_ON_EXIT[@]}"; do eval "$c"; done' EXIT
+  # Each cleanup runs whatever the others did (a failure under set -e would end the
+  # trap early and make it the script's exit status).
+  trap 'for c in "${MINILAB_ON_EXIT[@]}"; do eval "$c" || true; done' EXIT
 }

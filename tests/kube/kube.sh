@@ -158,7 +158,7 @@ stop_kube() {
   pid="$(cat "$MINILAB_KUBE_DIR/apiserver.pid" 2>/dev/null || echo "${apiserver_pid:-}")"
   [ -n "$pid" ] && kill -- "-$pid" 2>/dev/null
   [ -n "${etcd_pid:-}" ] && kill -- "-$etcd_pid" 2>/dev/null
-  wait ${apiserver_pid:-} ${etcd_pid:-} 2>/dev/null
+  wait ${apiserver_pid:-} ${etcd_pid:-} 2>/dev/null || true
   [ -n "${MINILAB_KUBE_DIR:-}" ] && [ -z "${MINILAB_KEEP_KUBE_DIR:-}" ] && rm -rf "$MINILAB_KUBE_DIR"
   return 0
 }
