@@ -204,6 +204,26 @@ class ChartTest(unittest.TestCase):
         no_tracking = render(VALUE_SETS["no-tracking"])
         self.assertNotIn("demo-minilab-api", {d["metadata"]["name"] for d in no_tracking if d["kind"] == "Role"})
 
+    def test_the_operator_watches_its_own_namespace_unless_told_otherwise(self):
+        # Two releases in one cluster must never both reconcile a job: by default the
+        # operator gets a Role in the release namespace and is told to watch only it.
+        def operator(values):
+            docs = render(values)
+            rbac = {(d["kind"], d["metadata"]["name"]) for d in docs if d["apiVersion"].startswith("rbac.")}
+            pod = by_kind(docs, "Deployment")["demo-minilab-operator"]["spec"]["template"]["spec"]
+            env = {e["name"]: e for e in pod["containers"][0]["env"]}
+            return rbac, env.get("MINILAB_WATCH_NAMESPACE")
+        rbac, watch = operator(VALUE_SETS["defaults"])
+        self.assertIn(("Role", "demo-minilab-operator"), rbac)
+        self.assertIn(("RoleBinding", "demo-minilab-operator"), rbac)
+        self.assertEqual({kind for kind, _ in rbac} & {"ClusterRole", "ClusterRoleBinding"}, set())
+        self.assertEqual(watch["valueFrom"]["fieldRef"]["fieldPath"], "metadata.namespace")
+        rbac, watch = operator(merged(VALUE_SETS["defaults"], {"operator": {"watchAllNamespaces": True}}))
+        self.assertIn(("ClusterRole", "demo-minilab-operator"), rbac)
+        self.assertIn(("ClusterRoleBinding", "demo-minilab-operator"), rbac)
+        self.assertNotIn(("Role", "demo-minilab-operator"), rbac)
+        self.assertIsNone(watch)
+
     def test_irsa_annotations_and_recipes_checksum(self):
         docs = render(VALUE_SETS["irsa-and-recipes"])
         accounts = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ServiceAccount"}
