@@ -52,11 +52,6 @@ impl ManifestCache {
             cache.remove(job);
         }
     }
-
-    /// Jobs with cached manifests (for tests and metrics).
-    pub fn jobs(&self) -> usize {
-        self.0.lock().map_or(0, |cache| cache.len())
-    }
 }
 
 /// A job's key in the [`ManifestCache`]: its uid (a recreated job starts afresh).

@@ -16,7 +16,7 @@ use crate::crd::{ImageJob, ImageJobStatus, Phase};
 use crate::metrics::Metrics;
 use crate::observe::{ObserveError, Observer, WorkQueue};
 use crate::status::{
-    Decision, Observed, Settings, deletion_due, next_status, status_patch, validate,
+    Decision, Observed, Settings, Work, deletion_due, next_status, status_patch, validate,
 };
 use crate::upload;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -65,11 +65,6 @@ impl Context {
             clock,
             manifests: ManifestCache::default(),
         }
-    }
-
-    /// Running batches whose manifests are cached (finished ones are dropped).
-    pub fn cached_batches(&self) -> usize {
-        self.manifests.jobs()
     }
 }
 
@@ -130,37 +125,31 @@ async fn reconcile_job(job: &ImageJob, ctx: &Context) -> Result<Action, Error> {
     if job.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    if job
+    if let Some(status) = job
         .status
         .as_ref()
-        .and_then(|s| s.phase)
-        .is_some_and(Phase::is_finished)
+        .filter(|s| s.phase.is_some_and(Phase::is_finished))
     {
-        return honour_ttl(job, ctx).await;
+        return honour_ttl(job, status, ctx).await;
     }
     let observed = observe(job, ctx).await?;
     let decision = next_status(job, &observed, &ctx.settings, (ctx.clock)());
     enqueue(&decision.work, ctx).await?;
     write_status(job, &decision, ctx).await?;
-    let finished = decision.status.phase.is_some_and(Phase::is_finished);
-    if finished {
+    if decision.status.phase.is_some_and(Phase::is_finished) {
         ctx.manifests.forget(&batch::cache_key(job));
-        let mut done = job.clone();
-        done.status = Some(decision.status);
-        return honour_ttl(&done, ctx).await;
+        return honour_ttl(job, &decision.status, ctx).await;
     }
     Ok(Action::requeue(decision.requeue))
 }
 
 /// Step 1: what the buckets hold for this job (nothing for an invalid spec).
 async fn observe(job: &ImageJob, ctx: &Context) -> Result<Observed, Error> {
-    if let Err(message) = validate(&job.spec, &ctx.settings) {
-        return Ok(Observed::Invalid(message));
-    }
     let spec = &job.spec;
-    let source = &spec.source;
-    Ok(match (&source.key, &source.prefix) {
-        (_, Some(prefix)) if ctx.queue.is_some() => Observed::Batch(
+    Ok(match validate(spec, &ctx.settings) {
+        Err(message) => Observed::Invalid(message),
+        Ok(Work::Batch { .. }) if ctx.queue.is_none() => Observed::NoQueue,
+        Ok(Work::Batch { prefix }) => Observed::Batch(
             batch::observe(
                 job,
                 prefix,
@@ -170,18 +159,16 @@ async fn observe(job: &ImageJob, ctx: &Context) -> Result<Observed, Error> {
             )
             .await?,
         ),
-        (_, Some(_)) => Observed::NoQueue,
-        (Some(key), None) => Observed::Upload(Box::new(
+        Ok(Work::Upload { key }) => Observed::Upload(Box::new(
             upload::observe(
                 ctx.observer.as_ref(),
-                &source.bucket,
+                &spec.source.bucket,
                 key,
                 &spec.destination.bucket,
                 &spec.destination.prefix,
             )
             .await?,
         )),
-        (None, None) => Observed::Invalid("spec.source needs a key or a prefix".into()),
     })
 }
 
@@ -263,8 +250,12 @@ fn note(status: &ImageJobStatus, phase: Phase) -> String {
 }
 
 /// Step 5 for a finished job: deleted once `ttlSecondsAfterFinished` has passed.
-async fn honour_ttl(job: &ImageJob, ctx: &Context) -> Result<Action, Error> {
-    let Some(due) = deletion_due(job) else {
+async fn honour_ttl(
+    job: &ImageJob,
+    status: &ImageJobStatus,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let Some(due) = deletion_due(&job.spec, status) else {
         return Ok(Action::await_change());
     };
     let now = (ctx.clock)();

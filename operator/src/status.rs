@@ -91,19 +91,29 @@ pub struct Decision {
     pub requeue: Duration,
 }
 
+/// What a valid spec asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Work<'a> {
+    /// One object that arrives through a presigned POST.
+    Upload { key: &'a str },
+    /// Every object under a prefix.
+    Batch { prefix: &'a str },
+}
+
 /// The recipe must be known and the source exactly one of an upload's `key` (with
 /// `uploadExpiresAt`) or a batch's `prefix`.
-pub fn validate(spec: &ImageJobSpec, settings: &Settings) -> Result<(), String> {
+pub fn validate<'a>(spec: &'a ImageJobSpec, settings: &Settings) -> Result<Work<'a>, String> {
     let source = &spec.source;
-    match (&source.key, &source.prefix, &source.upload_expires_at) {
+    let work = match (&source.key, &source.prefix, &source.upload_expires_at) {
         (Some(_), Some(_), _) | (None, None, _) => {
             return Err("spec.source needs exactly one of key and prefix".into());
         }
         (Some(_), None, None) => {
             return Err("spec.source.key is for uploads (with uploadExpiresAt); name existing objects with spec.source.prefix".into());
         }
-        _ => {}
-    }
+        (Some(key), None, Some(_)) => Work::Upload { key },
+        (None, Some(prefix), _) => Work::Batch { prefix },
+    };
     if !settings.recipes.contains(&spec.recipe) {
         return Err(format!(
             "unknown recipe {:?} (known: {})",
@@ -116,7 +126,7 @@ pub fn validate(spec: &ImageJobSpec, settings: &Settings) -> Result<(), String> 
                 .join(", ")
         ));
     }
-    Ok(())
+    Ok(work)
 }
 
 /// The next status of an unfinished job: suspension, the source's verdict, the
@@ -316,9 +326,9 @@ pub fn status_patch(old: &ImageJobStatus, new: &ImageJobStatus) -> serde_json::V
 }
 
 /// When a finished job is due for deletion (`ttlSecondsAfterFinished`), if ever.
-pub fn deletion_due(job: &ImageJob) -> Option<Timestamp> {
-    let ttl = job.spec.ttl_seconds_after_finished?;
-    let done = job.status.as_ref()?.completion_time.as_ref()?;
+pub fn deletion_due(spec: &ImageJobSpec, status: &ImageJobStatus) -> Option<Timestamp> {
+    let ttl = spec.ttl_seconds_after_finished?;
+    let done = status.completion_time.as_ref()?;
     Some(after(done.0, SignedDuration::from_secs(i64::from(ttl))))
 }
 
@@ -645,12 +655,13 @@ mod tests {
         assert_eq!(s["phase"], "Failed");
         assert_eq!(s["conditions"][0]["reason"], "DeadlineExceeded");
         assert_eq!(s["message"], "the job ran longer than its 60 s deadline");
-        assert_eq!(deletion_due(&with(&job_, &failed)), Some(at(361)));
+        assert_eq!(deletion_due(&job_.spec, &failed.status), Some(at(361)));
+        let no_ttl = job(
+            json!({}),
+            json!({"phase": "Failed", "completionTime": at(1).to_string()}),
+        );
         assert_eq!(
-            deletion_due(&job(
-                json!({}),
-                json!({"phase": "Failed", "completionTime": at(1).to_string()})
-            )),
+            deletion_due(&no_ttl.spec, no_ttl.status.as_ref().unwrap()),
             None
         );
     }
@@ -672,13 +683,15 @@ mod tests {
         );
         let key_only = job(json!({"source": {"uploadExpiresAt": null}}), Value::Null);
         assert!(validate(&key_only.spec, &settings).is_err());
+        let upload = job(json!({}), Value::Null);
         assert_eq!(
-            validate(&job(json!({}), Value::Null).spec, &settings),
-            Ok(())
+            validate(&upload.spec, &settings),
+            Ok(Work::Upload { key: "uploads/1" })
         );
+        let batch = batch_job(json!({}), Value::Null);
         assert_eq!(
-            validate(&batch_job(json!({}), Value::Null).spec, &settings),
-            Ok(())
+            validate(&batch.spec, &settings),
+            Ok(Work::Batch { prefix: "shoot/" })
         );
 
         let s = stored(&decide(
