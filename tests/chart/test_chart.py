@@ -89,12 +89,16 @@ def validate(doc, version):
         kubernetes_validate.validate(doc, version, strict=True)
 
 
-def render(values):
+def render(values, namespace="media"):
     chart = hp.Chart.load(str(CHART))
-    out = chart.render(values, name="demo", namespace="media")
+    out = chart.render(values, name="demo", namespace=namespace)
     docs = [doc for name, text in out.items() if name.endswith(".yaml")
             for doc in yaml.safe_load_all(text) if doc]
     return docs
+
+
+def notes(values):
+    return hp.Chart.load(str(CHART)).render(values, name="demo", namespace="media")["minilab/templates/NOTES.txt"]
 
 
 def merged(*layers):
@@ -386,8 +390,10 @@ class ChartTest(unittest.TestCase):
         self.assertEqual(statement["Action"], "sqs:SendMessage")
         self.assertEqual(statement["Resource"], queue_arn)
         self.assertEqual(statement["Condition"]["ArnEquals"]["aws:SourceArn"], "arn:aws:s3:::photos-up")
-        redrive = json.loads(queue["redrivePolicy"])
-        self.assertEqual(redrive["deadLetterTargetArn"], queue_arn + "-dlq")
+        self.assertNotIn("redrivePolicy", queue, "named before the dead-letter queue exists")
+        attached = next(d["spec"] for d in render(merged(VALUE_SETS["aws"], {"ack": {"redrivePolicy": "always"}}))
+                        if d["kind"] == "Queue" and d["spec"]["queueName"] == "demo-minilab-events")
+        self.assertEqual(json.loads(attached["redrivePolicy"]), {"deadLetterTargetArn": queue_arn + "-dlq", "maxReceiveCount": 5})
         self.assertIn("demo-minilab-events-dlq", queues)
         self.assertEqual(queue["visibilityTimeout"], "60")
 
@@ -486,10 +492,12 @@ class ChartTest(unittest.TestCase):
         self.assertEqual(list(by_kind(first, "Distribution")), [])
         self.assertEqual(list(by_kind(first, "RecordSet")), [])
         self.assertEqual(len(by_kind(first, "OriginAccessControl")), 1)
-        notes = hp.Chart.load(str(CHART)).render(
-            merged(VALUE_SETS["aws"], {"ack": {"cloudfront": {"originAccessControlId": ""}}}),
-            name="demo", namespace="media")["minilab/templates/NOTES.txt"]
-        self.assertIn("helm upgrade --reuse-values", notes)
+        first_notes = notes(merged(VALUE_SETS["aws"], {"ack": {"cloudfront": {"originAccessControlId": ""}}}))
+        self.assertIn("originaccesscontrol/demo-minilab-site", first_notes)
+        self.assertIn("creates the CloudFront distribution", first_notes)
+        self.assertIn("one more upgrade creates the Route 53 records for photos.example.com", first_notes)
+        self.assertIn("helm upgrade demo CHART -n media -f VALUES.yaml", first_notes)
+        self.assertNotIn("--reuse-values", first_notes)
         for bad, message in [
             ({"ack": {"route53": {"zoneName": "example.org"}}}, "is not in the hosted zone"),
             ({"ingress": {"certificateArn": ""}}, "ingress.certificateArn"),
@@ -578,6 +586,124 @@ class ChartTest(unittest.TestCase):
                 for flag, (env, required) in options.items():
                     if required:
                         self.assertIn(env, given, f"{flag} is required")
+
+
+KUBECTL = os.environ.get("KUBECTL", "kubectl")
+# Kinds the test API server (Kubernetes 1.20) does not serve; kubernetes-validate checks them.
+NOT_IN_1_20 = {("autoscaling/v2", "HorizontalPodAutoscaler"), ("policy/v1", "PodDisruptionBudget")}
+
+
+def kubectl(*args, stdin=None):
+    done = subprocess.run([KUBECTL, *args], input=stdin, capture_output=True, text=True, timeout=120)
+    if done.returncode:
+        raise AssertionError(f"kubectl {' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def crds_for_1_20():
+    """The CRDs of ../shared/schemas/crds as kube-apiserver 1.20 accepts them: without
+    CEL rules and list-map markers (1.25+ and server-side-apply merge hints, neither a
+    check on the objects' shape), and without `default: ""`, which 1.20 reads as null."""
+    def strip(node):
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items()
+                    if k not in ("x-kubernetes-validations", "x-kubernetes-list-map-keys", "x-kubernetes-list-type")
+                    and not (k == "default" and v == "")}
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+    return [strip(yaml.safe_load(path.read_text())) for path in sorted(shared_schemas().glob("*.yaml"))]
+
+
+def for_1_20(doc):
+    """A custom resource as the 1.20 server can check it: that server reads an empty
+    string in a custom resource as null and refuses it where the CRD says string (newer
+    servers take it; CloudFront needs `originAccessIdentity: ""` with an access control),
+    so empty strings become a placeholder of the same type."""
+    def fill(node):
+        if isinstance(node, dict):
+            return {k: fill(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [fill(v) for v in node]
+        return "empty" if node == "" else node
+    return fill(doc) if (doc["apiVersion"], doc["kind"]) in CRDS else doc
+
+
+@unittest.skipUnless(os.environ.get("KUBECONFIG"), "needs a real kube-apiserver: ./tests/run starts one (tests/kube)")
+class RealApiServerTest(unittest.TestCase):
+    """The chart's objects against a real kube-apiserver (tests/kube) with every CRD of
+    ../shared/schemas/crds installed: the server's own validation, not a JSON-schema
+    library's, and the Helm engine's lookups of what ACK reports."""
+
+    @classmethod
+    def setUpClass(cls):
+        crds = crds_for_1_20()
+        kubectl("apply", "--server-side", "--force-conflicts", "--validate=false", "-f", "-",
+                stdin=yaml.safe_dump_all(crds))
+        kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                *[f"crd/{crd['metadata']['name']}" for crd in crds])
+
+    def namespace(self, prefix):
+        name = f"{prefix}-{os.urandom(4).hex()}"
+        kubectl("create", "namespace", name)
+        self.addCleanup(kubectl, "delete", "namespace", name, "--wait=false")
+        return name
+
+    def test_every_object_passes_the_servers_dry_run(self):
+        checked = set()
+        for name, values in VALUE_SETS.items():
+            with self.subTest(values=name):
+                namespace = self.namespace("chart")
+                docs = [for_1_20(d) for d in render(values, namespace) if (d["apiVersion"], d["kind"]) not in NOT_IN_1_20]
+                out = kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all(docs))
+                self.assertEqual(len(out.strip().splitlines()), len(docs), out)
+                checked |= {d["kind"] for d in docs}
+        self.assertTrue({"ScaledObject", "TriggerAuthentication", "Bucket", "Queue", "Distribution",
+                         "RecordSet", "ServiceMonitor", "CustomResourceDefinition"} <= checked, checked)
+        # The server refuses what its CRDs refuse: a trigger's metadata holds strings.
+        scaled = next(d for d in render(VALUE_SETS["keda"]) if d["kind"] == "ScaledObject")
+        scaled["spec"]["triggers"][0]["metadata"]["queueLength"] = 5
+        with self.assertRaises(AssertionError) as refused:
+            kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(scaled))
+        self.assertIn("queueLength", str(refused.exception))
+
+    def test_the_events_queue_names_its_dead_letter_queue_once_ack_made_it(self):
+        # `helm install`, ACK makes the dead-letter queue, `helm upgrade`: the redrive
+        # policy appears only with the upgrade that sees the queue's ARN. The real Helm
+        # engine reads the Queue's status from the real API server. The chart says
+        # kubeVersion >= 1.29 and its workloads use policy/v1 and autoscaling/v2, which
+        # this 1.20 server lacks: the copy installed here differs in exactly those.
+        namespace = self.namespace("ack")
+        chart = Path(self.enterContext(__import__("tempfile").TemporaryDirectory())) / "minilab"
+        __import__("shutil").copytree(CHART, chart)
+        (chart / "templates" / "deployments.yaml").unlink()
+        meta = yaml.safe_load((chart / "Chart.yaml").read_text())
+        meta["kubeVersion"] = ">=1.20.0-0"
+        (chart / "Chart.yaml").write_text(yaml.safe_dump(meta))
+        values = merged({k: v for k, v in VALUE_SETS["aws"].items() if k not in ("buckets", "domain")},
+                        {"buckets": {"uploads": "photos-up", "processed": "photos-out"},
+                         "crds": {"install": False},  # cluster-wide, and other tests own it
+                         "ack": {"cloudfront": {"enabled": False}, "route53": {"enabled": False}}})
+        helm = hp.Config(namespace=namespace)
+        self.addCleanup(helm.uninstall, "demo", ignore_not_found=True)
+
+        def events_queue():
+            return json.loads(kubectl("get", "queue", "demo-minilab-events", "-n", namespace, "-o", "json"))["spec"]
+
+        first = helm.install(str(chart), "demo", values, namespace=namespace, timeout=60)
+        self.assertNotIn("redrivePolicy", events_queue())
+        self.assertIn(f"kubectl wait --for=condition=ACK.ResourceSynced -n {namespace} --timeout=10m queue/demo-minilab-events-dlq",
+                      first["notes"])
+        self.assertIn(f"helm upgrade demo CHART -n {namespace} -f VALUES.yaml", first["notes"])
+        # What the SQS controller does once SQS made the queue.
+        dlq_arn = f"arn:aws:sqs:eu-west-1:{ACCOUNT}:demo-minilab-events-dlq"
+        kubectl("patch", "queue", "demo-minilab-events-dlq", "-n", namespace, "--subresource=status", "--type=merge",
+                "-p", json.dumps({"status": {"queueARN": dlq_arn, "conditions": [
+                    {"type": "ACK.ResourceSynced", "status": "True"}]}}))
+        kubectl("wait", "--for=condition=ACK.ResourceSynced", "-n", namespace, "--timeout=10s", "queue/demo-minilab-events-dlq")
+        upgraded = helm.upgrade(str(chart), "demo", values, namespace=namespace, timeout=60)
+        self.assertEqual(json.loads(events_queue()["redrivePolicy"]), {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5})
+        self.assertNotIn("NEXT", upgraded["notes"])
 
 
 def cli_options(help_text):

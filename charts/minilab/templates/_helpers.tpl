@@ -72,6 +72,16 @@ readinessProbe:
 {{- end -}}
 {{- end -}}
 
+{{/* "true" when the events queue may name its dead-letter queue in a redrive policy:
+   the ACK controller reports the DLQ's ARN (read by `helm upgrade`, as the Helm engine
+   looks up objects on a cluster only), or ack.redrivePolicy is `always`. */}}
+{{- define "minilab.deadLetterQueueReady" -}}
+{{- $dlq := lookup "sqs.services.k8s.aws/v1alpha1" "Queue" .Release.Namespace (printf "%s-events-dlq" (include "minilab.fullname" .)) -}}
+{{- if or (eq .Values.ack.redrivePolicy "always") (dig "status" "queueARN" "" $dlq) -}}
+true
+{{- end -}}
+{{- end -}}
+
 {{- define "minilab.queueName" -}}
 {{- printf "%s-events" (include "minilab.fullname" .) -}}
 {{- end -}}
