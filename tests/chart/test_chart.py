@@ -299,6 +299,16 @@ class ChartTest(unittest.TestCase):
         with self.assertRaises(Exception) as refused:
             render(merged(VALUE_SETS["keda"], {"queueUrl": ""}))
         self.assertIn("keda.enabled needs the queue", str(refused.exception))
+        # Blind to the queue, KEDA keeps the fallback's workers instead of none.
+        self.assertEqual(scaled["spec"]["fallback"], {"failureThreshold": 3, "replicas": 2})
+        # With no role to read the queue as, KEDA could never scale: refused, not rendered.
+        with self.assertRaises(Exception) as refused:
+            render(merged(VALUE_SETS["keda"], {"worker": {"roleArn": ""}}))
+        self.assertIn("keda.enabled needs an AWS identity", str(refused.exception))
+        # NOTES says what KEDA needs for the identity the chart chose.
+        self.assertIn("podIdentity.aws.irsa.enabled=true", notes(VALUE_SETS["keda"]))
+        self.assertIn("its trust policy must let KEDA in", notes(VALUE_SETS["keda"]))
+        self.assertIn("which trusts system:serviceaccount:keda:keda-operator", notes(VALUE_SETS["aws"]))
 
     def test_the_ingress_the_network_policies_and_the_service_monitor(self):
         docs = render(VALUE_SETS["ingress-netpol-monitor"])
@@ -413,11 +423,17 @@ class ChartTest(unittest.TestCase):
                 arn = f"arn:aws:iam::{ACCOUNT}:role/{role['spec']['name']}"
                 if name in accounts:
                     self.assertEqual(accounts[name]["metadata"]["annotations"]["eks.amazonaws.com/role-arn"], arn)
-                trust, *others = json.loads(role["spec"]["assumeRolePolicyDocument"])["Statement"]
-                self.assertEqual(others, [])
+                statements = json.loads(role["spec"]["assumeRolePolicyDocument"])["Statement"]
                 provider = VALUE_SETS["aws"]["ack"]["oidcProvider"]
-                self.assertEqual(trust["Principal"]["Federated"], f"arn:aws:iam::{ACCOUNT}:oidc-provider/{provider}")
-                self.assertEqual(trust["Condition"]["StringEquals"][f"{provider}:sub"], f"system:serviceaccount:media:{name}")
+                for trust in statements:
+                    self.assertEqual(trust["Action"], "sts:AssumeRoleWithWebIdentity")
+                    self.assertEqual(trust["Principal"]["Federated"], f"arn:aws:iam::{ACCOUNT}:oidc-provider/{provider}")
+                    self.assertEqual(trust["Condition"]["StringEquals"][f"{provider}:aud"], "sts.amazonaws.com")
+                # Its own service account; the worker's also KEDA's (keda.enabled), which
+                # reads the queue's depth as the worker.
+                self.assertEqual([t["Condition"]["StringEquals"][f"{provider}:sub"] for t in statements],
+                                 [f"system:serviceaccount:media:{name}"]
+                                 + (["system:serviceaccount:keda:keda-operator"] if name.endswith("-worker") else []))
                 for policy in role["spec"]["inlinePolicies"].values():
                     for statement in json.loads(policy)["Statement"]:
                         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
@@ -441,6 +457,9 @@ class ChartTest(unittest.TestCase):
             statements = json.loads(role["spec"]["assumeRolePolicyDocument"])["Statement"]
             extra = [st for st in statements if st["Action"] == "sts:AssumeRole"]
             self.assertEqual([st["Principal"] for st in extra], [{"AWS": keda_role}] if name.endswith("-worker") else [], name)
+        # With keda.roleArn KEDA reads the queue as that role: the worker role trusts only its pods.
+        own = by_kind(render(merged(VALUE_SETS["aws"], {"keda": {"roleArn": keda_role}})), "Role", "iam.services.k8s.aws/")
+        self.assertEqual(len(json.loads(own["demo-minilab-worker"]["spec"]["assumeRolePolicyDocument"])["Statement"]), 1)
         queue = f"arn:aws:sqs:eu-west-1:{ACCOUNT}:demo-minilab-events"
         self.assertIn(("s3:PutObject", "arn:aws:s3:::photos-up/uploads/*"), allowed("demo-minilab-api"))
         self.assertFalse({a for a, _ in allowed("demo-minilab-api")} & {"sqs:SendMessage", "sqs:ReceiveMessage", "s3:DeleteObject"})

@@ -98,15 +98,24 @@ true
 {{- end -}}
 
 {{/* An IAM trust policy (JSON) letting one service account assume a role through
-     IRSA, and `alsoRole` (an IAM role ARN) if given. Called with
-     (dict "root" $ "serviceAccount" NAME ["alsoRole" ARN]). */}}
+     IRSA, and with `keda` (.Values.keda) KEDA's operator too: its service account
+     through the same OIDC provider, and its role if keda.operatorRoleArn is set.
+     Called with (dict "root" $ "serviceAccount" NAME ["keda" .Values.keda]). */}}
 {{- define "minilab.irsaTrust" -}}
 {{- $v := .root.Values.ack -}}
-{{- $condition := dict (printf "%s:sub" $v.oidcProvider) (printf "system:serviceaccount:%s:%s" .root.Release.Namespace .serviceAccount) (printf "%s:aud" $v.oidcProvider) "sts.amazonaws.com" -}}
-{{- $statement := dict "Effect" "Allow" "Action" "sts:AssumeRoleWithWebIdentity" "Principal" (dict "Federated" (printf "arn:aws:iam::%s:oidc-provider/%s" $v.accountId $v.oidcProvider)) "Condition" (dict "StringEquals" $condition) -}}
-{{- $statements := list $statement -}}
-{{- with .alsoRole -}}
+{{- $accounts := list (list .root.Release.Namespace .serviceAccount) -}}
+{{- with .keda -}}
+{{- $accounts = append $accounts (list .serviceAccount.namespace .serviceAccount.name) -}}
+{{- end -}}
+{{- $statements := list -}}
+{{- range $accounts -}}
+{{- $condition := dict (printf "%s:sub" $v.oidcProvider) (printf "system:serviceaccount:%s:%s" (index . 0) (index . 1)) (printf "%s:aud" $v.oidcProvider) "sts.amazonaws.com" -}}
+{{- $statements = append $statements (dict "Effect" "Allow" "Action" "sts:AssumeRoleWithWebIdentity" "Principal" (dict "Federated" (printf "arn:aws:iam::%s:oidc-provider/%s" $v.accountId $v.oidcProvider)) "Condition" (dict "StringEquals" $condition)) -}}
+{{- end -}}
+{{- with .keda -}}
+{{- with .operatorRoleArn -}}
 {{- $statements = append $statements (dict "Effect" "Allow" "Action" "sts:AssumeRole" "Principal" (dict "AWS" .)) -}}
+{{- end -}}
 {{- end -}}
 {{- dict "Version" "2012-10-17" "Statement" $statements | toJson -}}
 {{- end -}}
