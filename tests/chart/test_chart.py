@@ -151,6 +151,22 @@ VALUE_SETS = {
 ACCOUNT = "111122223333"
 
 
+def flat_png(width, height):
+    """A 16-bit RGBA PNG (a horizontal gradient) that compresses to almost nothing: the
+    most memory per pixel a decoder may need, in a file far below the upload limit."""
+    import struct
+    import zlib
+    row = b"".join((x * 65535 // (width - 1)).to_bytes(2, "big") * 4 for x in range(width))
+    z = zlib.compressobj(6)
+    up = b"\2" + bytes(len(row))  # filter Up: every later row equals the first
+    body = z.compress(b"\0" + row) + b"".join(z.compress(up) for _ in range(height - 1)) + z.flush()
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 6, 0, 0, 0))
+            + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+
+
 def by_kind(docs, kind, group=""):
     """Rendered objects of one kind (of one API group: IAM and RBAC both have Role)."""
     return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind and d["apiVersion"].startswith(group)}
@@ -309,6 +325,56 @@ class ChartTest(unittest.TestCase):
         self.assertIn("podIdentity.aws.irsa.enabled=true", notes(VALUE_SETS["keda"]))
         self.assertIn("its trust policy must let KEDA in", notes(VALUE_SETS["keda"]))
         self.assertIn("which trusts system:serviceaccount:keda:keda-operator", notes(VALUE_SETS["aws"]))
+
+    def test_worker_slots_follow_the_cpu_request_and_size_the_memory_limit(self):
+        # A worker decodes as many images at once as it has slots; with the node's core
+        # count (the binary's default) one pod on a 32-core node would hold 32 decodes
+        # against one memory limit. Slots come from the CPU request, and the memory
+        # limit from the slots times the most one image may hold.
+        def worker(values):
+            docs = render(values)
+            container = by_kind(docs, "Deployment")["demo-minilab-worker"]["spec"]["template"]["spec"]["containers"][0]
+            env = {e["name"]: e for e in container["env"]}
+            scaled = [d["spec"]["triggers"][0]["metadata"]["queueLength"] for d in docs if d["kind"] == "ScaledObject"]
+            return container, env, scaled
+        per_image = 100_000_000 * 12 // 2**20 + 97
+        container, env, _ = worker(BASE)
+        self.assertEqual(env["MINILAB_CONCURRENCY"]["valueFrom"]["resourceFieldRef"],
+                         {"containerName": container["name"], "resource": "requests.cpu", "divisor": "1"})
+        self.assertEqual(env["MINILAB_MAX_PIXELS"]["value"], "100000000")
+        for cpu, slots in (("1000m", 1), ("2500m", 3), (2, 2), ("0.5", 1), ("250m", 1)):
+            with self.subTest(cpu=cpu):
+                container, _, scaled = worker(merged(VALUE_SETS["keda"], {"worker": {"resources": {"requests": {"cpu": cpu}}}}))
+                self.assertEqual(container["resources"]["limits"]["memory"], f"{128 + slots * per_image}Mi")
+                self.assertEqual(scaled, [str(slots)], "KEDA aims at one message per slot")
+        container, env, scaled = worker(merged(VALUE_SETS["keda"], {
+            "worker": {"concurrency": 3, "maxPixels": 50_000_000, "memoryBaseMi": 200}, "keda": {"queueLength": 5}}))
+        self.assertEqual(env["MINILAB_CONCURRENCY"], {"name": "MINILAB_CONCURRENCY", "value": "3"})
+        self.assertEqual(container["resources"]["limits"]["memory"], f"{200 + 3 * (50_000_000 * 12 // 2**20 + 97)}Mi")
+        self.assertEqual(scaled, ["5"])
+        container, _, _ = worker(merged(BASE, {"worker": {"resources": {"limits": {"memory": "4Gi", "cpu": "2"}}}}))
+        self.assertEqual(container["resources"]["limits"], {"memory": "4Gi", "cpu": "2"})
+        self.assertEqual(yaml.safe_load((CHART / "values.yaml").read_text())["worker"]["resources"]["limits"], {},
+                         "the chart's values leave the limit to the arithmetic")
+        with self.assertRaises(hp.HelmValuesError):
+            render(merged(BASE, {"worker": {"resources": {"requests": {"cpu": "two"}}}}))
+
+    def test_the_per_image_memory_bound_holds_for_the_worst_image_allowed(self):
+        # The largest image the default limits allow, in its most expensive form
+        # (16-bit RGBA), through the real pipeline: its peak memory stays inside what
+        # the chart gives one slot (memoryBaseMi + the per-image bound).
+        with __import__("tempfile").TemporaryDirectory() as tmp:
+            source = Path(tmp) / "worst.png"
+            source.write_bytes(flat_png(10_000, 10_000))
+            child = subprocess.Popen([MINILAB_BIN, "process", "--recipe", "large", "-o", tmp, str(source)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            _, status, usage = os.wait4(child.pid, 0)
+            with child.stderr:
+                self.assertEqual(os.waitstatus_to_exitcode(status), 0, child.stderr.read())
+        peak_mib = usage.ru_maxrss / 1024
+        limit = by_kind(render(BASE), "Deployment")["demo-minilab-worker"]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
+        self.assertLess(peak_mib, int(limit.removesuffix("Mi")), f"peak {peak_mib:.0f} MiB")
+        print(f"\n  worst image (100 MP, 16-bit RGBA): peak {peak_mib:.0f} MiB, one slot's limit {limit}", file=sys.stderr)
 
     def test_the_ingress_the_network_policies_and_the_service_monitor(self):
         docs = render(VALUE_SETS["ingress-netpol-monitor"])

@@ -82,6 +82,23 @@ true
 {{- end -}}
 {{- end -}}
 
+{{/* Images one worker pod processes at once: worker.concurrency, or its CPU request
+   rounded up (as the downward API gives it to the pod). */}}
+{{- define "minilab.workerSlots" -}}
+{{- $cpu := toString .Values.worker.resources.requests.cpu -}}
+{{- $cores := ternary (divf (trimSuffix "m" $cpu) 1000) (float64 $cpu) (hasSuffix "m" $cpu) -}}
+{{- .Values.worker.concurrency | default (max 1 (int (ceil $cores))) -}}
+{{- end -}}
+
+{{/* The worker's memory limit in MiB: its base plus, per slot, the most one image may
+   hold: 12 bytes per pixel (a 16-bit RGBA decode and its 8-bit copy) plus 96 MiB (the
+   decoder's buffers, the source bytes, the outputs). tests/chart checks it against
+   the peak memory of `minilab process` on the worst image allowed. */}}
+{{- define "minilab.workerMemoryMi" -}}
+{{- $perImage := add (div (mul .Values.worker.maxPixels 12) 1048576) 97 -}}
+{{- add .Values.worker.memoryBaseMi (mul (include "minilab.workerSlots" . | int) $perImage) -}}
+{{- end -}}
+
 {{- define "minilab.queueName" -}}
 {{- printf "%s-events" (include "minilab.fullname" .) -}}
 {{- end -}}
