@@ -142,7 +142,7 @@ VALUE_SETS = {
         "keda": {"enabled": True},
         "ack": {"enabled": True, "accountId": "111122223333",
                 "oidcProvider": "oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B7",
-                "batchSourceBuckets": ["archive"],
+                "batchSources": ["archive"],
                 "cloudfront": {"enabled": True, "originAccessControlId": "E2QWRUHEXAMPLE",
                                "distributionDomainName": "d111111abcdef8.cloudfront.net"},
                 "route53": {"enabled": True, "hostedZoneId": "Z0123456789ABC", "zoneName": "example.com"}},
@@ -165,6 +165,19 @@ def flat_png(width, height):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 6, 0, 0, 0))
             + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+
+
+def iam_allows(statements, action, resource):
+    """Whether Allow statements (no Deny, no conditions here) grant `action` on
+    `resource`, with ARN wildcards as IAM reads them."""
+    import fnmatch
+    for st in statements:
+        actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+        resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+        assert "Condition" not in st, st
+        if action in actions and any(fnmatch.fnmatchcase(resource, r) for r in resources):
+            return True
+    return False
 
 
 def by_kind(docs, kind, group=""):
@@ -535,6 +548,36 @@ class ChartTest(unittest.TestCase):
         self.assertNotIn(("s3:PutObject", "arn:aws:s3:::photos-up/uploads/*"), allowed("demo-minilab-worker"))
         self.assertEqual({a for a, r in allowed("demo-minilab-operator") if r == queue}, {"sqs:SendMessage"})
         self.assertEqual(allowed("demo-minilab-publish"), {("s3:PutObject", "arn:aws:s3:::photos-site/*")})
+
+    def test_the_readmes_batch_can_read_its_source_and_nothing_more(self):
+        # The README's values and its batch ImageJob, rendered: the worker and the
+        # operator may read exactly the batch sources named (listing covers the bucket,
+        # so that a vanished source is a 404, not an AccessDenied).
+        blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+        values = next(yaml.safe_load(b) for b in blocks if b.startswith("# photos.yaml"))
+        job = next(yaml.safe_load(b) for b in blocks if "kind: ImageJob" in b)["spec"]
+        roles = by_kind(render(values), "Role", "iam.services.k8s.aws/")
+        policy = {name: [st for p in role["spec"]["inlinePolicies"].values() for st in json.loads(p)["Statement"]]
+                  for name, role in roles.items()}
+        source, destination = job["source"], job["destination"]
+        photo = f"arn:aws:s3:::{source['bucket']}/{source['prefix']}day1/img_001.jpg"
+        # The operator lists the source, the workers read each image.
+        self.assertTrue(iam_allows(policy["demo-minilab-operator"], "s3:ListBucket", f"arn:aws:s3:::{source['bucket']}"))
+        self.assertTrue(iam_allows(policy["demo-minilab-worker"], "s3:GetObject", photo))
+        for component in ("worker", "operator"):
+            with self.subTest(component=component):
+                self.assertFalse(iam_allows(policy[f"demo-minilab-{component}"], "s3:GetObject",
+                                            f"arn:aws:s3:::{source['bucket']}/private/a.jpg"))
+        self.assertTrue(iam_allows(policy["demo-minilab-worker"], "s3:PutObject",
+                                   f"arn:aws:s3:::{destination['bucket']}/{destination['prefix']}day1/img_001.jpg/large.jpg"))
+        # A whole bucket: everything in it, listed anywhere.
+        whole = by_kind(render(merged(values, {"ack": {"batchSources": ["archive"]}})), "Role", "iam.services.k8s.aws/")
+        statements = [st for p in whole["demo-minilab-worker"]["spec"]["inlinePolicies"].values() for st in json.loads(p)["Statement"]]
+        self.assertTrue(iam_allows(statements, "s3:GetObject", "arn:aws:s3:::archive/2019/a.jpg"))
+        self.assertTrue(iam_allows(statements, "s3:ListBucket", "arn:aws:s3:::archive"))
+        self.assertFalse(iam_allows(statements, "s3:GetObject", f"arn:aws:s3:::{source['bucket']}/{source['prefix']}a.jpg"))
+        with self.assertRaises(hp.HelmValuesError):
+            render(merged(values, {"ack": {"batchSources": ["photos.example.com"]}}))
 
     def test_cloudfront_routes_the_api_to_the_load_balancer_and_the_rest_to_the_site_bucket(self):
         docs = render(VALUE_SETS["aws"])
