@@ -468,7 +468,7 @@ class ChartTest(unittest.TestCase):
         self.assertEqual((expiry["filter"]["prefix"], expiry["expiration"]["days"], expiry["status"]), ("uploads/", 7, "Enabled"))
 
         queues = {d["spec"]["queueName"]: d["spec"] for d in by_kind(docs, "Queue").values()}
-        queue_arn = f"arn:aws:sqs:eu-west-1:{ACCOUNT}:demo-minilab-events"
+        queue_arn = f"arn:aws:sqs:eu-west-1:{ACCOUNT}:media-demo-minilab-events"
         [notification] = uploads["notification"]["queueConfigurations"]
         self.assertEqual(notification["queueARN"], queue_arn)
         self.assertEqual(notification["events"], ["s3:ObjectCreated:*"])
@@ -481,13 +481,13 @@ class ChartTest(unittest.TestCase):
         self.assertEqual(statement["Condition"]["ArnEquals"]["aws:SourceArn"], "arn:aws:s3:::photos-up")
         self.assertNotIn("redrivePolicy", queue, "named before the dead-letter queue exists")
         attached = next(d["spec"] for d in render(merged(VALUE_SETS["aws"], {"ack": {"redrivePolicy": "always"}}))
-                        if d["kind"] == "Queue" and d["spec"]["queueName"] == "demo-minilab-events")
+                        if d["kind"] == "Queue" and d["spec"]["queueName"] == "media-demo-minilab-events")
         self.assertEqual(json.loads(attached["redrivePolicy"]), {"deadLetterTargetArn": queue_arn + "-dlq", "maxReceiveCount": 5})
-        self.assertIn("demo-minilab-events-dlq", queues)
+        self.assertIn("media-demo-minilab-events-dlq", queues)
         self.assertEqual(queue["visibilityTimeout"], "60")
 
         # The workers and KEDA use the queue the chart creates.
-        url = f"https://sqs.eu-west-1.amazonaws.com/{ACCOUNT}/demo-minilab-events"
+        url = f"https://sqs.eu-west-1.amazonaws.com/{ACCOUNT}/media-demo-minilab-events"
         worker = by_kind(docs, "Deployment")["demo-minilab-worker"]["spec"]["template"]["spec"]["containers"][0]
         self.assertIn({"name": "MINILAB_QUEUE_URL", "value": url}, worker["env"])
         self.assertEqual(next(iter(by_kind(docs, "ScaledObject").values()))["spec"]["triggers"][0]["metadata"]["queueURL"], url)
@@ -539,7 +539,7 @@ class ChartTest(unittest.TestCase):
         # With keda.roleArn KEDA reads the queue as that role: the worker role trusts only its pods.
         own = by_kind(render(merged(VALUE_SETS["aws"], {"keda": {"roleArn": keda_role}})), "Role", "iam.services.k8s.aws/")
         self.assertEqual(len(json.loads(own["demo-minilab-worker"]["spec"]["assumeRolePolicyDocument"])["Statement"]), 1)
-        queue = f"arn:aws:sqs:eu-west-1:{ACCOUNT}:demo-minilab-events"
+        queue = f"arn:aws:sqs:eu-west-1:{ACCOUNT}:media-demo-minilab-events"
         self.assertIn(("s3:PutObject", "arn:aws:s3:::photos-up/uploads/*"), allowed("demo-minilab-api"))
         self.assertFalse({a for a, _ in allowed("demo-minilab-api")} & {"sqs:SendMessage", "sqs:ReceiveMessage", "s3:DeleteObject"})
         self.assertIn(("sqs:ReceiveMessage", queue), allowed("demo-minilab-worker"))
@@ -548,6 +548,72 @@ class ChartTest(unittest.TestCase):
         self.assertNotIn(("s3:PutObject", "arn:aws:s3:::photos-up/uploads/*"), allowed("demo-minilab-worker"))
         self.assertEqual({a for a, r in allowed("demo-minilab-operator") if r == queue}, {"sqs:SendMessage"})
         self.assertEqual(allowed("demo-minilab-publish"), {("s3:PutObject", "arn:aws:s3:::photos-site/*")})
+
+    def test_two_releases_in_one_account_never_share_an_aws_name(self):
+        # ACK adopts an existing AWS resource of the same name and overwrites it: the
+        # names the chart makes carry the namespace (or ack.namePrefix).
+        def aws_names(values, namespace="media"):
+            docs = render(values, namespace)
+            names = set()
+            for d in docs:
+                if d["kind"] == "Queue":
+                    names.add(("queue", d["spec"]["queueName"]))
+                elif d["kind"] == "Role" and d["apiVersion"].startswith("iam."):
+                    names.add(("role", d["spec"]["name"]))
+                elif d["kind"] == "OriginAccessControl":
+                    names.add(("oac", d["spec"]["originAccessControlConfig"]["name"]))
+            return names
+        media, other = aws_names(VALUE_SETS["aws"]), aws_names(VALUE_SETS["aws"], "media-staging")
+        self.assertEqual(len(media), 7)
+        self.assertEqual(media & other, set(), "one release name in two namespaces")
+        self.assertIn(("queue", "media-demo-minilab-events"), media)
+        prefixed = aws_names(merged(VALUE_SETS["aws"], {"ack": {"namePrefix": "photos-prod"}}))
+        self.assertIn(("role", "photos-prod-worker"), prefixed)
+        self.assertIn(("queue", "photos-prod-events-dlq"), prefixed)
+        # Long namespaces: names stay within AWS's limits (IAM roles and access
+        # controls 64 characters, SQS queues 80) and distinct.
+        long_a = aws_names(VALUE_SETS["aws"], "a" * 50 + "-one")
+        long_b = aws_names(VALUE_SETS["aws"], "a" * 50 + "-two")
+        for kind, name in long_a | long_b:
+            self.assertLessEqual(len(name), 80 if kind == "queue" else 64, name)
+        self.assertEqual(long_a & long_b, set())
+        # Service accounts' role annotations and the workers' queue follow the names.
+        docs = render(merged(VALUE_SETS["aws"], {"ack": {"namePrefix": "photos-prod"}}))
+        account = by_kind(docs, "ServiceAccount")["demo-minilab-worker"]
+        self.assertEqual(account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
+                         f"arn:aws:iam::{ACCOUNT}:role/photos-prod-worker")
+        worker = by_kind(docs, "Deployment")["demo-minilab-worker"]["spec"]["template"]["spec"]["containers"][0]
+        self.assertIn({"name": "MINILAB_QUEUE_URL", "value": f"https://sqs.eu-west-1.amazonaws.com/{ACCOUNT}/photos-prod-events"},
+                      worker["env"])
+
+    def test_existing_buckets_and_queues_are_used_not_managed(self):
+        existing = "https://sqs.eu-west-1.amazonaws.com/444455556666/shared-photo-events"
+        values = merged(VALUE_SETS["aws"], {"queueUrl": existing, "ack": {"manage": {"buckets": False, "queues": False}}})
+        docs = render(values)
+        self.assertEqual(by_kind(docs, "Bucket"), {})
+        self.assertEqual(by_kind(docs, "Queue"), {})
+        roles = by_kind(docs, "Role", "iam.services.k8s.aws/")
+        worker = [st for p in roles["demo-minilab-worker"]["spec"]["inlinePolicies"].values() for st in json.loads(p)["Statement"]]
+        operator = [st for p in roles["demo-minilab-operator"]["spec"]["inlinePolicies"].values() for st in json.loads(p)["Statement"]]
+        arn = "arn:aws:sqs:eu-west-1:444455556666:shared-photo-events"
+        self.assertTrue(iam_allows(worker, "sqs:ReceiveMessage", arn))
+        self.assertTrue(iam_allows(operator, "sqs:SendMessage", arn))
+        self.assertTrue(iam_allows(worker, "s3:GetObject", "arn:aws:s3:::photos-up/uploads/a.jpg"))
+        env = {e["name"]: e.get("value") for e in by_kind(docs, "Deployment")["demo-minilab-worker"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+        self.assertEqual(env["MINILAB_QUEUE_URL"], existing)
+        self.assertNotIn("dead-letter", notes(values))
+        # Only the buckets kept: the chart's queue is still made, and the (existing)
+        # uploads bucket's notification is the user's to point at it.
+        only_buckets = render(merged(VALUE_SETS["aws"], {"ack": {"manage": {"buckets": False}}}))
+        self.assertEqual(by_kind(only_buckets, "Bucket"), {})
+        self.assertEqual(len(by_kind(only_buckets, "Queue")), 2)
+        for bad, message in [
+            (merged(VALUE_SETS["aws"], {"ack": {"manage": {"queues": False}}}), "queueUrl must name the existing queue"),
+            (merged(VALUE_SETS["aws"], {"queueUrl": existing}), "set ack.manage.queues to false"),
+        ]:
+            with self.assertRaises(Exception) as refused:
+                render(bad)
+            self.assertIn(message, str(refused.exception))
 
     def test_the_readmes_batch_can_read_its_source_and_nothing_more(self):
         # The README's values and its batch ImageJob, rendered: the worker and the
@@ -824,7 +890,7 @@ class RealApiServerTest(unittest.TestCase):
                       first["notes"])
         self.assertIn(f"helm upgrade demo CHART -n {namespace} -f VALUES.yaml", first["notes"])
         # What the SQS controller does once SQS made the queue.
-        dlq_arn = f"arn:aws:sqs:eu-west-1:{ACCOUNT}:demo-minilab-events-dlq"
+        dlq_arn = f"arn:aws:sqs:eu-west-1:{ACCOUNT}:{namespace}-demo-minilab-events-dlq"
         kubectl("patch", "queue", "demo-minilab-events-dlq", "-n", namespace, "--subresource=status", "--type=merge",
                 "-p", json.dumps({"status": {"queueARN": dlq_arn, "conditions": [
                     {"type": "ACK.ResourceSynced", "status": "True"}]}}))

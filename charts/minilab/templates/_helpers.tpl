@@ -72,6 +72,27 @@ readinessProbe:
 {{- end -}}
 {{- end -}}
 
+{{/* The queue's ARN, from its URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME). */}}
+{{- define "minilab.queueArn" -}}
+{{- $parts := regexSplit "/" (include "minilab.queueUrl" .) -1 -}}
+{{- $region := index (regexSplit "\\." (index $parts 2) -1) 1 -}}
+{{- printf "arn:aws:sqs:%s:%s:%s" $region (index $parts 3) (index $parts 4) -}}
+{{- end -}}
+
+{{/* The stem of every AWS name the chart makes (queues, roles, the access control):
+   ack.namePrefix, else {namespace}-{release}, so two releases of one name in two
+   namespaces of one account never adopt each other's resources. At most 55
+   characters (IAM role names allow 64, the longest suffix is "-operator"): a longer
+   stem is cut and ends with a hash of the whole. */}}
+{{- define "minilab.awsName" -}}
+{{- $stem := .Values.ack.namePrefix | default (printf "%s-%s" .Release.Namespace (include "minilab.fullname" .)) -}}
+{{- if le (len $stem) 55 -}}
+{{- $stem -}}
+{{- else -}}
+{{- printf "%s-%s" (trunc 46 $stem | trimSuffix "-") (sha256sum $stem | trunc 8) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* "true" when the events queue may name its dead-letter queue in a redrive policy:
    the ACK controller reports the DLQ's ARN (read by `helm upgrade`, as the Helm engine
    looks up objects on a cluster only), or ack.redrivePolicy is `always`. */}}
@@ -100,7 +121,7 @@ true
 {{- end -}}
 
 {{- define "minilab.queueName" -}}
-{{- printf "%s-events" (include "minilab.fullname" .) -}}
+{{- printf "%s-events" (include "minilab.awsName" .) -}}
 {{- end -}}
 
 {{/* A component's IAM role for IRSA: {component}.roleArn, or the role the chart
@@ -110,7 +131,7 @@ true
 {{- if $values.roleArn -}}
 {{- $values.roleArn -}}
 {{- else if .root.Values.ack.enabled -}}
-{{- printf "arn:aws:iam::%s:role/%s-%s" .root.Values.ack.accountId (include "minilab.fullname" .root) .component -}}
+{{- printf "arn:aws:iam::%s:role/%s-%s" .root.Values.ack.accountId (include "minilab.awsName" .root) .component -}}
 {{- end -}}
 {{- end -}}
 
