@@ -702,6 +702,34 @@ class ChartTest(unittest.TestCase):
                     render(merged(VALUE_SETS["aws"], bad))
                 self.assertIn(message, str(refused.exception))
 
+    def test_the_distribution_spells_out_what_cloudfront_fills_in(self):
+        # The CloudFront controller compares the spec with what GetDistribution
+        # reports and has no late initialisation for distributions: a field left out
+        # that CloudFront fills in is a difference, and an update, on every resync.
+        [distribution] = by_kind(render(VALUE_SETS["aws"]), "Distribution").values()
+        config = distribution["spec"]["distributionConfig"]
+        filled_in = {"originPath": "", "connectionAttempts": 3, "connectionTimeout": 10,
+                     "customHeaders": {}, "originShield": {"enabled": False}}
+        for origin in config["origins"]["items"]:
+            with self.subTest(origin=origin["id"]):
+                self.assertEqual({k: origin.get(k) for k in filled_in}, filled_in)
+        api = next(o for o in config["origins"]["items"] if o["id"] == "api")["customOriginConfig"]
+        self.assertEqual((api.get("originReadTimeout"), api.get("originKeepaliveTimeout")), (30, 5))
+        behaviour = {"smoothStreaming": False, "fieldLevelEncryptionID": "", "trustedSigners": {"enabled": False},
+                     "trustedKeyGroups": {"enabled": False}, "lambdaFunctionAssociations": {},
+                     "functionAssociations": {}}
+        for cache in [config["defaultCacheBehavior"], *config["cacheBehaviors"]["items"]]:
+            with self.subTest(behaviour=cache["targetOriginID"]):
+                self.assertEqual({k: cache.get(k) for k in behaviour}, behaviour)
+        distribution_level = {"logging": {"enabled": False, "includeCookies": False, "bucket": "", "prefix": ""},
+                              "restrictions": {"geoRestriction": {"restrictionType": "none"}},
+                              "customErrorResponses": {}, "originGroups": {}, "webACLID": ""}
+        self.assertEqual({k: config.get(k) for k in distribution_level}, distribution_level)
+        certificate = config["viewerCertificate"]
+        self.assertEqual((certificate.get("certificate"), certificate.get("certificateSource"),
+                          certificate.get("cloudFrontDefaultCertificate")),
+                         (certificate["acmCertificateARN"], "acm", False))
+
     def test_a_hook_job_publishes_the_page_to_the_site_bucket(self):
         self.assertEqual(by_kind(render(BASE), "Job"), {})
         docs = render(merged(VALUE_SETS["aws"], {"publish": {"apiBase": "https://api.photos.example.com"}}))

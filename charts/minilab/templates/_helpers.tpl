@@ -181,3 +181,23 @@ annotations:
   services.k8s.aws/region: {{ .root.Values.region | quote }}
   services.k8s.aws/deletion-policy: {{ ternary .root.Values.ack.deletionPolicy.data .root.Values.ack.deletionPolicy.other .data }}
 {{- end -}}
+
+
+{{/* What CloudFront fills in on an origin left without them (see cloudfront.yaml). */}}
+{{- define "minilab.cloudfrontOriginDefaults" -}}
+originPath: ""
+connectionAttempts: 3
+connectionTimeout: 10
+customHeaders: {}
+originShield: {enabled: false}
+{{- end -}}
+
+{{/* What CloudFront fills in on a cache behaviour left without them. */}}
+{{- define "minilab.cloudfrontBehaviourDefaults" -}}
+smoothStreaming: false
+fieldLevelEncryptionID: ""
+trustedSigners: {enabled: false}
+trustedKeyGroups: {enabled: false}
+lambdaFunctionAssociations: {}
+functionAssociations: {}
+{{- end -}}
