@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod post_policy;
+pub mod signing;
 pub mod tracking;
 pub mod uploads;
 pub mod web;
@@ -26,9 +27,8 @@ use tower::ServiceBuilder;
 #[derive(Clone)]
 pub struct ApiConfig {
     pub s3: aws_sdk_s3::Client,
-    /// Signs upload policies: the same credentials the S3 client uses (they may
-    /// rotate, as with IRSA, so they are fetched for every upload).
-    pub credentials: aws_credential_types::provider::SharedCredentialsProvider,
+    /// Signs upload policies and download URLs, and says how long they may live.
+    pub signer: Arc<signing::Signer>,
     /// The uploads bucket's region, part of the signature.
     pub region: String,
     pub uploads_bucket: String,

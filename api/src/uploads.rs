@@ -4,7 +4,7 @@
 use crate::ApiConfig;
 use crate::error::{ApiError, Result};
 use crate::post_policy::{FormFields, PostPolicy};
-use aws_credential_types::provider::ProvideCredentials;
+use crate::signing;
 use aws_sdk_s3::presigning::PresigningConfig;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -88,8 +88,13 @@ pub async fn create(
     let now = Utc::now();
     let id = UploadId::new(now);
     let key = keys::source_key(id);
-    let expires_at =
-        now + chrono::Duration::from_std(config.upload_ttl).map_err(ApiError::internal)?;
+    let credentials = config
+        .signer
+        .credentials()
+        .await
+        .map_err(ApiError::internal)?;
+    let ttl = signing::lifetime(config.upload_ttl, credentials.expiry(), now.into());
+    let expires_at = now + chrono::Duration::from_std(ttl).map_err(ApiError::internal)?;
     let stem = minilab_core::safe_file_stem(&request.filename);
     let mut metadata = vec![(minilab_core::RECIPE_METADATA, request.recipe.as_str())];
     if let Some(stem) = &stem {
@@ -103,11 +108,6 @@ pub async fn create(
         metadata: &metadata,
         expires_at,
     };
-    let credentials = config
-        .credentials
-        .provide_credentials()
-        .await
-        .map_err(ApiError::internal)?;
     let fields = policy.sign(&credentials, &config.region, now);
     tracing::info!(%id, recipe = request.recipe, size = request.size, "upload issued");
     config.metrics.issued();
@@ -323,8 +323,22 @@ async fn status_from_manifest(
     id: UploadId,
     manifest: Manifest,
 ) -> Result<UploadStatus> {
-    let presigning =
-        PresigningConfig::expires_in(config.download_ttl).map_err(ApiError::internal)?;
+    // Signed with the signer's credentials, not the client's own cache, so that the
+    // URL's lifetime can be capped at what exactly these credentials have left.
+    let credentials = config
+        .signer
+        .credentials()
+        .await
+        .map_err(ApiError::internal)?;
+    let ttl = signing::lifetime(
+        config.download_ttl,
+        credentials.expiry(),
+        std::time::SystemTime::now(),
+    );
+    let presigning = PresigningConfig::expires_in(ttl).map_err(ApiError::internal)?;
+    let signed_by = aws_sdk_s3::Config::builder()
+        .credentials_provider(credentials)
+        .identity_cache(aws_sdk_s3::config::IdentityCache::no_cache());
     let stem = manifest
         .source
         .filename
@@ -340,6 +354,8 @@ async fn status_from_manifest(
             .bucket(&config.processed_bucket)
             .key(&output.key)
             .response_content_disposition(format!("attachment; filename=\"{download_name}\""))
+            .customize()
+            .config_override(signed_by.clone())
             .presigned(presigning.clone())
             .await
             .map_err(ApiError::internal)?;

@@ -51,11 +51,14 @@ pub struct ApiArgs {
     /// The URL browsers POST uploads to [default: the uploads bucket's S3 URL].
     #[arg(long, env = "MINILAB_UPLOAD_URL")]
     upload_url: Option<String>,
-    /// Seconds a presigned upload stays valid.
-    #[arg(long, env = "MINILAB_UPLOAD_TTL", default_value_t = 900)]
+    /// Seconds a presigned upload stays valid (at most what the signing credentials
+    /// have left: role credentials are renewed with 15 minutes to go).
+    #[arg(long, env = "MINILAB_UPLOAD_TTL", default_value_t = 900,
+          value_parser = clap::value_parser!(u64).range(1..=604_800))]
     upload_ttl: u64,
-    /// Seconds a presigned download stays valid.
-    #[arg(long, env = "MINILAB_DOWNLOAD_TTL", default_value_t = 3600)]
+    /// Seconds a presigned download stays valid (capped like --upload-ttl).
+    #[arg(long, env = "MINILAB_DOWNLOAD_TTL", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..=604_800))]
     download_ttl: u64,
     /// Record every upload as an ImageJob in this pod's namespace (on a cluster).
     /// A failure to do so never fails the upload; it is logged and counted.
@@ -144,7 +147,7 @@ pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
         tracker,
         metrics: Default::default(),
         s3,
-        credentials,
+        signer: Arc::new(minilab_api::signing::Signer::new(credentials)),
         region,
         uploads_bucket: storage.uploads_bucket.clone(),
         processed_bucket: storage.processed_bucket.clone(),

@@ -42,10 +42,12 @@ pub struct UpArgs {
     #[arg(long, env = "MINILAB_MAX_UPLOAD_BYTES", default_value_t = Limits::DEFAULT_MAX_BYTES)]
     max_upload_bytes: u64,
     /// Seconds a presigned upload stays valid.
-    #[arg(long, env = "MINILAB_UPLOAD_TTL", default_value_t = 900)]
+    #[arg(long, env = "MINILAB_UPLOAD_TTL", default_value_t = 900,
+          value_parser = clap::value_parser!(u64).range(1..=604_800))]
     upload_ttl: u64,
     /// Seconds a presigned download stays valid.
-    #[arg(long, env = "MINILAB_DOWNLOAD_TTL", default_value_t = 3600)]
+    #[arg(long, env = "MINILAB_DOWNLOAD_TTL", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..=604_800))]
     download_ttl: u64,
     /// A YAML file of recipes (`recipes: [...]`) added to the built-in ones.
     #[arg(long, env = "MINILAB_RECIPES")]
@@ -166,7 +168,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         tracker: None,
         metrics: Default::default(),
         s3,
-        credentials: provider,
+        signer: Arc::new(minilab_api::signing::Signer::new(provider)),
         region: REGION.into(),
         uploads_bucket: UPLOADS_BUCKET.into(),
         processed_bucket: PROCESSED_BUCKET.into(),

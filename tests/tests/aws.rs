@@ -534,3 +534,112 @@ async fn publish_web_puts_the_page_with_its_types_cache_headers_and_api_base() {
         String::from_utf8_lossy(&missing.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn presigned_urls_never_outlive_the_credentials_that_signed_them() {
+    // Role credentials from a container endpoint, as EKS Pod Identity hands them out,
+    // with 20 minutes left, while the API is told to make hour-long URLs: a URL signed
+    // by them would die after 20 minutes whatever it says.
+    use axum::routing::get;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let stack = Stack::connect().await;
+    let env = stack.env(EnvOptions::default()).await;
+    let expiry = chrono::Utc::now() + chrono::Duration::minutes(20);
+    let fetched = Arc::new(AtomicUsize::new(0));
+    let counter = fetched.clone();
+    let credentials = axum::Router::new().route(
+        "/credentials",
+        get(move || {
+            counter.fetch_add(1, Ordering::Relaxed);
+            async move {
+                axum::Json(serde_json::json!({
+                    "AccessKeyId": "test", "SecretAccessKey": "test", "Token": "role-session",
+                    "Expiration": expiry.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}/credentials", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, credentials).await });
+    let mut command = stack.command("api", &env);
+    command
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("AWS_CONTAINER_CREDENTIALS_FULL_URI", &endpoint)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--upload-ttl",
+            "3600",
+            "--download-ttl",
+            "3600",
+        ]);
+    let process = minilab_tests::Process::start(&mut command, "minilab api listening on ");
+    let api = minilab_tests::Api::new(process.ready_line.clone());
+    let (_worker, _) = stack.worker(&env, &[]);
+
+    let bytes = photo("photo-small.jpg");
+    let mut tickets = Vec::new();
+    for n in 0..5 {
+        tickets.push(
+            api.ticket(&format!("p{n}.jpg"), "image/jpeg", &bytes, "grayscale")
+                .await,
+        );
+    }
+    for ticket in &tickets {
+        let expires: chrono::DateTime<chrono::Utc> =
+            ticket["expiresAt"].as_str().unwrap().parse().unwrap();
+        assert!(
+            expires <= expiry,
+            "the upload outlives its credentials: {expires} > {expiry}"
+        );
+        assert!(
+            expires > expiry - chrono::Duration::seconds(30),
+            "{expires}"
+        );
+        assert_eq!(
+            ticket["upload"]["fields"]["x-amz-security-token"],
+            "role-session"
+        );
+    }
+    let id = tickets[0]["id"].as_str().unwrap().to_owned();
+    api.upload(&tickets[0], bytes, "image/jpeg").await;
+    let status = api.wait_final(&id).await;
+    assert_eq!(state(&status), "succeeded", "{status}");
+    let url = status["outputs"][0]["url"].as_str().unwrap();
+    let query: std::collections::HashMap<String, String> = url
+        .split_once('?')
+        .unwrap()
+        .1
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| {
+            (
+                k.to_owned(),
+                percent_encoding::percent_decode_str(v)
+                    .decode_utf8_lossy()
+                    .into_owned(),
+            )
+        })
+        .collect();
+    let lifetime: i64 = query["X-Amz-Expires"].parse().unwrap();
+    assert!(
+        (1170..=1200).contains(&lifetime),
+        "X-Amz-Expires={lifetime}, credentials had 1200 s"
+    );
+    assert_eq!(query["X-Amz-Security-Token"], "role-session");
+    assert_eq!(
+        api.download_outputs(&status).await.len(),
+        1,
+        "the capped URL works"
+    );
+    // Five tickets and a status: the credentials were fetched for the signer once
+    // (and by the S3 client's own cache), not once per URL.
+    assert!(
+        fetched.load(Ordering::Relaxed) <= 2,
+        "{} credential fetches",
+        fetched.load(Ordering::Relaxed)
+    );
+}
