@@ -47,6 +47,26 @@ pub struct ApiConfig {
     /// Told about every upload (an ImageJob each, on a cluster); `None` off-cluster.
     pub tracker: Option<Arc<dyn tracking::UploadTracker>>,
     pub metrics: Arc<tracking::ApiMetrics>,
+    /// Whether this instance still takes new requests (`/readyz`).
+    pub readiness: Readiness,
+}
+
+/// Whether this instance still takes new requests: `/readyz` answers 200 until
+/// [`Readiness::drain`], then 503 `draining`, so a load balancer stops sending
+/// requests before the server stops accepting them. It says nothing about S3: an S3
+/// brownout must not take every instance out of the load balancer at once.
+#[derive(Clone, Debug, Default)]
+pub struct Readiness(Arc<std::sync::atomic::AtomicBool>);
+
+impl Readiness {
+    /// From now on `/readyz` answers 503 `draining`; requests are still served.
+    pub fn drain(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn draining(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// Most requests the API handles at once; more are answered 503 `overloaded`.
@@ -56,6 +76,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest JSON body the API reads.
 const MAX_BODY_BYTES: usize = 16 * 1024;
 
+/// The API, the page (with `serve_web`) and the probes; `/metrics` is in
+/// [`metrics_router`], served on a port of its own or merged into this one.
 pub fn router(config: ApiConfig) -> Router {
     let serve_web = config.serve_web;
     let api = Router::new()
@@ -64,7 +86,6 @@ pub fn router(config: ApiConfig) -> Router {
         .route("/api/v1/recipes", get(recipes))
         .route("/livez", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint")
         })
@@ -127,7 +148,13 @@ async fn recipes(State(config): State<ApiConfig>) -> Json<serde_json::Value> {
     }))
 }
 
-/// Ready when both buckets answer.
+/// `/metrics` (OpenMetrics text).
+pub fn metrics_router(config: ApiConfig) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(config)
+}
+
 async fn metrics(State(config): State<ApiConfig>) -> impl axum::response::IntoResponse {
     (
         [(
@@ -139,24 +166,12 @@ async fn metrics(State(config): State<ApiConfig>) -> impl axum::response::IntoRe
 }
 
 async fn readyz(State(config): State<ApiConfig>) -> Result<Json<serde_json::Value>, ApiError> {
-    for bucket in [&config.uploads_bucket, &config.processed_bucket] {
-        let probe = config.s3.head_bucket().bucket(bucket).send();
-        match tokio::time::timeout(Duration::from_secs(2), probe).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(err)) => {
-                tracing::warn!(bucket, error = %aws_sdk_s3::error::DisplayErrorContext(&err), "bucket not reachable");
-                return Err(not_ready());
-            }
-            Err(_) => return Err(not_ready()),
-        }
+    if config.readiness.draining() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "this instance is shutting down",
+        ));
     }
     Ok(Json(json!({ "status": "ready" })))
-}
-
-fn not_ready() -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "not-ready",
-        "storage is not reachable",
-    )
 }

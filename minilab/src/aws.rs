@@ -5,7 +5,7 @@
 use anyhow::Context;
 use aws_config::BehaviorVersion;
 use clap::Args;
-use minilab_api::ApiConfig;
+use minilab_api::{ApiConfig, Readiness};
 use minilab_core::Limits;
 use minilab_worker::Worker;
 use minilab_worker::runner::RunOptions;
@@ -70,6 +70,14 @@ pub struct ApiArgs {
     #[arg(long, env = "MINILAB_KUBE_TRACKING_TTL", default_value_t = 86_400,
           value_parser = clap::value_parser!(i32).range(0..))]
     kube_tracking_ttl: i32,
+    /// Serve /metrics on this address instead of on --listen (so that what faces the
+    /// internet never shows it).
+    #[arg(long, env = "MINILAB_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Seconds between SIGTERM and no longer accepting requests: /readyz answers 503
+    /// at once, so load balancers take this instance out while it still serves.
+    #[arg(long, env = "MINILAB_SHUTDOWN_DELAY", default_value_t = 0)]
+    shutdown_delay: u64,
 }
 
 #[derive(Args, Debug)]
@@ -143,7 +151,8 @@ pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let router = minilab_api::router(ApiConfig {
+    let readiness = Readiness::default();
+    let config = ApiConfig {
         tracker,
         metrics: Default::default(),
         s3,
@@ -157,13 +166,44 @@ pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
         upload_ttl: Duration::from_secs(args.upload_ttl),
         download_ttl: Duration::from_secs(args.download_ttl),
         serve_web: args.serve_web,
-    });
+        readiness: readiness.clone(),
+    };
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
+    let metrics = minilab_api::metrics_router(config.clone());
+    let (router, metrics_server) = match args.metrics_listen {
+        Some(addr) => {
+            let metrics_listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr}"))?;
+            (
+                minilab_api::router(config),
+                Some((metrics_listener, metrics)),
+            )
+        }
+        None => (minilab_api::router(config).merge(metrics), None),
+    };
     println!("minilab api listening on http://{}", listener.local_addr()?);
+    if let Some((metrics_listener, metrics)) = metrics_server {
+        println!(
+            "minilab api metrics on http://{}",
+            metrics_listener.local_addr()?
+        );
+        tokio::spawn(async move {
+            if let Err(err) = axum::serve(metrics_listener, metrics).await {
+                tracing::error!(error = %err, "the metrics server stopped");
+            }
+        });
+    }
+    let delay = Duration::from_secs(args.shutdown_delay);
     axum::serve(listener, router)
-        .with_graceful_shutdown(crate::shutdown_signal())
+        .with_graceful_shutdown(async move {
+            crate::shutdown_signal().await;
+            readiness.drain();
+            tracing::info!(?delay, "SIGTERM: not ready; serving until the delay ends");
+            tokio::time::sleep(delay).await;
+        })
         .await?;
     Ok(())
 }

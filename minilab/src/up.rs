@@ -164,7 +164,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         std::mem::forget(queue);
     }
 
-    let api = minilab_api::router(ApiConfig {
+    let config = ApiConfig {
         tracker: None,
         metrics: Default::default(),
         s3,
@@ -178,7 +178,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         upload_ttl: Duration::from_secs(args.upload_ttl),
         download_ttl: Duration::from_secs(args.download_ttl),
         serve_web: true,
-    });
+        readiness: Default::default(),
+    };
+    let api = minilab_api::router(config.clone()).merge(minilab_api::metrics_router(config));
     tokio::spawn(serve(api_listener, api, "api"));
 
     println!("minilab is up: open http://{api_addr}/");

@@ -138,7 +138,8 @@ VALUE_SETS = {
         "domain": "photos.example.com",
         "certificateArn": "arn:aws:acm:us-east-1:111122223333:certificate/site",
         "ingress": {"enabled": True, "host": "api.photos.example.com",
-                    "certificateArn": "arn:aws:acm:eu-west-1:111122223333:certificate/api"},
+                    "certificateArn": "arn:aws:acm:eu-west-1:111122223333:certificate/api",
+                    "prefixListIds": ["pl-4fa04526"]},
         "keda": {"enabled": True},
         "ack": {"enabled": True, "accountId": "111122223333",
                 "oidcProvider": "oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B7",
@@ -397,22 +398,51 @@ class ChartTest(unittest.TestCase):
         self.assertEqual(notes["external-dns.alpha.kubernetes.io/hostname"], "api.photos.example.com")
         self.assertEqual(notes["alb.ingress.kubernetes.io/target-type"], "ip")
         self.assertTrue(notes["alb.ingress.kubernetes.io/certificate-arn"].startswith("arn:aws:acm:"))
+        self.assertEqual(notes["alb.ingress.kubernetes.io/ssl-policy"], "ELBSecurityPolicy-TLS13-1-2-2021-06")
+        self.assertEqual(notes["alb.ingress.kubernetes.io/target-group-attributes"], "deregistration_delay.timeout_seconds=30")
+        self.assertNotIn("alb.ingress.kubernetes.io/security-group-prefix-lists", notes)
         [rule] = ingress["spec"]["rules"]
         self.assertEqual(rule["host"], "api.photos.example.com")
         services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
-        backend = rule["http"]["paths"][0]["backend"]["service"]
-        self.assertIn(backend["port"]["name"], [p["name"] for p in services[backend["name"]]["spec"]["ports"]])
+        # Only the API and the page's files are routed: never the probes or /metrics.
+        paths = {(p["path"], p["pathType"]) for p in rule["http"]["paths"]}
+        page = {("/", "Exact")} | {(f"/{f.name}", "Exact") for f in (ROOT / "web").iterdir()}
+        self.assertEqual(paths, {("/api/", "Prefix")} | page)
+        for path in rule["http"]["paths"]:
+            backend = path["backend"]["service"]
+            self.assertEqual(backend["port"]["name"], "http")
+            self.assertIn("http", [p["name"] for p in services[backend["name"]]["spec"]["ports"]])
+        without_page = next(d for d in render(merged(VALUE_SETS["ingress-netpol-monitor"], {"api": {"serveWeb": False}}))
+                            if d["kind"] == "Ingress")
+        self.assertEqual([p["path"] for p in without_page["spec"]["rules"][0]["http"]["paths"]], ["/api/"])
+        # Every component's metrics on their own port, which the API's HTTP port is not.
+        deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+        for name, deployment in deployments.items():
+            container = deployment["spec"]["template"]["spec"]["containers"][0]
+            ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+            env = {e["name"]: e.get("value") for e in container["env"]}
+            self.assertEqual(env["MINILAB_METRICS_LISTEN"], f"0.0.0.0:{ports['metrics']}", name)
+            if name.endswith("-api"):
+                self.assertNotEqual(ports["http"], ports["metrics"])
+        # The API serves on for its shutdown delay after SIGTERM; the grace period
+        # covers the delay and the longest request.
+        api = deployments["demo-minilab-api"]["spec"]["template"]["spec"]
+        delay = int(next(e["value"] for e in api["containers"][0]["env"] if e["name"] == "MINILAB_SHUTDOWN_DELAY"))
+        self.assertEqual(delay, 15)
+        self.assertGreaterEqual(api["terminationGracePeriodSeconds"], delay + 30)
 
         policies = {d["metadata"]["name"]: d for d in docs if d["kind"] == "NetworkPolicy"}
         self.assertEqual(sorted(policies), ["demo-minilab-api", "demo-minilab-operator", "demo-minilab-worker"])
-        deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+        scrapers = VALUE_SETS["ingress-netpol-monitor"]["networkPolicy"]["metricsFrom"]
         for name, policy in policies.items():
             pod = deployments[name]["spec"]["template"]
             self.assertEqual(policy["spec"]["podSelector"]["matchLabels"], pod["metadata"]["labels"])
-            [rule] = policy["spec"]["ingress"]
-            opened = {p["port"] for p in rule["ports"]}
-            self.assertEqual(opened, {p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]})
-            self.assertEqual("from" in rule, not name.endswith("-api"))
+            opened = {p["port"]: rule.get("from") for rule in policy["spec"]["ingress"] for p in rule["ports"]}
+            ports = {p["name"]: p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]}
+            self.assertEqual(set(opened), set(ports.values()))
+            self.assertEqual(opened[ports["metrics"]], scrapers, "metrics only to the scrapers")
+            if "http" in ports:
+                self.assertIsNone(opened[ports["http"]], "the API's HTTP from anywhere")
 
         monitor = next(d for d in docs if d["kind"] == "ServiceMonitor")
         self.assertEqual(monitor["metadata"]["labels"]["release"], "prometheus")
@@ -420,12 +450,21 @@ class ChartTest(unittest.TestCase):
                     if monitor["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()]
         self.assertEqual(sorted(s["metadata"]["name"] for s in selected),
                          ["demo-minilab-api", "demo-minilab-operator-metrics", "demo-minilab-worker-metrics"])
-        endpoint_ports = {e["port"] for e in monitor["spec"]["endpoints"]}
+        self.assertEqual([(e["port"], e["path"]) for e in monitor["spec"]["endpoints"]], [("metrics", "/metrics")])
         for service in selected:
-            self.assertTrue(endpoint_ports & {p["name"] for p in service["spec"]["ports"]}, service["metadata"]["name"])
+            self.assertIn("metrics", [p["name"] for p in service["spec"]["ports"]], service["metadata"]["name"])
         with self.assertRaises(Exception) as refused:
             render(merged(BASE, {"ingress": {"enabled": True}}))
         self.assertIn("ingress.enabled needs ingress.host", str(refused.exception))
+
+    def test_with_cloudfront_only_cloudfront_reaches_the_load_balancer(self):
+        docs = render(VALUE_SETS["aws"])
+        ingress = next(d for d in docs if d["kind"] == "Ingress")
+        self.assertEqual(ingress["metadata"]["annotations"]["alb.ingress.kubernetes.io/security-group-prefix-lists"],
+                         "pl-4fa04526")
+        with self.assertRaises(Exception) as refused:
+            render(merged(VALUE_SETS["aws"], {"ingress": {"prefixListIds": []}}))
+        self.assertIn("com.amazonaws.global.cloudfront.origin-facing", str(refused.exception))
 
     def test_every_ack_resource_names_its_region_and_what_uninstall_does(self):
         # Without the region annotation ACK uses its controller's region, while the

@@ -536,6 +536,58 @@ async fn publish_web_puts_the_page_with_its_types_cache_headers_and_api_base() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_apis_readiness_is_about_itself_and_its_metrics_have_their_own_port() {
+    // S3 unreachable (nothing listens on port 1): the instance can still answer, so it
+    // stays ready; an S3 brownout must not empty the load balancer of every instance.
+    let stack = Stack::connect().await;
+    let env = stack.env(EnvOptions::default()).await;
+    let unreachable = std::ffi::OsStr::new("http://127.0.0.1:1");
+    let (mut process, api) = stack.api_with(
+        &env,
+        &["--metrics-listen", "127.0.0.1:0", "--shutdown-delay", "3"],
+        &[("AWS_ENDPOINT_URL", unreachable)],
+    );
+    let metrics = process.wait_line("minilab api metrics on ");
+    let get = |url: String| {
+        let http = api.http.clone();
+        async move { http.get(url).send().await.unwrap() }
+    };
+    let ready = get(format!("{}/readyz", api.url)).await;
+    assert_eq!(ready.status(), 200);
+    // /metrics only on its own port, never where the internet may reach.
+    assert_eq!(get(format!("{}/metrics", api.url)).await.status(), 404);
+    let scraped = get(format!("{metrics}/metrics")).await;
+    assert_eq!(scraped.status(), 200);
+    assert!(scraped.text().await.unwrap().contains("minilab_api_"));
+
+    // SIGTERM: not ready at once, yet still serving until the delay ends, then gone.
+    let stopped = Instant::now();
+    process.terminate();
+    eventually(Duration::from_secs(2), "/readyz answering 503", || async {
+        get(format!("{}/readyz", api.url)).await.status() == 503
+    })
+    .await;
+    let draining: Value = get(format!("{}/readyz", api.url))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(draining["error"]["code"], "draining");
+    assert_eq!(
+        get(format!("{}/api/v1/recipes", api.url)).await.status(),
+        200
+    );
+    let exited = process
+        .wait_exit(Duration::from_secs(10))
+        .expect("the api exits after its delay");
+    assert!(exited.success(), "{exited:?}");
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(3),
+        "it served for the whole delay"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn presigned_urls_never_outlive_the_credentials_that_signed_them() {
     // Role credentials from a container endpoint, as EKS Pod Identity hands them out,
     // with 20 minutes left, while the API is told to make hour-long URLs: a URL signed
