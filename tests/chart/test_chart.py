@@ -326,9 +326,6 @@ class ChartTest(unittest.TestCase):
         auth = next(d for d in render(merged(VALUE_SETS["keda"], {"keda": {"roleArn": role}}))
                     if d["kind"] == "TriggerAuthentication")
         self.assertEqual(auth["spec"]["podIdentity"], {"provider": "aws", "roleArn": role})
-        with self.assertRaises(Exception) as refused:
-            render(merged(VALUE_SETS["keda"], {"queueUrl": ""}))
-        self.assertIn("keda.enabled needs the queue", str(refused.exception))
         # Blind to the queue, KEDA keeps the fallback's workers instead of none.
         self.assertEqual(scaled["spec"]["fallback"], {"failureThreshold": 3, "replicas": 2})
         # With no role to read the queue as, KEDA could never scale: refused, not rendered.
@@ -794,6 +791,26 @@ class ChartTest(unittest.TestCase):
                          f"arn:aws:iam::{ACCOUNT}:role/{role['spec']['name']}")
         with self.assertRaises(hp.HelmValuesError):
             render(merged(BASE, {"publish": {"apiBase": "javascript:alert(1)"}}))
+
+    def test_the_defaults_alone_never_render_a_release_that_cannot_work(self):
+        # Without buckets or a queue the pods would start and fail; refuse instead.
+        for values, message in [
+            ({}, "buckets.uploads and buckets.processed are required"),
+            ({"buckets": {"uploads": "photos-up"}}, "buckets.uploads and buckets.processed are required"),
+            (merged(BASE, {"queueUrl": ""}), "queueUrl is required"),
+            (merged(VALUE_SETS["keda"], {"queueUrl": ""}), "queueUrl is required"),
+        ]:
+            with self.subTest(values=values):
+                with self.assertRaises(Exception) as refused:
+                    render(values)
+                self.assertIn(message, str(refused.exception))
+        # A dotted bucket name breaks the browser's HTTPS POST to
+        # BUCKET.s3.REGION.amazonaws.com (the certificate is *.s3.REGION.amazonaws.com).
+        for bucket in ("uploads", "processed", "site"):
+            with self.subTest(bucket=bucket):
+                with self.assertRaises(hp.HelmValuesError) as refused:
+                    render(merged(BASE, {"buckets": {bucket: "photos.example.com"}}))
+                self.assertIn(f"/buckets/{bucket}", str(refused.exception))
 
     def test_the_schema_rejects_unknown_keys_and_wrong_types(self):
         for bad, where in [

@@ -63,6 +63,17 @@ readinessProbe:
   periodSeconds: 5
 {{- end -}}
 
+{{/* What every release needs, checked once (deployments.yaml includes it): the
+   defaults alone must never render pods that cannot work. */}}
+{{- define "minilab.required" -}}
+{{- if not (and .Values.buckets.uploads .Values.buckets.processed) -}}
+{{- fail "buckets.uploads and buckets.processed are required: the bucket uploads arrive in and the bucket outputs go to (created by the chart with ack.enabled)" -}}
+{{- end -}}
+{{- if not (include "minilab.queueUrl" .) -}}
+{{- fail "queueUrl is required: the SQS queue that receives the uploads bucket's events (or ack.enabled, which creates it)" -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The queue's URL: queueUrl, or the queue the chart creates with ack.enabled. */}}
 {{- define "minilab.queueUrl" -}}
 {{- if .Values.queueUrl -}}
