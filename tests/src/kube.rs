@@ -63,7 +63,13 @@ impl Cluster {
             "render.py: {}",
             String::from_utf8_lossy(&rendered.stderr)
         );
-        cluster.apply(&String::from_utf8(rendered.stdout).expect("YAML"));
+        {
+            // The CRD is cluster-wide: two tests applying it at once both find it
+            // missing and both create it, and one gets AlreadyExists.
+            static CLUSTER_WIDE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+            let _one_at_a_time = CLUSTER_WIDE.lock().unwrap_or_else(|e| e.into_inner());
+            cluster.apply(&String::from_utf8(rendered.stdout).expect("YAML"));
+        }
         cluster.kubectl(&[
             "wait",
             "--for=condition=Established",
