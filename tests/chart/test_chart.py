@@ -149,6 +149,22 @@ VALUE_SETS = {
                 "route53": {"enabled": True, "hostedZoneId": "Z0123456789ABC", "zoneName": "example.com"}},
     }),
 }
+VALUE_SETS["pod-identity-and-placement"] = merged(VALUE_SETS["aws"], {
+    "awsIdentity": "podIdentity",
+    "ack": {"oidcProvider": ""},
+    "keda": {"operatorRoleArn": "arn:aws:iam::111122223333:role/keda-operator"},
+    "nodeSelector": {"pool": "general"},
+    "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "media", "effect": "NoSchedule"}],
+    "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+        "weight": 50, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
+                                          "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "minilab"}}}}]}},
+    "priorityClassName": "media-high",
+    "imagePullSecrets": [{"name": "registry-credentials"}],
+    "podLabels": {"team": "media", "app.kubernetes.io/component": "not-this"},
+    "podAnnotations": {"example.com/owner": "media"},
+    "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy.internal:3128"}],
+    "worker": {"nodeSelector": {"pool": "compute"}, "extraEnv": [{"name": "RUST_LOG", "value": "info"}]},
+})
 ACCOUNT = "111122223333"
 
 
@@ -811,6 +827,61 @@ class ChartTest(unittest.TestCase):
                 with self.assertRaises(hp.HelmValuesError) as refused:
                     render(merged(BASE, {"buckets": {bucket: "photos.example.com"}}))
                 self.assertIn(f"/buckets/{bucket}", str(refused.exception))
+
+    def test_every_pod_takes_the_placement_metadata_and_environment_asked_for(self):
+        values = VALUE_SETS["pod-identity-and-placement"]
+        workloads = {d["metadata"]["name"]: d for d in render(values) if d["kind"] in ("Deployment", "Job")}
+        self.assertEqual(len(workloads), 4)
+        for name, workload in workloads.items():
+            pod = workload["spec"]["template"]
+            spec = pod["spec"]
+            with self.subTest(workload=name):
+                own = "compute" if name.endswith("-worker") else "general"
+                self.assertEqual(spec["nodeSelector"], {"pool": own})
+                self.assertEqual(spec["tolerations"], values["tolerations"])
+                self.assertEqual(spec["affinity"], values["affinity"])
+                self.assertEqual(spec["priorityClassName"], "media-high")
+                self.assertEqual(spec["imagePullSecrets"], [{"name": "registry-credentials"}])
+                self.assertEqual(pod["metadata"]["labels"]["team"], "media")
+                self.assertNotEqual(pod["metadata"]["labels"]["app.kubernetes.io/component"], "not-this",
+                                    "the selector's labels win")
+                self.assertEqual(pod["metadata"]["annotations"]["example.com/owner"], "media")
+                env = [e["name"] for e in spec["containers"][0]["env"]]
+                self.assertIn("HTTPS_PROXY", env)
+                self.assertEqual("RUST_LOG" in env, name.endswith("-worker"))
+                if workload["kind"] == "Deployment":
+                    self.assertEqual(workload["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items(), True)
+                    self.assertIn("minilab.dev/recipes-checksum", pod["metadata"]["annotations"])
+        # Nothing asked for, nothing rendered.
+        spec = by_kind(render(BASE), "Deployment")["demo-minilab-api"]["spec"]["template"]["spec"]
+        self.assertFalse({"nodeSelector", "tolerations", "affinity", "priorityClassName", "imagePullSecrets"} & spec.keys())
+
+    def test_eks_pod_identity_instead_of_irsa(self):
+        values = VALUE_SETS["pod-identity-and-placement"]
+        docs = render(values)
+        for name, account in by_kind(docs, "ServiceAccount").items():
+            self.assertNotIn("eks.amazonaws.com/role-arn", account["metadata"].get("annotations") or {}, name)
+        for name, role in by_kind(docs, "Role", "iam.services.k8s.aws/").items():
+            with self.subTest(role=name):
+                trust, *others = json.loads(role["spec"]["assumeRolePolicyDocument"])["Statement"]
+                self.assertEqual(trust["Principal"], {"Service": "pods.eks.amazonaws.com"})
+                self.assertEqual(sorted(trust["Action"]), ["sts:AssumeRole", "sts:TagSession"])
+                self.assertEqual(trust["Condition"]["StringEquals"], {
+                    "aws:RequestTag/kubernetes-namespace": "media", "aws:RequestTag/kubernetes-service-account": name})
+                # KEDA cannot find a role without the IRSA annotation: it assumes the
+                # worker's with its own, which the worker role trusts.
+                self.assertEqual([o["Principal"] for o in others],
+                                 [{"AWS": values["keda"]["operatorRoleArn"]}] if name.endswith("-worker") else [])
+        [auth] = by_kind(docs, "TriggerAuthentication").values()
+        self.assertEqual(auth["spec"]["podIdentity"],
+                         {"provider": "aws", "roleArn": f"arn:aws:iam::{ACCOUNT}:role/media-demo-minilab-worker"})
+        text = notes(values)
+        for component in ("api", "worker", "operator", "publish"):
+            self.assertIn(f"--namespace media --service-account demo-minilab-{component} "
+                          f"--role-arn arn:aws:iam::{ACCOUNT}:role/media-demo-minilab-{component}", text)
+        with self.assertRaises(Exception) as refused:
+            render(merged(values, {"keda": {"operatorRoleArn": ""}}))
+        self.assertIn("set keda.operatorRoleArn", str(refused.exception))
 
     def test_the_schema_rejects_unknown_keys_and_wrong_types(self):
         for bad, where in [

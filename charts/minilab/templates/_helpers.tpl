@@ -146,20 +146,29 @@ true
 {{- end -}}
 {{- end -}}
 
-{{/* An IAM trust policy (JSON) letting one service account assume a role through
-     IRSA, and with `keda` (.Values.keda) KEDA's operator too: its service account
-     through the same OIDC provider, and its role if keda.operatorRoleArn is set.
+{{/* An IAM trust policy (JSON) letting one service account assume a role: through
+     the cluster's OIDC provider (awsIdentity irsa), or through EKS Pod Identity
+     (awsIdentity podIdentity: the pods.eks.amazonaws.com service, only for the
+     session tags of this namespace and service account). With `keda`
+     (.Values.keda), KEDA's operator too: its service account through the OIDC
+     provider (IRSA only: KEDA reads the workload's IRSA annotation), and its role
+     if keda.operatorRoleArn is set.
      Called with (dict "root" $ "serviceAccount" NAME ["keda" .Values.keda]). */}}
-{{- define "minilab.irsaTrust" -}}
+{{- define "minilab.trustPolicy" -}}
 {{- $v := .root.Values.ack -}}
+{{- $statements := list -}}
+{{- if eq .root.Values.awsIdentity "podIdentity" -}}
+{{- $tags := dict "aws:RequestTag/kubernetes-namespace" .root.Release.Namespace "aws:RequestTag/kubernetes-service-account" .serviceAccount -}}
+{{- $statements = append $statements (dict "Effect" "Allow" "Action" (list "sts:AssumeRole" "sts:TagSession") "Principal" (dict "Service" "pods.eks.amazonaws.com") "Condition" (dict "StringEquals" $tags)) -}}
+{{- else -}}
 {{- $accounts := list (list .root.Release.Namespace .serviceAccount) -}}
 {{- with .keda -}}
 {{- $accounts = append $accounts (list .serviceAccount.namespace .serviceAccount.name) -}}
 {{- end -}}
-{{- $statements := list -}}
 {{- range $accounts -}}
 {{- $condition := dict (printf "%s:sub" $v.oidcProvider) (printf "system:serviceaccount:%s:%s" (index . 0) (index . 1)) (printf "%s:aud" $v.oidcProvider) "sts.amazonaws.com" -}}
 {{- $statements = append $statements (dict "Effect" "Allow" "Action" "sts:AssumeRoleWithWebIdentity" "Principal" (dict "Federated" (printf "arn:aws:iam::%s:oidc-provider/%s" $v.accountId $v.oidcProvider)) "Condition" (dict "StringEquals" $condition)) -}}
+{{- end -}}
 {{- end -}}
 {{- with .keda -}}
 {{- with .operatorRoleArn -}}
@@ -211,4 +220,51 @@ trustedSigners: {enabled: false}
 trustedKeyGroups: {enabled: false}
 lambdaFunctionAssociations: {}
 functionAssociations: {}
+{{- end -}}
+
+{{/* A pod's labels (podLabels, then the selector, which wins) and annotations
+   (podAnnotations, then the chart's own). Called with
+   (dict "root" $ "component" NAME "annotations" DICT). */}}
+{{- define "minilab.podMetadata" -}}
+labels:
+  {{- merge (include "minilab.selector" . | fromYaml) (deepCopy .root.Values.podLabels) | toYaml | nindent 2 }}
+{{- with merge (deepCopy (.annotations | default dict)) (deepCopy .root.Values.podAnnotations) }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* Where and how a pod is scheduled and pulled: a component's own nodeSelector,
+   tolerations and affinity, else the release's; priorityClassName and
+   imagePullSecrets for every pod. Called with (dict "root" $ "values" COMPONENT_VALUES). */}}
+{{- define "minilab.podPlacement" -}}
+{{- $v := .root.Values -}}
+{{- $own := .values | default dict -}}
+{{- with $own.nodeSelector | default $v.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $own.tolerations | default $v.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $own.affinity | default $v.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.priorityClassName }}
+priorityClassName: {{ . | quote }}
+{{- end }}
+{{- with $v.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* Environment added to a container: extraEnv, then the component's own. Called
+   with (dict "root" $ "values" COMPONENT_VALUES). */}}
+{{- define "minilab.extraEnv" -}}
+{{- with concat .root.Values.extraEnv ((.values | default dict).extraEnv | default list) }}
+{{- toYaml . }}
+{{- end }}
 {{- end -}}
