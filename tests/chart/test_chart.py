@@ -744,6 +744,13 @@ class ChartTest(unittest.TestCase):
         self.assertIn("one more upgrade creates the Route 53 records for photos.example.com", first_notes)
         self.assertIn("helm upgrade demo CHART -n media -f VALUES.yaml", first_notes)
         self.assertNotIn("--reuse-values", first_notes)
+        # Everything AWS assigns is known: the site is announced, with what to wait for
+        # before its name resolves, never as if it already answered.
+        last_notes = notes(VALUE_SETS["aws"] | {"ack": VALUE_SETS["aws"]["ack"] | {"redrivePolicy": "always"}})
+        self.assertNotIn("NEXT", last_notes)
+        self.assertIn("The site: https://photos.example.com", last_notes)
+        self.assertIn("recordset/demo-minilab-site-a recordset/demo-minilab-site-aaaa distribution/demo-minilab-site",
+                      last_notes)
         for bad, message in [
             ({"ack": {"route53": {"zoneName": "example.org"}}}, "is not in the hosted zone"),
             ({"ingress": {"certificateArn": ""}}, "ingress.certificateArn"),
