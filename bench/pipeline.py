@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Speed and memory of `minilab process` against vipsthumbnail and ImageMagick.
 
-Runs every tool on the same photos from ../shared/images, interleaved, for several
+Runs every tool on the same photos from tests/data/images, interleaved, for several
 rounds, and prints the median wall time, the peak RSS and the ratios to
 vipsthumbnail. Not a test: numbers depend on the machine.
 
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-IMAGES = Path(os.environ.get("MINILAB_IMAGES", ROOT.parent / "shared" / "images"))
+IMAGES = Path(os.environ.get("MINILAB_IMAGES", ROOT / "tests" / "data" / "images"))
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", "/var/tmp/minilab-target"))
 MINILAB = TARGET / "bench" / "minilab-turbojpeg"
 MINILAB_RUST = TARGET / "bench" / "minilab-rust"

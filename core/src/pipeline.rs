@@ -835,14 +835,14 @@ fn flatten_onto(image: &DynamicImage, background: [u8; 3]) -> DynamicImage {
     }
 }
 
-/// A photo from the shared images: `$MINILAB_IMAGES` (the test command finds and
-/// exports it), else `../shared/images` beside the repository.
+/// A test photo: `$MINILAB_IMAGES` if set, else the repository's own
+/// `tests/data/images`.
 #[cfg(test)]
 fn test_photo(name: &str) -> Vec<u8> {
     let dir = std::env::var_os("MINILAB_IMAGES")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| {
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/images")
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/images")
         });
     let path = dir.join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))

@@ -13,8 +13,8 @@ import { chromium } from "playwright-core";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, "../..");
-// ./tests/run finds the shared photos and exports MINILAB_IMAGES.
-const photos = process.env.MINILAB_IMAGES || path.resolve(repo, "../shared/images");
+// The repository's own test photos, unless MINILAB_IMAGES names others.
+const photos = process.env.MINILAB_IMAGES || path.resolve(repo, "tests/data/images");
 const targetDir = process.env.CARGO_TARGET_DIR || path.join(repo, "target");
 const bin = process.env.MINILAB_BIN || path.join(targetDir, "debug", "minilab");
 const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";

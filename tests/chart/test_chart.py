@@ -24,12 +24,7 @@ BASE = {"buckets": {"uploads": "photos-up", "processed": "photos-out"},
         "region": "eu-west-1"}
 
 
-def shared_schemas():
-    """The CRDs of ../shared/schemas/crds: beside the photos the test command found
-    (MINILAB_IMAGES), or beside this checkout."""
-    images = os.environ.get("MINILAB_IMAGES")
-    base = Path(images).parent if images else ROOT.parent / "shared"
-    return base / "schemas" / "crds"
+CRD_DIR = ROOT / "tests" / "data" / "crds"
 
 
 def strict_schema(schema):
@@ -59,9 +54,9 @@ def strict_schema(schema):
 
 
 def load_crds():
-    """(apiVersion, kind) → a validator for every CRD in ../shared/schemas/crds."""
+    """(apiVersion, kind) → a validator for every CRD in tests/data/crds."""
     validators = {}
-    for path in sorted(shared_schemas().glob("*.yaml")):
+    for path in sorted(CRD_DIR.glob("*.yaml")):
         crd = yaml.safe_load(path.read_text())
         for version in crd["spec"]["versions"]:
             schema = strict_schema(version["schema"]["openAPIV3Schema"])
@@ -957,7 +952,7 @@ def kubectl(*args, stdin=None):
 
 
 def crds_for_1_20():
-    """The CRDs of ../shared/schemas/crds as kube-apiserver 1.20 accepts them: without
+    """The CRDs of tests/data/crds as kube-apiserver 1.20 accepts them: without
     CEL rules and list-map markers (1.25+ and server-side-apply merge hints, neither a
     check on the objects' shape), and without `default: ""`, which 1.20 reads as null."""
     def strip(node):
@@ -968,7 +963,7 @@ def crds_for_1_20():
         if isinstance(node, list):
             return [strip(v) for v in node]
         return node
-    return [strip(yaml.safe_load(path.read_text())) for path in sorted(shared_schemas().glob("*.yaml"))]
+    return [strip(yaml.safe_load(path.read_text())) for path in sorted(CRD_DIR.glob("*.yaml"))]
 
 
 def for_1_20(doc):
@@ -988,7 +983,7 @@ def for_1_20(doc):
 @unittest.skipUnless(os.environ.get("KUBECONFIG"), "needs a real kube-apiserver: ./tests/run starts one (tests/kube)")
 class RealApiServerTest(unittest.TestCase):
     """The chart's objects against a real kube-apiserver (tests/kube) with every CRD of
-    ../shared/schemas/crds installed: the server's own validation, not a JSON-schema
+    tests/data/crds installed: the server's own validation, not a JSON-schema
     library's, and the Helm engine's lookups of what ACK reports."""
 
     @classmethod

@@ -33,16 +33,16 @@ pub fn minilab_bin() -> PathBuf {
     bin
 }
 
-/// The path of a photo from the shared images: `$MINILAB_IMAGES` (./tests/run finds
-/// and exports it), else `../shared/images` beside the repository.
+/// The path of a test photo: `$MINILAB_IMAGES` if set, else the repository's own
+/// `tests/data/images`.
 pub fn photo_path(name: &str) -> PathBuf {
     std::env::var_os("MINILAB_IMAGES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/images"))
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/images"))
         .join(name)
 }
 
-/// A photo from the shared images.
+/// A test photo.
 pub fn photo(name: &str) -> Vec<u8> {
     let path = photo_path(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
