@@ -5,6 +5,7 @@
 //! uploads bucket says whether the file arrived, and the manifest says how it ended.
 
 pub mod error;
+pub mod limits;
 pub mod post_policy;
 pub mod signing;
 pub mod tracking;
@@ -49,6 +50,8 @@ pub struct ApiConfig {
     pub metrics: Arc<tracking::ApiMetrics>,
     /// Whether this instance still takes new requests (`/readyz`).
     pub readiness: Readiness,
+    /// Per-client limits on tickets and status reads.
+    pub rate_limits: limits::RateLimits,
 }
 
 /// Whether this instance still takes new requests: `/readyz` answers 200 until
@@ -80,9 +83,23 @@ const MAX_BODY_BYTES: usize = 16 * 1024;
 /// [`metrics_router`], served on a port of its own or merged into this one.
 pub fn router(config: ApiConfig) -> Router {
     let serve_web = config.serve_web;
+    let limited = |rate| {
+        let guard = limits::Guard::new(
+            rate,
+            config.rate_limits.trusted_hops,
+            config.metrics.clone(),
+        );
+        axum::middleware::from_fn_with_state(Arc::new(guard), limits::guard)
+    };
     let api = Router::new()
-        .route("/api/v1/uploads", post(uploads::create))
-        .route("/api/v1/uploads/{id}", get(uploads::status))
+        .route(
+            "/api/v1/uploads",
+            post(uploads::create).route_layer(limited(config.rate_limits.tickets)),
+        )
+        .route(
+            "/api/v1/uploads/{id}",
+            get(uploads::status).route_layer(limited(config.rate_limits.reads)),
+        )
         .route("/api/v1/recipes", get(recipes))
         .route("/livez", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/readyz", get(readyz))

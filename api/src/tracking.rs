@@ -25,11 +25,18 @@ struct ResultLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    /// The error code the request was refused with (a fixed set).
+    reason: &'static str,
+}
+
 /// The API's metrics (`/metrics`).
 pub struct ApiMetrics {
     registry: Registry,
     tracking: Family<ResultLabels, Counter>,
     uploads: Counter,
+    refused: Family<ReasonLabels, Counter>,
 }
 
 impl Default for ApiMetrics {
@@ -38,6 +45,12 @@ impl Default for ApiMetrics {
         let uploads = Counter::default();
         let mut registry = Registry::with_prefix("minilab_api");
         registry.register("uploads_issued", "Upload tickets issued", uploads.clone());
+        let refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "refused",
+            "Requests refused before any work, by reason",
+            refused.clone(),
+        );
         registry.register(
             "kube_tracking",
             "Attempts to record an upload as an ImageJob, by result",
@@ -47,6 +60,7 @@ impl Default for ApiMetrics {
             registry,
             tracking,
             uploads,
+            refused,
         }
     }
 }
@@ -54,6 +68,11 @@ impl Default for ApiMetrics {
 impl ApiMetrics {
     pub fn issued(&self) {
         self.uploads.inc();
+    }
+
+    /// A request refused with `reason` (a stable error code).
+    pub fn refused(&self, reason: &'static str) {
+        self.refused.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     pub fn encode(&self) -> String {

@@ -5,6 +5,7 @@
 use anyhow::Context;
 use aws_config::BehaviorVersion;
 use clap::Args;
+use minilab_api::limits::{Rate, RateLimits};
 use minilab_api::{ApiConfig, Readiness};
 use minilab_core::Limits;
 use minilab_worker::Worker;
@@ -78,6 +79,25 @@ pub struct ApiArgs {
     /// at once, so load balancers take this instance out while it still serves.
     #[arg(long, env = "MINILAB_SHUTDOWN_DELAY", default_value_t = 0)]
     shutdown_delay: u64,
+    /// Upload tickets one client may get per minute on average (0: no limit); beyond
+    /// it, 429 `rate-limited` with Retry-After.
+    #[arg(long, env = "MINILAB_TICKETS_PER_MINUTE", default_value_t = 30)]
+    tickets_per_minute: u32,
+    /// Upload tickets one client may get at once (an album) before the rate applies.
+    #[arg(long, env = "MINILAB_TICKET_BURST", default_value_t = 30)]
+    ticket_burst: u32,
+    /// Status reads one client may make per minute on average (0: no limit).
+    #[arg(long, env = "MINILAB_READS_PER_MINUTE", default_value_t = 600)]
+    reads_per_minute: u32,
+    /// Status reads one client may make at once before the rate applies.
+    #[arg(long, env = "MINILAB_READ_BURST", default_value_t = 120)]
+    read_burst: u32,
+    /// Proxies in front of the API that each append the address they saw to
+    /// X-Forwarded-For (an ALB: 1; CloudFront and an ALB: 2): the client is the entry
+    /// that many places from the right. 0: the peer address is the client, and the
+    /// header is ignored.
+    #[arg(long, env = "MINILAB_TRUSTED_PROXY_HOPS", default_value_t = 0)]
+    trusted_proxy_hops: usize,
 }
 
 #[derive(Args, Debug)]
@@ -167,6 +187,17 @@ pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
         download_ttl: Duration::from_secs(args.download_ttl),
         serve_web: args.serve_web,
         readiness: readiness.clone(),
+        rate_limits: RateLimits {
+            tickets: Rate {
+                per_minute: args.tickets_per_minute,
+                burst: args.ticket_burst,
+            },
+            reads: Rate {
+                per_minute: args.reads_per_minute,
+                burst: args.read_burst,
+            },
+            trusted_hops: args.trusted_proxy_hops,
+        },
     };
     let listener = TcpListener::bind(args.listen)
         .await
@@ -197,14 +228,17 @@ pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
         });
     }
     let delay = Duration::from_secs(args.shutdown_delay);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            crate::shutdown_signal().await;
-            readiness.drain();
-            tracing::info!(?delay, "SIGTERM: not ready; serving until the delay ends");
-            tokio::time::sleep(delay).await;
-        })
-        .await?;
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        crate::shutdown_signal().await;
+        readiness.drain();
+        tracing::info!(?delay, "SIGTERM: not ready; serving until the delay ends");
+        tokio::time::sleep(delay).await;
+    })
+    .await?;
     Ok(())
 }
 

@@ -179,6 +179,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         download_ttl: Duration::from_secs(args.download_ttl),
         serve_web: true,
         readiness: Default::default(),
+        // One person on their own machine: nothing to limit.
+        rate_limits: minilab_api::limits::RateLimits::OFF,
     };
     let api = minilab_api::router(config.clone()).merge(minilab_api::metrics_router(config));
     tokio::spawn(serve(api_listener, api, "api"));

@@ -886,6 +886,20 @@ class ChartTest(unittest.TestCase):
             render(merged(values, {"keda": {"operatorRoleArn": ""}}))
         self.assertIn("set keda.operatorRoleArn", str(refused.exception))
 
+    def test_the_api_knows_how_many_proxies_stand_before_it(self):
+        # The client's address is the entry the nearest trusted proxy appended to
+        # X-Forwarded-For: counting one proxy too many would let a client pick its own.
+        def api_env(values):
+            container = by_kind(render(values), "Deployment")["demo-minilab-api"]["spec"]["template"]["spec"]["containers"][0]
+            return {e["name"]: e.get("value") for e in container["env"]}
+        self.assertEqual(api_env(BASE)["MINILAB_TRUSTED_PROXY_HOPS"], "0")
+        self.assertEqual(api_env(VALUE_SETS["ingress-netpol-monitor"])["MINILAB_TRUSTED_PROXY_HOPS"], "1")
+        self.assertEqual(api_env(VALUE_SETS["aws"])["MINILAB_TRUSTED_PROXY_HOPS"], "2")
+        self.assertEqual(api_env(merged(VALUE_SETS["aws"], {"api": {"trustedProxyHops": 3}}))["MINILAB_TRUSTED_PROXY_HOPS"], "3")
+        env = api_env(merged(BASE, {"api": {"rateLimits": {"ticketsPerMinute": 5, "ticketBurst": 2}}}))
+        self.assertEqual((env["MINILAB_TICKETS_PER_MINUTE"], env["MINILAB_TICKET_BURST"]), ("5", "2"))
+        self.assertEqual((env["MINILAB_READS_PER_MINUTE"], env["MINILAB_READ_BURST"]), ("600", "120"))
+
     def test_the_schema_rejects_unknown_keys_and_wrong_types(self):
         for bad, where in [
             ({"bukets": {"uploads": "x"}}, "additional properties 'bukets'"),

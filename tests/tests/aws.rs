@@ -695,3 +695,91 @@ async fn presigned_urls_never_outlive_the_credentials_that_signed_them() {
         fetched.load(Ordering::Relaxed)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_client_bursting_for_tickets_is_limited_while_another_is_served() {
+    // Behind one trusted proxy (an ALB appends the address it saw to X-Forwarded-For).
+    let stack = Stack::connect().await;
+    let env = stack.env(EnvOptions::default()).await;
+    let (mut process, api) = stack.api(
+        &env,
+        &[
+            "--tickets-per-minute",
+            "60",
+            "--ticket-burst",
+            "5",
+            "--trusted-proxy-hops",
+            "1",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let metrics = process.wait_line("minilab api metrics on ");
+    let ask = |forwarded: &'static str| {
+        let http = api.http.clone();
+        let url = format!("{}/api/v1/uploads", api.url);
+        async move {
+            http.post(url)
+                .header("x-forwarded-for", forwarded)
+                .json(&serde_json::json!({
+                    "filename": "a.jpg", "contentType": "image/jpeg", "size": 1000, "recipe": "web"
+                }))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let started = Instant::now();
+    // 500 at once from one client, some of them claiming to be someone else: the
+    // entry left of the proxy's is the client's own words and never picks the key.
+    let burst = (0..500).map(|n| {
+        ask(if n % 2 == 0 {
+            "203.0.113.5"
+        } else {
+            "198.51.100.77, 203.0.113.5"
+        })
+    });
+    let answers = futures_join_all(burst).await;
+    let elapsed = started.elapsed().as_secs();
+    let served = answers.iter().filter(|r| r.status() == 201).count();
+    let limited: Vec<_> = answers.iter().filter(|r| r.status() == 429).collect();
+    assert_eq!(served + limited.len(), 500);
+    assert!(
+        (5..=6 + elapsed as usize).contains(&served),
+        "{served} served in {elapsed} s"
+    );
+    let retry: u64 = limited[0].headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    // Meanwhile another client is served normally.
+    for _ in 0..5 {
+        assert_eq!(ask("198.51.100.9").await.status(), 201);
+    }
+    let refused: Value = ask("203.0.113.5").await.json().await.unwrap();
+    assert_eq!(refused["error"]["code"], "rate-limited");
+    let counted = metric(
+        &api.http,
+        &metrics,
+        "minilab_api_refused_total{reason=\"rate-limited\"}",
+    )
+    .await;
+    assert_eq!(counted as usize, limited.len() + 1);
+}
+
+/// Awaits every future at once (no extra crate for join_all).
+async fn futures_join_all<F: std::future::Future + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for handle in handles {
+        out.push(handle.await.unwrap());
+    }
+    out
+}

@@ -74,6 +74,23 @@ readinessProbe:
 {{- end -}}
 {{- end -}}
 
+{{/* Proxies in front of the API that append to X-Forwarded-For: api.trustedProxyHops,
+   else 1 for the ALB of the Ingress and 1 more for CloudFront in front of it. */}}
+{{- define "minilab.trustedProxyHops" -}}
+{{- if kindIs "invalid" .Values.api.trustedProxyHops -}}
+{{- $hops := 0 -}}
+{{- if .Values.ingress.enabled -}}
+{{- $hops = add $hops 1 -}}
+{{- if and .Values.ack.enabled .Values.ack.cloudfront.enabled -}}
+{{- $hops = add $hops 1 -}}
+{{- end -}}
+{{- end -}}
+{{- $hops -}}
+{{- else -}}
+{{- .Values.api.trustedProxyHops -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The queue's URL: queueUrl, or the queue the chart creates with ack.enabled. */}}
 {{- define "minilab.queueUrl" -}}
 {{- if .Values.queueUrl -}}

@@ -29,7 +29,10 @@ async fn main() {
             max_receive_count: 5,
         })
         .await;
-    let (_api_process, api) = stack.api(&env, &[]);
+    let (_api_process, api) = stack.api(
+        &env,
+        &["--tickets-per-minute", "0", "--reads-per-minute", "0"],
+    );
     let workers: Vec<_> = (0..2)
         .map(|_| stack.worker(&env, &["--concurrency", "1"]))
         .collect();

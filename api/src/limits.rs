@@ -1,0 +1,297 @@
+//! Per-client rate limits: a token bucket per client and kind of request (tickets,
+//! status reads), answered `429 rate-limited` with `Retry-After`.
+//!
+//! The client is the peer address, or, behind `trusted_hops` proxies that each append
+//! the address they saw to `X-Forwarded-For` (CloudFront, then the ALB), the entry that
+//! many places from the right: entries left of it are whatever the client sent and
+//! never pick the key. IPv6 clients are keyed by their /64, which one host usually has
+//! whole. Memory is bounded: at most `MAX_CLIENTS` buckets per limiter.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Most clients a limiter remembers; a full table first forgets idle clients (whose
+/// buckets have refilled), then the longest unseen.
+pub const MAX_CLIENTS: usize = 65_536;
+
+/// A rate: `per_minute` requests on average, `burst` at once. 0 per minute: no limit.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rate {
+    pub per_minute: u32,
+    pub burst: u32,
+}
+
+/// The API's limits and how it finds the client.
+#[derive(Clone, Copy, Debug)]
+pub struct RateLimits {
+    pub tickets: Rate,
+    pub reads: Rate,
+    /// Proxies in front of the API that append to `X-Forwarded-For` (0: none, the peer
+    /// address is the client).
+    pub trusted_hops: usize,
+}
+
+impl RateLimits {
+    /// No limits at all (`minilab up`, tests).
+    pub const OFF: RateLimits = RateLimits {
+        tickets: Rate {
+            per_minute: 0,
+            burst: 0,
+        },
+        reads: Rate {
+            per_minute: 0,
+            burst: 0,
+        },
+        trusted_hops: 0,
+    };
+}
+
+/// The client behind a request: see the module's documentation.
+pub fn client_key(peer: IpAddr, forwarded_for: Option<&str>, trusted_hops: usize) -> IpAddr {
+    let address = match (trusted_hops, forwarded_for) {
+        (0, _) | (_, None) => peer,
+        (hops, Some(header)) => {
+            let entries: Vec<&str> = header.split(',').map(str::trim).collect();
+            entries
+                .len()
+                .checked_sub(hops)
+                .and_then(|i| entries[i].parse::<IpAddr>().ok())
+                // Fewer entries than trusted proxies: the request did not come through
+                // them, and only the peer address is known for certain.
+                .unwrap_or(peer)
+        }
+    };
+    match address {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        IpAddr::V6(v6) => IpAddr::V4(
+            v6.to_ipv4_mapped()
+                .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+        ),
+        v4 => v4,
+    }
+}
+
+/// The client of a request from `peer` with these headers.
+pub fn client_of(
+    peer: Option<SocketAddr>,
+    headers: &axum::http::HeaderMap,
+    trusted_hops: usize,
+) -> IpAddr {
+    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let peer = peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.ip());
+    client_key(peer, forwarded, trusted_hops)
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// One rate for many clients.
+pub struct Limiter {
+    rate: Rate,
+    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+impl Limiter {
+    pub fn new(rate: Rate) -> Self {
+        Self {
+            rate,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one request from `client`'s bucket at `now`: `Err(wait)` when it is empty.
+    pub fn check(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
+        if self.rate.per_minute == 0 {
+            return Ok(());
+        }
+        let per_second = f64::from(self.rate.per_minute) / 60.0;
+        let burst = f64::from(self.rate.burst.max(1));
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if buckets.len() >= MAX_CLIENTS && !buckets.contains_key(&client) {
+            make_room(&mut buckets, now, burst / per_second);
+        }
+        let bucket = buckets.entry(client).or_insert(Bucket {
+            tokens: burst,
+            updated: now,
+        });
+        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * per_second).min(burst);
+        bucket.updated = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / per_second))
+        }
+    }
+
+    /// Clients remembered now.
+    pub fn clients(&self) -> usize {
+        self.buckets.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// Forgets clients idle long enough to have a full bucket again (forgetting them
+/// changes nothing), and if that frees too little, the quarter seen longest ago.
+fn make_room(buckets: &mut HashMap<IpAddr, Bucket>, now: Instant, refill_seconds: f64) {
+    buckets.retain(|_, b| now.saturating_duration_since(b.updated).as_secs_f64() < refill_seconds);
+    if buckets.len() >= MAX_CLIENTS {
+        let mut seen: Vec<Instant> = buckets.values().map(|b| b.updated).collect();
+        seen.sort_unstable();
+        let cutoff = seen[seen.len() / 4];
+        buckets.retain(|_, b| b.updated > cutoff);
+    }
+}
+
+/// Limits one kind of request per client, as axum middleware ([`guard`]).
+pub struct Guard {
+    limiter: Limiter,
+    trusted_hops: usize,
+    metrics: std::sync::Arc<crate::tracking::ApiMetrics>,
+}
+
+impl Guard {
+    pub fn new(
+        rate: Rate,
+        trusted_hops: usize,
+        metrics: std::sync::Arc<crate::tracking::ApiMetrics>,
+    ) -> Self {
+        Self {
+            limiter: Limiter::new(rate),
+            trusted_hops,
+            metrics,
+        }
+    }
+}
+
+/// Passes the request on, or answers 429 `rate-limited` with `Retry-After` (seconds).
+pub async fn guard(
+    axum::extract::State(guard): axum::extract::State<std::sync::Arc<Guard>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|info| info.0);
+    let client = client_of(peer, request.headers(), guard.trusted_hops);
+    match guard.limiter.check(client, Instant::now()) {
+        Ok(()) => next.run(request).await,
+        Err(wait) => {
+            guard.metrics.refused("rate-limited");
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let mut response = crate::error::ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                format!("too many requests from this client; try again in {seconds} s"),
+            )
+            .into_response();
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(seconds),
+            );
+            response
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_burst_is_served_then_refused_until_tokens_come_back() {
+        let limiter = Limiter::new(Rate {
+            per_minute: 60,
+            burst: 5,
+        });
+        let start = Instant::now();
+        let a = ip("198.51.100.7");
+        for _ in 0..5 {
+            assert_eq!(limiter.check(a, start), Ok(()));
+        }
+        let wait = limiter.check(a, start).unwrap_err();
+        assert!(
+            wait > Duration::from_millis(900) && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
+        assert_eq!(
+            limiter.check(ip("198.51.100.8"), start),
+            Ok(()),
+            "another client"
+        );
+        assert_eq!(limiter.check(a, start + Duration::from_secs(1)), Ok(()));
+        assert!(limiter.check(a, start + Duration::from_secs(1)).is_err());
+        let off = Limiter::new(Rate {
+            per_minute: 0,
+            burst: 0,
+        });
+        assert!((0..1000).all(|_| off.check(a, start).is_ok()));
+    }
+
+    #[test]
+    fn the_client_is_never_picked_by_the_client() {
+        let peer = ip("10.0.3.9");
+        // No trusted proxy: the header is ignored.
+        assert_eq!(client_key(peer, Some("203.0.113.5"), 0), peer);
+        // Behind the ALB: the entry it appended.
+        assert_eq!(
+            client_key(peer, Some("6.6.6.6, 203.0.113.5"), 1),
+            ip("203.0.113.5")
+        );
+        // Behind CloudFront and the ALB: the viewer, not what the viewer claimed.
+        assert_eq!(
+            client_key(peer, Some("6.6.6.6, 203.0.113.5, 130.176.1.1"), 2),
+            ip("203.0.113.5")
+        );
+        // Not through the proxies (too few entries) or garbage: the peer.
+        assert_eq!(client_key(peer, Some("203.0.113.5"), 2), peer);
+        assert_eq!(client_key(peer, Some("not-an-address"), 1), peer);
+        assert_eq!(client_key(peer, None, 1), peer);
+        // IPv6 by /64; IPv4-mapped as IPv4.
+        assert_eq!(
+            client_key(ip("2001:db8:1:2:aaaa::1"), None, 0),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            client_key(ip("2001:db8:1:2:bbbb::9"), None, 0),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(client_key(ip("::ffff:192.0.2.1"), None, 0), ip("192.0.2.1"));
+    }
+
+    #[test]
+    fn memory_stays_bounded_whatever_the_number_of_clients() {
+        let limiter = Limiter::new(Rate {
+            per_minute: 60,
+            burst: 10,
+        });
+        let start = Instant::now();
+        for n in 0..(MAX_CLIENTS as u32 * 3) {
+            let client = IpAddr::from((0x0a00_0000 + n).to_be_bytes());
+            let _ = limiter.check(client, start + Duration::from_micros(u64::from(n)));
+            assert!(limiter.clients() <= MAX_CLIENTS);
+        }
+        // A client just seen is remembered (its empty bucket stays empty).
+        let busy = ip("192.0.2.99");
+        let now = start + Duration::from_secs(1);
+        while limiter.check(busy, now).is_ok() {}
+        for n in 0..1000u32 {
+            let _ = limiter.check(IpAddr::from((0x0b00_0000 + n).to_be_bytes()), now);
+        }
+        assert!(limiter.check(busy, now).is_err());
+    }
+}
