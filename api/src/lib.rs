@@ -83,22 +83,20 @@ const MAX_BODY_BYTES: usize = 16 * 1024;
 /// [`metrics_router`], served on a port of its own or merged into this one.
 pub fn router(config: ApiConfig) -> Router {
     let serve_web = config.serve_web;
-    let limited = |rate| {
-        let guard = limits::Guard::new(
-            rate,
-            config.rate_limits.trusted_hops,
-            config.metrics.clone(),
-        );
-        axum::middleware::from_fn_with_state(Arc::new(guard), limits::guard)
-    };
+    let limits = config.rate_limits;
+    let guard = |rate| limits::Guard::new(rate, limits.trusted_hops, config.metrics.clone());
+    let limited =
+        |guard: limits::Guard| axum::middleware::from_fn_with_state(Arc::new(guard), limits::guard);
     let api = Router::new()
         .route(
             "/api/v1/uploads",
-            post(uploads::create).route_layer(limited(config.rate_limits.tickets)),
+            post(uploads::create).route_layer(limited(
+                guard(limits.tickets).with_budget(limits.upload_bytes_per_hour),
+            )),
         )
         .route(
             "/api/v1/uploads/{id}",
-            get(uploads::status).route_layer(limited(config.rate_limits.reads)),
+            get(uploads::status).route_layer(limited(guard(limits.reads))),
         )
         .route("/api/v1/recipes", get(recipes))
         .route("/livez", get(|| async { Json(json!({ "status": "ok" })) }))

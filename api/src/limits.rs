@@ -28,6 +28,9 @@ pub struct Rate {
 pub struct RateLimits {
     pub tickets: Rate,
     pub reads: Rate,
+    /// Bytes of uploads one client may be issued tickets for per hour (0: no limit),
+    /// charged when the ticket is issued (the policy's content-length-range is exact).
+    pub upload_bytes_per_hour: u64,
     /// Proxies in front of the API that append to `X-Forwarded-For` (0: none, the peer
     /// address is the client).
     pub trusted_hops: usize,
@@ -44,6 +47,7 @@ impl RateLimits {
             per_minute: 0,
             burst: 0,
         },
+        upload_bytes_per_hour: 0,
         trusted_hops: 0,
     };
 }
@@ -93,27 +97,48 @@ struct Bucket {
     updated: Instant,
 }
 
-/// One rate for many clients.
+/// One rate for many clients: `burst` units at once, refilled at `per_second`.
 pub struct Limiter {
-    rate: Rate,
+    per_second: f64,
+    burst: f64,
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
 }
 
 impl Limiter {
+    /// Requests at `rate` (0 per minute: unlimited).
     pub fn new(rate: Rate) -> Self {
+        Self::with(
+            f64::from(rate.per_minute) / 60.0,
+            f64::from(rate.burst.max(1)),
+        )
+    }
+
+    /// Bytes per hour, all of them usable at once (0: unlimited).
+    pub fn bytes_per_hour(bytes: u64) -> Self {
+        Self::with(bytes as f64 / 3600.0, bytes as f64)
+    }
+
+    fn with(per_second: f64, burst: f64) -> Self {
         Self {
-            rate,
+            per_second,
+            burst,
             buckets: Mutex::new(HashMap::new()),
         }
     }
 
     /// Takes one request from `client`'s bucket at `now`: `Err(wait)` when it is empty.
     pub fn check(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
-        if self.rate.per_minute == 0 {
+        self.take(client, now, 1.0)
+    }
+
+    /// Takes `cost` units from `client`'s bucket at `now`, or nothing and `Err(wait)`:
+    /// how long until there would be enough (`Duration::MAX`: never, it exceeds the
+    /// burst).
+    pub fn take(&self, client: IpAddr, now: Instant, cost: f64) -> Result<(), Duration> {
+        if self.per_second == 0.0 {
             return Ok(());
         }
-        let per_second = f64::from(self.rate.per_minute) / 60.0;
-        let burst = f64::from(self.rate.burst.max(1));
+        let (per_second, burst) = (self.per_second, self.burst);
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.len() >= MAX_CLIENTS && !buckets.contains_key(&client) {
             make_room(&mut buckets, now, burst / per_second);
@@ -125,11 +150,13 @@ impl Limiter {
         let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * per_second).min(burst);
         bucket.updated = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+        if bucket.tokens >= cost {
+            bucket.tokens -= cost;
             Ok(())
+        } else if cost > burst {
+            Err(Duration::MAX)
         } else {
-            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / per_second))
+            Err(Duration::from_secs_f64((cost - bucket.tokens) / per_second))
         }
     }
 
@@ -151,9 +178,20 @@ fn make_room(buckets: &mut HashMap<IpAddr, Bucket>, now: Instant, refill_seconds
     }
 }
 
+/// The client a request was keyed by: [`guard`] puts it into the request's extensions.
+#[derive(Clone, Copy, Debug)]
+pub struct Client(pub IpAddr);
+
+/// The per-client byte budget of upload tickets ([`RateLimits::upload_bytes_per_hour`]):
+/// the tickets' [`guard`] puts it into the request's extensions for the handler, which
+/// alone knows the size.
+#[derive(Clone)]
+pub struct UploadBudget(pub std::sync::Arc<Limiter>);
+
 /// Limits one kind of request per client, as axum middleware ([`guard`]).
 pub struct Guard {
     limiter: Limiter,
+    budget: Option<UploadBudget>,
     trusted_hops: usize,
     metrics: std::sync::Arc<crate::tracking::ApiMetrics>,
 }
@@ -166,16 +204,26 @@ impl Guard {
     ) -> Self {
         Self {
             limiter: Limiter::new(rate),
+            budget: None,
             trusted_hops,
             metrics,
         }
     }
+
+    /// Hands `budget` to the handler as well.
+    pub fn with_budget(mut self, bytes_per_hour: u64) -> Self {
+        self.budget = Some(UploadBudget(std::sync::Arc::new(Limiter::bytes_per_hour(
+            bytes_per_hour,
+        ))));
+        self
+    }
 }
 
-/// Passes the request on, or answers 429 `rate-limited` with `Retry-After` (seconds).
+/// Passes the request on (with its [`Client`] and any [`UploadBudget`]), or answers
+/// 429 `rate-limited` with `Retry-After`.
 pub async fn guard(
     axum::extract::State(guard): axum::extract::State<std::sync::Arc<Guard>>,
-    request: axum::extract::Request,
+    mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
@@ -184,24 +232,31 @@ pub async fn guard(
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
         .map(|info| info.0);
     let client = client_of(peer, request.headers(), guard.trusted_hops);
+    request.extensions_mut().insert(Client(client));
+    if let Some(budget) = &guard.budget {
+        request.extensions_mut().insert(budget.clone());
+    }
     match guard.limiter.check(client, Instant::now()) {
         Ok(()) => next.run(request).await,
         Err(wait) => {
             guard.metrics.refused("rate-limited");
-            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            let mut response = crate::error::ApiError::new(
-                axum::http::StatusCode::TOO_MANY_REQUESTS,
+            let seconds = retry_after(wait);
+            crate::error::ApiError::too_many(
                 "rate-limited",
                 format!("too many requests from this client; try again in {seconds} s"),
+                seconds,
             )
-            .into_response();
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from(seconds),
-            );
-            response
+            .into_response()
         }
     }
+}
+
+/// Whole seconds to wait, at least one (a wait that never ends: an hour).
+pub fn retry_after(wait: Duration) -> u64 {
+    if wait == Duration::MAX {
+        return 3600;
+    }
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 #[cfg(test)]
@@ -240,6 +295,29 @@ mod tests {
             burst: 0,
         });
         assert!((0..1000).all(|_| off.check(a, start).is_ok()));
+    }
+
+    #[test]
+    fn a_byte_budget_refuses_what_would_exceed_it() {
+        let budget = Limiter::bytes_per_hour(100_000);
+        let start = Instant::now();
+        let a = ip("198.51.100.7");
+        assert_eq!(budget.take(a, start, 40_000.0), Ok(()));
+        assert_eq!(budget.take(a, start, 40_000.0), Ok(()));
+        let wait = budget.take(a, start, 40_000.0).unwrap_err();
+        // 20,000 bytes left; the 20,000 more needed come back in 720 s.
+        assert_eq!(retry_after(wait), 720);
+        assert_eq!(
+            budget.take(a, start, 20_000.0),
+            Ok(()),
+            "what is left may be used"
+        );
+        assert_eq!(
+            budget.take(a, start, 200_000.0),
+            Err(Duration::MAX),
+            "never fits"
+        );
+        assert_eq!(budget.take(ip("198.51.100.8"), start, 40_000.0), Ok(()));
     }
 
     #[test]

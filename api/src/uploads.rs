@@ -3,13 +3,14 @@
 
 use crate::ApiConfig;
 use crate::error::{ApiError, Result};
+use crate::limits::{self, Client, UploadBudget};
 use crate::post_policy::{FormFields, PostPolicy};
 use crate::signing;
 use aws_sdk_s3::presigning::PresigningConfig;
-use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use minilab_core::arrival::{Arrival, arrival};
 use minilab_core::manifest::{ErrorRecord, ManifestState};
@@ -45,6 +46,8 @@ pub struct PresignedPost {
 
 pub async fn create(
     State(config): State<ApiConfig>,
+    client: Option<Extension<Client>>,
+    budget: Option<Extension<UploadBudget>>,
     body: std::result::Result<Json<CreateUpload>, JsonRejection>,
 ) -> Result<(StatusCode, Json<UploadTicket>)> {
     let Json(request) =
@@ -82,6 +85,22 @@ pub async fn create(
         return Err(ApiError::bad_request(
             "invalid-request",
             "the file name is longer than 1024 bytes",
+        ));
+    }
+
+    if let (Some(Extension(Client(client))), Some(Extension(UploadBudget(budget)))) =
+        (client, budget)
+        && let Err(wait) = budget.take(client, std::time::Instant::now(), request.size as f64)
+    {
+        config.metrics.refused("upload-budget-exceeded");
+        let seconds = limits::retry_after(wait);
+        return Err(ApiError::too_many(
+            "upload-budget-exceeded",
+            format!(
+                "this client's upload budget has no room for {} bytes now; try again in {seconds} s",
+                request.size
+            ),
+            seconds,
         ));
     }
 

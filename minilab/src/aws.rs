@@ -98,6 +98,10 @@ pub struct ApiArgs {
     /// header is ignored.
     #[arg(long, env = "MINILAB_TRUSTED_PROXY_HOPS", default_value_t = 0)]
     trusted_proxy_hops: usize,
+    /// Bytes of uploads one client may be issued tickets for per hour, charged when
+    /// the ticket is issued (0: no limit); beyond it, 429 `upload-budget-exceeded`.
+    #[arg(long, env = "MINILAB_UPLOAD_BYTES_PER_HOUR", default_value_t = 2 << 30)]
+    upload_bytes_per_hour: u64,
 }
 
 #[derive(Args, Debug)]
@@ -196,6 +200,7 @@ pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
                 per_minute: args.reads_per_minute,
                 burst: args.read_burst,
             },
+            upload_bytes_per_hour: args.upload_bytes_per_hour,
             trusted_hops: args.trusted_proxy_hops,
         },
     };

@@ -899,6 +899,7 @@ class ChartTest(unittest.TestCase):
         env = api_env(merged(BASE, {"api": {"rateLimits": {"ticketsPerMinute": 5, "ticketBurst": 2}}}))
         self.assertEqual((env["MINILAB_TICKETS_PER_MINUTE"], env["MINILAB_TICKET_BURST"]), ("5", "2"))
         self.assertEqual((env["MINILAB_READS_PER_MINUTE"], env["MINILAB_READ_BURST"]), ("600", "120"))
+        self.assertEqual(env["MINILAB_UPLOAD_BYTES_PER_HOUR"], "2147483648")
 
     def test_the_schema_rejects_unknown_keys_and_wrong_types(self):
         for bad, where in [

@@ -783,3 +783,48 @@ where
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_byte_budget_refuses_the_ticket_that_would_exceed_it() {
+    // Many small tickets must not add up to a large bill: each charges its exact size.
+    let stack = Stack::connect().await;
+    let env = stack.env(EnvOptions::default()).await;
+    let (_process, api) = stack.api(
+        &env,
+        &[
+            "--upload-bytes-per-hour",
+            "100000",
+            "--trusted-proxy-hops",
+            "1",
+        ],
+    );
+    let ask = |client: &'static str, size: u64| {
+        let http = api.http.clone();
+        let url = format!("{}/api/v1/uploads", api.url);
+        async move {
+            http.post(url)
+                .header("x-forwarded-for", client)
+                .json(&serde_json::json!({
+                    "filename": "a.jpg", "contentType": "image/jpeg", "size": size, "recipe": "web"
+                }))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(ask("203.0.113.5", 40_000).await.status(), 201);
+    assert_eq!(ask("203.0.113.5", 40_000).await.status(), 201);
+    let refused = ask("203.0.113.5", 40_000).await;
+    assert_eq!(refused.status(), 429);
+    let retry: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((715..=720).contains(&retry), "Retry-After {retry}");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "upload-budget-exceeded");
+    // What is left may still be used; other clients have budgets of their own.
+    assert_eq!(ask("203.0.113.5", 20_000).await.status(), 201);
+    assert_eq!(ask("198.51.100.9", 40_000).await.status(), 201);
+}

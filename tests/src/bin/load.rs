@@ -31,7 +31,14 @@ async fn main() {
         .await;
     let (_api_process, api) = stack.api(
         &env,
-        &["--tickets-per-minute", "0", "--reads-per-minute", "0"],
+        &[
+            "--tickets-per-minute",
+            "0",
+            "--reads-per-minute",
+            "0",
+            "--upload-bytes-per-hour",
+            "0",
+        ],
     );
     let workers: Vec<_> = (0..2)
         .map(|_| stack.worker(&env, &["--concurrency", "1"]))
