@@ -1,5 +1,6 @@
-//! Per-client rate limits: a token bucket per client and kind of request (tickets,
-//! status reads), answered `429 rate-limited` with `Retry-After`.
+//! Per-client limits: a token bucket per client and kind of request (tickets, status
+//! reads), answered `429 rate-limited` with `Retry-After`, and a byte budget per client
+//! that each ticket is charged its size against (`429 upload-budget-exceeded`).
 //!
 //! The client is the peer address, or, behind `trusted_hops` proxies that each append
 //! the address they saw to `X-Forwarded-For` (CloudFront, then the ALB), the entry that
