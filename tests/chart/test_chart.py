@@ -3,8 +3,10 @@ strictly with kubernetes-validate; run by ./tests/run (which installs both)."""
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 import unittest
 from pathlib import Path
@@ -385,7 +387,7 @@ class ChartTest(unittest.TestCase):
         # The largest image the default limits allow, in its most expensive form
         # (16-bit RGBA), through the real pipeline: its peak memory stays inside what
         # the chart gives one slot (memoryBaseMi + the per-image bound).
-        with __import__("tempfile").TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp:
             source = Path(tmp) / "worst.png"
             source.write_bytes(flat_png(10_000, 10_000))
             child = subprocess.Popen([MINILAB_BIN, "process", "--recipe", "large", "-o", tmp, str(source)],
@@ -1041,8 +1043,8 @@ class RealApiServerTest(unittest.TestCase):
         # kubeVersion >= 1.29 and its workloads use policy/v1 and autoscaling/v2, which
         # this 1.20 server lacks: the copy installed here differs in exactly those.
         namespace = self.namespace("ack")
-        chart = Path(self.enterContext(__import__("tempfile").TemporaryDirectory())) / "minilab"
-        __import__("shutil").copytree(CHART, chart)
+        chart = Path(self.enterContext(tempfile.TemporaryDirectory())) / "minilab"
+        shutil.copytree(CHART, chart)
         (chart / "templates" / "deployments.yaml").unlink()
         meta = yaml.safe_load((chart / "Chart.yaml").read_text())
         meta["kubeVersion"] = ">=1.20.0-0"

@@ -715,29 +715,16 @@ async fn one_client_bursting_for_tickets_is_limited_while_another_is_served() {
         ],
     );
     let metrics = process.wait_line("minilab api metrics on ");
-    let ask = |forwarded: &'static str| {
-        let http = api.http.clone();
-        let url = format!("{}/api/v1/uploads", api.url);
-        async move {
-            http.post(url)
-                .header("x-forwarded-for", forwarded)
-                .json(&serde_json::json!({
-                    "filename": "a.jpg", "contentType": "image/jpeg", "size": 1000, "recipe": "web"
-                }))
-                .send()
-                .await
-                .unwrap()
-        }
-    };
     let started = Instant::now();
     // 500 at once from one client, some of them claiming to be someone else: the
     // entry left of the proxy's is the client's own words and never picks the key.
     let burst = (0..500).map(|n| {
-        ask(if n % 2 == 0 {
+        let forwarded = if n % 2 == 0 {
             "203.0.113.5"
         } else {
             "198.51.100.77, 203.0.113.5"
-        })
+        };
+        ticket_from(&api, forwarded, 1000)
     });
     let answers = futures_join_all(burst).await;
     let elapsed = started.elapsed().as_secs();
@@ -756,9 +743,13 @@ async fn one_client_bursting_for_tickets_is_limited_while_another_is_served() {
     assert!((1..=60).contains(&retry), "Retry-After {retry}");
     // Meanwhile another client is served normally.
     for _ in 0..5 {
-        assert_eq!(ask("198.51.100.9").await.status(), 201);
+        assert_eq!(ticket_from(&api, "198.51.100.9", 1000).await.status(), 201);
     }
-    let refused: Value = ask("203.0.113.5").await.json().await.unwrap();
+    let refused: Value = ticket_from(&api, "203.0.113.5", 1000)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(refused["error"]["code"], "rate-limited");
     let counted = metric(
         &api.http,
@@ -798,23 +789,9 @@ async fn the_byte_budget_refuses_the_ticket_that_would_exceed_it() {
             "1",
         ],
     );
-    let ask = |client: &'static str, size: u64| {
-        let http = api.http.clone();
-        let url = format!("{}/api/v1/uploads", api.url);
-        async move {
-            http.post(url)
-                .header("x-forwarded-for", client)
-                .json(&serde_json::json!({
-                    "filename": "a.jpg", "contentType": "image/jpeg", "size": size, "recipe": "web"
-                }))
-                .send()
-                .await
-                .unwrap()
-        }
-    };
-    assert_eq!(ask("203.0.113.5", 40_000).await.status(), 201);
-    assert_eq!(ask("203.0.113.5", 40_000).await.status(), 201);
-    let refused = ask("203.0.113.5", 40_000).await;
+    assert_eq!(ticket_from(&api, "203.0.113.5", 40_000).await.status(), 201);
+    assert_eq!(ticket_from(&api, "203.0.113.5", 40_000).await.status(), 201);
+    let refused = ticket_from(&api, "203.0.113.5", 40_000).await;
     assert_eq!(refused.status(), 429);
     let retry: u64 = refused.headers()["retry-after"]
         .to_str()
@@ -825,6 +802,25 @@ async fn the_byte_budget_refuses_the_ticket_that_would_exceed_it() {
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["error"]["code"], "upload-budget-exceeded");
     // What is left may still be used; other clients have budgets of their own.
-    assert_eq!(ask("203.0.113.5", 20_000).await.status(), 201);
-    assert_eq!(ask("198.51.100.9", 40_000).await.status(), 201);
+    assert_eq!(ticket_from(&api, "203.0.113.5", 20_000).await.status(), 201);
+    assert_eq!(
+        ticket_from(&api, "198.51.100.9", 40_000).await.status(),
+        201
+    );
+}
+
+/// `POST /api/v1/uploads` for a `size`-byte JPEG as if through a proxy that saw `forwarded`.
+fn ticket_from(
+    api: &minilab_tests::Api,
+    forwarded: &'static str,
+    size: u64,
+) -> impl std::future::Future<Output = reqwest::Response> + Send + 'static {
+    let request = api
+        .http
+        .post(format!("{}/api/v1/uploads", api.url))
+        .header("x-forwarded-for", forwarded)
+        .json(&serde_json::json!({
+            "filename": "a.jpg", "contentType": "image/jpeg", "size": size, "recipe": "web"
+        }));
+    async move { request.send().await.unwrap() }
 }
