@@ -268,33 +268,31 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn limiter(per_minute: u32, burst: u32) -> Limiter {
+        Limiter::new(Rate { per_minute, burst })
+    }
+
     #[test]
     fn a_burst_is_served_then_refused_until_tokens_come_back() {
-        let limiter = Limiter::new(Rate {
-            per_minute: 60,
-            burst: 5,
-        });
+        let tickets = limiter(60, 5);
         let start = Instant::now();
         let a = ip("198.51.100.7");
         for _ in 0..5 {
-            assert_eq!(limiter.check(a, start), Ok(()));
+            assert_eq!(tickets.check(a, start), Ok(()));
         }
-        let wait = limiter.check(a, start).unwrap_err();
+        let wait = tickets.check(a, start).unwrap_err();
         assert!(
             wait > Duration::from_millis(900) && wait <= Duration::from_secs(1),
             "{wait:?}"
         );
         assert_eq!(
-            limiter.check(ip("198.51.100.8"), start),
+            tickets.check(ip("198.51.100.8"), start),
             Ok(()),
             "another client"
         );
-        assert_eq!(limiter.check(a, start + Duration::from_secs(1)), Ok(()));
-        assert!(limiter.check(a, start + Duration::from_secs(1)).is_err());
-        let off = Limiter::new(Rate {
-            per_minute: 0,
-            burst: 0,
-        });
+        assert_eq!(tickets.check(a, start + Duration::from_secs(1)), Ok(()));
+        assert!(tickets.check(a, start + Duration::from_secs(1)).is_err());
+        let off = limiter(0, 0);
         assert!((0..1000).all(|_| off.check(a, start).is_ok()));
     }
 
@@ -354,10 +352,7 @@ mod tests {
 
     #[test]
     fn memory_stays_bounded_whatever_the_number_of_clients() {
-        let limiter = Limiter::new(Rate {
-            per_minute: 60,
-            burst: 10,
-        });
+        let limiter = limiter(60, 10);
         let start = Instant::now();
         for n in 0..(MAX_CLIENTS as u32 * 3) {
             let client = IpAddr::from((0x0a00_0000 + n).to_be_bytes());
