@@ -130,6 +130,29 @@ pub struct WorkerArgs {
     limits: crate::limits::LimitArgs,
 }
 
+/// The SDK's configuration from its standard chain, with the HTTPS client the SDK
+/// would make by default (rustls, proxies from the environment, connector settings
+/// and sleeps from the runtime) but on ring instead of aws-lc: kube already brings
+/// ring, and aws-lc is a C library a first build would compile from source.
+pub(crate) async fn sdk_config() -> aws_config::SdkConfig {
+    use aws_smithy_http_client::{Builder, ConnectorBuilder, proxy::ProxyConfig, tls};
+    let http = Builder::new().build_with_connector_fn(|settings, components| {
+        let mut connector = ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ));
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.set_proxy_config(Some(ProxyConfig::from_env()));
+        connector.build()
+    });
+    aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http)
+        .load()
+        .await
+}
+
 pub(crate) async fn s3_client(sdk: &aws_config::SdkConfig, path_style: bool) -> aws_sdk_s3::Client {
     let config = aws_sdk_s3::config::Builder::from(sdk)
         .force_path_style(path_style)
@@ -152,7 +175,7 @@ fn upload_url(sdk: &aws_config::SdkConfig, bucket: &str, path_style: bool, regio
 }
 
 pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
-    let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    let sdk = sdk_config().await;
     let region = sdk
         .region()
         .map(|r| r.to_string())
@@ -248,7 +271,7 @@ pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
 }
 
 pub async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
-    let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    let sdk = sdk_config().await;
     let storage = &args.storage;
     let s3 = s3_client(&sdk, storage.s3_path_style).await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);

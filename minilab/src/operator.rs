@@ -3,7 +3,6 @@
 
 use anyhow::Context as _;
 use async_trait::async_trait;
-use aws_config::BehaviorVersion;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -73,7 +72,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API")?;
-    let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    let sdk = crate::aws::sdk_config().await;
     let s3 = aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(&sdk)
             .force_path_style(args.s3_path_style)

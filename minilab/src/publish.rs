@@ -2,7 +2,6 @@
 //! CloudFront serves (the Helm chart runs it as a post-install/upgrade hook Job).
 
 use anyhow::Context;
-use aws_config::BehaviorVersion;
 use clap::Args;
 
 #[derive(Args, Debug)]
@@ -33,7 +32,7 @@ pub async fn run(args: PublishWebArgs) -> anyhow::Result<()> {
             args.prefix
         );
     }
-    let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    let sdk = crate::aws::sdk_config().await;
     let s3 = crate::aws::s3_client(&sdk, args.s3_path_style).await;
     for file in files {
         let key = format!("{}{}", args.prefix, file.key);

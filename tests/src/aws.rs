@@ -58,6 +58,8 @@ impl Stack {
     pub async fn connect() -> Stack {
         let endpoint = localstack_url();
         let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            // LocalStack is on loopback: plain HTTP.
+            .http_client(aws_smithy_http_client::Builder::new().build_http())
             .region(aws_config::Region::new(REGION))
             .endpoint_url(&endpoint)
             .credentials_provider(aws_credential_types::Credentials::new(
