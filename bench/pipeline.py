@@ -7,12 +7,14 @@ vipsthumbnail. Not a test: numbers depend on the machine.
 
     bench/pipeline.py [--rounds 9]
 
-Two builds of minilab run: `minilab`, with the `turbojpeg` feature (JPEG decoding by
-libjpeg-turbo, as the container image ships it), and `minilab-rust`, the default build
-(pure-Rust decoders, what `cargo run -- up` gives on a fresh machine).
+Three variants of minilab run: `minilab`, the container image's build (the `dist`
+profile, thin LTO; JPEGs decoded by libjpeg-turbo); `minilab-rust`, the same binary
+with MINILAB_JPEG_DECODER=rust (the pure-Rust decoders, what a build on a machine
+without libjpeg-turbo uses); and `minilab-release`, the `release` profile without LTO
+that `cargo run --release -- up` builds, to show what LTO buys at run time.
 
 Needs libvips-tools, imagemagick and libturbojpeg0-dev (apt; installed when missing);
-builds both in release mode.
+builds minilab with both profiles.
 """
 import argparse
 import os
@@ -27,10 +29,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = Path(os.environ.get("MINILAB_IMAGES", ROOT / "tests" / "data" / "images"))
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", "/var/tmp/minilab-target"))
-MINILAB = TARGET / "bench" / "minilab-turbojpeg"
-MINILAB_RUST = TARGET / "bench" / "minilab-rust"
-MINILABS = {"minilab": MINILAB, "minilab-rust": MINILAB_RUST}
-TOOLS = ("minilab", "minilab-rust", "vipsthumbnail", "imagemagick")
+PROFILES = {"dist": TARGET / "dist" / "minilab", "release": TARGET / "release" / "minilab"}
+# How each variant is run: its binary (by profile) and the environment it gets.
+MINILABS = {
+    "minilab": ["env", str(PROFILES["dist"])],
+    "minilab-rust": ["env", "MINILAB_JPEG_DECODER=rust", str(PROFILES["dist"])],
+    "minilab-release": ["env", str(PROFILES["release"])],
+}
+TOOLS = (*MINILABS, "vipsthumbnail", "imagemagick")
 VIPS = "/usr/bin/vipsthumbnail"
 MAGICK = "/usr/bin/convert-im6.q16"
 PHOTOS = ["photo-12mp.jpg", "photo-24mp.jpg", "photo-8mp-progressive.jpg"]
@@ -42,11 +48,10 @@ def ensure_tools():
         missing += ["pkg-config", "libturbojpeg0-dev"]
     if missing:
         subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-    (TARGET / "bench").mkdir(parents=True, exist_ok=True)
-    for features, binary in (([], MINILAB_RUST), (["--features", "turbojpeg"], MINILAB)):
-        subprocess.run(["cargo", "build", "--quiet", "--release", "--locked", "-p", "minilab", *features], cwd=ROOT,
+    for profile in PROFILES:
+        subprocess.run(["cargo", "build", "--quiet", "--profile", profile, "--locked", "-p", "minilab",
+                        "--features", "turbojpeg"], cwd=ROOT,
                        check=True, env={**os.environ, "CARGO_TARGET_DIR": str(TARGET)})
-        shutil.copy2(TARGET / "release" / "minilab", binary)
 
 
 def run(commands):
@@ -65,16 +70,16 @@ def tasks(photo, out):
     src = str(IMAGES / photo)
     return {
         "large (fit 1024, JPEG q80)": {
-            **{name: [[str(binary), "process", src, "--recipe", "large", "-o", f"{out}/m"]]
-               for name, binary in MINILABS.items()},
+            **{name: [[*minilab, "process", src, "--recipe", "large", "-o", f"{out}/m"]]
+               for name, minilab in MINILABS.items()},
             "vipsthumbnail": [[VIPS, src, "-s", "1024x1024>", "-o", f"{out}/v.jpg[Q=80]"]],
             "imagemagick": [[MAGICK, src, "-resize", "1024x1024>", "-quality", "80", f"{out}/i.jpg"]],
         },
         # vipsthumbnail writes one file per run, each from the source (shrink-on-load);
         # ImageMagick resizes once to 1024 and derives 256 from it, as minilab does.
         "web (fit 1024 + fit 256, each JPEG q80 + WebP q80)": {
-            **{name: [[str(binary), "process", src, "--recipe", "web", "-o", f"{out}/m"]]
-               for name, binary in MINILABS.items()},
+            **{name: [[*minilab, "process", src, "--recipe", "web", "-o", f"{out}/m"]]
+               for name, minilab in MINILABS.items()},
             "vipsthumbnail": [
                 [VIPS, src, "-s", f"{size}x{size}>", "-o", f"{out}/v{size}.{ext}[Q=80]"]
                 for size in (1024, 256) for ext in ("jpg", "webp")
@@ -109,11 +114,13 @@ def main():
             for tool in TOOLS:
                 runs = results[(photo, task, tool)]
                 median[tool] = (statistics.median(r[0] for r in runs), max(r[1] for r in runs))
-                print(f"  {tool:14} {median[tool][0] * 1e3:7.1f} ms  {median[tool][1] / 1024:6.1f} MiB")
+                print(f"  {tool:15} {median[tool][0] * 1e3:7.1f} ms  {median[tool][1] / 1024:6.1f} MiB")
             for ours in MINILABS:
                 for other in ("vipsthumbnail", "imagemagick"):
-                    print(f"  {ours:12} / {other:13} time {median[ours][0] / median[other][0]:.2f}×"
+                    print(f"  {ours:15} / {other:13} time {median[ours][0] / median[other][0]:.2f}×"
                           f"  peak RSS {median[ours][1] / median[other][1]:.2f}×")
+            print(f"  {'minilab-release':15} / {'minilab':13} time "
+                  f"{median['minilab-release'][0] / median['minilab'][0]:.2f}×  (no LTO / thin LTO)")
 
 
 if __name__ == "__main__":

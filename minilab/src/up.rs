@@ -99,6 +99,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let s3 = aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::Config::builder()
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            // The embedded store is on loopback: plain HTTP, no TLS stack.
+            .http_client(aws_smithy_http_client::Builder::new().build_http())
             .region(aws_sdk_s3::config::Region::new(REGION))
             .endpoint_url(&s3_url)
             .force_path_style(true)
@@ -190,7 +192,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         "S3-compatible store: {s3_url} (data in {})",
         args.data_dir.display()
     );
-    println!("processing {workers} image(s) at a time; press Ctrl-C to stop");
+    let decoder = if minilab_core::pipeline::uses_libjpeg_turbo() {
+        "libjpeg-turbo"
+    } else {
+        "pure Rust (libjpeg-turbo was not found at build time)"
+    };
+    println!(
+        "processing {workers} image(s) at a time, JPEGs decoded by {decoder}; press Ctrl-C to stop"
+    );
 
     crate::shutdown_signal().await;
     tracing::info!("stopping");

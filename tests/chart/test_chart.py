@@ -1115,9 +1115,13 @@ class DockerfileTest(unittest.TestCase):
         self.assertRegex(runtime["from"][0], r"^debian:.*-slim$")
         # The image ships libjpeg-turbo decoding: the feature exists in the binary's
         # manifest, the build links the -dev package and the runtime has the library.
+        # It is built with the workspace's `dist` profile (LTO), which must exist.
         features = tomllib.loads((ROOT / "minilab" / "Cargo.toml").read_text())["features"]
         self.assertIn("turbojpeg", features)
-        self.assertIn("cargo build --release --locked -p minilab --features turbojpeg", self.runs(build))
+        profiles = tomllib.loads((ROOT / "Cargo.toml").read_text())["profile"]
+        self.assertEqual(profiles["dist"]["inherits"], "release")
+        self.assertIn("cargo build --profile dist --locked -p minilab --features turbojpeg", self.runs(build))
+        self.assertIn("install -m 0755 target/dist/minilab", self.runs(build))
         self.assertIn("libturbojpeg0-dev", self.runs(build))
         self.assertRegex(self.runs(runtime), r"\blibturbojpeg0\b")
         self.assertNotRegex(self.runs(runtime), r"-dev\b|cargo|rustc")

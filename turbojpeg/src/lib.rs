@@ -6,11 +6,22 @@
 //! Only what minilab needs: read the header, then decode RGB or grey into a buffer
 //! this crate allocates (of the scaled size, never more). CMYK and YCCK sources are
 //! reported as such so the caller can take another decoder.
+//!
+//! The library is found at build time (build.rs, through pkg-config). Where it is
+//! missing the crate still builds: [`AVAILABLE`] is false and every call returns an
+//! error, so callers decode another way.
 
-use std::ffi::CStr;
-use std::os::raw::{c_int, c_ulong};
+#[cfg(has_libturbojpeg)]
+#[path = "linked.rs"]
+mod sys;
+#[cfg(not(has_libturbojpeg))]
+#[path = "missing.rs"]
+mod sys;
 
-use turbojpeg_sys as sys;
+use sys::Decompressor;
+
+/// Whether this build is linked to libjpeg-turbo.
+pub const AVAILABLE: bool = cfg!(has_libturbojpeg);
 
 /// What went wrong, with libjpeg-turbo's own message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,99 +64,6 @@ pub struct Decoded {
     pub pixels: Vec<u8>,
 }
 
-/// An owned TurboJPEG decompressor, destroyed on drop.
-struct Decompressor(sys::tjhandle);
-
-impl Decompressor {
-    fn new() -> Result<Self, Error> {
-        // SAFETY: tjInitDecompress has no preconditions; it returns NULL on failure.
-        let handle = unsafe { sys::tjInitDecompress() };
-        if handle.is_null() {
-            return Err(Error {
-                message: "libjpeg-turbo could not create a decompressor".into(),
-            });
-        }
-        Ok(Self(handle))
-    }
-
-    fn error(&self) -> Error {
-        // SAFETY: the handle is live; tjGetErrorStr2 returns a NUL-terminated string
-        // owned by the handle (or a static one), which is copied before the handle
-        // can be used again.
-        let message = unsafe {
-            let text = sys::tjGetErrorStr2(self.0);
-            if text.is_null() {
-                "unknown libjpeg-turbo error".to_owned()
-            } else {
-                CStr::from_ptr(text).to_string_lossy().into_owned()
-            }
-        };
-        Error { message }
-    }
-
-    fn is_fatal(&self) -> bool {
-        // SAFETY: the handle is live.
-        unsafe { sys::tjGetErrorCode(self.0) != sys::TJERR_TJERR_WARNING as c_int }
-    }
-
-    fn header(&self, jpeg: &[u8]) -> Result<Header, Error> {
-        let size = c_ulong::try_from(jpeg.len()).map_err(|_| Error {
-            message: "the file is too large for libjpeg-turbo".into(),
-        })?;
-        let (mut width, mut height, mut subsampling, mut color_space) = (0, 0, 0, 0);
-        // SAFETY: the handle is live, `jpeg` is valid for `size` bytes and only read,
-        // and the four out-pointers point at live c_ints.
-        let status = unsafe {
-            sys::tjDecompressHeader3(
-                self.0,
-                jpeg.as_ptr(),
-                size,
-                &mut width,
-                &mut height,
-                &mut subsampling,
-                &mut color_space,
-            )
-        };
-        if status != 0 {
-            return Err(self.error());
-        }
-        let color_space = match color_space as u32 {
-            sys::TJCS_TJCS_RGB => ColorSpace::Rgb,
-            sys::TJCS_TJCS_YCbCr => ColorSpace::YCbCr,
-            sys::TJCS_TJCS_GRAY => ColorSpace::Gray,
-            sys::TJCS_TJCS_CMYK => ColorSpace::Cmyk,
-            sys::TJCS_TJCS_YCCK => ColorSpace::Ycck,
-            other => {
-                return Err(Error {
-                    message: format!("unknown JPEG colour space {other}"),
-                });
-            }
-        };
-        let side = |v: c_int| {
-            u32::try_from(v)
-                .ok()
-                .filter(|&v| v > 0)
-                .ok_or_else(|| Error {
-                    message: format!("the JPEG declares a side of {v} pixels"),
-                })
-        };
-        Ok(Header {
-            width: side(width)?,
-            height: side(height)?,
-            color_space,
-        })
-    }
-}
-
-impl Drop for Decompressor {
-    fn drop(&mut self) {
-        // SAFETY: the handle came from tjInitDecompress and is destroyed once.
-        unsafe {
-            sys::tjDestroy(self.0);
-        }
-    }
-}
-
 /// Reads the header without decoding anything.
 pub fn header(jpeg: &[u8]) -> Result<Header, Error> {
     Decompressor::new()?.header(jpeg)
@@ -153,6 +71,18 @@ pub fn header(jpeg: &[u8]) -> Result<Header, Error> {
 
 /// The DCT scales used, largest reduction first: libjpeg-turbo has SIMD for these.
 const SCALES: [u32; 4] = [8, 4, 2, 1];
+
+/// The smallest DCT scale (1/8, 1/4, 1/2 or 1) at which the image is at least
+/// `min_width`×`min_height` (or its full size, if that is smaller).
+pub fn denominator(header: &Header, min_width: u32, min_height: u32) -> u32 {
+    SCALES
+        .into_iter()
+        .find(|&d| {
+            scaled_side(header.width, d) >= min_width.min(header.width)
+                && scaled_side(header.height, d) >= min_height.min(header.height)
+        })
+        .unwrap_or(1)
+}
 
 /// The size a side of `side` pixels has at 1/`denominator` (libjpeg rounds up).
 pub fn scaled_side(side: u32, denominator: u32) -> u32 {
@@ -176,13 +106,7 @@ pub fn decode(jpeg: &[u8], min_width: u32, min_height: u32) -> Result<Decoded, E
             });
         }
     };
-    let denominator = SCALES
-        .into_iter()
-        .find(|&d| {
-            scaled_side(header.width, d) >= min_width.min(header.width)
-                && scaled_side(header.height, d) >= min_height.min(header.height)
-        })
-        .unwrap_or(1);
+    let denominator = denominator(&header, min_width, min_height);
     let (width, height) = (
         scaled_side(header.width, denominator),
         scaled_side(header.height, denominator),
@@ -191,46 +115,13 @@ pub fn decode(jpeg: &[u8], min_width: u32, min_height: u32) -> Result<Decoded, E
     let too_large = || Error {
         message: format!("a {width}×{height} image is too large to decode"),
     };
-    let row = usize::try_from(width)
+    let len = usize::try_from(width)
         .ok()
-        .and_then(|w| w.checked_mul(channels))
+        .zip(usize::try_from(height).ok())
+        .and_then(|(w, h)| w.checked_mul(channels)?.checked_mul(h))
         .ok_or_else(too_large)?;
-    let len = usize::try_from(height)
-        .ok()
-        .and_then(|h| h.checked_mul(row))
-        .ok_or_else(too_large)?;
-    let (c_width, c_height, c_pitch) = (
-        c_int::try_from(width).map_err(|_| too_large())?,
-        c_int::try_from(height).map_err(|_| too_large())?,
-        c_int::try_from(row).map_err(|_| too_large())?,
-    );
-    let size = c_ulong::try_from(jpeg.len()).map_err(|_| too_large())?;
     let mut pixels = vec![0u8; len];
-    let format = if gray {
-        sys::TJPF_TJPF_GRAY
-    } else {
-        sys::TJPF_TJPF_RGB
-    } as c_int;
-    // SAFETY: the handle is live; `jpeg` is valid for `size` bytes and only read;
-    // `pixels` holds exactly `c_height` rows of `c_pitch` bytes, which is what
-    // libjpeg-turbo writes for a `c_width`×`c_height` output (one of its own scaled
-    // sizes, so it does not pick another) in `format` (3 or 1 bytes a pixel).
-    let status = unsafe {
-        sys::tjDecompress2(
-            decompressor.0,
-            jpeg.as_ptr(),
-            size,
-            pixels.as_mut_ptr(),
-            c_width,
-            c_pitch,
-            c_height,
-            format,
-            0,
-        )
-    };
-    if status != 0 && decompressor.is_fatal() {
-        return Err(decompressor.error());
-    }
+    decompressor.decompress(jpeg, &mut pixels, width, height, gray)?;
     Ok(Decoded {
         width,
         height,
@@ -248,6 +139,19 @@ mod tests {
         assert_eq!(scaled_side(4000, 2), 2000);
         assert_eq!(scaled_side(4001, 8), 501);
         assert_eq!(scaled_side(1, 8), 1);
+    }
+
+    #[test]
+    fn the_scale_is_the_smallest_that_keeps_the_size_asked_for() {
+        let header = Header {
+            width: 4000,
+            height: 3000,
+            color_space: ColorSpace::YCbCr,
+        };
+        assert_eq!(denominator(&header, 400, 300), 8);
+        assert_eq!(denominator(&header, 501, 1), 4);
+        assert_eq!(denominator(&header, 1, 1501), 1);
+        assert_eq!(denominator(&header, 9000, 9000), 1);
     }
 
     #[test]
