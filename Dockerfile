@@ -20,7 +20,7 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --profile dist --locked -p minilab --features turbojpeg \
+    cargo build --profile dist --locked -p minilab --features turbojpeg,cluster \
  && install -m 0755 target/dist/minilab /minilab
 
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime

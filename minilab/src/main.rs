@@ -1,9 +1,12 @@
 //! `minilab`: one binary for every part of the system.
 
+#[cfg(feature = "cluster")]
 mod aws;
 mod limits;
+#[cfg(feature = "cluster")]
 mod operator;
 mod process;
+#[cfg(feature = "cluster")]
 mod publish;
 mod store;
 mod up;
@@ -17,6 +20,14 @@ use std::process::ExitCode;
     version,
     about = "Kubernetes-native image processing"
 )]
+#[cfg_attr(
+    not(feature = "cluster"),
+    command(
+        after_help = "This build has `up` and `process`. The subcommands that run on \
+        AWS and Kubernetes (api, worker, operator, crd, publish-web) are in builds with \
+        `--features cluster`, as the container image is."
+    )
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -27,16 +38,21 @@ enum Command {
     /// Run everything on this machine: api, worker, web page, an embedded S3-compatible
     /// store and an in-process queue. No AWS account, no cluster.
     Up(up::UpArgs),
+    #[cfg(feature = "cluster")]
     /// Serve the API on AWS: presigned uploads, status and recipes.
     Api(aws::ApiArgs),
+    #[cfg(feature = "cluster")]
     /// Consume the uploads bucket's events from SQS and process the images.
     Worker(aws::WorkerArgs),
     /// Run one image through a recipe and write the outputs to a directory.
     Process(process::ProcessArgs),
+    #[cfg(feature = "cluster")]
     /// Reconcile ImageJobs on a cluster: status from the buckets, one active replica.
     Operator(operator::OperatorArgs),
+    #[cfg(feature = "cluster")]
     /// Print the ImageJob CustomResourceDefinition (YAML).
     Crd,
+    #[cfg(feature = "cluster")]
     /// Put the upload page into the site bucket (content types, cache headers, the
     /// page's API base URL); the Helm chart's hook Job runs it.
     PublishWeb(publish::PublishWebArgs),
@@ -61,11 +77,16 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Up(args) => block_on(Box::pin(up::run(args)) as BoxedRun),
+        #[cfg(feature = "cluster")]
         Command::Api(args) => block_on(Box::pin(aws::run_api(args))),
+        #[cfg(feature = "cluster")]
         Command::Worker(args) => block_on(Box::pin(aws::run_worker(args))),
         Command::Process(args) => process::run(args),
+        #[cfg(feature = "cluster")]
         Command::Operator(args) => block_on(Box::pin(operator::run(args))),
+        #[cfg(feature = "cluster")]
         Command::Crd => operator::print_crd(),
+        #[cfg(feature = "cluster")]
         Command::PublishWeb(args) => block_on(Box::pin(publish::run(args))),
     };
     match result {

@@ -1120,7 +1120,7 @@ class DockerfileTest(unittest.TestCase):
         self.assertIn("turbojpeg", features)
         profiles = tomllib.loads((ROOT / "Cargo.toml").read_text())["profile"]
         self.assertEqual(profiles["dist"]["inherits"], "release")
-        self.assertIn("cargo build --profile dist --locked -p minilab --features turbojpeg", self.runs(build))
+        self.assertIn("cargo build --profile dist --locked -p minilab --features turbojpeg,cluster", self.runs(build))
         self.assertIn("install -m 0755 target/dist/minilab", self.runs(build))
         self.assertIn("libturbojpeg0-dev", self.runs(build))
         self.assertRegex(self.runs(runtime), r"\blibturbojpeg0\b")

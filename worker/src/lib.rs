@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod queue;
 pub mod recovery;
 pub mod runner;
+#[cfg(feature = "sqs")]
 pub mod sqs;
 
 use aws_sdk_s3::error::DisplayErrorContext;
