@@ -35,6 +35,7 @@ where
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs LocalStack: ./tests/run starts it and runs this"]
 async fn an_upload_goes_through_s3_and_sqs_and_comes_back_presigned() {
     let stack = Stack::connect().await;
     let env = stack.env(EnvOptions::default()).await;
@@ -76,6 +77,7 @@ async fn an_upload_goes_through_s3_and_sqs_and_comes_back_presigned() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs LocalStack: ./tests/run starts it and runs this"]
 async fn a_duplicated_event_leaves_one_correct_set_of_outputs() {
     let stack = Stack::connect().await;
     let env = stack.env(EnvOptions::default()).await;
@@ -154,6 +156,7 @@ async fn assert_all_correct(
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs LocalStack: ./tests/run starts it and runs this"]
 async fn a_worker_killed_in_the_middle_of_a_batch_loses_nothing() {
     let stack = Stack::connect().await;
     // A short visibility timeout brings the dead worker's messages back quickly.
@@ -186,6 +189,7 @@ async fn a_worker_killed_in_the_middle_of_a_batch_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs LocalStack: ./tests/run starts it and runs this"]
 async fn sigterm_drains_within_the_grace_period_and_loses_nothing() {
     let stack = Stack::connect().await;
     let env = stack
@@ -226,6 +230,7 @@ async fn sigterm_drains_within_the_grace_period_and_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs LocalStack: ./tests/run starts it and runs this"]
 async fn poison_and_unparsable_messages_are_not_retried_forever() {
     let stack = Stack::connect().await;
     let env = stack
@@ -282,6 +287,7 @@ async fn poison_and_unparsable_messages_are_not_retried_forever() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs LocalStack: ./tests/run starts it and runs this"]
 async fn a_briefly_missing_processed_bucket_is_retried_and_then_succeeds() {
     let stack = Stack::connect().await;
     let env = stack
@@ -317,6 +323,7 @@ async fn a_briefly_missing_processed_bucket_is_retried_and_then_succeeds() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs LocalStack: ./tests/run starts it and runs this"]
 async fn s3_refuses_tampered_expired_and_oversized_posts_and_foreign_origins() {
     let stack = Stack::connect().await;
     let env = stack.env(EnvOptions::default()).await;
@@ -442,6 +449,7 @@ async fn s3_refuses_tampered_expired_and_oversized_posts_and_foreign_origins() {
 }
 
 #[tokio::test]
+#[ignore = "needs LocalStack: ./tests/run starts it and runs this"]
 async fn publish_web_puts_the_page_with_its_types_cache_headers_and_api_base() {
     let stack = Stack::connect().await;
     let bucket = format!("site-{}", minilab_core::UploadId::new(chrono::Utc::now()));
@@ -536,6 +544,7 @@ async fn publish_web_puts_the_page_with_its_types_cache_headers_and_api_base() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs LocalStack: ./tests/run starts it and runs this"]
 async fn the_apis_readiness_is_about_itself_and_its_metrics_have_their_own_port() {
     // S3 unreachable (nothing listens on port 1): the instance can still answer, so it
     // stays ready; an S3 brownout must not empty the load balancer of every instance.
@@ -588,6 +597,7 @@ async fn the_apis_readiness_is_about_itself_and_its_metrics_have_their_own_port(
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs LocalStack: ./tests/run starts it and runs this"]
 async fn presigned_urls_never_outlive_the_credentials_that_signed_them() {
     // Role credentials from a container endpoint, as EKS Pod Identity hands them out,
     // with 20 minutes left, while the API is told to make hour-long URLs: a URL signed
@@ -697,6 +707,7 @@ async fn presigned_urls_never_outlive_the_credentials_that_signed_them() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs LocalStack: ./tests/run starts it and runs this"]
 async fn one_client_bursting_for_tickets_is_limited_while_another_is_served() {
     // Behind one trusted proxy (an ALB appends the address it saw to X-Forwarded-For).
     let stack = Stack::connect().await;
@@ -776,6 +787,7 @@ where
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs LocalStack: ./tests/run starts it and runs this"]
 async fn the_byte_budget_refuses_the_ticket_that_would_exceed_it() {
     // Many small tickets must not add up to a large bill: each charges its exact size.
     let stack = Stack::connect().await;

@@ -38,6 +38,7 @@ fn outputs(list: &Value) -> Vec<(String, u64)> {
 /// Succeeded with its outputs, Failed with the image's error code, or Expired when it
 /// never arrives; every status write is one the real API server accepts.
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs LocalStack and a kube-apiserver: ./tests/run starts them and runs this"]
 async fn uploads_become_image_jobs_that_reach_their_final_phase() {
     let cluster = Cluster::install(&json!({}));
     let stack = Stack::connect().await;
@@ -115,6 +116,7 @@ async fn wait_metric(metrics_url: &str, sample: &str, value: f64) {
 /// refuses (RBAC: the worker's account may not create ImageJobs) or cannot be reached
 /// never fails an upload, and each failure is counted.
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs LocalStack and a kube-apiserver: ./tests/run starts them and runs this"]
 async fn tracking_records_each_upload_and_a_failing_cluster_never_fails_one() {
     let cluster = Cluster::install(&json!({}));
     let stack = Stack::connect().await;
@@ -243,6 +245,7 @@ fn table(output: &str) -> Vec<Vec<String>> {
 /// it; jobs that make no sense get InvalidSpec and the watch goes on; a deadline
 /// fails a job with DeadlineExceeded; a TTL deletes a finished one.
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs LocalStack and a kube-apiserver: ./tests/run starts them and runs this"]
 async fn batch_jobs_run_suspend_resume_fail_and_expire_as_kubectl_shows() {
     let cluster = Cluster::install(&json!({}));
     let stack = Stack::connect().await;
@@ -418,6 +421,7 @@ async fn batch_jobs_run_suspend_resume_fail_and_expire_as_kubectl_shows() {
 /// and the other takes over within the Lease's duration (15 s) plus a few seconds and
 /// finishes with exact counts; SIGTERM releases the Lease at once.
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs LocalStack and a kube-apiserver: ./tests/run starts them and runs this"]
 async fn one_replica_leads_and_another_takes_over_when_it_dies() {
     let cluster = Cluster::install(&json!({}));
     let stack = Stack::connect().await;

@@ -10,6 +10,7 @@ use serde_json::json;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs LocalStack and a kube-apiserver: ./tests/run starts them and runs this"]
 async fn uploads_succeed_while_the_api_server_is_down_and_the_operator_catches_up() {
     let cluster = Cluster::install(&json!({}));
     let stack = Stack::connect().await;
