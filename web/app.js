@@ -27,11 +27,15 @@ const MESSAGES = {
   "link-expired": () => "The upload link expired before the upload finished. Please try again.",
   "upload-expired": () => "The upload link expired before any file arrived. Please try again.",
   "network": () => "The upload could not reach the storage. Check your connection and try again.",
+  "token-missing": () => "Sign in to upload photos.",
+  "token-expired": () => "Your sign-in has expired. Sign in again and retry.",
+  "rate-limited": (e) => `Too many uploads at once. ${e.message}`,
 };
 
 function describe(error) {
   const message = MESSAGES[error.code];
   if (message) return message(error);
+  if (error.code && error.code.startsWith("token-")) return `Sign-in failed: ${error.message}`;
   if (error.code && error.code.startsWith("storage-")) return `The storage refused the upload: ${error.message}`;
   return error.message || "Something went wrong. Please try again.";
 }
@@ -45,8 +49,29 @@ function formatBytes(n) {
 /** The API's base URL: the page's own origin unless the page was published with another. */
 const API_BASE = (document.querySelector('meta[name="minilab-api"]')?.content || "").replace(/\/+$/, "");
 
+/**
+ * The sign-in token, when the site signed the person in: handed over in the page's
+ * URL as `#access_token=...` (what an OIDC implicit redirect delivers), then kept for
+ * this tab in sessionStorage and taken out of the address bar.
+ */
+const TOKEN_KEY = "minilab-token";
+function signInToken() {
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  const handed = fragment.get("access_token");
+  if (handed) {
+    sessionStorage.setItem(TOKEN_KEY, handed);
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+const TOKEN = signInToken();
+
 async function api(path, options = {}) {
-  const response = await fetch(API_BASE + path, { ...options, headers: { "content-type": "application/json", ...options.headers } });
+  const authorization = TOKEN ? { authorization: `Bearer ${TOKEN}` } : {};
+  const response = await fetch(API_BASE + path, {
+    ...options,
+    headers: { "content-type": "application/json", ...authorization, ...options.headers },
+  });
   const body = await response.json().catch(() => null);
   if (!response.ok) {
     const error = body && body.error;

@@ -4,6 +4,7 @@
 //! The API keeps no state of its own: an upload id carries its creation time, the
 //! uploads bucket says whether the file arrived, and the manifest says how it ended.
 
+pub mod auth;
 pub mod error;
 pub mod limits;
 pub mod post_policy;
@@ -52,6 +53,8 @@ pub struct ApiConfig {
     pub readiness: Readiness,
     /// Per-client limits on tickets and status reads.
     pub rate_limits: limits::RateLimits,
+    /// Sign-in for uploads and their status (`None`: open to anyone, the default).
+    pub sign_in: Option<Arc<dyn auth::Authenticator>>,
 }
 
 /// Whether this instance still takes new requests: `/readyz` answers 200 until
@@ -87,16 +90,22 @@ pub fn router(config: ApiConfig) -> Router {
     let guard = |rate| limits::Guard::new(rate, limits.trusted_hops, config.metrics.clone());
     let limited =
         |guard: limits::Guard| axum::middleware::from_fn_with_state(Arc::new(guard), limits::guard);
+    // Sign-in runs first (the outer layer), so the limits key by its subject.
+    let signed_in = axum::middleware::from_fn_with_state(config.clone(), auth::require);
     let api = Router::new()
         .route(
             "/api/v1/uploads",
-            post(uploads::create).route_layer(limited(
-                guard(limits.tickets).with_budget(limits.upload_bytes_per_hour),
-            )),
+            post(uploads::create)
+                .route_layer(limited(
+                    guard(limits.tickets).with_budget(limits.upload_bytes_per_hour),
+                ))
+                .route_layer(signed_in.clone()),
         )
         .route(
             "/api/v1/uploads/{id}",
-            get(uploads::status).route_layer(limited(guard(limits.reads))),
+            get(uploads::status)
+                .route_layer(limited(guard(limits.reads)))
+                .route_layer(signed_in),
         )
         .route("/api/v1/recipes", get(recipes))
         .route("/livez", get(|| async { Json(json!({ "status": "ok" })) }))

@@ -6,7 +6,8 @@
 //! the address they saw to `X-Forwarded-For` (CloudFront, then the ALB), the entry that
 //! many places from the right: entries left of it are whatever the client sent and
 //! never pick the key. IPv6 clients are keyed by their /64, which one host usually has
-//! whole. Memory is bounded: at most `MAX_CLIENTS` buckets per limiter.
+//! whole. With sign-in, the client is the token's subject instead. Memory is bounded:
+//! at most `MAX_CLIENTS` buckets per limiter.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -16,6 +17,30 @@ use std::time::{Duration, Instant};
 /// Most clients a limiter remembers; a full table first forgets idle clients (whose
 /// buckets have refilled), then the longest unseen.
 pub const MAX_CLIENTS: usize = 65_536;
+
+/// Whom a limit applies to: a client address (an IPv6 client's /64), or, with
+/// sign-in, the token's subject (by digest, so a key has one small size).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ClientKey {
+    Address(IpAddr),
+    Subject([u8; 16]),
+}
+
+impl ClientKey {
+    pub fn subject(subject: &str) -> Self {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(subject.as_bytes());
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&digest[..16]);
+        ClientKey::Subject(key)
+    }
+}
+
+impl From<IpAddr> for ClientKey {
+    fn from(address: IpAddr) -> Self {
+        ClientKey::Address(address)
+    }
+}
 
 /// A rate: `per_minute` requests on average, `burst` at once. 0 per minute: no limit.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -102,7 +127,7 @@ struct Bucket {
 pub struct Limiter {
     per_second: f64,
     burst: f64,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    buckets: Mutex<HashMap<ClientKey, Bucket>>,
 }
 
 impl Limiter {
@@ -128,17 +153,23 @@ impl Limiter {
     }
 
     /// Takes one request from `client`'s bucket at `now`: `Err(wait)` when it is empty.
-    pub fn check(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
+    pub fn check(&self, client: impl Into<ClientKey>, now: Instant) -> Result<(), Duration> {
         self.take(client, now, 1.0)
     }
 
     /// Takes `cost` units from `client`'s bucket at `now`, or nothing and `Err(wait)`:
     /// how long until there would be enough (`Duration::MAX`: never, it exceeds the
     /// burst).
-    pub fn take(&self, client: IpAddr, now: Instant, cost: f64) -> Result<(), Duration> {
+    pub fn take(
+        &self,
+        client: impl Into<ClientKey>,
+        now: Instant,
+        cost: f64,
+    ) -> Result<(), Duration> {
         if self.per_second == 0.0 {
             return Ok(());
         }
+        let client = client.into();
         let (per_second, burst) = (self.per_second, self.burst);
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.len() >= MAX_CLIENTS && !buckets.contains_key(&client) {
@@ -169,7 +200,7 @@ impl Limiter {
 
 /// Forgets clients idle long enough to have a full bucket again (forgetting them
 /// changes nothing), and if that frees too little, the quarter seen longest ago.
-fn make_room(buckets: &mut HashMap<IpAddr, Bucket>, now: Instant, refill_seconds: f64) {
+fn make_room(buckets: &mut HashMap<ClientKey, Bucket>, now: Instant, refill_seconds: f64) {
     buckets.retain(|_, b| now.saturating_duration_since(b.updated).as_secs_f64() < refill_seconds);
     if buckets.len() >= MAX_CLIENTS {
         let mut seen: Vec<Instant> = buckets.values().map(|b| b.updated).collect();
@@ -181,7 +212,7 @@ fn make_room(buckets: &mut HashMap<IpAddr, Bucket>, now: Instant, refill_seconds
 
 /// The client a request was keyed by: [`guard`] puts it into the request's extensions.
 #[derive(Clone, Copy, Debug)]
-pub struct Client(pub IpAddr);
+pub struct Client(pub ClientKey);
 
 /// The per-client byte budget of upload tickets ([`RateLimits::upload_bytes_per_hour`]):
 /// the tickets' [`guard`] puts it into the request's extensions for the handler, which
@@ -232,7 +263,12 @@ pub async fn guard(
         .extensions()
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
         .map(|info| info.0);
-    let client = client_of(peer, request.headers(), guard.trusted_hops);
+    // Signed in (sign-in runs first and leaves the subject): the subject, wherever it
+    // connects from; otherwise the address.
+    let client = match request.extensions().get::<crate::auth::Subject>() {
+        Some(subject) => ClientKey::subject(&subject.0),
+        None => client_of(peer, request.headers(), guard.trusted_hops).into(),
+    };
     request.extensions_mut().insert(Client(client));
     if let Some(budget) = &guard.budget {
         request.extensions_mut().insert(budget.clone());
@@ -294,6 +330,16 @@ mod tests {
         assert!(tickets.check(a, start + Duration::from_secs(1)).is_err());
         let off = limiter(0, 0);
         assert!((0..1000).all(|_| off.check(a, start).is_ok()));
+    }
+
+    #[test]
+    fn subjects_have_buckets_of_their_own() {
+        let tickets = limiter(60, 1);
+        let start = Instant::now();
+        assert_eq!(tickets.check(ClientKey::subject("alice"), start), Ok(()));
+        assert!(tickets.check(ClientKey::subject("alice"), start).is_err());
+        assert_eq!(tickets.check(ClientKey::subject("bob"), start), Ok(()));
+        assert_eq!(tickets.check(ip("198.51.100.7"), start), Ok(()));
     }
 
     #[test]

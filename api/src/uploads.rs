@@ -2,6 +2,7 @@
 //! where the upload is, from S3 alone.
 
 use crate::ApiConfig;
+use crate::auth::Subject;
 use crate::error::{ApiError, Result};
 use crate::limits::{self, Client, UploadBudget};
 use crate::post_policy::{FormFields, PostPolicy};
@@ -46,6 +47,7 @@ pub struct PresignedPost {
 
 pub async fn create(
     State(config): State<ApiConfig>,
+    subject: Option<Extension<Subject>>,
     client: Option<Extension<Client>>,
     budget: Option<Extension<UploadBudget>>,
     body: std::result::Result<Json<CreateUpload>, JsonRejection>,
@@ -105,7 +107,10 @@ pub async fn create(
     }
 
     let now = Utc::now();
-    let id = UploadId::new(now);
+    let id = match &subject {
+        Some(Extension(Subject(owner))) => UploadId::owned_by(now, owner),
+        None => UploadId::new(now),
+    };
     let key = keys::source_key(id);
     let credentials = config
         .signer
@@ -235,22 +240,23 @@ const POLL_EVERY: Duration = Duration::from_millis(200);
 
 pub async fn status(
     State(config): State<ApiConfig>,
+    subject: Option<Extension<Subject>>,
     Path(id): Path<String>,
     query: std::result::Result<Query<StatusQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<UploadStatus>> {
-    let id: UploadId = id.parse().map_err(|_| {
+    let not_found = || {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "not-found",
             "there is no upload with this id",
         )
-    })?;
-    if id.created_at() > Utc::now() + chrono::Duration::minutes(5) {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            "there is no upload with this id",
-        ));
+    };
+    let id: UploadId = id.parse().map_err(|_| not_found())?;
+    let from_the_future = id.created_at() > Utc::now() + chrono::Duration::minutes(5);
+    // Signed in: only the subject that created an upload sees it.
+    let someone_elses = subject.is_some_and(|Extension(Subject(reader))| !id.is_owned_by(&reader));
+    if from_the_future || someone_elses {
+        return Err(not_found());
     }
     let Query(query) =
         query.map_err(|e| ApiError::bad_request("invalid-request", e.body_text()))?;

@@ -1,10 +1,16 @@
 //! Upload ids: time-sortable and random, so keys list in upload order and cannot be
 //! guessed. 26 characters of Crockford base32 (lowercase): 48 bits of milliseconds
 //! since the Unix epoch, then 80 random bits (the ULID layout).
+//!
+//! With sign-in, an id is also bound to the subject that created it: its last 40 bits
+//! are a SHA-256 of the subject and the rest of the id instead of random bits, so the
+//! API tells from the id alone, with no record kept anywhere, whether the subject of a
+//! verified token owns it. Another subject's check fails but for a chance of 2^-40.
 
 use chrono::{DateTime, TimeZone, Utc};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::fmt;
 use std::str::FromStr;
 
@@ -24,6 +30,17 @@ impl UploadId {
         rand::rng().fill_bytes(&mut random[6..]);
         let random = u128::from_be_bytes(random);
         Self((millis << 80) | random)
+    }
+
+    /// A new id for an upload created at `now` by the signed-in `owner`.
+    pub fn owned_by(now: DateTime<Utc>, owner: &str) -> Self {
+        let unbound = Self::new(now).0 & !OWNER_BITS;
+        Self(unbound | owner_tag(unbound, owner))
+    }
+
+    /// Whether `owner` created this id with [`UploadId::owned_by`].
+    pub fn is_owned_by(self, owner: &str) -> bool {
+        self.0 & OWNER_BITS == owner_tag(self.0 & !OWNER_BITS, owner)
     }
 
     /// When the id was issued (millisecond precision).
@@ -50,6 +67,21 @@ impl fmt::Debug for UploadId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "UploadId({self})")
     }
+}
+
+/// The bits of an owned id that name its owner.
+const OWNER_BITS: u128 = (1 << 40) - 1;
+
+/// The owner bits of the id whose other bits are `unbound`.
+fn owner_tag(unbound: u128, owner: &str) -> u128 {
+    let digest = Sha256::new()
+        .chain_update(b"minilab upload owner\0")
+        .chain_update(unbound.to_be_bytes())
+        .chain_update(owner.as_bytes())
+        .finalize();
+    let mut tag = [0u8; 16];
+    tag[11..].copy_from_slice(&digest[..5]);
+    u128::from_be_bytes(tag)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -117,6 +149,20 @@ mod tests {
     fn two_ids_in_one_millisecond_differ() {
         let now = Utc::now();
         assert_ne!(UploadId::new(now), UploadId::new(now));
+    }
+
+    #[test]
+    fn an_owned_id_names_its_owner_and_no_one_else() {
+        let now = Utc.with_ymd_and_hms(2026, 12, 3, 9, 0, 0).unwrap();
+        let id = UploadId::owned_by(now, "alice");
+        assert_eq!(id.created_at(), now);
+        assert!(id.is_owned_by("alice"));
+        assert!(!id.is_owned_by("bob"));
+        assert!(!id.is_owned_by("alice "));
+        assert!(!UploadId::new(now).is_owned_by("alice"));
+        let reread: UploadId = id.to_string().parse().unwrap();
+        assert!(reread.is_owned_by("alice"));
+        assert_ne!(id, UploadId::owned_by(now, "alice"), "still random");
     }
 
     #[test]

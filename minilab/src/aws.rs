@@ -102,6 +102,61 @@ pub struct ApiArgs {
     /// the ticket is issued (0: no limit); beyond it, 429 `upload-budget-exceeded`.
     #[arg(long, env = "MINILAB_UPLOAD_BYTES_PER_HOUR", default_value_t = 2 << 30)]
     upload_bytes_per_hour: u64,
+    #[command(flatten)]
+    sign_in: SignInArgs,
+}
+
+/// Optional sign-in (see docs/architecture.md): off unless --oidc-issuer is given.
+#[derive(Args, Debug)]
+pub struct SignInArgs {
+    /// Require OIDC bearer tokens from this issuer (`iss`) for uploads and their
+    /// status; limits then apply per subject, and an upload is visible only to its own.
+    #[arg(long, env = "MINILAB_OIDC_ISSUER", requires = "oidc_audience")]
+    oidc_issuer: Option<String>,
+    /// The audience (`aud`) tokens must name: this API's client id at the issuer.
+    #[arg(long, env = "MINILAB_OIDC_AUDIENCE", requires = "oidc_issuer")]
+    oidc_audience: Option<String>,
+    /// The issuer's JWKS URL (its discovery document's `jwks_uri`).
+    #[arg(
+        long,
+        env = "MINILAB_OIDC_JWKS_URL",
+        requires = "oidc_issuer",
+        conflicts_with = "oidc_jwks_file"
+    )]
+    oidc_jwks_url: Option<String>,
+    /// A JWKS file instead of a URL (a mounted ConfigMap, say).
+    #[arg(long, env = "MINILAB_OIDC_JWKS_FILE", requires = "oidc_issuer")]
+    oidc_jwks_file: Option<PathBuf>,
+    /// Seconds the issuer's keys are used before they are fetched again (a token
+    /// signed by a key not among them fetches them at most every 30 s).
+    #[arg(long, env = "MINILAB_OIDC_REFRESH", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    oidc_refresh: u64,
+}
+
+impl SignInArgs {
+    /// Sign-in as configured, its keys loaded; `None` when it is off.
+    async fn sign_in(&self) -> anyhow::Result<Option<Arc<dyn minilab_api::auth::Authenticator>>> {
+        use minilab_api::auth::oidc::{KeySource, SignIn, SignInConfig};
+        let (Some(issuer), Some(audience)) = (&self.oidc_issuer, &self.oidc_audience) else {
+            return Ok(None);
+        };
+        let keys = match (&self.oidc_jwks_url, &self.oidc_jwks_file) {
+            (Some(url), _) => KeySource::Url(url.clone()),
+            (None, Some(file)) => KeySource::File(file.clone()),
+            (None, None) => {
+                anyhow::bail!("--oidc-issuer needs --oidc-jwks-url or --oidc-jwks-file")
+            }
+        };
+        let sign_in = SignIn::new(SignInConfig {
+            issuer: issuer.clone(),
+            audience: audience.clone(),
+            keys,
+            refresh: Duration::from_secs(self.oidc_refresh),
+        });
+        sign_in.load().await.context("loading the issuer's keys")?;
+        Ok(Some(Arc::new(sign_in)))
+    }
 }
 
 #[derive(Args, Debug)]
@@ -226,6 +281,7 @@ pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
             upload_bytes_per_hour: args.upload_bytes_per_hour,
             trusted_hops: args.trusted_proxy_hops,
         },
+        sign_in: args.sign_in.sign_in().await?,
     };
     let listener = TcpListener::bind(args.listen)
         .await

@@ -183,6 +183,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         readiness: Default::default(),
         // One person on their own machine: nothing to limit.
         rate_limits: minilab_api::limits::RateLimits::OFF,
+        sign_in: None,
     };
     let api = minilab_api::router(config.clone()).merge(minilab_api::metrics_router(config));
     tokio::spawn(serve(api_listener, api, "api"));

@@ -164,3 +164,36 @@ test("a file that is not an image gets a clear message", async () => {
   assert.match(await second.locator(".error").innerText(), /Processing failed/);
   assert.deepEqual(problems, []);
 });
+
+test("a sign-in token handed over in the URL is sent with every API request", async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const problems = [];
+  page.on("pageerror", (error) => problems.push(error.message));
+  const sent = [];
+  // The API answers as one with sign-in on would for an expired token.
+  await page.route("**/api/v1/uploads", (route) => {
+    sent.push(route.request().headers().authorization);
+    route.fulfill({
+      status: 401,
+      contentType: "application/json",
+      body: JSON.stringify({ error: { code: "token-expired", message: "the bearer token has expired; sign in again" } }),
+    });
+  });
+  await page.goto(`${lab.url}#access_token=token-123&token_type=Bearer`);
+  await page.waitForSelector("body[data-ready=true]");
+  assert.doesNotMatch(page.url(), /access_token/, "the token leaves the address bar");
+  await page.setInputFiles("#file", path.join(photos, "photo-small.jpg"));
+  const error = page.locator("article.upload .error").first();
+  await error.waitFor({ state: "visible" });
+  assert.equal(await error.getAttribute("data-code"), "token-expired");
+  assert.match(await error.innerText(), /sign-in has expired/);
+  // After a reload (no token in the URL any more) the tab still has it.
+  await page.reload();
+  await page.waitForSelector("body[data-ready=true]");
+  await page.setInputFiles("#file", path.join(photos, "photo-small.jpg"));
+  await page.locator("article.upload .error").first().waitFor({ state: "visible" });
+  assert.deepEqual(sent, ["Bearer token-123", "Bearer token-123"]);
+  assert.deepEqual(problems, []);
+  await context.close();
+});

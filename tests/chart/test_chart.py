@@ -903,6 +903,19 @@ class ChartTest(unittest.TestCase):
         self.assertEqual((env["MINILAB_READS_PER_MINUTE"], env["MINILAB_READ_BURST"]), ("600", "120"))
         self.assertEqual(env["MINILAB_UPLOAD_BYTES_PER_HOUR"], "2147483648")
 
+    def test_sign_in_is_off_by_default_and_complete_when_on(self):
+        def api_env(values):
+            container = by_kind(render(values), "Deployment")["demo-minilab-api"]["spec"]["template"]["spec"]["containers"][0]
+            return {e["name"]: e.get("value") for e in container["env"]}
+        self.assertFalse([name for name in api_env(BASE) if name.startswith("MINILAB_OIDC_")])
+        sign_in = {"issuer": "https://id.example.com", "audience": "minilab", "jwksUrl": "https://id.example.com/jwks"}
+        env = api_env(merged(BASE, {"api": {"signIn": sign_in}}))
+        self.assertEqual((env["MINILAB_OIDC_ISSUER"], env["MINILAB_OIDC_AUDIENCE"], env["MINILAB_OIDC_JWKS_URL"]),
+                         ("https://id.example.com", "minilab", "https://id.example.com/jwks"))
+        with self.assertRaises(Exception) as refused:
+            render(merged(BASE, {"api": {"signIn": {"issuer": "https://id.example.com", "audience": "minilab"}}}))
+        self.assertIn("api.signIn.jwksUrl is required", str(refused.exception))
+
     def test_the_schema_rejects_unknown_keys_and_wrong_types(self):
         for bad, where in [
             ({"bukets": {"uploads": "x"}}, "additional properties 'bukets'"),

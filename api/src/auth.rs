@@ -1,0 +1,149 @@
+//! Optional sign-in: OIDC bearer tokens (JWTs) checked against the issuer's keys.
+//!
+//! Off unless an issuer is configured (`minilab api --oidc-issuer`, in builds with
+//! the `sign-in` feature: [`oidc`]). When on, every upload request and status read
+//! must carry `Authorization: Bearer <JWT>` signed by one of the issuer's keys, with
+//! this API as its audience, the configured issuer, and an `exp` in the future. The
+//! token's `sub` becomes the client for the per-client limits and owns the uploads
+//! it creates: another subject reading one gets `not-found`. Each refusal has a code
+//! of its own ([`AuthError`]).
+
+use crate::error::ApiError;
+use axum::http::{HeaderMap, StatusCode, header};
+
+#[cfg(feature = "sign-in")]
+pub mod oidc;
+#[cfg(feature = "test-issuer")]
+pub mod test_issuer;
+
+/// The subject a verified token names: who owns the uploads it creates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subject(pub String);
+
+/// Why a request was not signed in; each has a stable code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthError {
+    /// No `Authorization: Bearer` header.
+    Missing,
+    /// No bearer token in the header, or not a JWT with the claims required (`sub`,
+    /// `exp`, `iss`, `aud`).
+    Malformed,
+    /// Its `exp` has passed.
+    Expired,
+    /// Not meant for this API (`aud`).
+    WrongAudience,
+    /// Not from the configured issuer (`iss`).
+    WrongIssuer,
+    /// Its signature does not verify, or its algorithm is not accepted.
+    BadSignature,
+    /// Signed with a key the issuer does not list.
+    UnknownKey,
+    /// The issuer's keys could not be fetched.
+    KeysUnavailable,
+}
+
+impl AuthError {
+    pub fn code(self) -> &'static str {
+        match self {
+            AuthError::Missing => "token-missing",
+            AuthError::Malformed => "token-malformed",
+            AuthError::Expired => "token-expired",
+            AuthError::WrongAudience => "token-wrong-audience",
+            AuthError::WrongIssuer => "token-wrong-issuer",
+            AuthError::BadSignature => "token-bad-signature",
+            AuthError::UnknownKey => "token-unknown-key",
+            AuthError::KeysUnavailable => "sign-in-unavailable",
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            AuthError::Missing => "sign in first: this API needs an Authorization: Bearer token",
+            AuthError::Malformed => "the bearer token is not a JWT with sub and exp claims",
+            AuthError::Expired => "the bearer token has expired; sign in again",
+            AuthError::WrongAudience => "the bearer token is not meant for this API",
+            AuthError::WrongIssuer => "the bearer token is not from this API's issuer",
+            AuthError::BadSignature => "the bearer token's signature does not verify",
+            AuthError::UnknownKey => {
+                "the bearer token is signed with a key the issuer does not list"
+            }
+            AuthError::KeysUnavailable => "sign-in is unavailable right now; try again shortly",
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        let status = match err {
+            AuthError::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::UNAUTHORIZED,
+        };
+        ApiError::new(status, err.code(), err.message())
+    }
+}
+
+/// The `Authorization: Bearer` token of a request.
+pub fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or(AuthError::Missing)?;
+    let (scheme, token) = value.split_once(' ').ok_or(AuthError::Malformed)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(AuthError::Malformed);
+    }
+    Ok(token.trim())
+}
+
+/// Verifies a request's credentials: [`oidc::SignIn`] in builds with `sign-in`.
+#[async_trait::async_trait]
+pub trait Authenticator: Send + Sync {
+    async fn authenticate(&self, headers: &HeaderMap) -> Result<Subject, AuthError>;
+}
+
+/// Sign-in in front of the upload routes: verifies the request and hands its
+/// [`Subject`] to the limits and the handlers, or answers 401 (503 while the issuer's
+/// keys cannot be had) with the reason's code.
+pub async fn require(
+    axum::extract::State(config): axum::extract::State<crate::ApiConfig>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Some(sign_in) = &config.sign_in else {
+        return next.run(request).await;
+    };
+    match sign_in.authenticate(request.headers()).await {
+        Ok(subject) => {
+            request.extensions_mut().insert(subject);
+            next.run(request).await
+        }
+        Err(err) => {
+            config.metrics.refused(err.code());
+            ApiError::from(err).into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(authorization: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, authorization.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn the_bearer_token_is_read_from_the_authorization_header() {
+        assert_eq!(bearer(&HeaderMap::new()), Err(AuthError::Missing));
+        assert_eq!(bearer(&headers("Bearer abc.def.ghi")), Ok("abc.def.ghi"));
+        assert_eq!(bearer(&headers("bearer  abc ")), Ok("abc"));
+        assert_eq!(
+            bearer(&headers("Basic dXNlcjpwdw==")),
+            Err(AuthError::Malformed)
+        );
+        assert_eq!(bearer(&headers("Bearer ")), Err(AuthError::Malformed));
+    }
+}

@@ -1,0 +1,136 @@
+//! Sign-in: the real `minilab api` against LocalStack with OIDC bearer tokens checked
+//! against an issuer's JWKS served over HTTP on loopback.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use minilab_api::auth::test_issuer::TestIssuer;
+use minilab_tests::aws::{EnvOptions, Stack, metric};
+use minilab_tests::photo;
+use serde_json::{Value, json};
+
+const ISSUER: &str = "https://id.minilab.test";
+const AUDIENCE: &str = "minilab-api";
+
+/// Serves `jwks` at `/jwks` on a free loopback port; returns its URL.
+async fn serve_jwks(jwks: Value) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/jwks",
+        axum::routing::get(move || {
+            let jwks = jwks.clone();
+            async move { axum::Json(jwks) }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+/// `POST /api/v1/uploads` for a `size`-byte JPEG with `token` as the bearer, if any.
+async fn ticket(api: &minilab_tests::Api, token: Option<&str>, size: usize) -> (u16, Value) {
+    let mut request = api
+        .http
+        .post(format!("{}/api/v1/uploads", api.url))
+        .json(&json!({
+            "filename": "a.jpg", "contentType": "image/jpeg", "size": size, "recipe": "web"
+        }));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+/// `GET /api/v1/uploads/{id}` with `token` as the bearer.
+async fn status(api: &minilab_tests::Api, id: &str, token: &str) -> (u16, Value) {
+    let response = api
+        .http
+        .get(format!("{}/api/v1/uploads/{id}", api.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs LocalStack: ./tests/run starts it and runs this"]
+async fn with_sign_in_uploads_need_a_good_token_and_belong_to_their_subject() {
+    let issuer = TestIssuer::new(ISSUER, "key-1");
+    let jwks_url = serve_jwks(issuer.jwks()).await;
+    let stack = Stack::connect().await;
+    let env = stack.env(EnvOptions::default()).await;
+    let (mut process, api) = stack.api(
+        &env,
+        &[
+            "--oidc-issuer",
+            ISSUER,
+            "--oidc-audience",
+            AUDIENCE,
+            "--oidc-jwks-url",
+            &jwks_url,
+            "--tickets-per-minute",
+            "60",
+            "--ticket-burst",
+            "2",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let metrics = process.wait_line("minilab api metrics on ");
+    let photo = photo("photo-small.jpg");
+
+    // Each bad token is refused with a code of its own; the recipes stay open.
+    let stranger = TestIssuer::new(ISSUER, "key-1");
+    let refusals = [
+        (None, "token-missing"),
+        (Some("not.a.jwt".to_owned()), "token-malformed"),
+        (Some(issuer.token("alice", AUDIENCE, -300)), "token-expired"),
+        (
+            Some(issuer.token("alice", "another-api", 300)),
+            "token-wrong-audience",
+        ),
+        (
+            Some(stranger.token("alice", AUDIENCE, 300)),
+            "token-bad-signature",
+        ),
+    ];
+    for (token, expected) in &refusals {
+        let (code_, body) = ticket(&api, token.as_deref(), photo.len()).await;
+        assert_eq!((code_, code(&body)), (401, *expected), "{body}");
+    }
+    let recipes = api
+        .http
+        .get(format!("{}/api/v1/recipes", api.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(recipes.status(), 200);
+
+    // Alice's upload is hers: she sees it, Bob gets not-found, as for no upload at all.
+    let alice = issuer.token("alice", AUDIENCE, 300);
+    let bob = issuer.token("bob", AUDIENCE, 300);
+    let (created, ticket_body) = ticket(&api, Some(&alice), photo.len()).await;
+    assert_eq!(created, 201, "{ticket_body}");
+    api.upload(&ticket_body, photo.clone(), "image/jpeg").await;
+    let id = ticket_body["id"].as_str().unwrap();
+    let (seen, body) = status(&api, id, &alice).await;
+    assert_eq!((seen, body["id"].as_str()), (200, Some(id)), "{body}");
+    assert_ne!(body["state"], "awaiting_upload", "the file arrived: {body}");
+    let (hidden, body) = status(&api, id, &bob).await;
+    assert_eq!((hidden, code(&body)), (404, "not-found"), "{body}");
+
+    // Limits are per subject, not per address: Alice used her burst of 2, Bob has his.
+    assert_eq!(ticket(&api, Some(&alice), 1000).await.0, 201);
+    let (limited, body) = ticket(&api, Some(&alice), 1000).await;
+    assert_eq!((limited, code(&body)), (429, "rate-limited"), "{body}");
+    assert_eq!(ticket(&api, Some(&bob), 1000).await.0, 201);
+
+    for (_, reason) in &refusals {
+        let sample = format!("minilab_api_refused_total{{reason=\"{reason}\"}}");
+        assert_eq!(metric(&api.http, &metrics, &sample).await, 1.0, "{sample}");
+    }
+}
