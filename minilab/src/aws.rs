@@ -153,7 +153,7 @@ impl SignInArgs {
             audience: audience.clone(),
             keys,
             refresh: Duration::from_secs(self.oidc_refresh),
-        });
+        })?;
         sign_in.load().await.context("loading the issuer's keys")?;
         Ok(Some(Arc::new(sign_in)))
     }

@@ -116,6 +116,10 @@ impl super::Authenticator for SignIn {
 struct Cached {
     keys: Arc<JwkSet>,
     fetched: Instant,
+    /// When the last fetch failed, if it did after `fetched`: no fetch is tried
+    /// again for [`RETRY_FAILED`], so an issuer outage costs one attempt per
+    /// interval, not one per request.
+    failed: Option<Instant>,
 }
 
 /// Sign-in as a service: the configuration and the issuer's keys, fetched when first
@@ -131,21 +135,24 @@ pub struct SignIn {
 
 /// Least time between fetches triggered by unknown key ids.
 const REFETCH_UNKNOWN: Duration = Duration::from_secs(30);
+/// Least time between fetches after one failed.
+const RETRY_FAILED: Duration = Duration::from_secs(30);
 /// Largest JWKS read.
 const MAX_JWKS_BYTES: usize = 1 << 20;
 
 impl SignIn {
-    pub fn new(config: SignInConfig) -> Self {
+    pub fn new(config: SignInConfig) -> anyhow::Result<Self> {
+        use anyhow::Context;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
-            .unwrap_or_default();
-        Self {
+            .context("building the HTTP client for the issuer's keys")?;
+        Ok(Self {
             config,
             http,
             cache: RwLock::new(None),
             fetching: tokio::sync::Mutex::new(()),
-        }
+        })
     }
 
     /// Fetches the keys now: at start, so a mistake in the configuration is found then.
@@ -182,7 +189,10 @@ impl SignIn {
             Ok(keys) => {
                 self.store(keys);
             }
-            Err(err) => tracing::warn!(error = %err, "fetching the issuer's keys failed"),
+            Err(err) => {
+                tracing::warn!(error = %err, "fetching the issuer's keys failed");
+                self.note_failure();
+            }
         }
         let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
         cache
@@ -195,15 +205,28 @@ impl SignIn {
         let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
         let cached = cache.as_ref()?;
         let age = cached.fetched.elapsed();
-        let stale = age >= self.config.refresh || (again && age >= REFETCH_UNKNOWN);
-        (!stale).then(|| (cached.keys.clone(), age))
+        let due = age >= self.config.refresh || (again && age >= REFETCH_UNKNOWN);
+        let backing_off = cached.failed.is_some_and(|at| at.elapsed() < RETRY_FAILED);
+        (!due || backing_off).then(|| (cached.keys.clone(), age))
     }
 
     fn store(&self, keys: JwkSet) {
         *self.cache.write().unwrap_or_else(|e| e.into_inner()) = Some(Cached {
             keys: Arc::new(keys),
             fetched: Instant::now(),
+            failed: None,
         });
+    }
+
+    fn note_failure(&self) {
+        if let Some(cached) = self
+            .cache
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            cached.failed = Some(Instant::now());
+        }
     }
 
     async fn fetch(&self) -> anyhow::Result<JwkSet> {
@@ -346,7 +369,7 @@ mod tests {
             keys: KeySource::File(path),
             refresh: Duration::from_secs(600),
         };
-        let sign_in = SignIn::new(config(path.clone()));
+        let sign_in = SignIn::new(config(path.clone())).unwrap();
         sign_in.load().await.unwrap();
         let mut headers = HeaderMap::new();
         let bearer = format!("Bearer {}", issuer.token("alice", AUDIENCE, 300));
@@ -355,11 +378,46 @@ mod tests {
             sign_in.verify_request(&headers).await,
             Ok(Subject("alice".into()))
         );
-        let missing = SignIn::new(config(dir.path().join("missing.json")));
+        let missing = SignIn::new(config(dir.path().join("missing.json"))).unwrap();
         assert!(missing.load().await.is_err());
         assert_eq!(
             missing.verify_request(&headers).await,
             Err(AuthError::KeysUnavailable)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_refresh_keeps_the_old_keys_and_is_not_retried_at_once() {
+        let (old, new) = (TestIssuer::new(ISSUER, "k1"), TestIssuer::new(ISSUER, "k2"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        std::fs::write(&path, old.jwks().to_string()).unwrap();
+        let sign_in = SignIn::new(SignInConfig {
+            issuer: ISSUER.into(),
+            audience: AUDIENCE.into(),
+            keys: KeySource::File(path.clone()),
+            refresh: Duration::ZERO, // every request finds the keys due
+        })
+        .unwrap();
+        sign_in.load().await.unwrap();
+        let headers = |issuer: &TestIssuer| {
+            let mut headers = HeaderMap::new();
+            let bearer = format!("Bearer {}", issuer.token("alice", AUDIENCE, 300));
+            headers.insert(axum::http::header::AUTHORIZATION, bearer.parse().unwrap());
+            headers
+        };
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            sign_in.verify_request(&headers(&old)).await,
+            Ok(Subject("alice".into())),
+            "the issuer is down: the keys fetched before still verify"
+        );
+        // The issuer is back with new keys, but the failure was just now: no request
+        // fetches again before RETRY_FAILED, so the new key is not known yet.
+        std::fs::write(&path, new.jwks().to_string()).unwrap();
+        assert_eq!(
+            sign_in.verify_request(&headers(&new)).await,
+            Err(AuthError::UnknownKey)
         );
     }
 }
