@@ -27,6 +27,9 @@ pub enum ErrorCode {
     UnknownRecipe,
     /// Encoding an output failed.
     EncodeFailed,
+    /// minilab itself failed (a bug): a panic inside the pipeline, or a step that
+    /// refused pixels the steps before it made.
+    Internal,
 }
 
 impl ErrorCode {
@@ -42,6 +45,7 @@ impl ErrorCode {
             ErrorCode::TimeBudgetExceeded => "time-budget-exceeded",
             ErrorCode::UnknownRecipe => "unknown-recipe",
             ErrorCode::EncodeFailed => "encode-failed",
+            ErrorCode::Internal => "internal",
         }
     }
 }

@@ -500,4 +500,28 @@ recipes:
         recipe.outputs[2].name = "large".into();
         assert_eq!(recipe.validate().unwrap_err().field, "name");
     }
+
+    #[test]
+    fn operation_parameters_are_validated() {
+        let mut recipe = RecipeBook::builtin().get("web").cloned().unwrap();
+        for (op, field) in [
+            (Operation::Rotate { degrees: 45 }, "operations.rotate"),
+            (Operation::Blur { sigma: 0.0 }, "operations.blur"),
+            (
+                Operation::Sharpen {
+                    sigma: 1.0,
+                    threshold: 300,
+                },
+                "operations.sharpen",
+            ),
+            (
+                Operation::Brightness { value: 256 },
+                "operations.brightness",
+            ),
+            (Operation::Contrast { value: 101.0 }, "operations.contrast"),
+        ] {
+            recipe.outputs[0].operations = vec![op];
+            assert_eq!(recipe.validate().unwrap_err().field, field);
+        }
+    }
 }

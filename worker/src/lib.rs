@@ -246,10 +246,11 @@ impl Worker {
                 // The pipeline is CPU-bound: keep it off the async runtime.
                 tokio::task::spawn_blocking(move || pipeline::process(&bytes, &recipe, &limits))
                     .await
-                    .unwrap_or_else(|panic| {
-                        tracing::error!(key, error = %panic, "the pipeline panicked");
+                    .unwrap_or_else(|join| {
+                        // The pipeline catches its own panics; this is the task lost.
+                        tracing::error!(key, error = %join, "the pipeline task failed");
                         Err(ImageError::new(
-                            ErrorCode::CorruptImage,
+                            ErrorCode::Internal,
                             "the image could not be processed",
                         ))
                     })

@@ -1,0 +1,305 @@
+//! Pixels from probed bytes: JPEGs through libjpeg-turbo when the build has it, at
+//! a DCT scale when the recipe needs less than the full size; everything else
+//! through the `image` crate, under an allocation limit; then the EXIF orientation.
+
+use super::SourceInfo;
+use super::geometry;
+use super::probe::{check_dimensions, probe};
+use crate::error::{ErrorCode, ImageError};
+use crate::limits::Limits;
+use crate::recipe::Recipe;
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
+use std::io::Cursor;
+use std::sync::OnceLock;
+
+/// Detects the format from the bytes, checks the header against `limits`, then
+/// decodes at full size and applies the EXIF orientation.
+pub fn decode(bytes: &[u8], limits: &Limits) -> Result<(SourceInfo, DynamicImage), ImageError> {
+    decode_scaled(bytes, limits, 1.0)
+}
+
+/// Like [`decode`], but a JPEG may be decoded at a DCT scale (1/2, 1/4, 1/8) as long
+/// as the result keeps at least `scale` of the source's width and height.
+pub fn decode_scaled(
+    bytes: &[u8],
+    limits: &Limits,
+    scale: f64,
+) -> Result<(SourceInfo, DynamicImage), ImageError> {
+    let format = probe(bytes, limits)?;
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    let mut decoder_limits = image::Limits::default();
+    // Width, height and pixels are checked against the header below, with codes of
+    // their own; this bounds what any decoder may allocate: the pixels (up to 8 bytes
+    // each for 16-bit RGBA) plus the decoder's own buffers.
+    decoder_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).saturating_add(64 << 20));
+    reader.limits(decoder_limits);
+
+    let mut decoder = reader.into_decoder().map_err(decode_error)?;
+    let (width, height) = decoder.dimensions();
+    check_dimensions(width, height, limits)?;
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let scaled = match format {
+        ImageFormat::Jpeg => match uses_libjpeg_turbo()
+            .then(|| decode_jpeg_turbo(bytes, width, height, scale))
+            .flatten()
+        {
+            Some(image) => Some(image),
+            None if scale <= 0.5 => decode_jpeg_scaled(bytes, width, height, scale)?,
+            None => None,
+        },
+        _ => None,
+    };
+    let mut image = match scaled {
+        Some(image) => image,
+        None => normalize(DynamicImage::from_decoder(decoder).map_err(decode_error)?),
+    };
+    image.apply_orientation(orientation);
+    let info = SourceInfo {
+        format: format.extensions_str().first().copied().unwrap_or("image"),
+        width,
+        height,
+    };
+    Ok((info, image))
+}
+
+/// Whether JPEGs are decoded by the system's libjpeg-turbo: when the build found it
+/// (see turbojpeg/build.rs), unless `MINILAB_JPEG_DECODER=rust` asks for the
+/// pure-Rust decoders (to compare them, or to test them in a build that has both).
+pub fn uses_libjpeg_turbo() -> bool {
+    static TURBO: OnceLock<bool> = OnceLock::new();
+    *TURBO.get_or_init(|| {
+        minilab_turbojpeg::AVAILABLE
+            && std::env::var("MINILAB_JPEG_DECODER").map_or(true, |decoder| decoder != "rust")
+    })
+}
+
+/// Decodes a JPEG through libjpeg-turbo at the smallest DCT scale that keeps `scale`
+/// of its size. `None` when the build has no libjpeg-turbo, for CMYK and YCCK
+/// sources, and for anything libjpeg-turbo refuses: the pure-Rust decoders then take
+/// the image, so errors keep their codes and messages whichever decoder runs.
+fn decode_jpeg_turbo(bytes: &[u8], width: u32, height: u32, scale: f64) -> Option<DynamicImage> {
+    let at_least = |side: u32| ((f64::from(side) * scale).ceil() as u32).clamp(1, side);
+    let decoded = minilab_turbojpeg::decode(bytes, at_least(width), at_least(height)).ok()?;
+    if decoded.gray {
+        image::GrayImage::from_raw(decoded.width, decoded.height, decoded.pixels)
+            .map(DynamicImage::ImageLuma8)
+    } else {
+        image::RgbImage::from_raw(decoded.width, decoded.height, decoded.pixels)
+            .map(DynamicImage::ImageRgb8)
+    }
+}
+
+/// Decodes a JPEG at the smallest DCT scale that keeps `scale` of its size, or
+/// `None` for pixel formats the fast path does not take (CMYK, 16-bit grey).
+fn decode_jpeg_scaled(
+    bytes: &[u8],
+    width: u32,
+    height: u32,
+    scale: f64,
+) -> Result<Option<DynamicImage>, ImageError> {
+    let jpeg_error = |e: jpeg_decoder::Error| match e {
+        jpeg_decoder::Error::Unsupported(what) => ImageError::new(
+            ErrorCode::UnsupportedFormat,
+            format!("unsupported JPEG: {what:?}"),
+        ),
+        other => ImageError::new(
+            ErrorCode::CorruptImage,
+            format!("the image does not decode: {other}"),
+        ),
+    };
+    let mut decoder = jpeg_decoder::Decoder::new(bytes);
+    decoder.read_info().map_err(jpeg_error)?;
+    let requested = |side: u32| {
+        u16::try_from((f64::from(side) * scale).ceil() as u32)
+            .unwrap_or(u16::MAX)
+            .max(1)
+    };
+    let (w, h) = decoder
+        .scale(requested(width), requested(height))
+        .map_err(jpeg_error)?;
+    let Some(info) = decoder.info() else {
+        return Ok(None);
+    };
+    let (w, h) = (u32::from(w), u32::from(h));
+    let image = match info.pixel_format {
+        jpeg_decoder::PixelFormat::RGB24 => {
+            let pixels = decoder.decode().map_err(jpeg_error)?;
+            image::RgbImage::from_raw(w, h, pixels).map(DynamicImage::ImageRgb8)
+        }
+        jpeg_decoder::PixelFormat::L8 => {
+            let pixels = decoder.decode().map_err(jpeg_error)?;
+            image::GrayImage::from_raw(w, h, pixels).map(DynamicImage::ImageLuma8)
+        }
+        jpeg_decoder::PixelFormat::L16 | jpeg_decoder::PixelFormat::CMYK32 => None,
+    };
+    match image {
+        Some(image) => Ok(Some(image)),
+        None if matches!(
+            info.pixel_format,
+            jpeg_decoder::PixelFormat::RGB24 | jpeg_decoder::PixelFormat::L8
+        ) =>
+        {
+            Err(ImageError::new(
+                ErrorCode::CorruptImage,
+                "the JPEG decoded to fewer pixels than it declares",
+            ))
+        }
+        None => Ok(None),
+    }
+}
+
+/// The share of the source's size the recipe needs: the largest scale any output's
+/// first resize asks for (1 when an output keeps the full size).
+pub(super) fn needed_scale(recipe: &Recipe, bytes: &[u8]) -> f64 {
+    // A DCT-scaled decode needs a margin for the resampler after it. With 1.2× the
+    // output's size per side (a 256 px cover of 8 MP at 1/8), SSIM against a
+    // full-size Lanczos3 resize drops to 0.988; from 1.4× (24 MP → 1024 at 1/4: 1.46×)
+    // it stays at 0.995 or better, as good as vipsthumbnail (core's quality tests).
+    const MARGIN: f64 = 1.4;
+    let Ok(reader) = ImageReader::new(Cursor::new(bytes)).with_guessed_format() else {
+        return 1.0;
+    };
+    let Ok((width, height)) = reader.into_dimensions() else {
+        return 1.0;
+    };
+    recipe
+        .outputs
+        .iter()
+        .map(|spec| geometry::first_share(spec, width, height))
+        .fold(0.0, f64::max)
+        * MARGIN
+}
+
+/// 8 bits per channel, keeping alpha and grey where the source has them.
+fn normalize(image: DynamicImage) -> DynamicImage {
+    match image {
+        DynamicImage::ImageRgb8(_) | DynamicImage::ImageRgba8(_) | DynamicImage::ImageLuma8(_) => {
+            image
+        }
+        DynamicImage::ImageLumaA8(_) => DynamicImage::ImageRgba8(image.to_rgba8()),
+        _ if image.color().has_alpha() => DynamicImage::ImageRgba8(image.to_rgba8()),
+        _ if image.color().has_color() => DynamicImage::ImageRgb8(image.to_rgb8()),
+        _ => DynamicImage::ImageLuma8(image.to_luma8()),
+    }
+}
+
+/// The code for a decoder's failure.
+fn decode_error(err: image::ImageError) -> ImageError {
+    use image::ImageError as E;
+    match err {
+        E::Limits(e) => ImageError::new(
+            ErrorCode::TooManyPixels,
+            format!("decoding would exceed the limits: {e}"),
+        ),
+        E::Unsupported(e) => ImageError::new(
+            ErrorCode::UnsupportedFormat,
+            format!("unsupported image: {e}"),
+        ),
+        E::Decoding(e) => ImageError::new(
+            ErrorCode::CorruptImage,
+            format!("the image does not decode: {e}"),
+        ),
+        E::IoError(e) => ImageError::new(
+            ErrorCode::CorruptImage,
+            format!("the image is truncated or damaged: {e}"),
+        ),
+        E::Parameter(e) => ImageError::new(
+            ErrorCode::CorruptImage,
+            format!("the image is damaged: {e}"),
+        ),
+        E::Encoding(e) => ImageError::new(ErrorCode::EncodeFailed, e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::testing::test_photo;
+
+    #[test]
+    fn exif_orientation_is_applied() {
+        let bytes = test_photo("photo-exif-rotate6.jpg");
+        let stored = image::load_from_memory(&bytes).unwrap();
+        let (info, oriented) = decode(&bytes, &Limits::default()).unwrap();
+        assert_eq!((info.width, info.height), (stored.width(), stored.height()));
+        // Orientation 6 is a quarter turn: width and height swap.
+        assert_eq!(
+            (oriented.width(), oriented.height()),
+            (stored.height(), stored.width())
+        );
+    }
+}
+
+/// libjpeg-turbo (what the container image ships) against the pure-Rust decoders on
+/// the real photos: the same sizes at every DCT scale and the same picture (their
+/// IDCTs and chroma upsampling differ in rounding only). Skipped, saying so, in a
+/// build without libjpeg-turbo; `./tests/run` installs it and builds the `turbojpeg`
+/// feature, which fails the build where it is missing.
+#[cfg(test)]
+mod turbojpeg_tests {
+    use super::*;
+    use crate::pipeline::testing::{ssim, test_photo};
+
+    fn linked() -> bool {
+        if !minilab_turbojpeg::AVAILABLE {
+            eprintln!("skipped: this build has no libjpeg-turbo");
+        }
+        minilab_turbojpeg::AVAILABLE
+    }
+
+    #[test]
+    fn libjpeg_turbo_decodes_the_photos_as_the_rust_decoders_do() {
+        if !linked() {
+            return;
+        }
+        for name in [
+            "photo-12mp.jpg",
+            "photo-8mp-progressive.jpg",
+            "photo-exif-rotate6.jpg",
+        ] {
+            let bytes = test_photo(name);
+            let header = minilab_turbojpeg::header(&bytes).unwrap();
+            let (w, h) = (header.width, header.height);
+            for scale in [1.0, 0.5, 0.3, 0.2, 0.1] {
+                let turbo = decode_jpeg_turbo(&bytes, w, h, scale).expect("turbo decodes");
+                let rust = if scale <= 0.5 {
+                    decode_jpeg_scaled(&bytes, w, h, scale).unwrap().unwrap()
+                } else {
+                    let reader = ImageReader::with_format(Cursor::new(&bytes), ImageFormat::Jpeg);
+                    normalize(reader.decode().unwrap())
+                };
+                assert_eq!(
+                    (turbo.width(), turbo.height()),
+                    (rust.width(), rust.height()),
+                    "{name} at {scale}"
+                );
+                assert!(
+                    f64::from(turbo.width()) >= f64::from(w) * scale
+                        && f64::from(turbo.height()) >= f64::from(h) * scale,
+                    "{name} at {scale}: {}×{} is smaller than asked",
+                    turbo.width(),
+                    turbo.height()
+                );
+                let similarity = ssim(&turbo.to_luma8(), &rust.to_luma8());
+                assert!(similarity >= 0.98, "{name} at {scale}: SSIM {similarity}");
+            }
+        }
+    }
+
+    #[test]
+    fn cmyk_and_damaged_jpegs_are_left_to_the_rust_decoders() {
+        if !linked() {
+            return;
+        }
+        let mut cmyk = Vec::new();
+        jpeg_encoder::Encoder::new(&mut cmyk, 90)
+            .encode(&[0u8; 16 * 16 * 4], 16, 16, jpeg_encoder::ColorType::Cmyk)
+            .unwrap();
+        assert!(decode_jpeg_turbo(&cmyk, 16, 16, 1.0).is_none());
+        let photo = test_photo("photo-small.jpg");
+        let header = minilab_turbojpeg::header(&photo).unwrap();
+        assert!(decode_jpeg_turbo(&photo[..200], header.width, header.height, 1.0).is_none());
+    }
+}

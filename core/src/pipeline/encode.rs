@@ -1,0 +1,226 @@
+//! Pixels to bytes: JPEG (jpeg-encoder, SIMD), PNG, and WebP (libwebp; lossless by
+//! the `image` crate). Formats without alpha are flattened onto the background.
+
+use crate::error::{ErrorCode, ImageError};
+use crate::recipe::{Format, OutputSpec};
+use image::DynamicImage;
+
+pub(super) fn encode(image: &DynamicImage, spec: &OutputSpec) -> Result<Vec<u8>, ImageError> {
+    let failed = |e: &dyn std::fmt::Display| {
+        ImageError::new(
+            ErrorCode::EncodeFailed,
+            format!("encoding {} failed: {e}", spec.name),
+        )
+    };
+    let mut out = Vec::new();
+    match spec.format {
+        Format::Jpeg => {
+            // JPEG has no alpha: flatten onto white, as a browser shows a transparent image.
+            let flat;
+            let image = if image.color().has_alpha() {
+                flat = flatten_onto(image, spec.background);
+                &flat
+            } else {
+                image
+            };
+            let (color, data) = match image {
+                DynamicImage::ImageLuma8(gray) => {
+                    (jpeg_encoder::ColorType::Luma, gray.as_raw().as_slice())
+                }
+                DynamicImage::ImageRgb8(rgb) => {
+                    (jpeg_encoder::ColorType::Rgb, rgb.as_raw().as_slice())
+                }
+                _ => return Err(failed(&"unexpected pixel layout")),
+            };
+            let (Ok(width), Ok(height)) =
+                (u16::try_from(image.width()), u16::try_from(image.height()))
+            else {
+                return Err(failed(&"JPEG is limited to 65535 pixels a side"));
+            };
+            let mut encoder = jpeg_encoder::Encoder::new(&mut out, spec.quality);
+            // Chroma at half resolution below q90, as libjpeg's defaults and browsers expect.
+            if spec.quality < 90 {
+                encoder.set_sampling_factor(jpeg_encoder::SamplingFactor::R_4_2_0);
+            }
+            encoder.set_progressive(spec.progressive);
+            encoder
+                .encode(data, width, height, color)
+                .map_err(|e| failed(&e))?;
+        }
+        Format::Png => image
+            .write_with_encoder(image::codecs::png::PngEncoder::new(&mut out))
+            .map_err(|e| failed(&e))?,
+        Format::Webp if spec.lossless => image
+            .write_with_encoder(image::codecs::webp::WebPEncoder::new_lossless(&mut out))
+            .map_err(|e| failed(&e))?,
+        Format::Webp => {
+            // libwebp at its defaults (method 4, as cwebp and libvips use), RGB or
+            // RGBA; grey is widened to RGB since WebP has no grey mode.
+            if image.width() > 16_383 || image.height() > 16_383 {
+                return Err(failed(&"WebP is limited to 16383 pixels a side"));
+            }
+            let widened: Vec<u8>;
+            let (layout, data) = match image {
+                DynamicImage::ImageRgb8(rgb) => (webp::PixelLayout::Rgb, rgb.as_raw()),
+                DynamicImage::ImageRgba8(rgba) => (webp::PixelLayout::Rgba, rgba.as_raw()),
+                _ if image.color().has_alpha() => {
+                    widened = image.to_rgba8().into_raw();
+                    (webp::PixelLayout::Rgba, &widened)
+                }
+                _ => {
+                    widened = image.to_rgb8().into_raw();
+                    (webp::PixelLayout::Rgb, &widened)
+                }
+            };
+            let mut config =
+                webp::WebPConfig::new().map_err(|()| failed(&"libwebp version mismatch"))?;
+            config.quality = f32::from(spec.quality);
+            let encoded = webp::Encoder::new(data, layout, image.width(), image.height())
+                .encode_advanced(&config)
+                .map_err(|e| failed(&format!("{e:?}")))?;
+            out.extend_from_slice(&encoded);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+pub(super) fn flatten_on_white(image: &DynamicImage) -> DynamicImage {
+    flatten_onto(image, [255, 255, 255])
+}
+
+/// Composites onto an opaque `background`; stays grey when the image is grey and the
+/// background is too.
+fn flatten_onto(image: &DynamicImage, background: [u8; 3]) -> DynamicImage {
+    let grey = !image.color().has_color()
+        && background[0] == background[1]
+        && background[1] == background[2];
+    let mut rgba = image.to_rgba8();
+    for pixel in rgba.pixels_mut() {
+        let alpha = u32::from(pixel[3]);
+        for (c, bg) in pixel.0[..3].iter_mut().zip(background) {
+            *c = ((u32::from(*c) * alpha + u32::from(bg) * (255 - alpha) + 127) / 255) as u8;
+        }
+    }
+    let rgb = DynamicImage::ImageRgba8(rgba).to_rgb8();
+    if grey {
+        DynamicImage::ImageLuma8(DynamicImage::ImageRgb8(rgb).to_luma8())
+    } else {
+        DynamicImage::ImageRgb8(rgb)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::Limits;
+    use crate::pipeline::testing::{png_of, ssim, test_photo};
+    use crate::pipeline::{decode, process};
+    use crate::recipe::Recipe;
+    use image::ImageFormat;
+
+    #[test]
+    fn webp_is_lossy_at_quality_or_lossless_when_asked() {
+        let photo = decode(&test_photo("photo-alpha.png"), &Limits::default())
+            .unwrap()
+            .1;
+        assert!(photo.color().has_alpha());
+        let photo = photo.resize(400, 400, image::imageops::FilterType::Triangle);
+        let output = |quality, lossless| OutputSpec {
+            name: "o".into(),
+            operations: Vec::new(),
+            format: Format::Webp,
+            quality,
+            lossless,
+            progressive: false,
+            background: [255, 255, 255],
+        };
+        let lossless = encode(&photo, &output(80, true)).unwrap();
+        assert_eq!(chunk(&lossless), *b"VP8L");
+        let decoded = image::load_from_memory_with_format(&lossless, ImageFormat::WebP).unwrap();
+        assert_eq!(decoded.to_rgba8(), photo.to_rgba8(), "lossless is exact");
+
+        let q80 = encode(&photo, &output(80, false)).unwrap();
+        let q30 = encode(&photo, &output(30, false)).unwrap();
+        assert_eq!(chunk(&q80), *b"VP8 ", "lossy WebP");
+        assert!(
+            q30.len() < q80.len() && q80.len() < lossless.len() / 2,
+            "{} {} {}",
+            q30.len(),
+            q80.len(),
+            lossless.len()
+        );
+        let decoded = image::load_from_memory_with_format(&q80, ImageFormat::WebP).unwrap();
+        assert_eq!(
+            (decoded.width(), decoded.height()),
+            (photo.width(), photo.height())
+        );
+        // Alpha survives lossy encoding (its own lossless plane).
+        let alpha =
+            |image: &DynamicImage| -> Vec<u8> { image.to_rgba8().pixels().map(|p| p[3]).collect() };
+        assert_eq!(alpha(&decoded), alpha(&photo));
+        let score = ssim(
+            &flatten_on_white(&decoded).to_luma8(),
+            &flatten_on_white(&photo).to_luma8(),
+        );
+        assert!(score > 0.95, "q80 SSIM {score}");
+
+        // Grey pixels are widened (WebP has no grey mode).
+        let grey = DynamicImage::ImageLuma8(photo.to_luma8());
+        let decoded = image::load_from_memory(&encode(&grey, &output(80, false)).unwrap()).unwrap();
+        assert_eq!(
+            (decoded.width(), decoded.height()),
+            (grey.width(), grey.height())
+        );
+    }
+
+    /// The first chunk after a VP8X header, or the only one: `VP8 ` is lossy, `VP8L`
+    /// lossless.
+    fn chunk(webp: &[u8]) -> [u8; 4] {
+        assert_eq!(&webp[..4], b"RIFF");
+        let mut at = 12;
+        loop {
+            let id: [u8; 4] = webp[at..at + 4].try_into().unwrap();
+            if !matches!(&id, b"VP8X" | b"ALPH" | b"ICCP") {
+                return id;
+            }
+            let len = u32::from_le_bytes(webp[at + 4..at + 8].try_into().unwrap()) as usize;
+            at += 8 + len + (len & 1);
+        }
+    }
+
+    #[test]
+    fn alpha_goes_onto_the_background_and_progressive_jpeg_is_progressive() {
+        let transparent = DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(
+            20,
+            20,
+            image::Rgba([0, 0, 0, 0]),
+        ));
+        let recipe = Recipe {
+            name: "t".into(),
+            description: "t".into(),
+            outputs: vec![OutputSpec {
+                name: "o".into(),
+                operations: Vec::new(),
+                format: Format::Jpeg,
+                quality: 90,
+                lossless: false,
+                progressive: true,
+                background: [200, 30, 40],
+            }],
+        };
+        let processed = process(&png_of(&transparent), &recipe, &Limits::default()).unwrap();
+        let bytes = &processed.outputs[0].bytes;
+        let image::Rgb([r, g, b]) = *image::load_from_memory(bytes)
+            .unwrap()
+            .to_rgb8()
+            .get_pixel(10, 10);
+        assert!(
+            r.abs_diff(200) < 6 && g.abs_diff(30) < 6 && b.abs_diff(40) < 6,
+            "{r} {g} {b}"
+        );
+        // SOF2 (FF C2) marks a progressive JPEG, SOF0 (FF C0) a baseline one.
+        assert!(bytes.windows(2).any(|w| w == [0xFF, 0xC2]));
+        assert!(!bytes.windows(2).any(|w| w == [0xFF, 0xC0]));
+    }
+}

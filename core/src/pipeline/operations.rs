@@ -1,0 +1,367 @@
+//! One output's operations on the oriented source: resizes (the first may start
+//! from a larger output's pixels), crops, turns, flips and tone adjustments.
+
+use super::geometry::Resize;
+use crate::error::{ErrorCode, ImageError};
+use crate::recipe::{Direction, Fit, Gravity, Operation, OutputSpec};
+use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
+use image::DynamicImage;
+
+/// Runs one output's operations on the oriented source. An output whose first
+/// operation is a resize starts from `derived` (the largest output's resized pixels)
+/// when that is at least as large as it needs; the first such resize is kept there.
+pub(super) fn transform(
+    source: &DynamicImage,
+    spec: &OutputSpec,
+    resizer: &mut Resizer,
+    derived: &mut Option<DynamicImage>,
+) -> Result<DynamicImage, ImageError> {
+    let mut operations = spec.operations.iter();
+    let mut image = match Resize::first_of(spec) {
+        Some(first) => {
+            operations.next();
+            let (need_w, need_h) = first.presized(source.width(), source.height());
+            let start = match derived.as_ref() {
+                Some(d) if d.width() >= need_w && d.height() >= need_h => d,
+                _ => source,
+            };
+            let resized = resize(start, first, spec.background, resizer)?;
+            // Only a downscaled fit serves smaller outputs (an enlarged one has no
+            // more detail than the source).
+            if derived.is_none()
+                && first.fit == Fit::Fit
+                && resized.width() <= source.width()
+                && resized.height() <= source.height()
+            {
+                *derived = Some(resized.clone());
+            }
+            resized
+        }
+        None => source.clone(),
+    };
+    for op in operations {
+        image = apply(image, op, spec.background, resizer)?;
+    }
+    Ok(image)
+}
+
+/// One operation on `image`.
+fn apply(
+    image: DynamicImage,
+    op: &Operation,
+    background: [u8; 3],
+    resizer: &mut Resizer,
+) -> Result<DynamicImage, ImageError> {
+    Ok(match *op {
+        Operation::Resize {
+            width,
+            height,
+            fit,
+            enlarge,
+        } => {
+            let to = Resize {
+                width,
+                height,
+                fit,
+                enlarge,
+            };
+            resize(&image, to, background, resizer)?
+        }
+        Operation::Grayscale => {
+            if image.color().has_alpha() {
+                DynamicImage::ImageLumaA8(image.to_luma_alpha8())
+            } else {
+                DynamicImage::ImageLuma8(image.to_luma8())
+            }
+        }
+        Operation::Crop {
+            width,
+            height,
+            gravity,
+        } => crop(&image, width, height, gravity),
+        Operation::Rotate { degrees: 90 } => image.rotate90(),
+        Operation::Rotate { degrees: 180 } => image.rotate180(),
+        Operation::Rotate { .. } => image.rotate270(),
+        Operation::Flip {
+            direction: Direction::Horizontal,
+        } => image.fliph(),
+        Operation::Flip {
+            direction: Direction::Vertical,
+        } => image.flipv(),
+        Operation::Blur { sigma } => image.blur(sigma),
+        Operation::Sharpen { sigma, threshold } => image.unsharpen(sigma, threshold),
+        Operation::Brightness { value } => image.brighten(value),
+        Operation::Contrast { value } => image.adjust_contrast(value),
+    })
+}
+
+/// A `width`×`height` window (clamped to the image) placed by `gravity`.
+fn crop(image: &DynamicImage, width: u32, height: u32, gravity: Gravity) -> DynamicImage {
+    let (w, h) = (width.min(image.width()), height.min(image.height()));
+    let (free_x, free_y) = (image.width() - w, image.height() - h);
+    let x = match gravity {
+        Gravity::West | Gravity::NorthWest | Gravity::SouthWest => 0,
+        Gravity::East | Gravity::NorthEast | Gravity::SouthEast => free_x,
+        Gravity::Center | Gravity::North | Gravity::South => free_x / 2,
+    };
+    let y = match gravity {
+        Gravity::North | Gravity::NorthEast | Gravity::NorthWest => 0,
+        Gravity::South | Gravity::SouthEast | Gravity::SouthWest => free_y,
+        Gravity::Center | Gravity::East | Gravity::West => free_y / 2,
+    };
+    image.crop_imm(x, y, w, h)
+}
+
+/// `image` resized to meet `to`'s box; a `Contain` is padded to the box with
+/// `background`.
+fn resize(
+    image: &DynamicImage,
+    to: Resize,
+    background: [u8; 3],
+    resizer: &mut Resizer,
+) -> Result<DynamicImage, ImageError> {
+    let (box_w, box_h) = (to.width, to.height);
+    let resized = resample(image, to, resizer)?;
+    if to.fit != Fit::Contain || (resized.width(), resized.height()) == (box_w, box_h) {
+        return Ok(resized);
+    }
+    // Pad to the box, centred, on the background.
+    let [r, g, b] = background;
+    let mut canvas = image::RgbaImage::from_pixel(box_w, box_h, image::Rgba([r, g, b, 255]));
+    let (x, y) = (
+        (box_w - resized.width()) / 2,
+        (box_h - resized.height()) / 2,
+    );
+    image::imageops::overlay(&mut canvas, &resized.to_rgba8(), i64::from(x), i64::from(y));
+    let canvas = DynamicImage::ImageRgba8(canvas);
+    Ok(match resized {
+        DynamicImage::ImageRgba8(_) => canvas,
+        DynamicImage::ImageLuma8(_) if r == g && g == b => {
+            DynamicImage::ImageLuma8(canvas.to_luma8())
+        }
+        _ => DynamicImage::ImageRgb8(canvas.to_rgb8()),
+    })
+}
+
+fn resample(
+    image: &DynamicImage,
+    to: Resize,
+    resizer: &mut Resizer,
+) -> Result<DynamicImage, ImageError> {
+    let (w, h) = to.fitted(image.width(), image.height());
+    if (w, h) == (image.width(), image.height()) {
+        return Ok(image.clone());
+    }
+    let mut out = DynamicImage::new(w, h, image.color());
+    let mut options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3));
+    // Only a cover crops (a fill stretches). A fit keeps the whole source: its rounded size differs from
+    // the exact aspect ratio by a fraction of a pixel, and cropping to that would
+    // shift and scale the picture slightly.
+    if to.fit == Fit::Cover {
+        options = options.fit_into_destination(Some((0.5, 0.5)));
+    }
+    resizer
+        .resize(image, &mut out, &options)
+        // fast_image_resize refuses only mismatched pixel types or empty images,
+        // which the steps before rule out: a failure here is minilab's own.
+        .map_err(|e| ImageError::new(ErrorCode::Internal, format!("resizing failed: {e}")))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::Limits;
+    use crate::pipeline::process;
+    use crate::pipeline::testing::{mean, png, png_of, run_ops, variance};
+    use crate::recipe::{Format, Recipe, RecipeBook};
+
+    #[test]
+    fn a_fit_enlarges_only_when_asked_and_stretches_the_whole_picture() {
+        let source = DynamicImage::ImageRgb8(image::RgbImage::from_fn(100, 50, |x, _| {
+            image::Rgb([(x * 2) as u8, 100, 200])
+        }));
+        let resize = |enlarge| Operation::Resize {
+            width: 400,
+            height: 400,
+            fit: Fit::Fit,
+            enlarge,
+        };
+        let kept = run_ops(&source, vec![resize(false)]);
+        assert_eq!(kept.to_rgb8(), source.to_rgb8());
+        let enlarged = run_ops(&source, vec![resize(true)]);
+        assert_eq!((enlarged.width(), enlarged.height()), (400, 200));
+        // The gradient is stretched, not cropped: the left edge stays dark, the right light.
+        let enlarged = enlarged.to_rgb8();
+        assert!(enlarged.get_pixel(2, 100)[0] < 10 && enlarged.get_pixel(397, 100)[0] > 190);
+    }
+
+    #[test]
+    fn rotate_flip_and_tone_operations_do_what_they_say() {
+        // 60×40, a white pixel near the top-left corner, a checkerboard elsewhere.
+        let source = DynamicImage::ImageRgb8(image::RgbImage::from_fn(60, 40, |x, y| {
+            if (x, y) == (2, 1) {
+                image::Rgb([255, 255, 255])
+            } else if (x / 4 + y / 4) % 2 == 0 {
+                image::Rgb([40, 40, 40])
+            } else {
+                image::Rgb([200, 200, 200])
+            }
+        }));
+        let rotated = run_ops(&source, vec![Operation::Rotate { degrees: 90 }]);
+        assert_eq!((rotated.width(), rotated.height()), (40, 60));
+        // (2, 1) turns clockwise to (40 - 1 - 1, 2).
+        assert_eq!(
+            rotated.to_rgb8().get_pixel(38, 2),
+            &image::Rgb([255, 255, 255])
+        );
+        let flipped = run_ops(
+            &source,
+            vec![Operation::Flip {
+                direction: Direction::Horizontal,
+            }],
+        );
+        assert_eq!(
+            flipped.to_rgb8().get_pixel(57, 1),
+            &image::Rgb([255, 255, 255])
+        );
+        let flipped = run_ops(
+            &source,
+            vec![Operation::Flip {
+                direction: Direction::Vertical,
+            }],
+        );
+        assert_eq!(
+            flipped.to_rgb8().get_pixel(2, 38),
+            &image::Rgb([255, 255, 255])
+        );
+
+        assert!(
+            mean(&run_ops(&source, vec![Operation::Brightness { value: 30 }]))
+                > mean(&source) + 25.0
+        );
+        assert!(
+            variance(&run_ops(&source, vec![Operation::Contrast { value: 50.0 }]))
+                > variance(&source) * 1.2
+        );
+        assert!(
+            variance(&run_ops(&source, vec![Operation::Blur { sigma: 2.0 }]))
+                < variance(&source) * 0.8
+        );
+        let sharpened = run_ops(
+            &source,
+            vec![Operation::Sharpen {
+                sigma: 1.0,
+                threshold: 0,
+            }],
+        );
+        assert!(variance(&sharpened) > variance(&source));
+    }
+
+    #[test]
+    fn crop_keeps_the_window_its_gravity_names() {
+        // 100×60 with one white pixel in each corner region's corner.
+        let source = DynamicImage::ImageRgb8(image::RgbImage::from_fn(100, 60, |x, y| {
+            if (x, y) == (99, 59) || (x, y) == (0, 0) {
+                image::Rgb([255, 255, 255])
+            } else {
+                image::Rgb([0, 0, 0])
+            }
+        }));
+        let crop = |gravity| {
+            run_ops(
+                &source,
+                vec![Operation::Crop {
+                    width: 30,
+                    height: 20,
+                    gravity,
+                }],
+            )
+            .to_rgb8()
+        };
+        let south_east = crop(Gravity::SouthEast);
+        assert_eq!(south_east.dimensions(), (30, 20));
+        assert_eq!(south_east.get_pixel(29, 19), &image::Rgb([255, 255, 255]));
+        assert_eq!(
+            crop(Gravity::NorthWest).get_pixel(0, 0),
+            &image::Rgb([255, 255, 255])
+        );
+        let centre = crop(Gravity::Center);
+        assert!(centre.pixels().all(|p| p[0] == 0));
+        // A window larger than the image keeps the whole image.
+        let all = run_ops(
+            &source,
+            vec![Operation::Crop {
+                width: 500,
+                height: 500,
+                gravity: Gravity::Center,
+            }],
+        );
+        assert_eq!((all.width(), all.height()), (100, 60));
+    }
+
+    #[test]
+    fn fill_stretches_and_contain_pads_with_the_background() {
+        // 200×100: left half black, right half white.
+        let source = DynamicImage::ImageRgb8(image::RgbImage::from_fn(200, 100, |x, _| {
+            if x < 100 {
+                image::Rgb([0, 0, 0])
+            } else {
+                image::Rgb([255, 255, 255])
+            }
+        }));
+        let filled = run_ops(
+            &source,
+            vec![Operation::Resize {
+                width: 100,
+                height: 100,
+                fit: Fit::Fill,
+                enlarge: false,
+            }],
+        )
+        .to_rgb8();
+        assert_eq!(filled.dimensions(), (100, 100));
+        assert!(filled.get_pixel(20, 50)[0] < 30 && filled.get_pixel(80, 50)[0] > 225);
+
+        let recipe = Recipe {
+            name: "t".into(),
+            description: "t".into(),
+            outputs: vec![OutputSpec {
+                name: "o".into(),
+                operations: vec![Operation::Resize {
+                    width: 100,
+                    height: 100,
+                    fit: Fit::Contain,
+                    enlarge: false,
+                }],
+                format: Format::Png,
+                quality: 80,
+                lossless: false,
+                progressive: false,
+                background: [10, 200, 30],
+            }],
+        };
+        let processed = process(&png_of(&source), &recipe, &Limits::default()).unwrap();
+        let contained = image::load_from_memory(&processed.outputs[0].bytes)
+            .unwrap()
+            .to_rgb8();
+        assert_eq!(contained.dimensions(), (100, 100));
+        // The picture is 100×50 in the middle; bands of background above and below.
+        assert_eq!(contained.get_pixel(50, 5), &image::Rgb([10, 200, 30]));
+        assert_eq!(contained.get_pixel(50, 94), &image::Rgb([10, 200, 30]));
+        assert!(contained.get_pixel(20, 50)[0] < 30 && contained.get_pixel(80, 50)[0] > 225);
+    }
+
+    #[test]
+    fn grayscale_output_has_no_colour() {
+        let recipe = RecipeBook::builtin().get("grayscale").cloned().unwrap();
+        let processed = process(
+            &png(300, 200, image::ColorType::Rgb8),
+            &recipe,
+            &Limits::default(),
+        )
+        .unwrap();
+        let decoded = image::load_from_memory(&processed.outputs[0].bytes).unwrap();
+        assert!(!decoded.color().has_color());
+    }
+}

@@ -1,0 +1,263 @@
+//! What the bytes are, checked before any pixel is decoded: their size, the format
+//! (sniffed from the bytes, never taken from a name or Content-Type), a JPEG's
+//! completeness, an animation's frames and the header's dimensions.
+
+use crate::error::{ErrorCode, ImageError};
+use crate::limits::Limits;
+use image::ImageFormat;
+
+/// Formats minilab decodes. Anything else, whatever its name or Content-Type says,
+/// is `unsupported-format`.
+const ACCEPTED: &[ImageFormat] = &[
+    ImageFormat::Jpeg,
+    ImageFormat::Png,
+    ImageFormat::WebP,
+    ImageFormat::Gif,
+];
+
+/// The format of `bytes`, once their size, completeness and frame count are within
+/// `limits`.
+pub(super) fn probe(bytes: &[u8], limits: &Limits) -> Result<ImageFormat, ImageError> {
+    if bytes.is_empty() {
+        return Err(ImageError::new(ErrorCode::EmptyFile, "the file is empty"));
+    }
+    if bytes.len() as u64 > limits.max_bytes {
+        return Err(ImageError::new(
+            ErrorCode::FileTooLarge,
+            format!(
+                "the file has {} bytes; the limit is {}",
+                bytes.len(),
+                limits.max_bytes
+            ),
+        ));
+    }
+    let format = image::guess_format(bytes)
+        .ok()
+        .filter(|f| ACCEPTED.contains(f))
+        .ok_or_else(|| {
+            ImageError::new(
+                ErrorCode::UnsupportedFormat,
+                "the file is not a JPEG, PNG, WebP or GIF image",
+            )
+        })?;
+
+    if format == ImageFormat::Jpeg {
+        check_jpeg_is_complete(bytes)?;
+    }
+    let frames = match format {
+        ImageFormat::Gif => count_gif_frames(bytes),
+        ImageFormat::WebP => count_webp_frames(bytes),
+        _ => 1,
+    };
+    if frames > u64::from(limits.max_frames) {
+        return Err(ImageError::new(
+            ErrorCode::TooManyFrames,
+            format!(
+                "the animation has {frames} frames; the limit is {}",
+                limits.max_frames
+            ),
+        ));
+    }
+    Ok(format)
+}
+
+/// The `ANMF` (animation frame) chunks of a WebP, counted by walking the RIFF
+/// chunks by their lengths, without decoding; a still WebP has none and counts 1.
+fn count_webp_frames(bytes: &[u8]) -> u64 {
+    let mut at = 12; // "RIFF", size, "WEBP"
+    let mut frames = 0;
+    while let (Some(id), Some(len)) = (bytes.get(at..at + 4), bytes.get(at + 4..at + 8)) {
+        if id == b"ANMF" {
+            frames += 1;
+        }
+        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        at = at
+            .saturating_add(8)
+            .saturating_add(len)
+            .saturating_add(len & 1);
+    }
+    frames.max(1)
+}
+
+/// Counts a GIF's image descriptors by walking its blocks, without decoding any
+/// (a damaged file counts what it has; the decoder reports the damage).
+fn count_gif_frames(bytes: &[u8]) -> u64 {
+    let color_table = |flags: u8| {
+        if flags & 0x80 != 0 {
+            3usize << ((flags & 0x07) + 1)
+        } else {
+            0
+        }
+    };
+    let skip_sub_blocks = |mut at: usize| {
+        while let Some(&len) = bytes.get(at) {
+            at += 1 + usize::from(len);
+            if len == 0 {
+                break;
+            }
+        }
+        at
+    };
+    let Some(&screen_flags) = bytes.get(10) else {
+        return 0;
+    };
+    let mut at = 13 + color_table(screen_flags);
+    let mut frames = 0;
+    loop {
+        match bytes.get(at) {
+            Some(0x21) => at = skip_sub_blocks(at + 2),
+            Some(0x2C) => {
+                frames += 1;
+                let Some(&flags) = bytes.get(at + 9) else {
+                    return frames;
+                };
+                at = skip_sub_blocks(at + 10 + color_table(flags) + 1);
+            }
+            _ => return frames,
+        }
+    }
+}
+
+/// The JPEG decoder fills a truncated scan with grey instead of failing, which would
+/// publish a damaged photo as a success. A complete JPEG has an EOI marker after its
+/// first scan; inside entropy-coded data `0xFF` is always stuffed, so `FF D9` there
+/// can only be the EOI. Segments before the scan (EXIF, with its own thumbnail and
+/// EOI) are skipped by their lengths.
+fn check_jpeg_is_complete(bytes: &[u8]) -> Result<(), ImageError> {
+    let truncated = || {
+        ImageError::new(
+            ErrorCode::CorruptImage,
+            "the JPEG is truncated (no end-of-image marker)",
+        )
+    };
+    let mut at = 2; // after SOI
+    loop {
+        // Markers may be preceded by any number of 0xFF fill bytes.
+        while bytes.get(at) == Some(&0xFF) && bytes.get(at + 1) == Some(&0xFF) {
+            at += 1;
+        }
+        match (bytes.get(at), bytes.get(at + 1)) {
+            (Some(0xFF), Some(0xDA)) => break,
+            (Some(0xFF), Some(0xD9)) => {
+                return Err(ImageError::new(
+                    ErrorCode::CorruptImage,
+                    "the JPEG has no image data",
+                ));
+            }
+            (Some(0xFF), Some(marker)) if (0xD0..=0xD7).contains(marker) || *marker == 0x01 => {
+                at += 2
+            }
+            (Some(0xFF), Some(_)) => {
+                let len = bytes.get(at + 2..at + 4).ok_or_else(truncated)?;
+                at += 2 + usize::from(u16::from_be_bytes([len[0], len[1]]));
+            }
+            (None, _) | (_, None) => return Err(truncated()),
+            _ => {
+                return Err(ImageError::new(
+                    ErrorCode::CorruptImage,
+                    "the JPEG's segments are damaged",
+                ));
+            }
+        }
+    }
+    if bytes[at..].windows(2).any(|w| w == [0xFF, 0xD9]) {
+        Ok(())
+    } else {
+        Err(truncated())
+    }
+}
+
+/// Refuses a header whose dimensions exceed `limits` (before any pixel is decoded).
+pub(super) fn check_dimensions(width: u32, height: u32, limits: &Limits) -> Result<(), ImageError> {
+    if width == 0 || height == 0 {
+        return Err(ImageError::new(
+            ErrorCode::CorruptImage,
+            "the image has no pixels",
+        ));
+    }
+    if width > limits.max_width || height > limits.max_height {
+        return Err(ImageError::new(
+            ErrorCode::DimensionsTooLarge,
+            format!(
+                "the image is {width}×{height}; the limit is {}×{}",
+                limits.max_width, limits.max_height
+            ),
+        ));
+    }
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > limits.max_pixels {
+        return Err(ImageError::new(
+            ErrorCode::TooManyPixels,
+            format!(
+                "the image has {pixels} pixels; the limit is {}",
+                limits.max_pixels
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::error::ErrorCode;
+    use crate::limits::Limits;
+    use crate::pipeline::process;
+    use crate::pipeline::testing::{png, test_photo};
+    use crate::recipe::RecipeBook;
+
+    #[test]
+    fn limits_are_checked_before_decoding() {
+        let recipe = RecipeBook::builtin().get("web").cloned().unwrap();
+        let small = Limits {
+            max_width: 100,
+            ..Limits::default()
+        };
+        let err = process(&png(101, 10, image::ColorType::L8), &recipe, &small).unwrap_err();
+        assert_eq!(err.code, ErrorCode::DimensionsTooLarge);
+        let few = Limits {
+            max_pixels: 99,
+            ..Limits::default()
+        };
+        let err = process(&png(10, 10, image::ColorType::L8), &recipe, &few).unwrap_err();
+        assert_eq!(err.code, ErrorCode::TooManyPixels);
+        let tiny = Limits {
+            max_bytes: 10,
+            ..Limits::default()
+        };
+        assert_eq!(
+            process(&png(1, 1, image::ColorType::L8), &recipe, &tiny)
+                .unwrap_err()
+                .code,
+            ErrorCode::FileTooLarge
+        );
+    }
+
+    #[test]
+    fn non_images_and_damaged_images_have_distinct_codes() {
+        let recipe = RecipeBook::builtin().get("web").cloned().unwrap();
+        let limits = Limits::default();
+        assert_eq!(
+            process(b"", &recipe, &limits).unwrap_err().code,
+            ErrorCode::EmptyFile
+        );
+        let html = b"<!doctype html><html><body>not a photo</body></html>";
+        assert_eq!(
+            process(html, &recipe, &limits).unwrap_err().code,
+            ErrorCode::UnsupportedFormat
+        );
+        let whole = png(64, 64, image::ColorType::Rgb8);
+        let truncated = &whole[..whole.len() / 2];
+        assert_eq!(
+            process(truncated, &recipe, &limits).unwrap_err().code,
+            ErrorCode::CorruptImage
+        );
+    }
+
+    #[test]
+    fn a_truncated_photo_is_corrupt_not_half_grey() {
+        let recipe = RecipeBook::builtin().get("web").cloned().unwrap();
+        let whole = test_photo("photo-small.jpg");
+        let err = process(&whole[..whole.len() * 2 / 3], &recipe, &Limits::default()).unwrap_err();
+        assert_eq!(err.code, ErrorCode::CorruptImage, "{err}");
+    }
+}
