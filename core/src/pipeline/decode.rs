@@ -3,6 +3,7 @@
 //! through the `image` crate, under an allocation limit; then the EXIF orientation.
 
 use super::SourceInfo;
+use super::colour::Profile;
 use super::geometry;
 use super::probe::{check_dimensions, probe};
 use crate::error::{ErrorCode, ImageError};
@@ -40,13 +41,21 @@ pub fn decode_scaled(
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let profile = decoder
+        .icc_profile()
+        .ok()
+        .flatten()
+        .and_then(|icc| Profile::parse(&icc));
+    let cmyk = profile.as_ref().filter(|p| p.is_cmyk());
     let scaled = match format {
         ImageFormat::Jpeg => match uses_libjpeg_turbo()
             .then(|| decode_jpeg_turbo(bytes, width, height, scale))
             .flatten()
         {
             Some(image) => Some(image),
-            None if scale <= 0.5 => decode_jpeg_scaled(bytes, width, height, scale)?,
+            None if scale <= 0.5 || cmyk.is_some() => {
+                decode_jpeg_scaled(bytes, width, height, scale, cmyk)?
+            }
             None => None,
         },
         _ => None,
@@ -55,6 +64,9 @@ pub fn decode_scaled(
         Some(image) => image,
         None => normalize(DynamicImage::from_decoder(decoder).map_err(decode_error)?),
     };
+    if let Some(profile) = &profile {
+        image = profile.to_srgb(image);
+    }
     image.apply_orientation(orientation);
     let info = SourceInfo {
         format: format.extensions_str().first().copied().unwrap_or("image"),
@@ -92,12 +104,14 @@ fn decode_jpeg_turbo(bytes: &[u8], width: u32, height: u32, scale: f64) -> Optio
 }
 
 /// Decodes a JPEG at the smallest DCT scale that keeps `scale` of its size, or
-/// `None` for pixel formats the fast path does not take (CMYK, 16-bit grey).
+/// `None` for pixel formats the fast path does not take (16-bit grey, CMYK without
+/// a CMYK profile to convert it through).
 fn decode_jpeg_scaled(
     bytes: &[u8],
     width: u32,
     height: u32,
     scale: f64,
+    cmyk: Option<&Profile>,
 ) -> Result<Option<DynamicImage>, ImageError> {
     let jpeg_error = |e: jpeg_decoder::Error| match e {
         jpeg_decoder::Error::Unsupported(what) => ImageError::new(
@@ -132,7 +146,16 @@ fn decode_jpeg_scaled(
             let pixels = decoder.decode().map_err(jpeg_error)?;
             image::GrayImage::from_raw(w, h, pixels).map(DynamicImage::ImageLuma8)
         }
-        jpeg_decoder::PixelFormat::L16 | jpeg_decoder::PixelFormat::CMYK32 => None,
+        jpeg_decoder::PixelFormat::CMYK32 => match cmyk {
+            Some(profile) => {
+                let pixels = decoder.decode().map_err(jpeg_error)?;
+                profile
+                    .cmyk_to_srgb(w, h, &pixels)
+                    .map(DynamicImage::ImageRgb8)
+            }
+            None => None,
+        },
+        jpeg_decoder::PixelFormat::L16 => None,
     };
     match image {
         Some(image) => Ok(Some(image)),
@@ -265,7 +288,9 @@ mod turbojpeg_tests {
             for scale in [1.0, 0.5, 0.3, 0.2, 0.1] {
                 let turbo = decode_jpeg_turbo(&bytes, w, h, scale).expect("turbo decodes");
                 let rust = if scale <= 0.5 {
-                    decode_jpeg_scaled(&bytes, w, h, scale).unwrap().unwrap()
+                    decode_jpeg_scaled(&bytes, w, h, scale, None)
+                        .unwrap()
+                        .unwrap()
                 } else {
                     let reader = ImageReader::with_format(Cursor::new(&bytes), ImageFormat::Jpeg);
                     normalize(reader.decode().unwrap())

@@ -2,6 +2,7 @@
 //! limits), decode (scaled where the recipe allows), then for each output its
 //! operations and its encoding. Bytes in, bytes out; no I/O.
 
+mod colour;
 mod decode;
 mod encode;
 mod geometry;
