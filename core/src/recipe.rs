@@ -9,7 +9,24 @@ use std::collections::BTreeMap;
 pub struct Recipe {
     pub name: String,
     pub description: String,
+    /// What colour space the outputs are in: sRGB (the default), or the source's own.
+    #[serde(default)]
+    pub colorspace: Colorspace,
     pub outputs: Vec<OutputSpec>,
+}
+
+/// The colour space of a recipe's outputs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Colorspace {
+    /// Pixels converted to sRGB through the source's ICC profile; no profile attached
+    /// (untagged is sRGB to every browser).
+    #[default]
+    Srgb,
+    /// The source's pixels as they are, its ICC profile attached to every output
+    /// (for wide-gamut displays). CMYK sources become sRGB all the same: no output
+    /// format here holds CMYK.
+    Keep,
 }
 
 /// One image a recipe produces. The source is auto-oriented from its EXIF data
@@ -322,6 +339,7 @@ impl RecipeBook {
         let recipes = vec![
             Recipe {
                 name: "web".into(),
+                colorspace: Default::default(),
                 description: "Fit within 1024×1024 and a 256 px thumbnail, JPEG and WebP q80"
                     .into(),
                 outputs: vec![
@@ -333,11 +351,13 @@ impl RecipeBook {
             },
             Recipe {
                 name: "large".into(),
+                colorspace: Default::default(),
                 description: "One image, fit within 1024×1024, JPEG q80".into(),
                 outputs: vec![jpeg("large", vec![fit(1024)])],
             },
             Recipe {
                 name: "thumbnail".into(),
+                colorspace: Default::default(),
                 description: "A 256×256 square, cropped to the centre, JPEG".into(),
                 outputs: vec![jpeg(
                     "square",
@@ -351,6 +371,7 @@ impl RecipeBook {
             },
             Recipe {
                 name: "grayscale".into(),
+                colorspace: Default::default(),
                 description: "Black and white, fit within 1024×1024, JPEG".into(),
                 outputs: vec![jpeg("gray", vec![fit(1024), Operation::Grayscale])],
             },

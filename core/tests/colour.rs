@@ -6,9 +6,11 @@
 //! saturated ones, where an unmanaged photo goes wrong most.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use image::{DynamicImage, RgbImage};
+use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 use minilab_core::pipeline;
+use minilab_core::recipe::{Colorspace, Fit, Format, Operation, OutputSpec, Recipe};
 use minilab_core::{Limits, RecipeBook};
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -19,6 +21,123 @@ fn photo_path(name: &str) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/images"))
         .join(name)
+}
+
+/// A recipe keeping the source's colour space: every format, and a grey output.
+fn keep() -> Recipe {
+    let output = |name: &str, format, lossless, operations: Vec<Operation>| OutputSpec {
+        name: name.into(),
+        operations: [
+            vec![Operation::Resize {
+                width: 1024,
+                height: 1024,
+                fit: Fit::Fit,
+                enlarge: false,
+            }],
+            operations,
+        ]
+        .concat(),
+        format,
+        quality: 80,
+        lossless,
+        progressive: false,
+        background: [255, 255, 255],
+    };
+    Recipe {
+        name: "keep".into(),
+        colorspace: Colorspace::Keep,
+        description: "the source's colour space".into(),
+        outputs: vec![
+            output("jpeg", Format::Jpeg, false, vec![]),
+            output("png", Format::Png, false, vec![]),
+            output("webp", Format::Webp, false, vec![]),
+            output("webp-lossless", Format::Webp, true, vec![]),
+            output("grey", Format::Jpeg, false, vec![Operation::Grayscale]),
+        ],
+    }
+}
+
+/// The ICC profile embedded in an image, read by the `image` crate's decoders.
+fn icc_of(bytes: &[u8]) -> Option<Vec<u8>> {
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .unwrap();
+    reader.into_decoder().unwrap().icc_profile().unwrap()
+}
+
+#[test]
+fn keep_leaves_the_pixels_and_attaches_the_profile_in_every_format() {
+    for name in ["colour-p3.jpg", "colour-p3.png", "colour-adobergb.jpg"] {
+        let bytes = std::fs::read(photo_path(name)).unwrap();
+        let source_icc = icc_of(&bytes).expect("the test photo has a profile");
+        let processed = pipeline::process(&bytes, &keep(), &Limits::default()).unwrap();
+        let unmanaged = image::load_from_memory(&bytes).unwrap();
+        for output in &processed.outputs {
+            let icc = icc_of(&output.bytes);
+            let ours = image::load_from_memory(&output.bytes).unwrap();
+            assert_eq!((ours.width(), ours.height()), (output.width, output.height));
+            if output.name == "grey" {
+                assert_eq!(icc, None, "{name}: a grey output has no RGB profile");
+                continue;
+            }
+            assert_eq!(icc.as_ref(), Some(&source_icc), "{name} {}", output.name);
+            let unmanaged = unmanaged
+                .resize_exact(
+                    output.width,
+                    output.height,
+                    image::imageops::FilterType::Lanczos3,
+                )
+                .to_rgb8();
+            let cast = cast(&ours.to_rgb8(), &unmanaged);
+            assert!(
+                cast <= 2.0,
+                "{name} {}: pixels changed ({cast:.2})",
+                output.name
+            );
+        }
+    }
+    // CMYK cannot be kept: the outputs are sRGB, untagged.
+    let cmyk = std::fs::read(photo_path("colour-cmyk.jpg")).unwrap();
+    let processed = pipeline::process(&cmyk, &keep(), &Limits::default()).unwrap();
+    assert!(processed.outputs.iter().all(|o| icc_of(&o.bytes).is_none()));
+}
+
+#[test]
+#[ignore = "needs libvips-tools (the colour reference): ./tests/run installs it and runs this"]
+fn kept_outputs_shown_colour_managed_match_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["colour-p3.jpg", "colour-adobergb.jpg"] {
+        let path = photo_path(name);
+        let bytes = std::fs::read(&path).unwrap();
+        let reference = vips_reference(&path);
+        let processed = pipeline::process(&bytes, &keep(), &Limits::default()).unwrap();
+        for output in processed.outputs.iter().filter(|o| o.name != "grey") {
+            // What a colour-managed viewer shows: libvips reads the attached profile
+            // (libwebp's demuxer for the WebP container minilab writes).
+            let file = dir
+                .path()
+                .join(format!("{}.{}", output.name, output.format.extension()));
+            std::fs::write(&file, &output.bytes).unwrap();
+            let shown = vips_reference(&file);
+            let reference = DynamicImage::ImageRgb8(reference.clone())
+                .resize_exact(
+                    output.width,
+                    output.height,
+                    image::imageops::FilterType::Lanczos3,
+                )
+                .to_rgb8();
+            let (all, saturated) = errors(&shown, &reference);
+            eprintln!(
+                "{name} kept {}: shown managed, mean error {all:.2}, saturated {saturated:.2}",
+                output.name
+            );
+            assert!(
+                all <= BOUND && saturated <= BOUND,
+                "{name} kept {}: mean error {all:.2}, saturated {saturated:.2}",
+                output.name
+            );
+        }
+    }
 }
 
 /// The photo converted to sRGB through its embedded profile by `vips icc_transform`.

@@ -177,6 +177,7 @@ fn every_exif_orientation_is_applied_on_both_decode_paths() {
     });
     let recipe = |operations| Recipe {
         name: "t".into(),
+        colorspace: Default::default(),
         description: "t".into(),
         outputs: vec![OutputSpec {
             name: "o".into(),

@@ -2,7 +2,8 @@
 //! Adobe RGB from cameras, CMYK from print) become sRGB, what browsers assume of an
 //! image without a profile, through moxcms (pure Rust). Outputs carry no profile:
 //! untagged means sRGB everywhere, and a compact sRGB profile would cost ~500 bytes
-//! per output for nothing.
+//! per output for nothing. A recipe with `colorspace: keep` keeps RGB pixels as they
+//! are and attaches their profile to its outputs instead (encode.rs).
 
 use image::{DynamicImage, RgbImage};
 use moxcms::{ColorProfile, DataColorSpace, Layout, RenderingIntent, TransformOptions};
@@ -30,11 +31,15 @@ impl Profile {
         self.0.color_space == DataColorSpace::Cmyk
     }
 
+    pub(super) fn is_rgb(&self) -> bool {
+        self.0.color_space == DataColorSpace::Rgb
+    }
+
     /// `image` in sRGB. RGB pixels with an RGB profile are converted unless the
     /// profile is sRGB already; grey images and profiles that do not match the
     /// pixels (an RGB profile on a grey image, say) are left as they are.
     pub(super) fn to_srgb(&self, mut image: DynamicImage) -> DynamicImage {
-        if self.0.color_space != DataColorSpace::Rgb {
+        if !self.is_rgb() {
             return image;
         }
         let (width, layout, channels) = match &image {

@@ -8,7 +8,7 @@ use super::geometry;
 use super::probe::{check_dimensions, probe};
 use crate::error::{ErrorCode, ImageError};
 use crate::limits::Limits;
-use crate::recipe::Recipe;
+use crate::recipe::{Colorspace, Recipe};
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 use std::io::Cursor;
 use std::sync::OnceLock;
@@ -26,6 +26,28 @@ pub fn decode_scaled(
     limits: &Limits,
     scale: f64,
 ) -> Result<(SourceInfo, DynamicImage), ImageError> {
+    let decoded = decode_in(bytes, limits, scale, Colorspace::Srgb)?;
+    Ok((decoded.info, decoded.image))
+}
+
+/// A decoded, oriented source.
+pub(super) struct Decoded {
+    pub info: SourceInfo,
+    pub image: DynamicImage,
+    /// The ICC profile the pixels are in, when `Colorspace::Keep` kept them so (and
+    /// only for RGB profiles); `None` means sRGB.
+    pub icc: Option<Vec<u8>>,
+}
+
+/// [`decode_scaled`] with the recipe's colour space: `Srgb` converts the pixels
+/// through their embedded profile; `Keep` leaves RGB pixels and hands the profile
+/// on (CMYK becomes sRGB either way).
+pub(super) fn decode_in(
+    bytes: &[u8],
+    limits: &Limits,
+    scale: f64,
+    colorspace: Colorspace,
+) -> Result<Decoded, ImageError> {
     let format = probe(bytes, limits)?;
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut decoder_limits = image::Limits::default();
@@ -41,11 +63,8 @@ pub fn decode_scaled(
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let profile = decoder
-        .icc_profile()
-        .ok()
-        .flatten()
-        .and_then(|icc| Profile::parse(&icc));
+    let icc = decoder.icc_profile().ok().flatten();
+    let profile = icc.as_deref().and_then(Profile::parse);
     let cmyk = profile.as_ref().filter(|p| p.is_cmyk());
     let scaled = match format {
         ImageFormat::Jpeg => match uses_libjpeg_turbo()
@@ -64,16 +83,25 @@ pub fn decode_scaled(
         Some(image) => image,
         None => normalize(DynamicImage::from_decoder(decoder).map_err(decode_error)?),
     };
-    if let Some(profile) = &profile {
-        image = profile.to_srgb(image);
-    }
+    let kept = match &profile {
+        Some(profile) if colorspace == Colorspace::Keep && profile.is_rgb() => icc,
+        Some(profile) => {
+            image = profile.to_srgb(image);
+            None
+        }
+        None => None,
+    };
     image.apply_orientation(orientation);
     let info = SourceInfo {
         format: format.extensions_str().first().copied().unwrap_or("image"),
         width,
         height,
     };
-    Ok((info, image))
+    Ok(Decoded {
+        info,
+        image,
+        icc: kept,
+    })
 }
 
 /// Whether JPEGs are decoded by the system's libjpeg-turbo: when the build found it

@@ -1,17 +1,24 @@
 //! Pixels to bytes: JPEG (jpeg-encoder, SIMD), PNG, and WebP (libwebp; lossless by
-//! the `image` crate). Formats without alpha are flattened onto the background.
+//! the `image` crate). Formats without alpha are flattened onto the background. A
+//! profile kept by `colorspace: keep` is attached to colour outputs (a grey output
+//! has left the profile's colour space anyway).
 
 use crate::error::{ErrorCode, ImageError};
 use crate::recipe::{Format, OutputSpec};
-use image::DynamicImage;
+use image::{DynamicImage, ImageEncoder};
 
-pub(super) fn encode(image: &DynamicImage, spec: &OutputSpec) -> Result<Vec<u8>, ImageError> {
+pub(super) fn encode(
+    image: &DynamicImage,
+    spec: &OutputSpec,
+    icc: Option<&[u8]>,
+) -> Result<Vec<u8>, ImageError> {
     let failed = |e: &dyn std::fmt::Display| {
         ImageError::new(
             ErrorCode::EncodeFailed,
             format!("encoding {} failed: {e}", spec.name),
         )
     };
+    let icc = icc.filter(|_| image.color().has_color());
     let mut out = Vec::new();
     match spec.format {
         Format::Jpeg => {
@@ -43,16 +50,31 @@ pub(super) fn encode(image: &DynamicImage, spec: &OutputSpec) -> Result<Vec<u8>,
                 encoder.set_sampling_factor(jpeg_encoder::SamplingFactor::R_4_2_0);
             }
             encoder.set_progressive(spec.progressive);
+            if let Some(icc) = icc {
+                encoder.add_icc_profile(icc).map_err(|e| failed(&e))?;
+            }
             encoder
                 .encode(data, width, height, color)
                 .map_err(|e| failed(&e))?;
         }
-        Format::Png => image
-            .write_with_encoder(image::codecs::png::PngEncoder::new(&mut out))
-            .map_err(|e| failed(&e))?,
-        Format::Webp if spec.lossless => image
-            .write_with_encoder(image::codecs::webp::WebPEncoder::new_lossless(&mut out))
-            .map_err(|e| failed(&e))?,
+        Format::Png => {
+            let mut encoder = image::codecs::png::PngEncoder::new(&mut out);
+            if let Some(icc) = icc {
+                encoder
+                    .set_icc_profile(icc.to_vec())
+                    .map_err(|e| failed(&e))?;
+            }
+            image.write_with_encoder(encoder).map_err(|e| failed(&e))?;
+        }
+        Format::Webp if spec.lossless => {
+            let mut encoder = image::codecs::webp::WebPEncoder::new_lossless(&mut out);
+            if let Some(icc) = icc {
+                encoder
+                    .set_icc_profile(icc.to_vec())
+                    .map_err(|e| failed(&e))?;
+            }
+            image.write_with_encoder(encoder).map_err(|e| failed(&e))?;
+        }
         Format::Webp => {
             // libwebp at its defaults (method 4, as cwebp and libvips use), RGB or
             // RGBA; grey is widened to RGB since WebP has no grey mode.
@@ -78,7 +100,10 @@ pub(super) fn encode(image: &DynamicImage, spec: &OutputSpec) -> Result<Vec<u8>,
             let encoded = webp::Encoder::new(data, layout, image.width(), image.height())
                 .encode_advanced(&config)
                 .map_err(|e| failed(&format!("{e:?}")))?;
-            out.extend_from_slice(&encoded);
+            match icc {
+                Some(icc) => out = with_iccp(&encoded, icc, image),
+                None => out.extend_from_slice(&encoded),
+            }
         }
     }
     Ok(out)
@@ -87,6 +112,38 @@ pub(super) fn encode(image: &DynamicImage, spec: &OutputSpec) -> Result<Vec<u8>,
 #[cfg(test)]
 pub(super) fn flatten_on_white(image: &DynamicImage) -> DynamicImage {
     flatten_onto(image, [255, 255, 255])
+}
+
+/// A WebP file from libwebp (simple, or extended with alpha) made extended with an
+/// `ICCP` chunk: the `VP8X` header (flags, canvas size) first, then the profile,
+/// then the image chunks, as the container specification orders them.
+fn with_iccp(webp: &[u8], icc: &[u8], image: &DynamicImage) -> Vec<u8> {
+    const ICC_FLAG: u8 = 0x20;
+    const ALPHA_FLAG: u8 = 0x10;
+    let chunks = &webp[12..]; // after "RIFF", size, "WEBP"
+    let (flags, image_chunks) = match chunks.get(..4) {
+        Some(b"VP8X") => (chunks[8], &chunks[18..]),
+        _ if image.color().has_alpha() => (ALPHA_FLAG, chunks),
+        _ => (0, chunks),
+    };
+    let side = |n: u32| (n - 1).to_le_bytes()[..3].to_vec();
+    let mut vp8x = vec![flags | ICC_FLAG, 0, 0, 0];
+    vp8x.extend(side(image.width()));
+    vp8x.extend(side(image.height()));
+    let mut body = b"WEBP".to_vec();
+    for (id, data) in [(b"VP8X", vp8x.as_slice()), (b"ICCP", icc)] {
+        body.extend_from_slice(id);
+        body.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        body.extend_from_slice(data);
+        if data.len() % 2 == 1 {
+            body.push(0);
+        }
+    }
+    body.extend_from_slice(image_chunks);
+    let mut file = b"RIFF".to_vec();
+    file.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    file.extend(body);
+    file
 }
 
 /// Composites onto an opaque `background`; stays grey when the image is grey and the
@@ -135,13 +192,13 @@ mod tests {
             progressive: false,
             background: [255, 255, 255],
         };
-        let lossless = encode(&photo, &output(80, true)).unwrap();
+        let lossless = encode(&photo, &output(80, true), None).unwrap();
         assert_eq!(chunk(&lossless), *b"VP8L");
         let decoded = image::load_from_memory_with_format(&lossless, ImageFormat::WebP).unwrap();
         assert_eq!(decoded.to_rgba8(), photo.to_rgba8(), "lossless is exact");
 
-        let q80 = encode(&photo, &output(80, false)).unwrap();
-        let q30 = encode(&photo, &output(30, false)).unwrap();
+        let q80 = encode(&photo, &output(80, false), None).unwrap();
+        let q30 = encode(&photo, &output(30, false), None).unwrap();
         assert_eq!(chunk(&q80), *b"VP8 ", "lossy WebP");
         assert!(
             q30.len() < q80.len() && q80.len() < lossless.len() / 2,
@@ -167,7 +224,8 @@ mod tests {
 
         // Grey pixels are widened (WebP has no grey mode).
         let grey = DynamicImage::ImageLuma8(photo.to_luma8());
-        let decoded = image::load_from_memory(&encode(&grey, &output(80, false)).unwrap()).unwrap();
+        let decoded =
+            image::load_from_memory(&encode(&grey, &output(80, false), None).unwrap()).unwrap();
         assert_eq!(
             (decoded.width(), decoded.height()),
             (grey.width(), grey.height())
@@ -198,6 +256,7 @@ mod tests {
         ));
         let recipe = Recipe {
             name: "t".into(),
+            colorspace: Default::default(),
             description: "t".into(),
             outputs: vec![OutputSpec {
                 name: "o".into(),

@@ -90,7 +90,13 @@ fn run(bytes: &[u8], recipe: &Recipe, limits: &Limits) -> Result<Processed, Imag
         started,
         limit_ms: limits.time_budget_ms,
     };
-    let (source, image) = decode_scaled(bytes, limits, decode::needed_scale(recipe, bytes))?;
+    let decoded = decode::decode_in(
+        bytes,
+        limits,
+        decode::needed_scale(recipe, bytes),
+        recipe.colorspace,
+    )?;
+    let (source, image, icc) = (decoded.info, decoded.image, decoded.icc);
     let mut timings = Timings {
         decode: started.elapsed(),
         ..Timings::default()
@@ -107,7 +113,7 @@ fn run(bytes: &[u8], recipe: &Recipe, limits: &Limits) -> Result<Processed, Imag
         timings.transform += started.elapsed();
 
         let started = Instant::now();
-        let encoded = encode::encode(&pixels, spec)?;
+        let encoded = encode::encode(&pixels, spec, icc.as_deref())?;
         timings.encode += started.elapsed();
         budget.check()?;
         outputs[index] = Some(EncodedOutput {

@@ -325,6 +325,7 @@ mod tests {
 
         let recipe = Recipe {
             name: "t".into(),
+            colorspace: Default::default(),
             description: "t".into(),
             outputs: vec![OutputSpec {
                 name: "o".into(),

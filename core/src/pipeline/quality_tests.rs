@@ -79,7 +79,7 @@ fn outputs_stay_close_to_a_high_quality_reference_resize() {
                             .unwrap();
                         careful
                     }
-                    _ => encode(&reference, spec).unwrap(),
+                    _ => encode(&reference, spec, None).unwrap(),
                 };
                 let reference = reference.to_luma8();
                 let anchor = ssim(

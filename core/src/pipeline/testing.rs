@@ -18,6 +18,7 @@ pub fn png(width: u32, height: u32, color: image::ColorType) -> Vec<u8> {
 pub fn run_ops(source: &DynamicImage, operations: Vec<Operation>) -> DynamicImage {
     let recipe = Recipe {
         name: "t".into(),
+        colorspace: Default::default(),
         description: "t".into(),
         outputs: vec![OutputSpec {
             name: "o".into(),
