@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use minilab_core::arrival::{Arrival, arrival};
-use minilab_core::manifest::{ErrorRecord, ManifestState};
+use minilab_core::manifest::{ErrorRecord, ManifestState, Placeholder};
 use minilab_core::{ACCEPTED_CONTENT_TYPES, Manifest, UploadId, keys};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -214,6 +214,9 @@ pub struct UploadStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recipe: Option<String>,
     pub outputs: Vec<OutputView>,
+    /// What to show until the outputs load (a ThumbHash and the dominant colour).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placeholder: Option<Placeholder>,
     pub error: Option<ErrorRecord>,
 }
 
@@ -283,6 +286,7 @@ async fn current_status(config: &ApiConfig, id: UploadId) -> Result<UploadStatus
         created_at: id.created_at(),
         recipe: None,
         outputs: Vec::new(),
+        placeholder: None,
         error: None,
     })
 }
@@ -402,6 +406,7 @@ async fn status_from_manifest(
         created_at: id.created_at(),
         recipe: Some(manifest.recipe),
         outputs,
+        placeholder: manifest.placeholder,
         error: manifest.error,
     })
 }

@@ -20,6 +20,9 @@ pub struct Manifest {
     pub source: Source,
     #[serde(default)]
     pub outputs: Vec<OutputRecord>,
+    /// What to show before the outputs load; absent when there are none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placeholder: Option<Placeholder>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorRecord>,
     pub timings: StageTimings,
@@ -63,6 +66,17 @@ pub struct OutputRecord {
     pub height: u32,
     pub bytes: u64,
     pub content_type: String,
+}
+
+/// A placeholder for an image that has not loaded yet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Placeholder {
+    /// A ThumbHash (https://evanw.github.io/thumbhash/), base64: about 25 bytes that
+    /// decode to a blurred picture of the image, with its aspect ratio.
+    pub thumbhash: String,
+    /// The image's most common colour, `#rrggbb`.
+    pub dominant_color: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -40,6 +40,19 @@ async fn a_photo_goes_up_through_the_web_recipe_and_comes_back_in_both_sizes_and
             .map(|o| o["name"].as_str().unwrap())
             .collect();
         assert_eq!(names, ["large", "large-webp", "thumb", "thumb-webp"]);
+        let placeholder = &status["placeholder"];
+        let hash = placeholder["thumbhash"].as_str().unwrap();
+        assert!(
+            (20..=40).contains(&hash.len()),
+            "a ThumbHash, base64: {hash}"
+        );
+        let colour = placeholder["dominantColor"].as_str().unwrap();
+        assert!(
+            colour.len() == 7
+                && colour.starts_with('#')
+                && colour[1..].bytes().all(|b| b.is_ascii_hexdigit()),
+            "{colour}"
+        );
         for (output, size, ext, format) in [
             (1024, "jpg", image::ImageFormat::Jpeg),
             (1024, "webp", image::ImageFormat::WebP),

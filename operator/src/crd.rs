@@ -119,6 +119,9 @@ pub struct ImageJobStatus {
     /// The outputs of a single-image job.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outputs: Vec<JobOutput>,
+    /// What to show before a single-image job's outputs load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placeholder: Option<JobPlaceholder>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
@@ -189,6 +192,14 @@ pub struct JobOutput {
     pub height: u32,
     pub bytes: u64,
     pub content_type: String,
+}
+
+/// A ThumbHash (base64) and the dominant colour (`#rrggbb`) of the image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobPlaceholder {
+    pub thumbhash: String,
+    pub dominant_color: String,
 }
 
 /// The CRD as YAML, exactly as `minilab crd` prints it and the chart carries it.

@@ -3,7 +3,9 @@
 //! is given), so every rule here is tested from fixtures.
 
 use crate::batch::{self, BatchObservation};
-use crate::crd::{Condition, ImageJob, ImageJobSpec, ImageJobStatus, JobOutput, Phase};
+use crate::crd::{
+    Condition, ImageJob, ImageJobSpec, ImageJobStatus, JobOutput, JobPlaceholder, Phase,
+};
 use crate::upload::{self, UploadObservation};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -62,6 +64,7 @@ pub struct Verdict {
     pub succeeded: i64,
     pub failed: i64,
     pub outputs: Vec<JobOutput>,
+    pub placeholder: Option<JobPlaceholder>,
     pub message: Option<String>,
     pub finished_at: Option<Timestamp>,
 }
@@ -75,6 +78,7 @@ impl Verdict {
             succeeded: 0,
             failed: 0,
             outputs: Vec::new(),
+            placeholder: None,
             message: None,
             finished_at: None,
         }
@@ -198,6 +202,7 @@ pub fn next_status(
     status.succeeded = verdict.succeeded;
     status.failed = verdict.failed;
     status.outputs = verdict.outputs;
+    status.placeholder = verdict.placeholder;
     status.message = verdict.message;
     status.progress = Some(format!(
         "{}/{}",
@@ -383,7 +388,7 @@ mod tests {
     use super::*;
     use minilab_core::ErrorCode;
     use minilab_core::manifest::{
-        ErrorRecord, Manifest, ManifestState, OutputRecord, Source, StageTimings,
+        ErrorRecord, Manifest, ManifestState, OutputRecord, Placeholder, Source, StageTimings,
     };
     use serde_json::{Value, json};
     use std::collections::HashMap;
@@ -464,6 +469,10 @@ mod tests {
                     content_type: "image/jpeg".into(),
                 }]
             },
+            placeholder: (!failed).then(|| Placeholder {
+                thumbhash: "1QcSHQRnh493V4dIh4eXh1h4kJUI".into(),
+                dominant_color: "#4a6f2c".into(),
+            }),
             error: failed.then(|| ErrorRecord {
                 code: ErrorCode::CorruptImage,
                 message: "the image does not decode".into(),
@@ -538,6 +547,11 @@ mod tests {
         assert_eq!(s["completionTime"], "2026-11-25T12:00:30Z");
         assert_eq!(s["outputs"][0]["key"], "1/large.jpg");
         assert_eq!(s["outputs"][0]["width"], 1024);
+        assert_eq!(
+            s["placeholder"]["thumbhash"],
+            "1QcSHQRnh493V4dIh4eXh1h4kJUI"
+        );
+        assert_eq!(s["placeholder"]["dominantColor"], "#4a6f2c");
         let complete = &s["conditions"][0];
         assert_eq!(
             (&complete["type"], &complete["status"], &complete["reason"]),

@@ -1,7 +1,7 @@
 //! Upload jobs: one object that arrives through a presigned POST (its S3 event queues
 //! it), followed to its manifest. The API creates one per upload, `upload-{id}`.
 
-use crate::crd::{JobOutput, Phase};
+use crate::crd::{JobOutput, JobPlaceholder, Phase};
 use crate::observe::{ObserveError, Observer};
 use crate::status::Verdict;
 use k8s_openapi::jiff::Timestamp;
@@ -90,6 +90,10 @@ fn from_manifest(manifest: &Manifest) -> Verdict {
                     content_type: o.content_type.clone(),
                 })
                 .collect();
+            verdict.placeholder = manifest.placeholder.as_ref().map(|p| JobPlaceholder {
+                thumbhash: p.thumbhash.clone(),
+                dominant_color: p.dominant_color.clone(),
+            });
         }
         ManifestState::Failed => {
             verdict.phase = Phase::Failed;

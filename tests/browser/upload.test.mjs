@@ -123,6 +123,38 @@ test("a photo is uploaded, processed, previewed and downloaded", async () => {
   assert.deepEqual(problems, []);
 });
 
+test("previews show the image's placeholder until the image itself arrives", async () => {
+  const { page, problems } = await openPage();
+  // Hold the large preview's download until the placeholder has been seen.
+  let release;
+  const released = new Promise((resolve) => (release = resolve));
+  await page.route(/\/large\.jpg\?/, async (route) => {
+    await released;
+    await route.continue();
+  });
+  await page.selectOption("#recipe", "web");
+  await page.setInputFiles("#file", path.join(photos, "photo-12mp.jpg"));
+  const card = page.locator("article.upload").first();
+  await expectFinal(card, "succeeded");
+  const image = card.locator("figure.output[data-name=large] img");
+  const waiting = await image.evaluate((img) => ({
+    complete: img.complete && img.naturalWidth > 0,
+    color: img.style.backgroundColor,
+    image: img.style.backgroundImage,
+  }));
+  assert.equal(waiting.complete, false, "the held image has not loaded");
+  assert.match(waiting.color, /^rgb\(\d+, \d+, \d+\)$/);
+  assert.match(waiting.image, /^url\("data:image\/png;base64,/);
+  release();
+  // The page's own load listener was added first, so it has run when this one does.
+  await image.evaluate((img) =>
+    img.complete && img.naturalWidth > 0 ? null : new Promise((done) => img.addEventListener("load", done, { once: true })),
+  );
+  const loaded = await image.evaluate((img) => [img.style.backgroundImage, img.className]);
+  assert.deepEqual(loaded, ["", ""], "the placeholder goes once the image is there");
+  assert.deepEqual(problems, []);
+});
+
 test("a photo dropped on the page is processed too", async () => {
   const { page, problems } = await openPage();
   await page.selectOption("#recipe", "thumbnail");

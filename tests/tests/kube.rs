@@ -80,6 +80,10 @@ async fn uploads_become_image_jobs_that_reach_their_final_phase() {
     let status = api.wait_final(&good).await;
     let from_api = outputs(&status["outputs"]);
     let from_job = outputs(&job["status"]["outputs"]);
+    // The placeholder reaches the ImageJob too: the CRD's schema keeps the field
+    // (the API server prunes what a structural schema does not name).
+    assert!(status["placeholder"]["thumbhash"].is_string(), "{status}");
+    assert_eq!(job["status"]["placeholder"], status["placeholder"]);
     assert_eq!(from_job, from_api);
     assert_eq!(from_job.len(), 4, "the web recipe's outputs: {from_job:?}");
 

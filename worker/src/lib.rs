@@ -262,6 +262,7 @@ impl Worker {
                 let Processed {
                     source: info,
                     outputs,
+                    placeholder,
                     timings: t,
                 } = processed;
                 record.format = Some(info.format.to_owned());
@@ -302,6 +303,7 @@ impl Worker {
                     recipe: recipe_name,
                     source: record,
                     outputs: records,
+                    placeholder: Some(placeholder),
                     error: None,
                     timings,
                     finished_at: Utc::now(),
@@ -316,6 +318,7 @@ impl Worker {
                     recipe: recipe_name,
                     source: record,
                     outputs: Vec::new(),
+                    placeholder: None,
                     error: Some(ErrorRecord::from(&err)),
                     timings,
                     finished_at: Utc::now(),

@@ -7,6 +7,7 @@ mod decode;
 mod encode;
 mod geometry;
 mod operations;
+mod placeholder;
 mod probe;
 #[cfg(test)]
 mod quality_tests;
@@ -18,6 +19,7 @@ pub use geometry::{Resize, fitted_size};
 
 use crate::error::{ErrorCode, ImageError};
 use crate::limits::Limits;
+use crate::manifest::Placeholder;
 use crate::recipe::{Format, Recipe};
 use fast_image_resize::Resizer;
 use image::DynamicImage;
@@ -28,6 +30,8 @@ use std::time::{Duration, Instant};
 pub struct Processed {
     pub source: SourceInfo,
     pub outputs: Vec<EncodedOutput>,
+    /// From the smallest output's pixels.
+    pub placeholder: Placeholder,
     pub timings: Timings,
 }
 
@@ -106,6 +110,7 @@ fn run(bytes: &[u8], recipe: &Recipe, limits: &Limits) -> Result<Processed, Imag
     let mut resizer = Resizer::new();
     let mut derived: Option<DynamicImage> = None;
     let mut outputs: Vec<Option<EncodedOutput>> = (0..recipe.outputs.len()).map(|_| None).collect();
+    let mut smallest: Option<DynamicImage> = None;
     for index in largest_first(recipe, &image) {
         let spec = &recipe.outputs[index];
         let started = Instant::now();
@@ -123,10 +128,18 @@ fn run(bytes: &[u8], recipe: &Recipe, limits: &Limits) -> Result<Processed, Imag
             height: pixels.height(),
             bytes: encoded,
         });
+        let area = |image: &DynamicImage| u64::from(image.width()) * u64::from(image.height());
+        if smallest.as_ref().is_none_or(|s| area(&pixels) < area(s)) {
+            smallest = Some(pixels);
+        }
     }
+    let started = Instant::now();
+    let placeholder = placeholder::placeholder(smallest.as_ref().unwrap_or(&image));
+    timings.encode += started.elapsed();
     Ok(Processed {
         source,
         outputs: outputs.into_iter().flatten().collect(),
+        placeholder,
         timings,
     })
 }
@@ -163,7 +176,7 @@ impl Budget {
 mod tests {
     use super::testing::png;
     use super::*;
-    use crate::recipe::RecipeBook;
+    use crate::recipe::{Fit, Operation, OutputSpec, RecipeBook};
     use image::ImageFormat;
 
     #[test]
@@ -212,5 +225,44 @@ mod tests {
         assert!(err.message.contains("index out of bounds"), "{err}");
         let formatted = contained::<()>(|| panic!("{} went wrong", 1)).unwrap_err();
         assert!(formatted.message.contains("1 went wrong"), "{formatted}");
+    }
+
+    #[test]
+    fn the_placeholder_comes_from_the_smallest_output() {
+        // A red picture: a large grey output and a small colour one.
+        let red = DynamicImage::ImageRgb8(image::RgbImage::from_pixel(
+            400,
+            200,
+            image::Rgb([200, 20, 20]),
+        ));
+        let output = |name: &str, size, operations: Vec<Operation>| OutputSpec {
+            name: name.into(),
+            operations: [
+                vec![Operation::Resize {
+                    width: size,
+                    height: size,
+                    fit: Fit::Fit,
+                    enlarge: false,
+                }],
+                operations,
+            ]
+            .concat(),
+            format: Format::Png,
+            quality: 80,
+            lossless: false,
+            progressive: false,
+            background: [255, 255, 255],
+        };
+        let recipe = Recipe {
+            name: "t".into(),
+            colorspace: Default::default(),
+            description: "t".into(),
+            outputs: vec![
+                output("big", 300, vec![Operation::Grayscale]),
+                output("small", 40, vec![]),
+            ],
+        };
+        let processed = process(&testing::png_of(&red), &recipe, &Limits::default()).unwrap();
+        assert_eq!(processed.placeholder.dominant_color, "#c81414");
     }
 }
