@@ -377,6 +377,21 @@ function thumbHashToRGBA(hash) {
 
 
 /**
+ * Extracts the approximate aspect ratio of the original image.
+ *
+ * @param hash The bytes of the ThumbHash.
+ * @returns The approximate aspect ratio (i.e. width / height).
+ */
+function thumbHashToApproximateAspectRatio(hash) {
+  let header = hash[3]
+  let hasAlpha = hash[2] & 0x80
+  let isLandscape = hash[4] & 0x80
+  let lx = isLandscape ? hasAlpha ? 5 : 7 : header & 7
+  let ly = isLandscape ? header & 7 : hasAlpha ? 5 : 7
+  return lx / ly
+}
+
+/**
  * Encodes an RGBA image to a PNG data URL. RGB should not be premultiplied by
  * A. This is optimized for speed and simplicity and does not optimize for size
  * at all. This doesn't do any compression (all values are stored uncompressed).
