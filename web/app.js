@@ -196,6 +196,13 @@ function showOutputs(card, outputs, placeholder) {
   }
 }
 
+/** The file's type; browsers on Linux and Windows give HEIC photos none. */
+function contentType(file) {
+  if (file.type) return file.type;
+  if (/\.(heic|heif)$/i.test(file.name)) return "image/heic";
+  return "application/octet-stream";
+}
+
 async function handleFile(file, recipe) {
   const card = $("#upload-template").content.firstElementChild.cloneNode(true);
   $(".filename", card).textContent = file.name;
@@ -206,7 +213,7 @@ async function handleFile(file, recipe) {
       method: "POST",
       body: JSON.stringify({
         filename: file.name,
-        contentType: file.type || "application/octet-stream",
+        contentType: contentType(file),
         size: file.size,
         recipe,
       }),
@@ -231,7 +238,7 @@ async function start() {
   const select = $("#recipe");
   const pageError = $("#page-error");
   try {
-    const { recipes, maxUploadBytes } = await api("/api/v1/recipes");
+    const { recipes, maxUploadBytes, acceptedContentTypes } = await api("/api/v1/recipes");
     select.replaceChildren(
       ...recipes.map((recipe) => {
         const option = new Option(recipe.name, recipe.name);
@@ -244,7 +251,9 @@ async function start() {
     const describeRecipe = () => ($("#recipe-description").textContent = select.selectedOptions[0].dataset.description);
     select.addEventListener("change", describeRecipe);
     describeRecipe();
-    $("#limits").textContent = `JPEG, PNG, WebP or GIF, up to ${formatBytes(maxUploadBytes)}.`;
+    const heic = acceptedContentTypes.includes("image/heic");
+    $("#limits").textContent = `JPEG, PNG, WebP, GIF${heic ? " or HEIC" : ""}, up to ${formatBytes(maxUploadBytes)}.`;
+    if (heic) $("#file").accept += ",image/heic,image/heif,.heic,.heif";
   } catch (error) {
     pageError.textContent = `The service is not available: ${describe(error)}`;
     pageError.hidden = false;

@@ -168,7 +168,7 @@ async fn recipes(State(config): State<ApiConfig>) -> Json<serde_json::Value> {
     Json(json!({
         "recipes": recipes,
         "maxUploadBytes": config.max_upload_bytes,
-        "acceptedContentTypes": minilab_core::ACCEPTED_CONTENT_TYPES,
+        "acceptedContentTypes": minilab_core::accepted_content_types(),
     }))
 }
 

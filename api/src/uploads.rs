@@ -15,7 +15,7 @@ use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use minilab_core::arrival::{Arrival, arrival};
 use minilab_core::manifest::{ErrorRecord, ManifestState, Placeholder};
-use minilab_core::{ACCEPTED_CONTENT_TYPES, Manifest, UploadId, keys};
+use minilab_core::{Manifest, UploadId, accepted_content_types, keys};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -60,13 +60,14 @@ pub async fn create(
             format!("there is no recipe named {:?}", truncate(&request.recipe)),
         ));
     }
-    if !ACCEPTED_CONTENT_TYPES.contains(&request.content_type.as_str()) {
+    if !accepted_content_types().contains(&request.content_type.as_str()) {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported-type",
             format!(
-                "{:?} is not accepted; upload a JPEG, PNG, WebP or GIF image",
-                truncate(&request.content_type)
+                "{:?} is not accepted; upload one of {}",
+                truncate(&request.content_type),
+                accepted_content_types().join(", ")
             ),
         ));
     }

@@ -21,8 +21,24 @@ pub use limits::Limits;
 pub use manifest::Manifest;
 pub use recipe::{Recipe, RecipeBook};
 
-/// Content types a browser may upload; the worker still trusts only the bytes.
-pub const ACCEPTED_CONTENT_TYPES: &[&str] = &["image/jpeg", "image/png", "image/webp", "image/gif"];
+/// Content types a browser may upload; the worker still trusts only the bytes. HEIC
+/// (`image/heic`, `image/heif`) only where this build decodes it (libheif).
+pub fn accepted_content_types() -> &'static [&'static str] {
+    const BASE: &[&str] = &["image/jpeg", "image/png", "image/webp", "image/gif"];
+    const WITH_HEIC: &[&str] = &[
+        "image/jpeg",
+        "image/png",
+        "image/webp",
+        "image/gif",
+        "image/heic",
+        "image/heif",
+    ];
+    if minilab_heif::AVAILABLE {
+        WITH_HEIC
+    } else {
+        BASE
+    }
+}
 
 /// The user-metadata name (after `x-amz-meta-`) that carries the recipe with an upload.
 pub const RECIPE_METADATA: &str = "recipe";

@@ -107,6 +107,42 @@ async fn a_photo_goes_up_through_the_web_recipe_and_comes_back_in_both_sizes_and
     }
 }
 
+/// An iPhone's HEIC goes up as `image/heic` and comes back turned by its `irot`.
+/// `./tests/run` builds with libheif; a build without it refuses the type.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_heic_photo_is_accepted_and_processed() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start(dir.path(), &[]);
+    let bytes = photo("heic-rotate6.heic");
+    let recipes: Value = lab
+        .http
+        .get(format!("{}/api/v1/recipes", lab.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let accepted = recipes["acceptedContentTypes"].as_array().unwrap();
+    if !minilab_core::accepted_content_types().contains(&"image/heic") {
+        eprintln!("skipped: this build has no libheif");
+        assert!(!accepted.contains(&Value::from("image/heic")));
+        return;
+    }
+    assert!(accepted.contains(&Value::from("image/heic")), "{recipes}");
+    let ticket = lab
+        .ticket("IMG_0001.HEIC", "image/heic", &bytes, "web")
+        .await;
+    lab.upload(&ticket, bytes, "image/heic").await;
+    let status = lab.wait_final(ticket["id"].as_str().unwrap()).await;
+    assert_eq!(state(&status), "succeeded", "{status}");
+    let large = &status["outputs"][0];
+    assert_eq!(
+        (large["width"].as_u64(), large["height"].as_u64()),
+        (Some(768), Some(1024))
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn files_that_are_not_good_images_fail_with_distinct_codes() {
     let dir = tempfile::tempdir().unwrap();

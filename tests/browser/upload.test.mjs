@@ -155,6 +155,20 @@ test("previews show the image's placeholder until the image itself arrives", asy
   assert.deepEqual(problems, []);
 });
 
+test("an iPhone's HEIC photo is offered, accepted and shown turned", async () => {
+  const { page, problems } = await openPage();
+  // ./tests/run builds with libheif, so the picker offers HEIC.
+  assert.match(await page.locator("#file").getAttribute("accept"), /image\/heic/);
+  assert.match(await page.locator("#limits").innerText(), /HEIC/);
+  await page.selectOption("#recipe", "web");
+  await page.setInputFiles("#file", path.join(photos, "heic-rotate6.heic"));
+  const card = page.locator("article.upload").first();
+  await expectFinal(card, "succeeded");
+  const large = card.locator("figure.output[data-name=large]");
+  assert.match(await large.locator("figcaption").innerText(), /768×1024/);
+  assert.deepEqual(problems, []);
+});
+
 test("a photo dropped on the page is processed too", async () => {
   const { page, problems } = await openPage();
   await page.selectOption("#recipe", "thumbnail");

@@ -1126,17 +1126,20 @@ class DockerfileTest(unittest.TestCase):
         build, runtime = self.stages
         self.assertTrue(build["from"][0].startswith("rust:"), build["from"])
         self.assertRegex(runtime["from"][0], r"^debian:.*-slim$")
-        # The image ships libjpeg-turbo decoding: the feature exists in the binary's
-        # manifest, the build links the -dev package and the runtime has the library.
-        # It is built with the workspace's `dist` profile (LTO), which must exist.
+        # The image ships libjpeg-turbo and libheif decoding: the features exist in the
+        # binary's manifest, the build links the -dev packages and the runtime has the
+        # libraries. It is built with the workspace's `dist` profile (LTO), which must exist.
         features = tomllib.loads((ROOT / "minilab" / "Cargo.toml").read_text())["features"]
         self.assertIn("turbojpeg", features)
+        self.assertIn("heif", features)
         profiles = tomllib.loads((ROOT / "Cargo.toml").read_text())["profile"]
         self.assertEqual(profiles["dist"]["inherits"], "release")
-        self.assertIn("cargo build --profile dist --locked -p minilab --features turbojpeg,cluster", self.runs(build))
+        self.assertIn("cargo build --profile dist --locked -p minilab --features turbojpeg,heif,cluster", self.runs(build))
         self.assertIn("install -m 0755 target/dist/minilab", self.runs(build))
         self.assertIn("libturbojpeg0-dev", self.runs(build))
         self.assertRegex(self.runs(runtime), r"\blibturbojpeg0\b")
+        self.assertIn("libheif-dev", self.runs(build))
+        self.assertRegex(self.runs(runtime), r"\blibheif1\b")
         self.assertNotRegex(self.runs(runtime), r"-dev\b|cargo|rustc")
 
     def test_the_runtime_holds_one_binary_run_as_the_charts_non_root_user(self):

@@ -5,7 +5,7 @@
 use super::SourceInfo;
 use super::colour::Profile;
 use super::geometry;
-use super::probe::{check_dimensions, probe};
+use super::probe::{Sniffed, check_dimensions, probe};
 use crate::error::{ErrorCode, ImageError};
 use crate::limits::Limits;
 use crate::recipe::{Colorspace, Recipe};
@@ -48,7 +48,10 @@ pub(super) fn decode_in(
     scale: f64,
     colorspace: Colorspace,
 ) -> Result<Decoded, ImageError> {
-    let format = probe(bytes, limits)?;
+    let format = match probe(bytes, limits)? {
+        Sniffed::Image(format) => format,
+        Sniffed::Heic => return decode_heic(bytes, limits, colorspace),
+    };
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut decoder_limits = image::Limits::default();
     // Width, height and pixels are checked against the header below, with codes of
@@ -79,18 +82,11 @@ pub(super) fn decode_in(
         },
         _ => None,
     };
-    let mut image = match scaled {
+    let image = match scaled {
         Some(image) => image,
         None => normalize(DynamicImage::from_decoder(decoder).map_err(decode_error)?),
     };
-    let kept = match &profile {
-        Some(profile) if colorspace == Colorspace::Keep && profile.is_rgb() => icc,
-        Some(profile) => {
-            image = profile.to_srgb(image);
-            None
-        }
-        None => None,
-    };
+    let (mut image, kept) = apply_profile(image, profile, icc, colorspace);
     image.apply_orientation(orientation);
     let info = SourceInfo {
         format: format.extensions_str().first().copied().unwrap_or("image"),
@@ -101,6 +97,71 @@ pub(super) fn decode_in(
         info,
         image,
         icc: kept,
+    })
+}
+
+/// The pixels in the recipe's colour space: `Srgb` converts them through their
+/// embedded profile; `Keep` leaves RGB pixels and hands the profile on.
+fn apply_profile(
+    image: DynamicImage,
+    profile: Option<Profile>,
+    icc: Option<Vec<u8>>,
+    colorspace: Colorspace,
+) -> (DynamicImage, Option<Vec<u8>>) {
+    match profile {
+        Some(profile) if colorspace == Colorspace::Keep && profile.is_rgb() => (image, icc),
+        Some(profile) => (profile.to_srgb(image), None),
+        None => (image, None),
+    }
+}
+
+/// A HEIC through libheif: the header (size with its transforms applied, profile)
+/// checked first, then the pixels, already turned as the file's `irot`/`imir` say
+/// (HEIF's transforms, not EXIF, orient a HEIC).
+fn decode_heic(
+    bytes: &[u8],
+    limits: &Limits,
+    colorspace: Colorspace,
+) -> Result<Decoded, ImageError> {
+    let heif_error = |e: minilab_heif::Error| {
+        if e.over_limit {
+            ImageError::new(
+                ErrorCode::DimensionsTooLarge,
+                format!("the HEIC image is larger than allowed: {e}"),
+            )
+        } else {
+            ImageError::new(
+                ErrorCode::CorruptImage,
+                format!("the HEIC image does not decode: {e}"),
+            )
+        }
+    };
+    let header = minilab_heif::header(bytes).map_err(heif_error)?;
+    check_dimensions(header.width, header.height, limits)?;
+    let decoded =
+        minilab_heif::decode(bytes, limits.max_width.max(limits.max_height)).map_err(heif_error)?;
+    let (width, height) = (decoded.width, decoded.height);
+    let image = if decoded.alpha {
+        image::RgbaImage::from_raw(width, height, decoded.pixels).map(DynamicImage::ImageRgba8)
+    } else {
+        image::RgbImage::from_raw(width, height, decoded.pixels).map(DynamicImage::ImageRgb8)
+    }
+    .ok_or_else(|| {
+        ImageError::new(
+            ErrorCode::CorruptImage,
+            "the HEIC image decoded to fewer pixels than it declares",
+        )
+    })?;
+    let profile = header.icc.as_deref().and_then(Profile::parse);
+    let (image, icc) = apply_profile(image, profile, header.icc, colorspace);
+    Ok(Decoded {
+        info: SourceInfo {
+            format: "heic",
+            width: header.width,
+            height: header.height,
+        },
+        image,
+        icc,
     })
 }
 

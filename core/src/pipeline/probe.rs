@@ -15,9 +15,18 @@ const ACCEPTED: &[ImageFormat] = &[
     ImageFormat::Gif,
 ];
 
+/// What the bytes are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Sniffed {
+    /// A format the `image` crate reads.
+    Image(ImageFormat),
+    /// HEIC (HEVC in HEIF), read by libheif.
+    Heic,
+}
+
 /// The format of `bytes`, once their size, completeness and frame count are within
 /// `limits`.
-pub(super) fn probe(bytes: &[u8], limits: &Limits) -> Result<ImageFormat, ImageError> {
+pub(super) fn probe(bytes: &[u8], limits: &Limits) -> Result<Sniffed, ImageError> {
     if bytes.is_empty() {
         return Err(ImageError::new(ErrorCode::EmptyFile, "the file is empty"));
     }
@@ -31,13 +40,24 @@ pub(super) fn probe(bytes: &[u8], limits: &Limits) -> Result<ImageFormat, ImageE
             ),
         ));
     }
+    if minilab_heif::is_heic(bytes) {
+        return if minilab_heif::AVAILABLE {
+            Ok(Sniffed::Heic)
+        } else {
+            Err(ImageError::new(
+                ErrorCode::UnsupportedFormat,
+                "HEIC photos need a build of minilab with libheif (its `heif` cargo \
+                 feature; the container image has it)",
+            ))
+        };
+    }
     let format = image::guess_format(bytes)
         .ok()
         .filter(|f| ACCEPTED.contains(f))
         .ok_or_else(|| {
             ImageError::new(
                 ErrorCode::UnsupportedFormat,
-                "the file is not a JPEG, PNG, WebP or GIF image",
+                "the file is not a JPEG, PNG, WebP, GIF or HEIC image",
             )
         })?;
 
@@ -58,7 +78,7 @@ pub(super) fn probe(bytes: &[u8], limits: &Limits) -> Result<ImageFormat, ImageE
             ),
         ));
     }
-    Ok(format)
+    Ok(Sniffed::Image(format))
 }
 
 /// The `ANMF` (animation frame) chunks of a WebP, counted by walking the RIFF
