@@ -19,7 +19,11 @@ photos: minilab converts it to sRGB, and vipsthumbnail does too (`--export-profi
 srgb`). `photo-12mp-p3-untagged.jpg` is the same file without its profile: the ratio
 of the two times is the cost of colour conversion.
 
-Needs libvips-tools, imagemagick and libturbojpeg0-dev (apt; installed when missing);
+The `large-avif` task is AVIF's cost beside the others (minilab: libavif + libaom at
+speed 9; vipsthumbnail and ImageMagick: libheif + libaom at their fastest settings).
+
+Needs libvips-tools, imagemagick, libturbojpeg0-dev and libavif-dev (apt; installed
+when missing);
 builds minilab with both profiles.
 """
 import argparse
@@ -67,6 +71,7 @@ def without_icc(jpeg):
 
 
 def make_photos(out):
+    (Path(out) / "avif.yaml").write_text(AVIF_RECIPE)
     p3, untagged = (photo_path(photo, out) for photo in MADE)
     subprocess.run(["vips", "icc_transform", str(IMAGES / "photo-12mp.jpg"),
                     f"{p3}[Q=92,subsample_mode=on]", "p3", "--input-profile", "srgb"], check=True)
@@ -77,11 +82,13 @@ def ensure_tools():
     missing = [p for p in ("libvips-tools", "imagemagick") if not shutil.which({"libvips-tools": "vipsthumbnail", "imagemagick": "convert-im6.q16"}[p])]
     if subprocess.run(["pkg-config", "--exists", "libturbojpeg"]).returncode != 0:
         missing += ["pkg-config", "libturbojpeg0-dev"]
+    if subprocess.run(["pkg-config", "--exists", "libavif"]).returncode != 0:
+        missing += ["pkg-config", "libavif-dev"]
     if missing:
         subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
     for profile in PROFILES:
         subprocess.run(["cargo", "build", "--quiet", "--profile", profile, "--locked", "-p", "minilab",
-                        "--features", "turbojpeg"], cwd=ROOT,
+                        "--features", "turbojpeg,avif"], cwd=ROOT,
                        check=True, env={**os.environ, "CARGO_TARGET_DIR": str(TARGET)})
 
 
@@ -97,6 +104,17 @@ def run(commands):
     return time.perf_counter() - start, peak
 
 
+# AVIF is not a built-in recipe: this one is given to minilab with --recipes.
+AVIF_RECIPE = """recipes:
+  - name: large-avif
+    description: fit within 1024, AVIF q80 (libaom speed 9)
+    outputs:
+      - name: large
+        operations: [{op: resize, width: 1024, height: 1024, fit: fit}]
+        format: avif
+"""
+
+
 def tasks(photo, out):
     src = str(photo_path(photo, out))
     # vipsthumbnail leaves a profile as it is unless asked; minilab always makes sRGB.
@@ -107,6 +125,13 @@ def tasks(photo, out):
                for name, minilab in MINILABS.items()},
             "vipsthumbnail": [[VIPS, src, "-s", "1024x1024>", *srgb, "-o", f"{out}/v.jpg[Q=80]"]],
             "imagemagick": [[MAGICK, src, "-resize", "1024x1024>", "-quality", "80", f"{out}/i.jpg"]],
+        },
+        # libvips's AVIF goes through libheif to libaom as well; effort 0 is its fastest.
+        "large-avif (fit 1024, AVIF q80, libaom speed 9)": {
+            **{name: [[*minilab, "process", src, "--recipes", f"{out}/avif.yaml", "--recipe", "large-avif",
+                       "-o", f"{out}/m"]] for name, minilab in MINILABS.items()},
+            "vipsthumbnail": [[VIPS, src, "-s", "1024x1024>", *srgb, "-o", f"{out}/v.avif[Q=60,effort=0]"]],
+            "imagemagick": [[MAGICK, src, "-resize", "1024x1024>", "-quality", "60", f"{out}/i.avif"]],
         },
         # vipsthumbnail writes one file per run, each from the source (shrink-on-load);
         # ImageMagick resizes once to 1024 and derives 256 from it, as minilab does.

@@ -41,6 +41,7 @@ fn keep() -> Recipe {
         quality: 80,
         lossless,
         progressive: false,
+        speed: 9,
         background: [255, 255, 255],
     };
     Recipe {

@@ -186,6 +186,7 @@ fn every_exif_orientation_is_applied_on_both_decode_paths() {
             quality: 80,
             lossless: false,
             progressive: false,
+            speed: 9,
             background: [255, 255, 255],
         }],
     };

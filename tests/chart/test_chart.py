@@ -1132,14 +1132,17 @@ class DockerfileTest(unittest.TestCase):
         features = tomllib.loads((ROOT / "minilab" / "Cargo.toml").read_text())["features"]
         self.assertIn("turbojpeg", features)
         self.assertIn("heif", features)
+        self.assertIn("avif", features)
         profiles = tomllib.loads((ROOT / "Cargo.toml").read_text())["profile"]
         self.assertEqual(profiles["dist"]["inherits"], "release")
-        self.assertIn("cargo build --profile dist --locked -p minilab --features turbojpeg,heif,cluster", self.runs(build))
+        self.assertIn("cargo build --profile dist --locked -p minilab --features turbojpeg,heif,avif,cluster", self.runs(build))
         self.assertIn("install -m 0755 target/dist/minilab", self.runs(build))
         self.assertIn("libturbojpeg0-dev", self.runs(build))
         self.assertRegex(self.runs(runtime), r"\blibturbojpeg0\b")
         self.assertIn("libheif-dev", self.runs(build))
         self.assertRegex(self.runs(runtime), r"\blibheif1\b")
+        self.assertIn("libavif-dev", self.runs(build))
+        self.assertRegex(self.runs(runtime), r"\blibavif15\b")
         self.assertNotRegex(self.runs(runtime), r"-dev\b|cargo|rustc")
 
     def test_the_runtime_holds_one_binary_run_as_the_charts_non_root_user(self):

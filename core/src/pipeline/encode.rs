@@ -1,11 +1,12 @@
-//! Pixels to bytes: JPEG (jpeg-encoder, SIMD), PNG, and WebP (libwebp; lossless by
-//! the `image` crate). Formats without alpha are flattened onto the background. A
+//! Pixels to bytes: JPEG (jpeg-encoder, SIMD), PNG, WebP (libwebp; lossless by the
+//! `image` crate) and AVIF (libavif with libaom). Formats without alpha are flattened onto the background. A
 //! profile kept by `colorspace: keep` is attached to colour outputs (a grey output
 //! has left the profile's colour space anyway).
 
 use crate::error::{ErrorCode, ImageError};
 use crate::recipe::{Format, OutputSpec};
 use image::{DynamicImage, ImageEncoder};
+use std::borrow::Cow;
 
 pub(super) fn encode(
     image: &DynamicImage,
@@ -81,23 +82,16 @@ pub(super) fn encode(
             if image.width() > 16_383 || image.height() > 16_383 {
                 return Err(failed(&"WebP is limited to 16383 pixels a side"));
             }
-            let widened: Vec<u8>;
-            let (layout, data) = match image {
-                DynamicImage::ImageRgb8(rgb) => (webp::PixelLayout::Rgb, rgb.as_raw()),
-                DynamicImage::ImageRgba8(rgba) => (webp::PixelLayout::Rgba, rgba.as_raw()),
-                _ if image.color().has_alpha() => {
-                    widened = image.to_rgba8().into_raw();
-                    (webp::PixelLayout::Rgba, &widened)
-                }
-                _ => {
-                    widened = image.to_rgb8().into_raw();
-                    (webp::PixelLayout::Rgb, &widened)
-                }
+            let (alpha, data) = rgb_or_rgba(image);
+            let layout = if alpha {
+                webp::PixelLayout::Rgba
+            } else {
+                webp::PixelLayout::Rgb
             };
             let mut config =
                 webp::WebPConfig::new().map_err(|()| failed(&"libwebp version mismatch"))?;
             config.quality = f32::from(spec.quality);
-            let encoded = webp::Encoder::new(data, layout, image.width(), image.height())
+            let encoded = webp::Encoder::new(&data, layout, image.width(), image.height())
                 .encode_advanced(&config)
                 .map_err(|e| failed(&format!("{e:?}")))?;
             match icc {
@@ -105,8 +99,35 @@ pub(super) fn encode(
                 None => out.extend_from_slice(&encoded),
             }
         }
+        Format::Avif => {
+            // libavif with libaom, one thread, 4:2:0; recipes bound the size
+            // (recipe.rs: MAX_AVIF_PIXELS).
+            let (alpha, data) = rgb_or_rgba(image);
+            let pixels = minilab_avif::Pixels {
+                width: image.width(),
+                height: image.height(),
+                alpha,
+                data: &data,
+            };
+            let settings = minilab_avif::Settings {
+                quantizer: minilab_avif::quantizer_for_quality(spec.quality),
+                speed: spec.speed,
+            };
+            out = minilab_avif::encode(&pixels, settings, icc).map_err(|e| failed(&e))?;
+        }
     }
     Ok(out)
+}
+
+/// The pixels as packed 8-bit RGB or RGBA: grey is widened, as WebP and AVIF are
+/// encoded from colour here.
+fn rgb_or_rgba(image: &DynamicImage) -> (bool, Cow<'_, [u8]>) {
+    match image {
+        DynamicImage::ImageRgb8(rgb) => (false, Cow::Borrowed(rgb.as_raw())),
+        DynamicImage::ImageRgba8(rgba) => (true, Cow::Borrowed(rgba.as_raw())),
+        _ if image.color().has_alpha() => (true, Cow::Owned(image.to_rgba8().into_raw())),
+        _ => (false, Cow::Owned(image.to_rgb8().into_raw())),
+    }
 }
 
 #[cfg(test)]
@@ -190,6 +211,7 @@ mod tests {
             quality,
             lossless,
             progressive: false,
+            speed: 9,
             background: [255, 255, 255],
         };
         let lossless = encode(&photo, &output(80, true), None).unwrap();
@@ -265,6 +287,7 @@ mod tests {
                 quality: 90,
                 lossless: false,
                 progressive: true,
+                speed: 9,
                 background: [200, 30, 40],
             }],
         };
@@ -281,5 +304,86 @@ mod tests {
         // SOF2 (FF C2) marks a progressive JPEG, SOF0 (FF C0) a baseline one.
         assert!(bytes.windows(2).any(|w| w == [0xFF, 0xC2]));
         assert!(!bytes.windows(2).any(|w| w == [0xFF, 0xC0]));
+    }
+
+    /// An AVIF output's pixels, decoded by libheif (which reads AV1 too).
+    fn decode_avif(bytes: &[u8]) -> DynamicImage {
+        let decoded = minilab_heif::decode(bytes, 4096).expect("libheif decodes the AVIF");
+        if decoded.alpha {
+            DynamicImage::ImageRgba8(
+                image::RgbaImage::from_raw(decoded.width, decoded.height, decoded.pixels).unwrap(),
+            )
+        } else {
+            DynamicImage::ImageRgb8(
+                image::RgbImage::from_raw(decoded.width, decoded.height, decoded.pixels).unwrap(),
+            )
+        }
+    }
+
+    #[test]
+    fn avif_is_smaller_than_jpeg_at_the_same_quality_and_keeps_alpha() {
+        if !(minilab_avif::AVAILABLE && minilab_heif::AVAILABLE) {
+            eprintln!("skipped: this build has no libavif or no libheif");
+            return;
+        }
+        let output = |name: &str, format| OutputSpec {
+            name: name.into(),
+            operations: vec![crate::recipe::Operation::Resize {
+                width: 1024,
+                height: 1024,
+                fit: crate::recipe::Fit::Fit,
+                enlarge: false,
+            }],
+            format,
+            quality: 80,
+            lossless: false,
+            progressive: false,
+            speed: 9,
+            background: [255, 255, 255],
+        };
+        let recipe = Recipe {
+            name: "t".into(),
+            colorspace: Default::default(),
+            description: "t".into(),
+            outputs: vec![output("jpeg", Format::Jpeg), output("avif", Format::Avif)],
+        };
+        recipe.validate().unwrap();
+        let photo = test_photo("photo-12mp.jpg");
+        let processed = process(&photo, &recipe, &Limits::default()).unwrap();
+        let (jpeg, avif) = (&processed.outputs[0], &processed.outputs[1]);
+        assert_eq!(&avif.bytes[4..12], b"ftypavif");
+        assert!(
+            avif.bytes.len() < jpeg.bytes.len(),
+            "AVIF {} bytes, JPEG {}",
+            avif.bytes.len(),
+            jpeg.bytes.len()
+        );
+        let reference = decode(&photo, &Limits::default())
+            .unwrap()
+            .1
+            .resize_exact(1024, 768, image::imageops::FilterType::Lanczos3)
+            .to_luma8();
+        let decoded = decode_avif(&avif.bytes);
+        assert_eq!((decoded.width(), decoded.height()), (1024, 768));
+        let score = ssim(&decoded.to_luma8(), &reference);
+        let jpeg_score = ssim(
+            &image::load_from_memory(&jpeg.bytes).unwrap().to_luma8(),
+            &reference,
+        );
+        eprintln!(
+            "AVIF {} bytes SSIM {score:.4}; JPEG {} bytes SSIM {jpeg_score:.4}",
+            avif.bytes.len(),
+            jpeg.bytes.len()
+        );
+        assert!(
+            score >= jpeg_score - 0.005,
+            "AVIF {score:.4}, JPEG {jpeg_score:.4}"
+        );
+
+        // Transparency survives.
+        let alpha = process(&test_photo("photo-alpha.png"), &recipe, &Limits::default()).unwrap();
+        let decoded = decode_avif(&alpha.outputs[1].bytes);
+        assert!(decoded.color().has_alpha());
+        assert!(decoded.to_rgba8().pixels().any(|p| p[3] == 0));
     }
 }

@@ -207,6 +207,7 @@ mod tests {
                 Format::Jpeg => ImageFormat::Jpeg,
                 Format::Webp => ImageFormat::WebP,
                 Format::Png => ImageFormat::Png,
+                Format::Avif => ImageFormat::Avif,
             };
             assert_eq!(image::guess_format(&output.bytes).unwrap(), format);
             let decoded = image::load_from_memory_with_format(&output.bytes, format).unwrap();
@@ -251,6 +252,7 @@ mod tests {
             quality: 80,
             lossless: false,
             progressive: false,
+            speed: 9,
             background: [255, 255, 255],
         };
         let recipe = Recipe {

@@ -339,6 +339,7 @@ mod tests {
                 quality: 80,
                 lossless: false,
                 progressive: false,
+                speed: 9,
                 background: [10, 200, 30],
             }],
         };

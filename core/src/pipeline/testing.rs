@@ -27,6 +27,7 @@ pub fn run_ops(source: &DynamicImage, operations: Vec<Operation>) -> DynamicImag
             quality: 80,
             lossless: false,
             progressive: false,
+            speed: 9,
             background: [255, 255, 255],
         }],
     };
