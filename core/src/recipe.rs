@@ -61,6 +61,23 @@ fn default_background() -> [u8; 3] {
     [255, 255, 255]
 }
 
+impl OutputSpec {
+    /// An output with every optional field at its default, as a recipe file that
+    /// leaves them out gets it.
+    pub fn new(name: &str, format: Format, operations: Vec<Operation>) -> Self {
+        Self {
+            name: name.into(),
+            operations,
+            format,
+            quality: default_quality(),
+            lossless: false,
+            progressive: false,
+            speed: default_avif_speed(),
+            background: default_background(),
+        }
+    }
+}
+
 /// `#rrggbb` in recipes, three bytes in code.
 mod hex_colour {
     use serde::{Deserialize, Deserializer, Serializer};
@@ -371,18 +388,8 @@ impl RecipeBook {
 
     /// The recipes every deployment has.
     pub fn builtin() -> Self {
-        let output = |name: &str, format, operations| OutputSpec {
-            name: name.into(),
-            operations,
-            format,
-            quality: 80,
-            lossless: false,
-            progressive: false,
-            speed: 9,
-            background: default_background(),
-        };
-        let jpeg = |name: &str, operations| output(name, Format::Jpeg, operations);
-        let webp = |name: &str, operations| output(name, Format::Webp, operations);
+        let jpeg = |name: &str, operations| OutputSpec::new(name, Format::Jpeg, operations);
+        let webp = |name: &str, operations| OutputSpec::new(name, Format::Webp, operations);
         let fit = |size| Operation::Resize {
             width: size,
             height: size,

@@ -25,24 +25,17 @@ fn photo_path(name: &str) -> PathBuf {
 
 /// A recipe keeping the source's colour space: every format, and a grey output.
 fn keep() -> Recipe {
-    let output = |name: &str, format, lossless, operations: Vec<Operation>| OutputSpec {
-        name: name.into(),
-        operations: [
-            vec![Operation::Resize {
-                width: 1024,
-                height: 1024,
-                fit: Fit::Fit,
-                enlarge: false,
-            }],
-            operations,
-        ]
-        .concat(),
-        format,
-        quality: 80,
-        lossless,
-        progressive: false,
-        speed: 9,
-        background: [255, 255, 255],
+    let output = |name: &str, format, lossless, operations: Vec<Operation>| {
+        let fit = Operation::Resize {
+            width: 1024,
+            height: 1024,
+            fit: Fit::Fit,
+            enlarge: false,
+        };
+        OutputSpec {
+            lossless,
+            ..OutputSpec::new(name, format, [vec![fit], operations].concat())
+        }
     };
     Recipe {
         name: "keep".into(),

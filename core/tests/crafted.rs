@@ -179,16 +179,7 @@ fn every_exif_orientation_is_applied_on_both_decode_paths() {
         name: "t".into(),
         colorspace: Default::default(),
         description: "t".into(),
-        outputs: vec![OutputSpec {
-            name: "o".into(),
-            operations,
-            format: Format::Png,
-            quality: 80,
-            lossless: false,
-            progressive: false,
-            speed: 9,
-            background: [255, 255, 255],
-        }],
+        outputs: vec![OutputSpec::new("o", Format::Png, operations)],
     };
     // Full size (the image crate decodes) and fit 100 (the DCT-scaled decode).
     let full = recipe(Vec::new());

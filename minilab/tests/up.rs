@@ -114,15 +114,7 @@ async fn a_heic_photo_is_accepted_and_processed() {
     let dir = tempfile::tempdir().unwrap();
     let lab = Lab::start(dir.path(), &[]);
     let bytes = photo("heic-rotate6.heic");
-    let recipes: Value = lab
-        .http
-        .get(format!("{}/api/v1/recipes", lab.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let recipes = lab.recipes().await;
     let accepted = recipes["acceptedContentTypes"].as_array().unwrap();
     if !minilab_core::accepted_content_types().contains(&"image/heic") {
         eprintln!("skipped: this build has no libheif");
@@ -370,15 +362,7 @@ async fn the_api_answers_bad_requests_with_stable_codes() {
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error"]["code"], "not-found");
     }
-    let recipes: Value = lab
-        .http
-        .get(format!("{}/api/v1/recipes", lab.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let recipes = lab.recipes().await;
     let names: Vec<_> = recipes["recipes"]
         .as_array()
         .unwrap()

@@ -210,6 +210,18 @@ impl Api {
         }
     }
 
+    /// `GET /api/v1/recipes`: the recipes, the limits and the accepted types.
+    pub async fn recipes(&self) -> Value {
+        self.http
+            .get(format!("{}/api/v1/recipes", self.url))
+            .send()
+            .await
+            .expect("GET /api/v1/recipes")
+            .json()
+            .await
+            .expect("a JSON body")
+    }
+
     /// `POST /api/v1/uploads`; returns the status and the JSON body.
     pub async fn create_upload(
         &self,

@@ -192,9 +192,8 @@ fn flatten_onto(image: &DynamicImage, background: [u8; 3]) -> DynamicImage {
 mod tests {
     use super::*;
     use crate::limits::Limits;
-    use crate::pipeline::testing::{png_of, ssim, test_photo};
+    use crate::pipeline::testing::{self, png_of, ssim, test_photo};
     use crate::pipeline::{decode, process};
-    use crate::recipe::Recipe;
     use image::ImageFormat;
 
     #[test]
@@ -205,14 +204,9 @@ mod tests {
         assert!(photo.color().has_alpha());
         let photo = photo.resize(400, 400, image::imageops::FilterType::Triangle);
         let output = |quality, lossless| OutputSpec {
-            name: "o".into(),
-            operations: Vec::new(),
-            format: Format::Webp,
             quality,
             lossless,
-            progressive: false,
-            speed: 9,
-            background: [255, 255, 255],
+            ..testing::output("o", Format::Webp, Vec::new())
         };
         let lossless = encode(&photo, &output(80, true), None).unwrap();
         assert_eq!(chunk(&lossless), *b"VP8L");
@@ -276,21 +270,12 @@ mod tests {
             20,
             image::Rgba([0, 0, 0, 0]),
         ));
-        let recipe = Recipe {
-            name: "t".into(),
-            colorspace: Default::default(),
-            description: "t".into(),
-            outputs: vec![OutputSpec {
-                name: "o".into(),
-                operations: Vec::new(),
-                format: Format::Jpeg,
-                quality: 90,
-                lossless: false,
-                progressive: true,
-                speed: 9,
-                background: [200, 30, 40],
-            }],
-        };
+        let recipe = testing::recipe(vec![OutputSpec {
+            quality: 90,
+            progressive: true,
+            background: [200, 30, 40],
+            ..testing::output("o", Format::Jpeg, Vec::new())
+        }]);
         let processed = process(&png_of(&transparent), &recipe, &Limits::default()).unwrap();
         let bytes = &processed.outputs[0].bytes;
         let image::Rgb([r, g, b]) = *image::load_from_memory(bytes)
@@ -326,27 +311,10 @@ mod tests {
             eprintln!("skipped: this build has no libavif or no libheif");
             return;
         }
-        let output = |name: &str, format| OutputSpec {
-            name: name.into(),
-            operations: vec![crate::recipe::Operation::Resize {
-                width: 1024,
-                height: 1024,
-                fit: crate::recipe::Fit::Fit,
-                enlarge: false,
-            }],
-            format,
-            quality: 80,
-            lossless: false,
-            progressive: false,
-            speed: 9,
-            background: [255, 255, 255],
-        };
-        let recipe = Recipe {
-            name: "t".into(),
-            colorspace: Default::default(),
-            description: "t".into(),
-            outputs: vec![output("jpeg", Format::Jpeg), output("avif", Format::Avif)],
-        };
+        let recipe = testing::recipe(vec![
+            testing::output("jpeg", Format::Jpeg, vec![testing::fit(1024)]),
+            testing::output("avif", Format::Avif, vec![testing::fit(1024)]),
+        ]);
         recipe.validate().unwrap();
         let photo = test_photo("photo-12mp.jpg");
         let processed = process(&photo, &recipe, &Limits::default()).unwrap();

@@ -39,7 +39,8 @@ pub struct Processed {
 pub struct SourceInfo {
     /// The format detected from the bytes, e.g. `jpeg`.
     pub format: &'static str,
-    /// Width and height as stored, before auto-orientation.
+    /// Width and height as stored, before auto-orientation (for HEIC, as shown:
+    /// libheif reports the size with its `irot` transform applied).
     pub width: u32,
     pub height: u32,
 }
@@ -176,7 +177,7 @@ impl Budget {
 mod tests {
     use super::testing::png;
     use super::*;
-    use crate::recipe::{Fit, Operation, OutputSpec, RecipeBook};
+    use crate::recipe::{Operation, RecipeBook};
     use image::ImageFormat;
 
     #[test]
@@ -236,34 +237,14 @@ mod tests {
             200,
             image::Rgb([200, 20, 20]),
         ));
-        let output = |name: &str, size, operations: Vec<Operation>| OutputSpec {
-            name: name.into(),
-            operations: [
-                vec![Operation::Resize {
-                    width: size,
-                    height: size,
-                    fit: Fit::Fit,
-                    enlarge: false,
-                }],
-                operations,
-            ]
-            .concat(),
-            format: Format::Png,
-            quality: 80,
-            lossless: false,
-            progressive: false,
-            speed: 9,
-            background: [255, 255, 255],
-        };
-        let recipe = Recipe {
-            name: "t".into(),
-            colorspace: Default::default(),
-            description: "t".into(),
-            outputs: vec![
-                output("big", 300, vec![Operation::Grayscale]),
-                output("small", 40, vec![]),
-            ],
-        };
+        let recipe = testing::recipe(vec![
+            testing::output(
+                "big",
+                Format::Png,
+                vec![testing::fit(300), Operation::Grayscale],
+            ),
+            testing::output("small", Format::Png, vec![testing::fit(40)]),
+        ]);
         let processed = process(&testing::png_of(&red), &recipe, &Limits::default()).unwrap();
         assert_eq!(processed.placeholder.dominant_color, "#c81414");
     }

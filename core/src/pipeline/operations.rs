@@ -173,8 +173,8 @@ mod tests {
     use super::*;
     use crate::limits::Limits;
     use crate::pipeline::process;
-    use crate::pipeline::testing::{mean, png, png_of, run_ops, variance};
-    use crate::recipe::{Format, Recipe, RecipeBook};
+    use crate::pipeline::testing::{self, mean, png, png_of, run_ops, variance};
+    use crate::recipe::{Format, RecipeBook};
 
     #[test]
     fn a_fit_enlarges_only_when_asked_and_stretches_the_whole_picture() {
@@ -323,26 +323,16 @@ mod tests {
         assert_eq!(filled.dimensions(), (100, 100));
         assert!(filled.get_pixel(20, 50)[0] < 30 && filled.get_pixel(80, 50)[0] > 225);
 
-        let recipe = Recipe {
-            name: "t".into(),
-            colorspace: Default::default(),
-            description: "t".into(),
-            outputs: vec![OutputSpec {
-                name: "o".into(),
-                operations: vec![Operation::Resize {
-                    width: 100,
-                    height: 100,
-                    fit: Fit::Contain,
-                    enlarge: false,
-                }],
-                format: Format::Png,
-                quality: 80,
-                lossless: false,
-                progressive: false,
-                speed: 9,
-                background: [10, 200, 30],
-            }],
+        let contain = Operation::Resize {
+            width: 100,
+            height: 100,
+            fit: Fit::Contain,
+            enlarge: false,
         };
+        let recipe = testing::recipe(vec![OutputSpec {
+            background: [10, 200, 30],
+            ..testing::output("o", Format::Png, vec![contain])
+        }]);
         let processed = process(&png_of(&source), &recipe, &Limits::default()).unwrap();
         let contained = image::load_from_memory(&processed.outputs[0].bytes)
             .unwrap()

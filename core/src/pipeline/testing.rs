@@ -15,22 +15,33 @@ pub fn png(width: u32, height: u32, color: image::ColorType) -> Vec<u8> {
     out
 }
 
-pub fn run_ops(source: &DynamicImage, operations: Vec<Operation>) -> DynamicImage {
-    let recipe = Recipe {
+/// An output at the defaults (quality 80, baseline, white background).
+pub fn output(name: &str, format: Format, operations: Vec<Operation>) -> OutputSpec {
+    OutputSpec::new(name, format, operations)
+}
+
+/// A recipe of `outputs`, in sRGB.
+pub fn recipe(outputs: Vec<OutputSpec>) -> Recipe {
+    Recipe {
         name: "t".into(),
         colorspace: Default::default(),
         description: "t".into(),
-        outputs: vec![OutputSpec {
-            name: "o".into(),
-            operations,
-            format: Format::Png,
-            quality: 80,
-            lossless: false,
-            progressive: false,
-            speed: 9,
-            background: [255, 255, 255],
-        }],
-    };
+        outputs,
+    }
+}
+
+/// A resize to fit a `size`×`size` box.
+pub fn fit(size: u32) -> Operation {
+    Operation::Resize {
+        width: size,
+        height: size,
+        fit: crate::recipe::Fit::Fit,
+        enlarge: false,
+    }
+}
+
+pub fn run_ops(source: &DynamicImage, operations: Vec<Operation>) -> DynamicImage {
+    let recipe = recipe(vec![output("o", Format::Png, operations)]);
     recipe.validate().unwrap();
     let processed = process(&png_of(source), &recipe, &Limits::default()).unwrap();
     image::load_from_memory(&processed.outputs[0].bytes).unwrap()
