@@ -203,10 +203,56 @@ function contentType(file) {
   return "application/octet-stream";
 }
 
-async function handleFile(file, recipe) {
+/** A new card for an upload, on top of the list. */
+function newCard(filename) {
   const card = $("#upload-template").content.firstElementChild.cloneNode(true);
-  $(".filename", card).textContent = file.name;
+  $(".filename", card).textContent = filename;
   $("#uploads").prepend(card);
+  return card;
+}
+
+/** Waits for the upload's final status and shows it on its card. */
+async function finish(card, statusUrl) {
+  const progress = $(".progress", card);
+  setState(card, "processing");
+  const status = await waitForResult(statusUrl, (state) => setState(card, state));
+  progress.hidden = true;
+  if (status.state === "succeeded") showOutputs(card, status.outputs, status.placeholder);
+  else if (status.state === "failed") showError(card, new UploadError(status.error.code, status.error.message));
+  else if (status.state === "expired") showError(card, new UploadError("upload-expired", ""));
+}
+
+function refused(card, error) {
+  $(".progress", card).hidden = true;
+  setState(card, "refused");
+  showError(card, error instanceof UploadError ? error : new UploadError("network", String(error)));
+}
+
+// Recent uploads, newest first, kept across reloads in this browser: their status
+// is asked again, so download links are fresh whenever the page is opened.
+const RECENT_KEY = "minilab.recent-uploads";
+const MAX_RECENT = 12;
+
+function recentUploads() {
+  try {
+    const list = JSON.parse(localStorage.getItem(RECENT_KEY));
+    return Array.isArray(list) ? list.filter((u) => u && typeof u.statusUrl === "string") : [];
+  } catch {
+    return [];
+  }
+}
+
+function remember(upload) {
+  const list = [upload, ...recentUploads().filter((u) => u.id !== upload.id)].slice(0, MAX_RECENT);
+  try {
+    localStorage.setItem(RECENT_KEY, JSON.stringify(list));
+  } catch {
+    // Storage full or disabled: the upload still works, it is just not kept.
+  }
+}
+
+async function handleFile(file, recipe) {
+  const card = newCard(file.name);
   const progress = $(".progress", card);
   try {
     const ticket = await api("/api/v1/uploads", {
@@ -218,19 +264,22 @@ async function handleFile(file, recipe) {
         recipe,
       }),
     });
+    remember({ id: ticket.id, statusUrl: ticket.statusUrl, filename: file.name });
     setState(card, "uploading");
     await postToStore(ticket.upload, file, (fraction) => (progress.value = fraction));
     progress.value = 1;
-    setState(card, "processing");
-    const status = await waitForResult(ticket.statusUrl, (state) => setState(card, state));
-    progress.hidden = true;
-    if (status.state === "succeeded") showOutputs(card, status.outputs, status.placeholder);
-    else if (status.state === "failed") showError(card, new UploadError(status.error.code, status.error.message));
-    else if (status.state === "expired") showError(card, new UploadError("upload-expired", ""));
+    await finish(card, ticket.statusUrl);
   } catch (error) {
-    progress.hidden = true;
-    setState(card, "refused");
-    showError(card, error instanceof UploadError ? error : new UploadError("network", String(error)));
+    refused(card, error);
+  }
+}
+
+/** The recent uploads again, oldest first so the newest ends on top. */
+function showRecent() {
+  for (const upload of recentUploads().reverse()) {
+    const card = newCard(upload.filename || upload.id);
+    $(".progress", card).hidden = true;
+    finish(card, upload.statusUrl).catch((error) => refused(card, error));
   }
 }
 
@@ -282,6 +331,7 @@ async function start() {
   zone.addEventListener("keydown", (event) => {
     if (event.key === "Enter" || event.key === " ") input.click();
   });
+  showRecent();
   document.body.dataset.ready = "true";
 }
 

@@ -155,6 +155,36 @@ test("previews show the image's placeholder until the image itself arrives", asy
   assert.deepEqual(problems, []);
 });
 
+test("recent uploads come back after a reload, placeholders first, links fresh", async () => {
+  const { page, problems } = await openPage();
+  await page.selectOption("#recipe", "web");
+  await page.setInputFiles("#file", path.join(photos, "photo-small.jpg"));
+  await expectFinal(page.locator("article.upload").first(), "succeeded");
+
+  // Hold the previews' downloads after the reload until the placeholder is seen.
+  let release;
+  const released = new Promise((resolve) => (release = resolve));
+  await page.route(/\/large\.jpg\?/, async (route) => {
+    await released;
+    await route.continue();
+  });
+  const asked = page.waitForRequest(/\/api\/v1\/uploads\/[0-9a-z]+\?wait=/);
+  await page.reload();
+  await page.waitForSelector("body[data-ready=true]");
+  await asked; // the status, and with it fresh download links, asked for again
+  const card = page.locator("article.upload").first();
+  assert.equal(await card.locator(".filename").innerText(), "photo-small.jpg");
+  await expectFinal(card, "succeeded");
+  const image = card.locator("figure.output[data-name=large] img");
+  assert.match(await image.evaluate((img) => img.style.backgroundImage), /^url\("data:image\/png;base64,/);
+  release();
+  await image.evaluate((img) =>
+    img.complete && img.naturalWidth > 0 ? null : new Promise((done) => img.addEventListener("load", done, { once: true })),
+  );
+  assert.equal(await image.evaluate((img) => img.style.backgroundImage), "");
+  assert.deepEqual(problems, []);
+});
+
 test("an iPhone's HEIC photo is offered, accepted and shown turned", async () => {
   const { page, problems } = await openPage();
   // ./tests/run builds with libheif, so the picker offers HEIC.
