@@ -105,12 +105,12 @@ pub trait Authenticator: Send + Sync {
 /// [`Subject`] to the limits and the handlers, or answers 401 (503 while the issuer's
 /// keys cannot be had) with the reason's code.
 pub async fn require(
-    axum::extract::State(config): axum::extract::State<crate::ApiConfig>,
+    axum::extract::State(state): axum::extract::State<crate::ApiState>,
     mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let Some(sign_in) = &config.sign_in else {
+    let Some(sign_in) = &state.sign_in else {
         return next.run(request).await;
     };
     match sign_in.authenticate(request.headers()).await {
@@ -119,7 +119,7 @@ pub async fn require(
             next.run(request).await
         }
         Err(err) => {
-            config.metrics.refused(err.code());
+            state.metrics.refused(err.code());
             ApiError::from(err).into_response()
         }
     }

@@ -25,9 +25,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceBuilder;
 
-/// Everything the API needs; cheap to clone.
+/// The API's shared state: its clients, settings and metrics; cheap to clone.
 #[derive(Clone)]
-pub struct ApiConfig {
+pub struct ApiState {
     pub s3: aws_sdk_s3::Client,
     /// Signs upload policies and download URLs, and says how long they may live.
     pub signer: Arc<signing::Signer>,
@@ -84,14 +84,14 @@ const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// The API, the page (with `serve_web`) and the probes; `/metrics` is in
 /// [`metrics_router`], served on a port of its own or merged into this one.
-pub fn router(config: ApiConfig) -> Router {
-    let serve_web = config.serve_web;
-    let limits = config.rate_limits;
-    let guard = |rate| limits::Guard::new(rate, limits.trusted_hops, config.metrics.clone());
+pub fn router(state: ApiState) -> Router {
+    let serve_web = state.serve_web;
+    let limits = state.rate_limits;
+    let guard = |rate| limits::Guard::new(rate, limits.trusted_hops, state.metrics.clone());
     let limited =
         |guard: limits::Guard| axum::middleware::from_fn_with_state(Arc::new(guard), limits::guard);
     // Sign-in runs first (the outer layer), so the limits key by its subject.
-    let signed_in = axum::middleware::from_fn_with_state(config.clone(), auth::require);
+    let signed_in = axum::middleware::from_fn_with_state(state.clone(), auth::require);
     let api = Router::new()
         .route(
             "/api/v1/uploads",
@@ -113,7 +113,7 @@ pub fn router(config: ApiConfig) -> Router {
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint")
         })
-        .with_state(config);
+        .with_state(state);
     let app = if serve_web {
         api.merge(web::router())
     } else {
@@ -147,8 +147,8 @@ async fn overload_or_timeout(err: BoxError) -> ApiError {
     }
 }
 
-async fn recipes(State(config): State<ApiConfig>) -> Json<serde_json::Value> {
-    let recipes: Vec<_> = config
+async fn recipes(State(state): State<ApiState>) -> Json<serde_json::Value> {
+    let recipes: Vec<_> = state
         .recipes
         .iter()
         .map(|r| {
@@ -167,30 +167,30 @@ async fn recipes(State(config): State<ApiConfig>) -> Json<serde_json::Value> {
         .collect();
     Json(json!({
         "recipes": recipes,
-        "maxUploadBytes": config.max_upload_bytes,
+        "maxUploadBytes": state.max_upload_bytes,
         "acceptedContentTypes": minilab_core::accepted_content_types(),
     }))
 }
 
 /// `/metrics` (OpenMetrics text).
-pub fn metrics_router(config: ApiConfig) -> Router {
+pub fn metrics_router(state: ApiState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .with_state(config)
+        .with_state(state)
 }
 
-async fn metrics(State(config): State<ApiConfig>) -> impl axum::response::IntoResponse {
+async fn metrics(State(state): State<ApiState>) -> impl axum::response::IntoResponse {
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        config.metrics.encode(),
+        state.metrics.encode(),
     )
 }
 
-async fn readyz(State(config): State<ApiConfig>) -> Result<Json<serde_json::Value>, ApiError> {
-    if config.readiness.draining() {
+async fn readyz(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    if state.readiness.draining() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "draining",

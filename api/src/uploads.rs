@@ -1,7 +1,7 @@
 //! `POST /api/v1/uploads` issues a presigned POST; `GET /api/v1/uploads/{id}` says
 //! where the upload is, from S3 alone.
 
-use crate::ApiConfig;
+use crate::ApiState;
 use crate::auth::Subject;
 use crate::error::{ApiError, Result};
 use crate::limits::{self, Client, UploadBudget};
@@ -46,7 +46,7 @@ pub struct PresignedPost {
 }
 
 pub async fn create(
-    State(config): State<ApiConfig>,
+    State(state): State<ApiState>,
     subject: Option<Extension<Subject>>,
     client: Option<Extension<Client>>,
     budget: Option<Extension<UploadBudget>>,
@@ -54,7 +54,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<UploadTicket>)> {
     let Json(request) =
         body.map_err(|e| ApiError::new(e.status(), "invalid-request", e.body_text()))?;
-    if config.recipes.get(&request.recipe).is_none() {
+    if state.recipes.get(&request.recipe).is_none() {
         return Err(ApiError::bad_request(
             "unknown-recipe",
             format!("there is no recipe named {:?}", truncate(&request.recipe)),
@@ -74,13 +74,13 @@ pub async fn create(
     if request.size == 0 {
         return Err(ApiError::bad_request("empty-file", "the file is empty"));
     }
-    if request.size > config.max_upload_bytes {
+    if request.size > state.max_upload_bytes {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too-large",
             format!(
                 "the file has {} bytes; the limit is {}",
-                request.size, config.max_upload_bytes
+                request.size, state.max_upload_bytes
             ),
         ));
     }
@@ -95,7 +95,7 @@ pub async fn create(
         (client, budget)
         && let Err(wait) = budget.take(client, std::time::Instant::now(), request.size as f64)
     {
-        config.metrics.refused("upload-budget-exceeded");
+        state.metrics.refused("upload-budget-exceeded");
         let seconds = limits::retry_after(wait);
         return Err(ApiError::too_many(
             "upload-budget-exceeded",
@@ -113,12 +113,12 @@ pub async fn create(
         None => UploadId::new(now),
     };
     let key = keys::source_key(id);
-    let credentials = config
+    let credentials = state
         .signer
         .credentials()
         .await
         .map_err(ApiError::internal)?;
-    let ttl = signing::lifetime(config.upload_ttl, credentials.expiry(), now.into());
+    let ttl = signing::lifetime(state.upload_ttl, credentials.expiry(), now.into());
     let expires_at = now + chrono::Duration::from_std(ttl).map_err(ApiError::internal)?;
     let stem = minilab_core::safe_file_stem(&request.filename);
     let mut metadata = vec![(minilab_core::RECIPE_METADATA, request.recipe.as_str())];
@@ -126,26 +126,26 @@ pub async fn create(
         metadata.push((minilab_core::FILENAME_METADATA, stem.as_str()));
     }
     let policy = PostPolicy {
-        bucket: &config.uploads_bucket,
+        bucket: &state.uploads_bucket,
         key: &key,
         content_type: &request.content_type,
-        max_bytes: config.max_upload_bytes,
+        max_bytes: state.max_upload_bytes,
         metadata: &metadata,
         expires_at,
     };
-    let fields = policy.sign(&credentials, &config.region, now);
+    let fields = policy.sign(&credentials, &state.region, now);
     tracing::info!(%id, recipe = request.recipe, size = request.size, "upload issued");
-    config.metrics.issued();
-    if let Some(tracker) = &config.tracker {
+    state.metrics.issued();
+    if let Some(tracker) = &state.tracker {
         crate::tracking::spawn_tracking(
             tracker.clone(),
-            config.metrics.clone(),
+            state.metrics.clone(),
             crate::tracking::TrackedUpload {
                 id,
                 recipe: request.recipe.clone(),
-                uploads_bucket: config.uploads_bucket.clone(),
+                uploads_bucket: state.uploads_bucket.clone(),
                 key: key.clone(),
-                processed_bucket: config.processed_bucket.clone(),
+                processed_bucket: state.processed_bucket.clone(),
                 prefix: keys::upload_prefix(id),
                 expires_at,
             },
@@ -156,12 +156,12 @@ pub async fn create(
         Json(UploadTicket {
             id,
             upload: PresignedPost {
-                url: config.upload_url.clone(),
+                url: state.upload_url.clone(),
                 fields,
             },
             expires_at,
             status_url: format!("/api/v1/uploads/{id}"),
-            max_bytes: config.max_upload_bytes,
+            max_bytes: state.max_upload_bytes,
         }),
     ))
 }
@@ -243,7 +243,7 @@ const MAX_WAIT: Duration = Duration::from_secs(20);
 const POLL_EVERY: Duration = Duration::from_millis(200);
 
 pub async fn status(
-    State(config): State<ApiConfig>,
+    State(state): State<ApiState>,
     subject: Option<Extension<Subject>>,
     Path(id): Path<String>,
     query: std::result::Result<Query<StatusQuery>, axum::extract::rejection::QueryRejection>,
@@ -267,7 +267,7 @@ pub async fn status(
     let wait = Duration::from_secs(query.wait.unwrap_or(0)).min(MAX_WAIT);
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        let status = current_status(&config, id).await?;
+        let status = current_status(&state, id).await?;
         if status.state.is_final() || tokio::time::Instant::now() + POLL_EVERY > deadline {
             return Ok(Json(status));
         }
@@ -276,14 +276,14 @@ pub async fn status(
     }
 }
 
-async fn current_status(config: &ApiConfig, id: UploadId) -> Result<UploadStatus> {
-    if let Some(manifest) = read_manifest(config, id).await? {
-        return status_from_manifest(config, id, manifest).await;
+async fn current_status(state: &ApiState, id: UploadId) -> Result<UploadStatus> {
+    if let Some(manifest) = read_manifest(state, id).await? {
+        return status_from_manifest(state, id, manifest).await;
     }
-    let stored = source_stored(config, id).await?;
+    let stored = source_stored(state, id).await?;
     Ok(UploadStatus {
         id,
-        state: pending_state(id, stored, config.upload_ttl, Utc::now()),
+        state: pending_state(id, stored, state.upload_ttl, Utc::now()),
         created_at: id.created_at(),
         recipe: None,
         outputs: Vec::new(),
@@ -295,11 +295,11 @@ async fn current_status(config: &ApiConfig, id: UploadId) -> Result<UploadStatus
 /// The largest manifest the API reads; real ones are a few kilobytes.
 const MAX_MANIFEST_BYTES: i64 = 1 << 20;
 
-async fn read_manifest(config: &ApiConfig, id: UploadId) -> Result<Option<Manifest>> {
-    let got = config
+async fn read_manifest(state: &ApiState, id: UploadId) -> Result<Option<Manifest>> {
+    let got = state
         .s3
         .get_object()
-        .bucket(&config.processed_bucket)
+        .bucket(&state.processed_bucket)
         .key(keys::manifest_key(id))
         .send()
         .await;
@@ -331,11 +331,11 @@ async fn read_manifest(config: &ApiConfig, id: UploadId) -> Result<Option<Manife
     Ok(Some(manifest))
 }
 
-async fn source_stored(config: &ApiConfig, id: UploadId) -> Result<bool> {
-    let head = config
+async fn source_stored(state: &ApiState, id: UploadId) -> Result<bool> {
+    let head = state
         .s3
         .head_object()
-        .bucket(&config.uploads_bucket)
+        .bucket(&state.uploads_bucket)
         .key(keys::source_key(id))
         .send()
         .await;
@@ -349,19 +349,19 @@ async fn source_stored(config: &ApiConfig, id: UploadId) -> Result<bool> {
 }
 
 async fn status_from_manifest(
-    config: &ApiConfig,
+    state: &ApiState,
     id: UploadId,
     manifest: Manifest,
 ) -> Result<UploadStatus> {
     // Signed with the signer's credentials, not the client's own cache, so that the
     // URL's lifetime can be capped at what exactly these credentials have left.
-    let credentials = config
+    let credentials = state
         .signer
         .credentials()
         .await
         .map_err(ApiError::internal)?;
     let ttl = signing::lifetime(
-        config.download_ttl,
+        state.download_ttl,
         credentials.expiry(),
         std::time::SystemTime::now(),
     );
@@ -378,10 +378,10 @@ async fn status_from_manifest(
     for output in &manifest.outputs {
         let extension = output.key.rsplit_once('.').map_or("bin", |(_, ext)| ext);
         let download_name = format!("{stem}-{}.{extension}", output.name);
-        let url = config
+        let url = state
             .s3
             .get_object()
-            .bucket(&config.processed_bucket)
+            .bucket(&state.processed_bucket)
             .key(&output.key)
             .response_content_disposition(format!("attachment; filename=\"{download_name}\""))
             .customize()

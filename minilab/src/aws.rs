@@ -6,7 +6,7 @@ use anyhow::Context;
 use aws_config::BehaviorVersion;
 use clap::Args;
 use minilab_api::limits::{Rate, RateLimits};
-use minilab_api::{ApiConfig, Readiness};
+use minilab_api::{ApiState, Readiness};
 use minilab_core::Limits;
 use minilab_worker::Worker;
 use minilab_worker::runner::RunOptions;
@@ -254,7 +254,7 @@ pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
         None
     };
     let readiness = Readiness::default();
-    let config = ApiConfig {
+    let config = ApiState {
         tracker,
         metrics: Default::default(),
         s3,

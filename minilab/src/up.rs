@@ -6,7 +6,7 @@ use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use axum::http::HeaderValue;
 use clap::Args;
-use minilab_api::ApiConfig;
+use minilab_api::ApiState;
 use minilab_core::Limits;
 use minilab_core::event::object_created_body;
 use minilab_worker::Worker;
@@ -166,7 +166,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         std::mem::forget(queue);
     }
 
-    let config = ApiConfig {
+    let config = ApiState {
         tracker: None,
         metrics: Default::default(),
         s3,
