@@ -24,8 +24,7 @@ pub use recipe::{Recipe, RecipeBook};
 /// Content types a browser may upload; the worker still trusts only the bytes. HEIC
 /// (`image/heic`, `image/heif`) only where this build decodes it (libheif).
 pub fn accepted_content_types() -> &'static [&'static str] {
-    const BASE: &[&str] = &["image/jpeg", "image/png", "image/webp", "image/gif"];
-    const WITH_HEIC: &[&str] = &[
+    const ALL: &[&str] = &[
         "image/jpeg",
         "image/png",
         "image/webp",
@@ -34,9 +33,9 @@ pub fn accepted_content_types() -> &'static [&'static str] {
         "image/heif",
     ];
     if minilab_heif::AVAILABLE {
-        WITH_HEIC
+        ALL
     } else {
-        BASE
+        &ALL[..4]
     }
 }
 

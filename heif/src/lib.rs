@@ -68,17 +68,31 @@ pub fn is_heic(bytes: &[u8]) -> bool {
             .is_some_and(|brand| BRANDS.iter().any(|b| b.as_slice() == brand))
 }
 
-/// Reads the primary image's header without decoding any pixels (under libheif's
-/// own security limits).
-pub fn header(heif: &[u8]) -> Result<Header, Error> {
-    sys::File::read(heif, None)?.header()
+/// A HEIF file read (parsed, nothing decoded), for its header and then its pixels
+/// without parsing it twice.
+pub struct Heif<'a>(sys::File<'a>);
+
+/// Reads `heif`, refusing (as [`Error::over_limit`]) an image wider or taller than
+/// `max_side`, checked by libheif before any pixel is decoded.
+pub fn open(heif: &[u8], max_side: u32) -> Result<Heif<'_>, Error> {
+    sys::File::read(heif, max_side).map(Heif)
 }
 
-/// Decodes the primary image, its transforms applied, unless it is wider or taller
-/// than `max_side` (checked by libheif before any pixel is decoded, as a second
-/// guard behind the caller's own check of [`header`]).
+impl Heif<'_> {
+    /// The primary image's header.
+    pub fn header(&self) -> Result<Header, Error> {
+        self.0.header()
+    }
+
+    /// The primary image's pixels, its transforms applied.
+    pub fn decode(&self) -> Result<Decoded, Error> {
+        self.0.decode()
+    }
+}
+
+/// Opens and decodes in one step: [`open`], then [`Heif::decode`].
 pub fn decode(heif: &[u8], max_side: u32) -> Result<Decoded, Error> {
-    sys::File::read(heif, Some(max_side))?.decode()
+    open(heif, max_side)?.decode()
 }
 
 #[cfg(test)]
@@ -108,13 +122,14 @@ mod tests {
             eprintln!("skipped: this build has no libheif");
             return;
         }
-        let turned = header(&photo("heic-rotate6.heic")).expect("reads");
+        let header = |name: &str| open(&photo(name), 4000).and_then(|file| file.header());
+        let turned = header("heic-rotate6.heic").expect("reads");
         assert_eq!(
             (turned.width, turned.height, turned.alpha),
             (1500, 2000, false)
         );
         assert_eq!(turned.icc, None);
-        let p3 = header(&photo("heic-p3.heic")).expect("reads");
+        let p3 = header("heic-p3.heic").expect("reads");
         assert_eq!((p3.width, p3.height), (1600, 1200));
         let icc = p3.icc.expect("a profile");
         assert_eq!(&icc[36..40], b"acsp", "an ICC profile's signature");
@@ -127,7 +142,7 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        assert!(header(b"").is_err());
+        assert!(open(b"", 100).is_err());
         assert!(decode(b"\0\0\0\x18ftypheic\0\0\0\0mif1heic", 100).is_err());
     }
 }

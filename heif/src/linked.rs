@@ -104,7 +104,7 @@ pub struct File<'a> {
 }
 
 impl<'a> File<'a> {
-    pub fn read(heif: &'a [u8], max_side: Option<u32>) -> Result<Self, Error> {
+    pub fn read(heif: &'a [u8], max_side: u32) -> Result<Self, Error> {
         static INIT: Once = Once::new();
         // SAFETY: heif_init with NULL parameters has no preconditions; it loads the
         // decoder plugins once (reference-counted; never undone while the process
@@ -122,11 +122,9 @@ impl<'a> File<'a> {
             handle: ptr::null_mut(),
             _bytes: PhantomData,
         };
-        if let Some(side) = max_side {
-            let side = c_int::try_from(side).unwrap_or(c_int::MAX);
-            // SAFETY: the context is live.
-            unsafe { heif_context_set_maximum_image_size_limit(file.context, side) };
-        }
+        let side = c_int::try_from(max_side).unwrap_or(c_int::MAX);
+        // SAFETY: the context is live.
+        unsafe { heif_context_set_maximum_image_size_limit(file.context, side) };
         // SAFETY: the context is live; `heif` is valid for its length, only read,
         // and outlives the context (the `'a` borrow); NULL options are the defaults.
         check(unsafe {
@@ -176,8 +174,9 @@ impl<'a> File<'a> {
     }
 
     pub fn decode(&self) -> Result<Decoded, Error> {
-        let header = self.header()?;
-        let (chroma, channels) = if header.alpha {
+        // SAFETY: the handle is live.
+        let alpha = unsafe { heif_image_handle_has_alpha_channel(self.handle) } != 0;
+        let (chroma, channels) = if alpha {
             (HEIF_CHROMA_INTERLEAVED_RGBA, 4usize)
         } else {
             (HEIF_CHROMA_INTERLEAVED_RGB, 3usize)
@@ -224,7 +223,7 @@ impl<'a> File<'a> {
         Ok(Decoded {
             width,
             height,
-            alpha: header.alpha,
+            alpha,
             pixels,
         })
     }

@@ -146,10 +146,9 @@ test("previews show the image's placeholder until the image itself arrives", asy
   assert.match(waiting.color, /^rgb\(\d+, \d+, \d+\)$/);
   assert.match(waiting.image, /^url\("data:image\/png;base64,/);
   release();
-  // The page's own load listener was added first, so it has run when this one does.
-  await image.evaluate((img) =>
-    img.complete && img.naturalWidth > 0 ? null : new Promise((done) => img.addEventListener("load", done, { once: true })),
-  );
+  // Bounded: the image loads and the page clears the placeholder, or this times out.
+  await page.waitForFunction((img) => img.naturalWidth > 0 && img.style.backgroundImage === "",
+    await image.elementHandle(), { timeout: FINISH_TIMEOUT_MS });
   const loaded = await image.evaluate((img) => [img.style.backgroundImage, img.className]);
   assert.deepEqual(loaded, ["", ""], "the placeholder goes once the image is there");
   assert.deepEqual(problems, []);
@@ -178,9 +177,8 @@ test("recent uploads come back after a reload, placeholders first, links fresh",
   const image = card.locator("figure.output[data-name=large] img");
   assert.match(await image.evaluate((img) => img.style.backgroundImage), /^url\("data:image\/png;base64,/);
   release();
-  await image.evaluate((img) =>
-    img.complete && img.naturalWidth > 0 ? null : new Promise((done) => img.addEventListener("load", done, { once: true })),
-  );
+  await page.waitForFunction((img) => img.naturalWidth > 0 && img.style.backgroundImage === "",
+    await image.elementHandle(), { timeout: FINISH_TIMEOUT_MS });
   assert.equal(await image.evaluate((img) => img.style.backgroundImage), "");
   assert.deepEqual(problems, []);
 });

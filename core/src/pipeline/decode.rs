@@ -136,10 +136,11 @@ fn decode_heic(
             )
         }
     };
-    let header = minilab_heif::header(bytes).map_err(heif_error)?;
+    let file =
+        minilab_heif::open(bytes, limits.max_width.max(limits.max_height)).map_err(heif_error)?;
+    let header = file.header().map_err(heif_error)?;
     check_dimensions(header.width, header.height, limits)?;
-    let decoded =
-        minilab_heif::decode(bytes, limits.max_width.max(limits.max_height)).map_err(heif_error)?;
+    let decoded = file.decode().map_err(heif_error)?;
     let (width, height) = (decoded.width, decoded.height);
     let image = if decoded.alpha {
         image::RgbaImage::from_raw(width, height, decoded.pixels).map(DynamicImage::ImageRgba8)
