@@ -8,8 +8,8 @@
 //! it creates: another subject reading one gets `not-found`. Each refusal has a code
 //! of its own ([`AuthError`]).
 
-use crate::error::ApiError;
-use axum::http::{HeaderMap, StatusCode, header};
+use crate::error::{ApiError, Code};
+use axum::http::{HeaderMap, header};
 
 #[cfg(feature = "sign-in")]
 pub mod oidc;
@@ -43,16 +43,16 @@ pub enum AuthError {
 }
 
 impl AuthError {
-    pub fn code(self) -> &'static str {
+    pub fn code(self) -> Code {
         match self {
-            AuthError::Missing => "token-missing",
-            AuthError::Malformed => "token-malformed",
-            AuthError::Expired => "token-expired",
-            AuthError::WrongAudience => "token-wrong-audience",
-            AuthError::WrongIssuer => "token-wrong-issuer",
-            AuthError::BadSignature => "token-bad-signature",
-            AuthError::UnknownKey => "token-unknown-key",
-            AuthError::KeysUnavailable => "sign-in-unavailable",
+            AuthError::Missing => Code::TokenMissing,
+            AuthError::Malformed => Code::TokenMalformed,
+            AuthError::Expired => Code::TokenExpired,
+            AuthError::WrongAudience => Code::TokenWrongAudience,
+            AuthError::WrongIssuer => Code::TokenWrongIssuer,
+            AuthError::BadSignature => Code::TokenBadSignature,
+            AuthError::UnknownKey => Code::TokenUnknownKey,
+            AuthError::KeysUnavailable => Code::SignInUnavailable,
         }
     }
 
@@ -74,11 +74,7 @@ impl AuthError {
 
 impl From<AuthError> for ApiError {
     fn from(err: AuthError) -> Self {
-        let status = match err {
-            AuthError::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::UNAUTHORIZED,
-        };
-        ApiError::new(status, err.code(), err.message())
+        ApiError::new(err.code(), err.message())
     }
 }
 

@@ -1,15 +1,132 @@
-//! API errors: JSON `{error: {code, message}}` with a stable kebab-case code.
+//! API errors: JSON `{error: {code, message}}` with a stable kebab-case [`Code`].
 //! Internal errors are logged with their cause and answered with a generic message.
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::json;
+
+/// Every code the API answers an error with, and the status each one goes with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Code {
+    /// The request's body, query or path could not be read.
+    InvalidRequest,
+    /// The upload names no recipe the API has.
+    UnknownRecipe,
+    /// The file's content type is not one the pipeline reads.
+    UnsupportedType,
+    /// The file has no bytes.
+    EmptyFile,
+    /// The file is larger than the upload limit.
+    TooLarge,
+    /// No such upload (or not this subject's), or no such endpoint.
+    NotFound,
+    /// Too many requests from this client; see `Retry-After`.
+    RateLimited,
+    /// This client's upload bytes per hour are spent; see `Retry-After`.
+    UploadBudgetExceeded,
+    /// Sign-in is on and the request has no bearer token.
+    TokenMissing,
+    /// The bearer token is not a JWT with the claims required.
+    TokenMalformed,
+    TokenExpired,
+    TokenWrongAudience,
+    TokenWrongIssuer,
+    TokenBadSignature,
+    TokenUnknownKey,
+    /// The issuer's keys cannot be fetched right now.
+    SignInUnavailable,
+    /// The instance is shutting down (`/readyz`).
+    Draining,
+    /// Too many requests in flight; try again shortly.
+    Overloaded,
+    /// The request took longer than the API allows.
+    Timeout,
+    /// Something failed on the API's side (logged, not described).
+    Internal,
+}
+
+impl Code {
+    /// Every code, for documentation and tests.
+    pub const ALL: [Code; 20] = [
+        Code::InvalidRequest,
+        Code::UnknownRecipe,
+        Code::UnsupportedType,
+        Code::EmptyFile,
+        Code::TooLarge,
+        Code::NotFound,
+        Code::RateLimited,
+        Code::UploadBudgetExceeded,
+        Code::TokenMissing,
+        Code::TokenMalformed,
+        Code::TokenExpired,
+        Code::TokenWrongAudience,
+        Code::TokenWrongIssuer,
+        Code::TokenBadSignature,
+        Code::TokenUnknownKey,
+        Code::SignInUnavailable,
+        Code::Draining,
+        Code::Overloaded,
+        Code::Timeout,
+        Code::Internal,
+    ];
+
+    /// The code as it appears in answers and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::InvalidRequest => "invalid-request",
+            Code::UnknownRecipe => "unknown-recipe",
+            Code::UnsupportedType => "unsupported-type",
+            Code::EmptyFile => "empty-file",
+            Code::TooLarge => "too-large",
+            Code::NotFound => "not-found",
+            Code::RateLimited => "rate-limited",
+            Code::UploadBudgetExceeded => "upload-budget-exceeded",
+            Code::TokenMissing => "token-missing",
+            Code::TokenMalformed => "token-malformed",
+            Code::TokenExpired => "token-expired",
+            Code::TokenWrongAudience => "token-wrong-audience",
+            Code::TokenWrongIssuer => "token-wrong-issuer",
+            Code::TokenBadSignature => "token-bad-signature",
+            Code::TokenUnknownKey => "token-unknown-key",
+            Code::SignInUnavailable => "sign-in-unavailable",
+            Code::Draining => "draining",
+            Code::Overloaded => "overloaded",
+            Code::Timeout => "timeout",
+            Code::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status an error with this code is answered with.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Code::InvalidRequest | Code::UnknownRecipe | Code::EmptyFile => StatusCode::BAD_REQUEST,
+            Code::UnsupportedType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Code::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::NotFound => StatusCode::NOT_FOUND,
+            Code::RateLimited | Code::UploadBudgetExceeded => StatusCode::TOO_MANY_REQUESTS,
+            Code::TokenMissing
+            | Code::TokenMalformed
+            | Code::TokenExpired
+            | Code::TokenWrongAudience
+            | Code::TokenWrongIssuer
+            | Code::TokenBadSignature
+            | Code::TokenUnknownKey => StatusCode::UNAUTHORIZED,
+            Code::SignInUnavailable | Code::Draining | Code::Overloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Code::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: Code,
     pub message: String,
     /// Seconds for a `Retry-After` header.
     pub retry_after: Option<u64>,
@@ -18,33 +135,35 @@ pub struct ApiError {
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error with `code`, answered with the code's status.
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
         Self {
-            status,
+            status: code.status(),
             code,
             message: message.into(),
             retry_after: None,
         }
     }
 
-    /// 429 with `code`, asking to come back in `seconds`.
-    pub fn too_many(code: &'static str, message: impl Into<String>, seconds: u64) -> Self {
-        Self {
-            retry_after: Some(seconds),
-            ..Self::new(StatusCode::TOO_MANY_REQUESTS, code, message)
-        }
+    /// The same error answered with another status (axum's own rejections pick
+    /// theirs: 415 for a missing JSON content type, 422 for a body of the wrong shape).
+    pub fn with_status(self, status: StatusCode) -> Self {
+        Self { status, ..self }
     }
 
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
+    /// `code` (a 429 one), asking to come back in `seconds`.
+    pub fn too_many(code: Code, message: impl Into<String>, seconds: u64) -> Self {
+        Self {
+            retry_after: Some(seconds),
+            ..Self::new(code, message)
+        }
     }
 
     /// Logs `cause` and hides it from the client.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
         Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            Code::Internal,
             "something went wrong on our side; try again",
         )
     }
@@ -60,5 +179,22 @@ impl IntoResponse for ApiError {
                 .insert(axum::http::header::RETRY_AFTER, seconds.into());
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_code_reads_as_its_name() {
+        for code in Code::ALL {
+            assert_eq!(
+                serde_json::to_value(code).unwrap(),
+                serde_json::json!(code.as_str())
+            );
+        }
+        let names: std::collections::HashSet<_> = Code::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names.len(), Code::ALL.len());
     }
 }

@@ -15,10 +15,9 @@ pub mod web;
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{BoxError, Json, Router};
-use error::ApiError;
+use error::{ApiError, Code};
 use minilab_core::RecipeBook;
 use serde_json::json;
 use std::sync::Arc;
@@ -110,9 +109,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/recipes", get(recipes))
         .route("/livez", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/readyz", get(readyz))
-        .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint")
-        })
+        .fallback(|| async { ApiError::new(Code::NotFound, "no such endpoint") })
         .with_state(state);
     let app = if serve_web {
         api.merge(web::router())
@@ -131,15 +128,10 @@ pub fn router(state: ApiState) -> Router {
 
 async fn overload_or_timeout(err: BoxError) -> ApiError {
     if err.is::<tower::timeout::error::Elapsed>() {
-        ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "timeout",
-            "the request took too long",
-        )
+        ApiError::new(Code::Timeout, "the request took too long")
     } else if err.is::<tower::load_shed::error::Overloaded>() {
         ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
+            Code::Overloaded,
             "too many requests at once; try again shortly",
         )
     } else {
@@ -179,21 +171,14 @@ pub fn metrics_router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-async fn metrics(State(state): State<ApiState>) -> impl axum::response::IntoResponse {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
-    )
+async fn metrics(State(state): State<ApiState>) -> axum::response::Response {
+    minilab_service::metrics::response(state.metrics.registry())
 }
 
 async fn readyz(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
     if state.readiness.draining() {
         return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "draining",
+            Code::Draining,
             "this instance is shutting down",
         ));
     }

@@ -276,10 +276,10 @@ pub async fn guard(
     match guard.limiter.check(client, Instant::now()) {
         Ok(()) => next.run(request).await,
         Err(wait) => {
-            guard.metrics.refused("rate-limited");
+            guard.metrics.refused(crate::error::Code::RateLimited);
             let seconds = retry_after(wait);
             crate::error::ApiError::too_many(
-                "rate-limited",
+                crate::error::Code::RateLimited,
                 format!("too many requests from this client; try again in {seconds} s"),
                 seconds,
             )

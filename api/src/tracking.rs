@@ -71,15 +71,16 @@ impl ApiMetrics {
     }
 
     /// A request refused with `reason` (a stable error code).
-    pub fn refused(&self, reason: &'static str) {
-        self.refused.get_or_create(&ReasonLabels { reason }).inc();
+    pub fn refused(&self, reason: crate::error::Code) {
+        self.refused
+            .get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            })
+            .inc();
     }
 
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 }
 

@@ -3,7 +3,7 @@
 
 use crate::ApiState;
 use crate::auth::Subject;
-use crate::error::{ApiError, Result};
+use crate::error::{ApiError, Code, Result};
 use crate::limits::{self, Client, UploadBudget};
 use crate::post_policy::{FormFields, PostPolicy};
 use crate::signing;
@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use minilab_core::arrival::{Arrival, arrival};
 use minilab_core::manifest::{ErrorRecord, ManifestState, Placeholder};
 use minilab_core::{Manifest, UploadId, accepted_content_types, keys};
+use minilab_service::objects;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -52,18 +53,17 @@ pub async fn create(
     budget: Option<Extension<UploadBudget>>,
     body: std::result::Result<Json<CreateUpload>, JsonRejection>,
 ) -> Result<(StatusCode, Json<UploadTicket>)> {
-    let Json(request) =
-        body.map_err(|e| ApiError::new(e.status(), "invalid-request", e.body_text()))?;
+    let Json(request) = body
+        .map_err(|e| ApiError::new(Code::InvalidRequest, e.body_text()).with_status(e.status()))?;
     if state.recipes.get(&request.recipe).is_none() {
-        return Err(ApiError::bad_request(
-            "unknown-recipe",
+        return Err(ApiError::new(
+            Code::UnknownRecipe,
             format!("there is no recipe named {:?}", truncate(&request.recipe)),
         ));
     }
     if !accepted_content_types().contains(&request.content_type.as_str()) {
         return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-type",
+            Code::UnsupportedType,
             format!(
                 "{:?} is not accepted; upload one of {}",
                 truncate(&request.content_type),
@@ -72,12 +72,11 @@ pub async fn create(
         ));
     }
     if request.size == 0 {
-        return Err(ApiError::bad_request("empty-file", "the file is empty"));
+        return Err(ApiError::new(Code::EmptyFile, "the file is empty"));
     }
     if request.size > state.max_upload_bytes {
         return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too-large",
+            Code::TooLarge,
             format!(
                 "the file has {} bytes; the limit is {}",
                 request.size, state.max_upload_bytes
@@ -85,8 +84,8 @@ pub async fn create(
         ));
     }
     if request.filename.len() > 1024 {
-        return Err(ApiError::bad_request(
-            "invalid-request",
+        return Err(ApiError::new(
+            Code::InvalidRequest,
             "the file name is longer than 1024 bytes",
         ));
     }
@@ -95,10 +94,10 @@ pub async fn create(
         (client, budget)
         && let Err(wait) = budget.take(client, std::time::Instant::now(), request.size as f64)
     {
-        state.metrics.refused("upload-budget-exceeded");
+        state.metrics.refused(Code::UploadBudgetExceeded);
         let seconds = limits::retry_after(wait);
         return Err(ApiError::too_many(
-            "upload-budget-exceeded",
+            Code::UploadBudgetExceeded,
             format!(
                 "this client's upload budget has no room for {} bytes now; try again in {seconds} s",
                 request.size
@@ -248,13 +247,7 @@ pub async fn status(
     Path(id): Path<String>,
     query: std::result::Result<Query<StatusQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<UploadStatus>> {
-    let not_found = || {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            "there is no upload with this id",
-        )
-    };
+    let not_found = || ApiError::new(Code::NotFound, "there is no upload with this id");
     let id: UploadId = id.parse().map_err(|_| not_found())?;
     let from_the_future = id.created_at() > Utc::now() + chrono::Duration::minutes(5);
     // Signed in: only the subject that created an upload sees it.
@@ -262,8 +255,7 @@ pub async fn status(
     if from_the_future || someone_elses {
         return Err(not_found());
     }
-    let Query(query) =
-        query.map_err(|e| ApiError::bad_request("invalid-request", e.body_text()))?;
+    let Query(query) = query.map_err(|e| ApiError::new(Code::InvalidRequest, e.body_text()))?;
     let wait = Duration::from_secs(query.wait.unwrap_or(0)).min(MAX_WAIT);
     let deadline = tokio::time::Instant::now() + wait;
     loop {
@@ -292,60 +284,16 @@ async fn current_status(state: &ApiState, id: UploadId) -> Result<UploadStatus> 
     })
 }
 
-/// The largest manifest the API reads; real ones are a few kilobytes.
-const MAX_MANIFEST_BYTES: i64 = 1 << 20;
-
 async fn read_manifest(state: &ApiState, id: UploadId) -> Result<Option<Manifest>> {
-    let got = state
-        .s3
-        .get_object()
-        .bucket(&state.processed_bucket)
-        .key(keys::manifest_key(id))
-        .send()
-        .await;
-    let object = match got {
-        Ok(object) => object,
-        Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
-        Err(err) => {
-            return Err(ApiError::internal(aws_sdk_s3::error::DisplayErrorContext(
-                &err,
-            )));
-        }
-    };
-    if object.content_length().unwrap_or(0) > MAX_MANIFEST_BYTES {
-        return Err(ApiError::internal(format!("manifest of {id} is too large")));
-    }
-    let bytes = object
-        .body
-        .collect()
+    objects::read_manifest(&state.s3, &state.processed_bucket, &keys::manifest_key(id))
         .await
-        .map_err(ApiError::internal)?
-        .into_bytes();
-    let manifest: Manifest = serde_json::from_slice(&bytes).map_err(ApiError::internal)?;
-    if manifest.version != Manifest::VERSION {
-        return Err(ApiError::internal(format!(
-            "manifest of {id} has version {}",
-            manifest.version
-        )));
-    }
-    Ok(Some(manifest))
+        .map_err(ApiError::internal)
 }
 
 async fn source_stored(state: &ApiState, id: UploadId) -> Result<bool> {
-    let head = state
-        .s3
-        .head_object()
-        .bucket(&state.uploads_bucket)
-        .key(keys::source_key(id))
-        .send()
-        .await;
-    match head {
-        Ok(_) => Ok(true),
-        Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(false),
-        Err(err) => Err(ApiError::internal(aws_sdk_s3::error::DisplayErrorContext(
-            &err,
-        ))),
-    }
+    objects::exists(&state.s3, &state.uploads_bucket, &keys::source_key(id))
+        .await
+        .map_err(ApiError::internal)
 }
 
 async fn status_from_manifest(

@@ -4,7 +4,6 @@
 use anyhow::Context as _;
 use async_trait::async_trait;
 use axum::Router;
-use axum::http::StatusCode;
 use axum::routing::get;
 use clap::Args;
 use futures::StreamExt;
@@ -96,16 +95,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
                 "/metrics",
                 get(move || {
                     let metrics = metrics.clone();
-                    async move {
-                        (
-                            StatusCode::OK,
-                            [(
-                                "content-type",
-                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                            )],
-                            metrics.encode(),
-                        )
-                    }
+                    async move { minilab_service::metrics::response(&metrics.registry) }
                 }),
             )
     };

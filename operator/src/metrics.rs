@@ -113,12 +113,4 @@ impl Metrics {
     pub fn deleted(&self) {
         self.deleted.inc();
     }
-
-    /// The OpenMetrics text.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
-    }
 }

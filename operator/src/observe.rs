@@ -5,22 +5,8 @@ use async_trait::async_trait;
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use minilab_core::manifest::Manifest;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ObserveError {
-    #[error("S3 {operation} s3://{bucket}/{key}: {message}")]
-    S3 {
-        operation: &'static str,
-        bucket: String,
-        key: String,
-        message: String,
-    },
-    #[error("s3://{bucket}/{key} is not a manifest this operator reads: {message}")]
-    BadManifest {
-        bucket: String,
-        key: String,
-        message: String,
-    },
-}
+/// What went wrong reading S3 (shared with the API and the worker).
+pub use minilab_service::objects::ObjectError as ObserveError;
 
 /// The storage the operator observes (S3 in production, LocalStack in tests).
 #[async_trait]
@@ -90,43 +76,8 @@ pub struct S3Observer {
 #[async_trait]
 impl Observer for S3Observer {
     async fn manifest(&self, bucket: &str, key: &str) -> Result<Option<Manifest>, ObserveError> {
-        let failed = |operation, message: String| ObserveError::S3 {
-            operation,
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
-            message,
-        };
         self.metrics.s3_request("GetObject");
-        let object = match self.s3.get_object().bucket(bucket).key(key).send().await {
-            Ok(object) => object,
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
-            Err(e) => {
-                return Err(failed(
-                    "GetObject",
-                    e.code().unwrap_or("unknown").to_owned() + ": " + e.message().unwrap_or(""),
-                ));
-            }
-        };
-        let body = object
-            .body
-            .collect()
-            .await
-            .map_err(|e| failed("GetObject", e.to_string()))?
-            .into_bytes();
-        let manifest: Manifest =
-            serde_json::from_slice(&body).map_err(|e| ObserveError::BadManifest {
-                bucket: bucket.to_owned(),
-                key: key.to_owned(),
-                message: e.to_string(),
-            })?;
-        if manifest.version != Manifest::VERSION {
-            return Err(ObserveError::BadManifest {
-                bucket: bucket.to_owned(),
-                key: key.to_owned(),
-                message: format!("version {}", manifest.version),
-            });
-        }
-        Ok(Some(manifest))
+        minilab_service::objects::read_manifest(&self.s3, bucket, key).await
     }
 
     async fn list(
@@ -166,15 +117,6 @@ impl Observer for S3Observer {
 
     async fn exists(&self, bucket: &str, key: &str) -> Result<bool, ObserveError> {
         self.metrics.s3_request("HeadObject");
-        match self.s3.head_object().bucket(bucket).key(key).send().await {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(false),
-            Err(e) => Err(ObserveError::S3 {
-                operation: "HeadObject",
-                bucket: bucket.to_owned(),
-                key: key.to_owned(),
-                message: e.code().unwrap_or("unknown").to_owned(),
-            }),
-        }
+        minilab_service::objects::exists(&self.s3, bucket, key).await
     }
 }

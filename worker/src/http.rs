@@ -4,8 +4,7 @@ use crate::Worker;
 use crate::queue::Queue;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::StatusCode;
 use axum::routing::get;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,7 +43,12 @@ async fn readyz(State(probe): State<Probe>) -> (StatusCode, String) {
                 .bucket(bucket)
                 .send()
                 .await
-                .map_err(|e| format!("bucket {bucket}: {}", crate::describe(&e)))?;
+                .map_err(|e| {
+                    format!(
+                        "bucket {bucket}: {}",
+                        minilab_service::objects::describe(&e)
+                    )
+                })?;
         }
         probe.queue.check().await.map_err(|e| e.to_string())
     };
@@ -64,12 +68,6 @@ async fn readyz(State(probe): State<Probe>) -> (StatusCode, String) {
     }
 }
 
-async fn metrics(State(probe): State<Probe>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        probe.worker.metrics.encode(),
-    )
+async fn metrics(State(probe): State<Probe>) -> axum::response::Response {
+    minilab_service::metrics::response(&probe.worker.metrics.registry)
 }

@@ -14,7 +14,6 @@ pub mod runner;
 #[cfg(feature = "sqs")]
 pub mod sqs;
 
-use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
 use chrono::Utc;
 use metrics::Metrics;
@@ -67,22 +66,7 @@ where
     Transient(format!("{what}: {}", describe(&err)))
 }
 
-/// One line for an SDK error: the service's code and message when it answered,
-/// the whole cause chain (timeouts, connection errors) when it did not.
-pub fn describe<E>(err: &aws_sdk_s3::error::SdkError<E>) -> String
-where
-    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
-    aws_sdk_s3::error::SdkError<E>: std::error::Error,
-{
-    match err.as_service_error() {
-        Some(service) => format!(
-            "{} ({})",
-            service.code().unwrap_or("unknown error"),
-            service.message().unwrap_or("no message")
-        ),
-        None => DisplayErrorContext(err).to_string(),
-    }
-}
+pub use minilab_service::objects::describe;
 
 impl Worker {
     /// Handles one queue message body.
@@ -344,18 +328,9 @@ impl Worker {
     }
 
     async fn manifest_exists(&self, task: &Task) -> Result<bool, Transient> {
-        let head = self
-            .s3
-            .head_object()
-            .bucket(&self.processed_bucket)
-            .key(task.manifest_key())
-            .send()
-            .await;
-        match head {
-            Ok(_) => Ok(true),
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(false),
-            Err(err) => Err(transient("checking the manifest", err)),
-        }
+        minilab_service::objects::exists(&self.s3, &self.processed_bucket, &task.manifest_key())
+            .await
+            .map_err(|e| Transient(format!("checking the manifest: {e}")))
     }
 
     /// Fetches the source; `bytes` is `None` when it is larger than the limit (it is

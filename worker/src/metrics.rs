@@ -100,12 +100,4 @@ impl Metrics {
     pub fn event_lag(&self, lag: Duration) {
         self.event_lag.observe(lag.as_secs_f64());
     }
-
-    /// The Prometheus text exposition.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
-    }
 }

@@ -24,23 +24,17 @@ pub async fn unfinished_uploads(
             let Some(id) = keys::parse_source_key(key) else {
                 continue;
             };
-            let head = s3
-                .head_object()
-                .bucket(processed_bucket)
-                .key(keys::manifest_key(id))
-                .send()
-                .await;
-            match head {
-                Ok(_) => {}
-                Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => {
-                    unfinished.push(ObjectCreated {
-                        bucket: uploads_bucket.to_owned(),
-                        key: key.to_owned(),
-                        size: object.size().and_then(|s| u64::try_from(s).ok()),
-                        event_time: None,
-                    });
-                }
-                Err(err) => return Err(crate::describe(&err)),
+            let manifest = keys::manifest_key(id);
+            let finished = minilab_service::objects::exists(s3, processed_bucket, &manifest)
+                .await
+                .map_err(|e| e.to_string())?;
+            if !finished {
+                unfinished.push(ObjectCreated {
+                    bucket: uploads_bucket.to_owned(),
+                    key: key.to_owned(),
+                    size: object.size().and_then(|s| u64::try_from(s).ok()),
+                    event_time: None,
+                });
             }
         }
     }
