@@ -19,7 +19,10 @@ const BOUND: f64 = 4.0;
 fn photo_path(name: &str) -> PathBuf {
     std::env::var_os("MINILAB_IMAGES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/images"))
+        .unwrap_or_else(|| {
+            Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"))
+                .join("../tests/data/images")
+        })
         .join(name)
 }
 

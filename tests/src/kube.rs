@@ -31,7 +31,7 @@ fn chart_python() -> String {
 }
 
 fn repository() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo")).join("..")
 }
 
 /// One test's namespace, with the chart's cluster objects installed as release

@@ -38,7 +38,10 @@ pub fn minilab_bin() -> PathBuf {
 pub fn photo_path(name: &str) -> PathBuf {
     std::env::var_os("MINILAB_IMAGES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/images"))
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"))
+                .join("../tests/data/images")
+        })
         .join(name)
 }
 
@@ -191,6 +194,40 @@ impl Lab {
     }
 }
 
+/// An open stream of Server-Sent Events.
+pub struct Events {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl Events {
+    /// The next event's name and JSON data (comments skipped); `None` when the
+    /// server ended the stream. Bounded by the client's timeout.
+    pub async fn next(&mut self) -> Option<(String, Value)> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut name = String::from("message");
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(value) = line.strip_prefix("event:") {
+                        name = value.trim().to_owned();
+                    } else if let Some(value) = line.strip_prefix("data:") {
+                        data.push_str(value.trim_start());
+                    }
+                }
+                if data.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                return Some((name, serde_json::from_str(&data).expect("JSON data")));
+            }
+            let chunk = self.response.chunk().await.expect("reading events")?;
+            self.buffer
+                .push_str(std::str::from_utf8(&chunk).expect("UTF-8 events"));
+        }
+    }
+}
+
 /// A client of minilab's HTTP API (and of the store it hands out URLs for).
 #[derive(Clone)]
 pub struct Api {
@@ -330,6 +367,25 @@ impl Api {
             .expect("GET status");
         assert_eq!(response.status(), 200);
         response.json().await.expect("JSON status")
+    }
+
+    /// `GET /api/v1/uploads/{id}/events`, opened; read it with [`Events::next`].
+    pub async fn events(&self, id: &str) -> Events {
+        let response = self
+            .http
+            .get(format!("{}/api/v1/uploads/{id}/events", self.url))
+            .send()
+            .await
+            .expect("GET events");
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()["content-type"].to_str().ok(),
+            Some("text/event-stream")
+        );
+        Events {
+            response,
+            buffer: String::new(),
+        }
     }
 
     /// Long-polls until the upload is in a final state, within [`FINISH_TIMEOUT`].

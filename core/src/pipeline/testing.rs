@@ -75,7 +75,8 @@ pub fn test_photo(name: &str) -> Vec<u8> {
     let dir = std::env::var_os("MINILAB_IMAGES")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| {
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/images")
+            std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"))
+                .join("../tests/data/images")
         });
     let path = dir.join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
