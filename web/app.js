@@ -110,12 +110,81 @@ function storeError(xml, status) {
   return new UploadError(`storage-${code}`, `${code}${message ? `: ${message}` : ""}`);
 }
 
-/** Long-polls the status until it is final; bounded to about ten minutes. */
+const FINAL_STATES = ["succeeded", "failed", "expired"];
+
+/**
+ * The upload's final status, reporting each state on the way: from the API's event
+ * stream when it can be read, by long-polling the status otherwise.
+ */
 async function waitForResult(statusUrl, onState) {
+  try {
+    const status = await followEvents(statusUrl, onState);
+    if (status) return status;
+  } catch {
+    // The stream broke (a proxy that buffers, a dropped connection): poll instead.
+  }
+  return pollForResult(statusUrl, onState);
+}
+
+/** Silence longer than this (the API sends a keep-alive every 15 s) ends the stream. */
+const STREAM_SILENCE_MS = 45000;
+
+/**
+ * Reads `GET {statusUrl}/events` (Server-Sent Events, read with fetch so the sign-in
+ * header goes along) until the final status; null when the stream ends before it.
+ */
+async function followEvents(statusUrl, onState) {
+  const abort = new AbortController();
+  let silence = setTimeout(() => abort.abort(), STREAM_SILENCE_MS);
+  try {
+    const authorization = TOKEN ? { authorization: `Bearer ${TOKEN}` } : {};
+    const response = await fetch(`${API_BASE}${statusUrl}/events`, {
+      headers: { accept: "text/event-stream", ...authorization },
+      signal: abort.signal,
+    });
+    if (!response.ok || !response.body) return null;
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return null;
+      clearTimeout(silence);
+      silence = setTimeout(() => abort.abort(), STREAM_SILENCE_MS);
+      buffer += value.replace(/\r\n?/g, "\n");
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const event = parseEvent(buffer.slice(0, end));
+        buffer = buffer.slice(end + 2);
+        if (event.name === "api-error") return null;
+        if (event.name !== "status" || !event.data) continue;
+        const status = JSON.parse(event.data);
+        onState(status.state);
+        if (FINAL_STATES.includes(status.state)) return status;
+      }
+    }
+  } finally {
+    clearTimeout(silence);
+    abort.abort();
+  }
+}
+
+/** One Server-Sent Event block: its name and its data lines joined. */
+function parseEvent(block) {
+  let name = "message";
+  const data = [];
+  for (const line of block.split("\n")) {
+    if (line.startsWith("event:")) name = line.slice(6).trim();
+    else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+  }
+  return { name, data: data.join("\n") };
+}
+
+/** Long-polls the status until it is final; bounded to about ten minutes. */
+async function pollForResult(statusUrl, onState) {
   for (let attempt = 0; attempt < 40; attempt++) {
     const status = await api(`${statusUrl}?wait=15`);
     onState(status.state);
-    if (!["awaiting_upload", "processing"].includes(status.state)) return status;
+    if (FINAL_STATES.includes(status.state)) return status;
   }
   throw new UploadError("timeout", "Processing is taking unusually long. Reload the page later to check again.");
 }

@@ -15,7 +15,7 @@ pub mod web;
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{BoxError, Json, Router};
 use error::{ApiError, Code};
 use minilab_core::RecipeBook;
@@ -54,6 +54,11 @@ pub struct ApiState {
     pub rate_limits: limits::RateLimits,
     /// Sign-in for uploads and their status (`None`: open to anyone, the default).
     pub sign_in: Option<Arc<dyn auth::Authenticator>>,
+    /// Word of uploads' changes, when something announces them to this instance (the
+    /// worker of `minilab up`); `None`: waiting requests read S3 at a steady rate.
+    pub changes: Option<minilab_service::changes::Changes>,
+    /// The Server-Sent Event streams open now, bounded.
+    pub event_streams: uploads::events::EventStreams,
 }
 
 /// Whether this instance still takes new requests: `/readyz` answers 200 until
@@ -85,27 +90,7 @@ const MAX_BODY_BYTES: usize = 16 * 1024;
 /// [`metrics_router`], served on a port of its own or merged into this one.
 pub fn router(state: ApiState) -> Router {
     let serve_web = state.serve_web;
-    let limits = state.rate_limits;
-    let guard = |rate| limits::Guard::new(rate, limits.trusted_hops, state.metrics.clone());
-    let limited =
-        |guard: limits::Guard| axum::middleware::from_fn_with_state(Arc::new(guard), limits::guard);
-    // Sign-in runs first (the outer layer), so the limits key by its subject.
-    let signed_in = axum::middleware::from_fn_with_state(state.clone(), auth::require);
-    let api = Router::new()
-        .route(
-            "/api/v1/uploads",
-            post(uploads::create)
-                .route_layer(limited(
-                    guard(limits.tickets).with_budget(limits.upload_bytes_per_hour),
-                ))
-                .route_layer(signed_in.clone()),
-        )
-        .route(
-            "/api/v1/uploads/{id}",
-            get(uploads::status)
-                .route_layer(limited(guard(limits.reads)))
-                .route_layer(signed_in),
-        )
+    let api = uploads::router(&state)
         .route("/api/v1/recipes", get(recipes))
         .route("/livez", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/readyz", get(readyz))

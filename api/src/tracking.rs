@@ -31,12 +31,19 @@ struct ReasonLabels {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WakeLabels {
+    /// word (a change announced) or poll (the timer)
+    by: &'static str,
+}
+
 /// The API's metrics (`/metrics`).
 pub struct ApiMetrics {
     registry: Registry,
     tracking: Family<ResultLabels, Counter>,
     uploads: Counter,
     refused: Family<ReasonLabels, Counter>,
+    wakes: Family<WakeLabels, Counter>,
 }
 
 impl Default for ApiMetrics {
@@ -56,11 +63,18 @@ impl Default for ApiMetrics {
             "Attempts to record an upload as an ImageJob, by result",
             tracking.clone(),
         );
+        let wakes = Family::<WakeLabels, Counter>::default();
+        registry.register(
+            "status_wakes",
+            "Times a waiting status request or event stream read the state again, by what woke it",
+            wakes.clone(),
+        );
         Self {
             registry,
             tracking,
             uploads,
             refused,
+            wakes,
         }
     }
 }
@@ -77,6 +91,12 @@ impl ApiMetrics {
                 reason: reason.as_str(),
             })
             .inc();
+    }
+
+    /// A waiting request woke to read the state again: `by` word of a change, or
+    /// its poll timer.
+    pub fn woke(&self, by: &'static str) {
+        self.wakes.get_or_create(&WakeLabels { by }).inc();
     }
 
     pub fn registry(&self) -> &Registry {

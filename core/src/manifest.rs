@@ -104,3 +104,10 @@ pub struct StageTimings {
     pub encode_ms: f64,
     pub upload_ms: f64,
 }
+
+impl StageTimings {
+    /// All stages together: the worker's time on the upload.
+    pub fn total_ms(&self) -> f64 {
+        self.download_ms + self.decode_ms + self.transform_ms + self.encode_ms + self.upload_ms
+    }
+}

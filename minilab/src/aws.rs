@@ -282,6 +282,8 @@ pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
             trusted_hops: args.trusted_proxy_hops,
         },
         sign_in: args.sign_in.sign_in().await?,
+        changes: None,
+        event_streams: Default::default(),
     };
     let listener = TcpListener::bind(args.listen)
         .await
@@ -338,6 +340,8 @@ pub async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         recipes: crate::load_recipes(storage.recipes.as_deref())?,
         limits: args.limits.limits(storage.max_upload_bytes),
         metrics: Arc::default(),
+        // Cluster push (worker to API pods) is not built yet: the API polls S3.
+        announce: None,
     });
     let queue: Arc<dyn minilab_worker::queue::Queue> = Arc::new(SqsQueue::new(
         sqs,

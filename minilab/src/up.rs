@@ -137,6 +137,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     });
 
     let shutdown = CancellationToken::new();
+    // The worker tells the API's waiting requests the moment an upload changes.
+    let changes = minilab_service::changes::Changes::default();
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
@@ -148,6 +150,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             recipes: recipes.clone(),
             limits,
             metrics: Arc::default(),
+            announce: Some(Arc::new(changes.clone())),
         });
         let options = RunOptions {
             concurrency: workers,
@@ -184,6 +187,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         // One person on their own machine: nothing to limit.
         rate_limits: minilab_api::limits::RateLimits::OFF,
         sign_in: None,
+        changes: Some(changes),
+        event_streams: Default::default(),
     };
     let api = minilab_api::router(config.clone()).merge(minilab_api::metrics_router(config));
     tokio::spawn(serve(api_listener, api, "api"));

@@ -107,6 +107,58 @@ async fn a_photo_goes_up_through_the_web_recipe_and_comes_back_in_both_sizes_and
     }
 }
 
+/// The upload's progress comes as Server-Sent Events, one per state, ending after the
+/// final one; the stream is woken by the worker's word (in `minilab up`, the same
+/// process), not by its next read of the store.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_event_stream_follows_an_upload_to_its_end_on_the_workers_word() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start(dir.path(), &[]);
+    let bytes = photo("photo-12mp.jpg");
+    let ticket = lab.ticket("photo.jpg", "image/jpeg", &bytes, "web").await;
+    let id = ticket["id"].as_str().unwrap();
+    let mut events = lab.events(id).await;
+    let (name, first) = events.next().await.expect("a first event at once");
+    assert_eq!(
+        (name.as_str(), state(&first)),
+        ("status", "awaiting_upload")
+    );
+
+    lab.upload(&ticket, bytes, "image/jpeg").await;
+    let mut states = vec![state(&first).to_owned()];
+    let mut last = first;
+    while let Some((name, status)) = events.next().await {
+        assert_eq!(name, "status", "{status}");
+        states.push(state(&status).to_owned());
+        last = status;
+    }
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("succeeded"),
+        "{states:?}"
+    );
+    let mut distinct = states.clone();
+    distinct.dedup();
+    assert_eq!(distinct, states, "one event per state");
+    assert_eq!(last["outputs"].as_array().unwrap().len(), 4, "{last}");
+    assert_eq!(
+        last["source"]["bytes"].as_u64(),
+        Some(photo("photo-12mp.jpg").len() as u64)
+    );
+    assert!(last["processingMs"].as_f64().unwrap() > 0.0, "{last}");
+
+    let woken_by_word = minilab_tests::aws::metric(
+        &lab.http,
+        &lab.url,
+        "minilab_api_status_wakes_total{by=\"word\"}",
+    )
+    .await;
+    assert!(
+        woken_by_word >= 1.0,
+        "the stream was never woken by the worker"
+    );
+}
+
 /// An iPhone's HEIC goes up as `image/heic` and comes back turned by its `irot`.
 /// `./tests/run` builds with libheif; a build without it refuses the type.
 #[tokio::test(flavor = "multi_thread")]

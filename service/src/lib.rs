@@ -1,6 +1,7 @@
 //! What minilab's API, worker and operator share beyond the domain (`minilab-core`):
-//! the few S3 reads all of them make ([`objects`]) and the `/metrics` answer
-//! ([`metrics`]).
+//! the few S3 reads all of them make ([`objects`]), the `/metrics` answer
+//! ([`metrics`]), and word of an upload's progress from worker to API ([`changes`]).
 
+pub mod changes;
 pub mod metrics;
 pub mod objects;

@@ -167,7 +167,7 @@ test("recent uploads come back after a reload, placeholders first, links fresh",
     await released;
     await route.continue();
   });
-  const asked = page.waitForRequest(/\/api\/v1\/uploads\/[0-9a-z]+\?wait=/);
+  const asked = page.waitForRequest(/\/api\/v1\/uploads\/[0-9a-z]+\/events$/);
   await page.reload();
   await page.waitForSelector("body[data-ready=true]");
   await asked; // the status, and with it fresh download links, asked for again
@@ -181,6 +181,28 @@ test("recent uploads come back after a reload, placeholders first, links fresh",
     await image.elementHandle(), { timeout: FINISH_TIMEOUT_MS });
   assert.equal(await image.evaluate((img) => img.style.backgroundImage), "");
   assert.deepEqual(problems, []);
+});
+
+test("progress comes over the event stream, and by polling when the stream breaks", async () => {
+  const { page, problems } = await openPage();
+  const asked = [];
+  page.on("request", (request) => {
+    const match = request.url().match(/\/api\/v1\/uploads\/[0-9a-z]+(\/events|\?wait=)/);
+    if (match) asked.push(match[1]);
+  });
+  await page.selectOption("#recipe", "web");
+  await page.setInputFiles("#file", path.join(photos, "photo-small.jpg"));
+  await expectFinal(page.locator("article.upload").first(), "succeeded");
+  assert.deepEqual(asked, ["/events"], "the event stream alone brought the result");
+
+  // A proxy that breaks the stream: the page polls the status instead.
+  asked.length = 0;
+  await page.route(/\/events$/, (route) => route.abort("connectionreset"));
+  await page.setInputFiles("#file", path.join(photos, "photo-small.jpg"));
+  await expectFinal(page.locator("article.upload").first(), "succeeded");
+  assert.equal(asked[0], "/events");
+  assert.ok(asked.includes("?wait="), `the status was polled: ${asked}`);
+  assert.deepEqual(problems.filter((p) => !/events/.test(p)), []);
 });
 
 test("an iPhone's HEIC photo is offered, accepted and shown turned", async () => {

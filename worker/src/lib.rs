@@ -22,6 +22,7 @@ use minilab_core::event::{Message, ObjectCreated, WorkItem, parse_message};
 use minilab_core::manifest::{ErrorRecord, ManifestState, OutputRecord, Source, StageTimings};
 use minilab_core::pipeline::{self, Processed};
 use minilab_core::{Limits, Manifest, RecipeBook, UploadId, keys};
+use minilab_service::changes::Announce;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -33,6 +34,9 @@ pub struct Worker {
     pub recipes: Arc<RecipeBook>,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
+    /// Told when an upload starts and finishes, so the API answers at once (in
+    /// `minilab up`: the API in the same process); best effort.
+    pub announce: Option<Arc<dyn Announce>>,
 }
 
 /// How one created object ended.
@@ -180,9 +184,19 @@ impl Worker {
             self.metrics.event_lag(lag);
         }
         self.metrics.in_flight.inc();
+        self.announce(task);
         let result = self.process(task).await;
         self.metrics.in_flight.dec();
+        if matches!(result, Ok(Outcome::Succeeded | Outcome::Failed(_))) {
+            self.announce(task);
+        }
         result
+    }
+
+    fn announce(&self, task: &Task) {
+        if let (Some(announce), Some(id)) = (&self.announce, task.id) {
+            announce.changed(id);
+        }
     }
 
     async fn process(&self, task: &Task) -> Result<Outcome, Transient> {

@@ -1,174 +1,23 @@
-//! `POST /api/v1/uploads` issues a presigned POST; `GET /api/v1/uploads/{id}` says
-//! where the upload is, from S3 alone.
+//! `GET /api/v1/uploads/{id}` says where an upload is, from S3 alone, and with
+//! `?wait=N` waits for its end (a long poll): woken by word of a change when the
+//! worker announces them here ([`Watch`]), by re-reading S3 otherwise.
 
 use crate::ApiState;
 use crate::auth::Subject;
 use crate::error::{ApiError, Code, Result};
-use crate::limits::{self, Client, UploadBudget};
-use crate::post_policy::{FormFields, PostPolicy};
 use crate::signing;
 use aws_sdk_s3::presigning::PresigningConfig;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use minilab_core::arrival::{Arrival, arrival};
 use minilab_core::manifest::{ErrorRecord, ManifestState, Placeholder};
-use minilab_core::{Manifest, UploadId, accepted_content_types, keys};
+use minilab_core::{Manifest, UploadId, keys};
+use minilab_service::changes::Subscription;
 use minilab_service::objects;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CreateUpload {
-    pub filename: String,
-    pub content_type: String,
-    pub size: u64,
-    pub recipe: String,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UploadTicket {
-    pub id: UploadId,
-    /// POST `fields` and then the file (as the last part, named `file`) to `url`.
-    pub upload: PresignedPost,
-    pub expires_at: DateTime<Utc>,
-    pub status_url: String,
-    pub max_bytes: u64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct PresignedPost {
-    pub url: String,
-    pub fields: FormFields,
-}
-
-pub async fn create(
-    State(state): State<ApiState>,
-    subject: Option<Extension<Subject>>,
-    client: Option<Extension<Client>>,
-    budget: Option<Extension<UploadBudget>>,
-    body: std::result::Result<Json<CreateUpload>, JsonRejection>,
-) -> Result<(StatusCode, Json<UploadTicket>)> {
-    let Json(request) = body
-        .map_err(|e| ApiError::new(Code::InvalidRequest, e.body_text()).with_status(e.status()))?;
-    if state.recipes.get(&request.recipe).is_none() {
-        return Err(ApiError::new(
-            Code::UnknownRecipe,
-            format!("there is no recipe named {:?}", truncate(&request.recipe)),
-        ));
-    }
-    if !accepted_content_types().contains(&request.content_type.as_str()) {
-        return Err(ApiError::new(
-            Code::UnsupportedType,
-            format!(
-                "{:?} is not accepted; upload one of {}",
-                truncate(&request.content_type),
-                accepted_content_types().join(", ")
-            ),
-        ));
-    }
-    if request.size == 0 {
-        return Err(ApiError::new(Code::EmptyFile, "the file is empty"));
-    }
-    if request.size > state.max_upload_bytes {
-        return Err(ApiError::new(
-            Code::TooLarge,
-            format!(
-                "the file has {} bytes; the limit is {}",
-                request.size, state.max_upload_bytes
-            ),
-        ));
-    }
-    if request.filename.len() > 1024 {
-        return Err(ApiError::new(
-            Code::InvalidRequest,
-            "the file name is longer than 1024 bytes",
-        ));
-    }
-
-    if let (Some(Extension(Client(client))), Some(Extension(UploadBudget(budget)))) =
-        (client, budget)
-        && let Err(wait) = budget.take(client, std::time::Instant::now(), request.size as f64)
-    {
-        state.metrics.refused(Code::UploadBudgetExceeded);
-        let seconds = limits::retry_after(wait);
-        return Err(ApiError::too_many(
-            Code::UploadBudgetExceeded,
-            format!(
-                "this client's upload budget has no room for {} bytes now; try again in {seconds} s",
-                request.size
-            ),
-            seconds,
-        ));
-    }
-
-    let now = Utc::now();
-    let id = match &subject {
-        Some(Extension(Subject(owner))) => UploadId::owned_by(now, owner),
-        None => UploadId::new(now),
-    };
-    let key = keys::source_key(id);
-    let credentials = state
-        .signer
-        .credentials()
-        .await
-        .map_err(ApiError::internal)?;
-    let ttl = signing::lifetime(state.upload_ttl, credentials.expiry(), now.into());
-    let expires_at = now + chrono::Duration::from_std(ttl).map_err(ApiError::internal)?;
-    let stem = minilab_core::safe_file_stem(&request.filename);
-    let mut metadata = vec![(minilab_core::RECIPE_METADATA, request.recipe.as_str())];
-    if let Some(stem) = &stem {
-        metadata.push((minilab_core::FILENAME_METADATA, stem.as_str()));
-    }
-    let policy = PostPolicy {
-        bucket: &state.uploads_bucket,
-        key: &key,
-        content_type: &request.content_type,
-        max_bytes: state.max_upload_bytes,
-        metadata: &metadata,
-        expires_at,
-    };
-    let fields = policy.sign(&credentials, &state.region, now);
-    tracing::info!(%id, recipe = request.recipe, size = request.size, "upload issued");
-    state.metrics.issued();
-    if let Some(tracker) = &state.tracker {
-        crate::tracking::spawn_tracking(
-            tracker.clone(),
-            state.metrics.clone(),
-            crate::tracking::TrackedUpload {
-                id,
-                recipe: request.recipe.clone(),
-                uploads_bucket: state.uploads_bucket.clone(),
-                key: key.clone(),
-                processed_bucket: state.processed_bucket.clone(),
-                prefix: keys::upload_prefix(id),
-                expires_at,
-            },
-        );
-    }
-    Ok((
-        StatusCode::CREATED,
-        Json(UploadTicket {
-            id,
-            upload: PresignedPost {
-                url: state.upload_url.clone(),
-                fields,
-            },
-            expires_at,
-            status_url: format!("/api/v1/uploads/{id}"),
-            max_bytes: state.max_upload_bytes,
-        }),
-    ))
-}
-
-fn truncate(s: &str) -> &str {
-    let end = s.char_indices().nth(64).map_or(s.len(), |(i, _)| i);
-    &s[..end]
-}
+use tokio::time::Instant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -181,7 +30,7 @@ pub enum UploadState {
 }
 
 impl UploadState {
-    fn is_final(self) -> bool {
+    pub fn is_final(self) -> bool {
         !matches!(self, UploadState::AwaitingUpload | UploadState::Processing)
     }
 }
@@ -213,11 +62,32 @@ pub struct UploadStatus {
     pub created_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recipe: Option<String>,
+    /// The uploaded file, once the worker has read it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceView>,
     pub outputs: Vec<OutputView>,
     /// What to show until the outputs load (a ThumbHash and the dominant colour).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub placeholder: Option<Placeholder>,
+    /// Milliseconds the worker spent, from reading the source to writing the last
+    /// output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub processing_ms: Option<f64>,
     pub error: Option<ErrorRecord>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceView {
+    pub bytes: u64,
+    /// Width and height as displayed (orientation applied), when the image decoded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// The format the file turned out to be (`jpeg`, `png`, `heic`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -239,7 +109,10 @@ pub struct StatusQuery {
 }
 
 const MAX_WAIT: Duration = Duration::from_secs(20);
+/// How often a waiting request reads S3 when nothing announces changes here.
 const POLL_EVERY: Duration = Duration::from_millis(200);
+/// ... and when something does: only a safety net for lost word.
+const SAFETY_POLL: Duration = Duration::from_secs(2);
 
 pub async fn status(
     State(state): State<ApiState>,
@@ -247,28 +120,72 @@ pub async fn status(
     Path(id): Path<String>,
     query: std::result::Result<Query<StatusQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<UploadStatus>> {
+    let id = visible_upload(&id, subject)?;
+    let Query(query) = query.map_err(|e| ApiError::new(Code::InvalidRequest, e.body_text()))?;
+    let wait = Duration::from_secs(query.wait.unwrap_or(0)).min(MAX_WAIT);
+    let deadline = Instant::now() + wait;
+    let mut watch = Watch::new(&state, id);
+    loop {
+        let status = current_status(&state, id).await?;
+        if status.state.is_final() || Instant::now() >= deadline {
+            return Ok(Json(status));
+        }
+        watch.next(deadline).await;
+    }
+}
+
+/// The upload `id` names, if the caller may see it: a well-formed id, not from the
+/// future, and (when signed in) the caller's own. Anything else is `not-found`.
+pub fn visible_upload(id: &str, subject: Option<Extension<Subject>>) -> Result<UploadId> {
     let not_found = || ApiError::new(Code::NotFound, "there is no upload with this id");
     let id: UploadId = id.parse().map_err(|_| not_found())?;
     let from_the_future = id.created_at() > Utc::now() + chrono::Duration::minutes(5);
-    // Signed in: only the subject that created an upload sees it.
     let someone_elses = subject.is_some_and(|Extension(Subject(reader))| !id.is_owned_by(&reader));
     if from_the_future || someone_elses {
         return Err(not_found());
     }
-    let Query(query) = query.map_err(|e| ApiError::new(Code::InvalidRequest, e.body_text()))?;
-    let wait = Duration::from_secs(query.wait.unwrap_or(0)).min(MAX_WAIT);
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let status = current_status(&state, id).await?;
-        if status.state.is_final() || tokio::time::Instant::now() + POLL_EVERY > deadline {
-            return Ok(Json(status));
+    Ok(id)
+}
+
+/// Waits for an upload's next change. Created before the first read of its state, so
+/// a change between that read and the wait is not missed.
+pub struct Watch {
+    id: UploadId,
+    /// Word of changes, when something announces them here.
+    changes: Option<Subscription>,
+    metrics: std::sync::Arc<crate::tracking::ApiMetrics>,
+}
+
+impl Watch {
+    pub fn new(state: &ApiState, id: UploadId) -> Self {
+        Self {
+            id,
+            changes: state.changes.as_ref().map(|c| c.subscribe()),
+            metrics: state.metrics.clone(),
         }
-        // S3 cannot notify the API, so a long poll re-reads it at a bounded rate.
-        tokio::time::sleep(POLL_EVERY).await;
+    }
+
+    /// Returns when the upload may have changed (word of it came, or it is time to
+    /// read S3 again), or at `deadline`, whichever is first.
+    pub async fn next(&mut self, deadline: Instant) {
+        let by = match &mut self.changes {
+            Some(changes) => {
+                let until = deadline.min(Instant::now() + SAFETY_POLL);
+                match tokio::time::timeout_at(until, changes.changed(self.id)).await {
+                    Ok(()) => "word",
+                    Err(_) => "poll",
+                }
+            }
+            None => {
+                tokio::time::sleep_until(deadline.min(Instant::now() + POLL_EVERY)).await;
+                "poll"
+            }
+        };
+        self.metrics.woke(by);
     }
 }
 
-async fn current_status(state: &ApiState, id: UploadId) -> Result<UploadStatus> {
+pub async fn current_status(state: &ApiState, id: UploadId) -> Result<UploadStatus> {
     if let Some(manifest) = read_manifest(state, id).await? {
         return status_from_manifest(state, id, manifest).await;
     }
@@ -278,8 +195,10 @@ async fn current_status(state: &ApiState, id: UploadId) -> Result<UploadStatus> 
         state: pending_state(id, stored, state.upload_ttl, Utc::now()),
         created_at: id.created_at(),
         recipe: None,
+        source: None,
         outputs: Vec::new(),
         placeholder: None,
+        processing_ms: None,
         error: None,
     })
 }
@@ -354,8 +273,15 @@ async fn status_from_manifest(
         },
         created_at: id.created_at(),
         recipe: Some(manifest.recipe),
+        source: Some(SourceView {
+            bytes: manifest.source.bytes,
+            width: manifest.source.width,
+            height: manifest.source.height,
+            format: manifest.source.format,
+        }),
         outputs,
         placeholder: manifest.placeholder,
+        processing_ms: Some(manifest.timings.total_ms()),
         error: manifest.error,
     })
 }

@@ -1,0 +1,166 @@
+//! `POST /api/v1/uploads`: checks the request and issues a presigned POST (the
+//! "ticket") for the browser to upload the file straight to the uploads bucket.
+
+use crate::ApiState;
+use crate::auth::Subject;
+use crate::error::{ApiError, Code, Result};
+use crate::limits::{self, Client, UploadBudget};
+use crate::post_policy::{FormFields, PostPolicy};
+use crate::signing;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use chrono::{DateTime, Utc};
+use minilab_core::{UploadId, accepted_content_types, keys};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateUpload {
+    pub filename: String,
+    pub content_type: String,
+    pub size: u64,
+    pub recipe: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadTicket {
+    pub id: UploadId,
+    /// POST `fields` and then the file (as the last part, named `file`) to `url`.
+    pub upload: PresignedPost,
+    pub expires_at: DateTime<Utc>,
+    pub status_url: String,
+    pub max_bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PresignedPost {
+    pub url: String,
+    pub fields: FormFields,
+}
+
+pub async fn create(
+    State(state): State<ApiState>,
+    subject: Option<Extension<Subject>>,
+    client: Option<Extension<Client>>,
+    budget: Option<Extension<UploadBudget>>,
+    body: std::result::Result<Json<CreateUpload>, JsonRejection>,
+) -> Result<(StatusCode, Json<UploadTicket>)> {
+    let Json(request) = body
+        .map_err(|e| ApiError::new(Code::InvalidRequest, e.body_text()).with_status(e.status()))?;
+    if state.recipes.get(&request.recipe).is_none() {
+        return Err(ApiError::new(
+            Code::UnknownRecipe,
+            format!("there is no recipe named {:?}", truncate(&request.recipe)),
+        ));
+    }
+    if !accepted_content_types().contains(&request.content_type.as_str()) {
+        return Err(ApiError::new(
+            Code::UnsupportedType,
+            format!(
+                "{:?} is not accepted; upload one of {}",
+                truncate(&request.content_type),
+                accepted_content_types().join(", ")
+            ),
+        ));
+    }
+    if request.size == 0 {
+        return Err(ApiError::new(Code::EmptyFile, "the file is empty"));
+    }
+    if request.size > state.max_upload_bytes {
+        return Err(ApiError::new(
+            Code::TooLarge,
+            format!(
+                "the file has {} bytes; the limit is {}",
+                request.size, state.max_upload_bytes
+            ),
+        ));
+    }
+    if request.filename.len() > 1024 {
+        return Err(ApiError::new(
+            Code::InvalidRequest,
+            "the file name is longer than 1024 bytes",
+        ));
+    }
+
+    if let (Some(Extension(Client(client))), Some(Extension(UploadBudget(budget)))) =
+        (client, budget)
+        && let Err(wait) = budget.take(client, std::time::Instant::now(), request.size as f64)
+    {
+        state.metrics.refused(Code::UploadBudgetExceeded);
+        let seconds = limits::retry_after(wait);
+        return Err(ApiError::too_many(
+            Code::UploadBudgetExceeded,
+            format!(
+                "this client's upload budget has no room for {} bytes now; try again in {seconds} s",
+                request.size
+            ),
+            seconds,
+        ));
+    }
+
+    let now = Utc::now();
+    let id = match &subject {
+        Some(Extension(Subject(owner))) => UploadId::owned_by(now, owner),
+        None => UploadId::new(now),
+    };
+    let key = keys::source_key(id);
+    let credentials = state
+        .signer
+        .credentials()
+        .await
+        .map_err(ApiError::internal)?;
+    let ttl = signing::lifetime(state.upload_ttl, credentials.expiry(), now.into());
+    let expires_at = now + chrono::Duration::from_std(ttl).map_err(ApiError::internal)?;
+    let stem = minilab_core::safe_file_stem(&request.filename);
+    let mut metadata = vec![(minilab_core::RECIPE_METADATA, request.recipe.as_str())];
+    if let Some(stem) = &stem {
+        metadata.push((minilab_core::FILENAME_METADATA, stem.as_str()));
+    }
+    let policy = PostPolicy {
+        bucket: &state.uploads_bucket,
+        key: &key,
+        content_type: &request.content_type,
+        max_bytes: state.max_upload_bytes,
+        metadata: &metadata,
+        expires_at,
+    };
+    let fields = policy.sign(&credentials, &state.region, now);
+    tracing::info!(%id, recipe = request.recipe, size = request.size, "upload issued");
+    state.metrics.issued();
+    if let Some(tracker) = &state.tracker {
+        crate::tracking::spawn_tracking(
+            tracker.clone(),
+            state.metrics.clone(),
+            crate::tracking::TrackedUpload {
+                id,
+                recipe: request.recipe.clone(),
+                uploads_bucket: state.uploads_bucket.clone(),
+                key: key.clone(),
+                processed_bucket: state.processed_bucket.clone(),
+                prefix: keys::upload_prefix(id),
+                expires_at,
+            },
+        );
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(UploadTicket {
+            id,
+            upload: PresignedPost {
+                url: state.upload_url.clone(),
+                fields,
+            },
+            expires_at,
+            status_url: format!("/api/v1/uploads/{id}"),
+            max_bytes: state.max_upload_bytes,
+        }),
+    ))
+}
+
+fn truncate(s: &str) -> &str {
+    let end = s.char_indices().nth(64).map_or(s.len(), |(i, _)| i);
+    &s[..end]
+}

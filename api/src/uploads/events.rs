@@ -1,0 +1,106 @@
+//! `GET /api/v1/uploads/{id}/events`: the upload's state as Server-Sent Events, one
+//! `status` event (the same body as `GET /api/v1/uploads/{id}`) each time the state
+//! changes, the first at once, ending after the final one. Woken like the long poll
+//! ([`Watch`]). A failure to read the state ends the stream with an `api-error` event
+//! (`{"error": {code, message}}`): the page then falls back to the long poll.
+
+use super::status::{UploadState, Watch, current_status, visible_upload};
+use crate::ApiState;
+use crate::auth::Subject;
+use crate::error::{ApiError, Code, Result};
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use serde_json::json;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+/// Most event streams one API instance keeps open; more are refused `overloaded`.
+pub const MAX_STREAMS: usize = 1024;
+/// Longest one stream stays open; an EventSource reconnects by itself after it.
+const MAX_STREAM_AGE: Duration = Duration::from_secs(10 * 60);
+
+/// The streams open now, bounded by [`MAX_STREAMS`].
+#[derive(Clone, Debug)]
+pub struct EventStreams(Arc<Semaphore>);
+
+impl Default for EventStreams {
+    fn default() -> Self {
+        Self(Arc::new(Semaphore::new(MAX_STREAMS)))
+    }
+}
+
+pub async fn events(
+    State(state): State<ApiState>,
+    subject: Option<Extension<Subject>>,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = std::result::Result<Event, Infallible>>>> {
+    let id = visible_upload(&id, subject)?;
+    let permit = state
+        .event_streams
+        .0
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| {
+            ApiError::new(
+                Code::Overloaded,
+                "too many event streams are open; poll the status instead",
+            )
+        })?;
+    let stream = OpenStream {
+        watch: Watch::new(&state, id),
+        state,
+        id,
+        last: None,
+        deadline: Instant::now() + MAX_STREAM_AGE,
+        _permit: permit,
+    };
+    Ok(
+        Sse::new(futures::stream::unfold(Some(stream), next_event))
+            .keep_alive(KeepAlive::default()),
+    )
+}
+
+/// One open stream: what it last sent, and until when it stays open.
+struct OpenStream {
+    state: ApiState,
+    id: minilab_core::UploadId,
+    watch: Watch,
+    last: Option<UploadState>,
+    deadline: Instant,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// The stream's next event, and what is left of it (`None`: it ends after this one).
+async fn next_event(
+    stream: Option<OpenStream>,
+) -> Option<(std::result::Result<Event, Infallible>, Option<OpenStream>)> {
+    let mut stream = stream?;
+    loop {
+        let status = match current_status(&stream.state, stream.id).await {
+            Ok(status) => status,
+            Err(err) => {
+                let body = json!({ "error": { "code": err.code, "message": err.message } });
+                return Some((
+                    Ok(Event::default().event("api-error").data(body.to_string())),
+                    None,
+                ));
+            }
+        };
+        if stream.last != Some(status.state) {
+            let data = serde_json::to_string(&status).unwrap_or_default();
+            let event = Event::default().event("status").data(data);
+            let last = status.state.is_final();
+            stream.last = Some(status.state);
+            return Some((Ok(event), (!last).then_some(stream)));
+        }
+        if Instant::now() >= stream.deadline {
+            return None;
+        }
+        stream.watch.next(stream.deadline).await;
+    }
+}
