@@ -30,6 +30,7 @@ const MESSAGES = {
   "token-missing": () => "Sign in to upload photos.",
   "token-expired": () => "Your sign-in has expired. Sign in again and retry.",
   "rate-limited": (e) => `Too many uploads at once. ${e.message}`,
+  "cancelled": () => "The upload was cancelled.",
 };
 
 function describe(error) {
@@ -80,9 +81,13 @@ async function api(path, options = {}) {
   return body;
 }
 
-/** POSTs the form to the bucket, reporting progress; resolves when stored. */
-function postToStore(upload, file, onProgress) {
+/**
+ * POSTs the form to the bucket, reporting progress; resolves when stored, rejects
+ * with `cancelled` when `signal` aborts it first.
+ */
+function postToStore(upload, file, onProgress, signal) {
   return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(new UploadError("cancelled", ""));
     const form = new FormData();
     for (const [name, value] of Object.entries(upload.fields)) form.append(name, value);
     form.append("file", file); // S3 ignores fields after the file
@@ -96,6 +101,8 @@ function postToStore(upload, file, onProgress) {
       reject(storeError(request.responseText, request.status));
     };
     request.onerror = () => reject(new UploadError("network", ""));
+    request.onabort = () => reject(new UploadError("cancelled", ""));
+    signal.addEventListener("abort", () => request.abort(), { once: true });
     request.send(form);
   });
 }
@@ -198,6 +205,7 @@ const STATE_LABELS = {
   failed: "Failed",
   expired: "Expired",
   refused: "Refused",
+  cancelled: "Cancelled",
 };
 
 function setState(card, state) {
@@ -225,9 +233,43 @@ function placeholderStyle(placeholder) {
   }
 }
 
-function showOutputs(card, outputs, placeholder) {
+/** "−94 %": how much smaller `bytes` is than the original (or "+12 %" larger). */
+function saving(bytes, original) {
+  if (!original) return "";
+  const change = Math.round((bytes / original - 1) * 100);
+  return change <= 0 ? `−${-change} %` : `+${change} %`;
+}
+
+/** What the original was and what processing made of it, in one line. */
+function summary(status) {
+  const parts = [];
+  const source = status.source;
+  if (source) {
+    const size = source.width && source.height ? `${source.width}×${source.height}, ` : "";
+    const largest = largestOutput(status.outputs);
+    const became = largest
+      ? ` → ${largest.name} ${formatBytes(largest.bytes)} (${saving(largest.bytes, source.bytes)})`
+      : "";
+    parts.push(`Original ${size}${formatBytes(source.bytes)}${became}`);
+  }
+  if (typeof status.processingMs === "number") parts.push(`processed in ${formatDuration(status.processingMs)}`);
+  return parts.join(" · ");
+}
+
+function formatDuration(ms) {
+  return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(1)} s`;
+}
+
+function largestOutput(outputs) {
+  return outputs.reduce((best, o) => (!best || o.width * o.height > best.width * best.height ? o : best), null);
+}
+
+function showOutputs(card, status, original) {
+  const { outputs, placeholder } = status;
   const list = $(".outputs", card);
   const shown = placeholderStyle(placeholder);
+  $(".summary", card).textContent = summary(status);
+  const sourceBytes = status.source && status.source.bytes;
   for (const output of outputs) {
     const figure = document.createElement("figure");
     figure.className = "output";
@@ -253,7 +295,8 @@ function showOutputs(card, outputs, placeholder) {
     title.textContent = output.name;
     const meta = document.createElement("span");
     meta.className = "meta";
-    meta.textContent = `${output.width}×${output.height} · ${formatBytes(output.bytes)} · ${output.contentType}`;
+    const saved = saving(output.bytes, sourceBytes);
+    meta.textContent = `${output.width}×${output.height} · ${formatBytes(output.bytes)}${saved ? ` (${saved})` : ""} · ${output.contentType}`;
     caption.append(title, meta);
     const link = document.createElement("a");
     link.className = "download";
@@ -263,6 +306,32 @@ function showOutputs(card, outputs, placeholder) {
     figure.append(image, caption, link);
     list.append(figure);
   }
+  const largest = largestOutput(outputs);
+  if (original && largest) showComparison(card, original, largest);
+}
+
+/**
+ * Before and after for the largest output: the original (this browser's own copy of
+ * the file) and the output on top of each other, a slider moving the line between.
+ * Not shown when the browser cannot display the original (HEIC in most browsers).
+ */
+function showComparison(card, original, output) {
+  const box = $(".compare", card);
+  const before = $("img.before", box);
+  const after = $("img.after", box);
+  const slider = $("input", box);
+  const url = URL.createObjectURL(original);
+  before.addEventListener("load", () => (box.hidden = false), { once: true });
+  before.addEventListener("error", () => URL.revokeObjectURL(url), { once: true });
+  before.src = url;
+  after.src = output.url;
+  after.alt = `${output.name} output (after)`;
+  const move = () => {
+    after.style.setProperty("clip-path", `inset(0 0 0 ${slider.value}%)`);
+    box.style.setProperty("--split", `${slider.value}%`);
+  };
+  slider.addEventListener("input", move);
+  move();
 }
 
 /** The file's type; browsers on Linux and Windows give HEIC photos none. */
@@ -281,20 +350,32 @@ function newCard(filename) {
 }
 
 /** Waits for the upload's final status and shows it on its card. */
-async function finish(card, statusUrl) {
+async function finish(card, statusUrl, original) {
   const progress = $(".progress", card);
   setState(card, "processing");
   const status = await waitForResult(statusUrl, (state) => setState(card, state));
   progress.hidden = true;
-  if (status.state === "succeeded") showOutputs(card, status.outputs, status.placeholder);
+  if (status.state === "succeeded") showOutputs(card, status, original);
   else if (status.state === "failed") showError(card, new UploadError(status.error.code, status.error.message));
   else if (status.state === "expired") showError(card, new UploadError("upload-expired", ""));
 }
 
 function refused(card, error) {
   $(".progress", card).hidden = true;
-  setState(card, "refused");
+  const cancelled = error instanceof UploadError && error.code === "cancelled";
+  setState(card, cancelled ? "cancelled" : "refused");
   showError(card, error instanceof UploadError ? error : new UploadError("network", String(error)));
+}
+
+/** A button on the card that runs `action` once, then goes. */
+function offer(card, selector, action) {
+  const button = $(selector, card);
+  button.hidden = false;
+  button.addEventListener("click", () => {
+    button.hidden = true;
+    action();
+  }, { once: true });
+  return button;
 }
 
 // Recent uploads, newest first, kept across reloads in this browser: their status
@@ -323,6 +404,8 @@ function remember(upload) {
 async function handleFile(file, recipe) {
   const card = newCard(file.name);
   const progress = $(".progress", card);
+  const cancel = new AbortController();
+  const cancelButton = offer(card, ".cancel", () => cancel.abort());
   try {
     const ticket = await api("/api/v1/uploads", {
       method: "POST",
@@ -335,11 +418,19 @@ async function handleFile(file, recipe) {
     });
     remember({ id: ticket.id, statusUrl: ticket.statusUrl, filename: file.name });
     setState(card, "uploading");
-    await postToStore(ticket.upload, file, (fraction) => (progress.value = fraction));
+    await postToStore(ticket.upload, file, (fraction) => (progress.value = fraction), cancel.signal);
+    cancelButton.hidden = true;
     progress.value = 1;
-    await finish(card, ticket.statusUrl);
+    await finish(card, ticket.statusUrl, file);
   } catch (error) {
     refused(card, error);
+  }
+  cancelButton.hidden = true;
+  if (["failed", "refused", "cancelled", "expired"].includes($(".state", card).dataset.state)) {
+    offer(card, ".retry", () => {
+      card.remove();
+      handleFile(file, recipe);
+    });
   }
 }
 

@@ -9,7 +9,10 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { createRequire } from "node:module";
 import { chromium } from "playwright-core";
+
+const axePath = createRequire(import.meta.url).resolve("axe-core/axe.min.js");
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, "../..");
@@ -76,8 +79,8 @@ async function expectFinal(card, expected) {
   assert.equal(state, expected, `the upload ended ${state}: ${message}`);
 }
 
-async function openPage() {
-  const context = await browser.newContext({ acceptDownloads: true });
+async function openPage(options = {}) {
+  const context = await browser.newContext({ acceptDownloads: true, ...options });
   const page = await context.newPage();
   const problems = [];
   page.on("pageerror", (error) => problems.push(error.message));
@@ -120,6 +123,71 @@ test("a photo is uploaded, processed, previewed and downloaded", async () => {
   const bytes = readFileSync(saved);
   assert.deepEqual([...bytes.subarray(0, 3)], [0xff, 0xd8, 0xff], "the download is a JPEG");
   assert.match(await large.locator("figcaption").innerText(), new RegExp(`${(bytes.length / 1024).toFixed(1)} KB`));
+
+  // What the original was, what it became, and how long it took.
+  const original = readFileSync(path.join(photos, "photo-12mp.jpg")).length;
+  const saving = Math.round((bytes.length / original - 1) * 100);
+  const summary = await card.locator(".summary").innerText();
+  assert.match(summary, /^Original 4000×3000, 1\.8 MB → /);
+  assert.ok(summary.includes(`→ large ${(bytes.length / 1024).toFixed(1)} KB (−${-saving} %)`), summary);
+  assert.match(summary, /processed in \d+ ms/);
+  assert.match(await large.locator("figcaption").innerText(), new RegExp(`\\(−${-saving} %\\)`));
+
+  // Before and after: the original under the largest output, the slider moving the line.
+  const compare = card.locator(".compare");
+  await compare.waitFor({ state: "visible" });
+  const after = compare.locator("img.after");
+  assert.equal(await after.getAttribute("src"), await large.locator("img").getAttribute("src"));
+  assert.equal(await after.evaluate((img) => img.style.clipPath), "inset(0px 0px 0px 50%)");
+  await compare.locator("input[type=range]").fill("20");
+  assert.equal(await after.evaluate((img) => img.style.clipPath), "inset(0px 0px 0px 20%)");
+  assert.ok(await compare.locator("img.before").evaluate((img) => img.naturalWidth > 0), "the original shows");
+  assert.deepEqual(problems, []);
+});
+
+for (const colorScheme of ["light", "dark"]) {
+  test(`axe-core finds no accessibility violations (${colorScheme} theme)`, async () => {
+    const { page, problems } = await openPage({ colorScheme });
+    await page.selectOption("#recipe", "web");
+    await page.setInputFiles("#file", path.join(photos, "photo-small.jpg"));
+    await expectFinal(page.locator("article.upload").first(), "succeeded");
+    await page.locator(".compare").first().waitFor({ state: "visible" });
+    const background = await page.evaluate(() => getComputedStyle(document.documentElement).backgroundColor);
+    assert.equal(background, colorScheme === "dark" ? "rgb(18, 22, 30)" : "rgb(246, 247, 250)", "the theme follows the system");
+    await page.addScriptTag({ path: axePath });
+    const violations = await page.evaluate(async () => {
+      const results = await window.axe.run(document, { resultTypes: ["violations"] });
+      return results.violations.map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
+    });
+    assert.deepEqual(violations, []);
+    assert.deepEqual(problems, []);
+  });
+}
+
+test("an upload can be cancelled while it goes up, and tried again", async () => {
+  const { page, problems } = await openPage();
+  await page.selectOption("#recipe", "web");
+  // Hold the upload to the store until it is cancelled.
+  let held;
+  const holding = new Promise((resolve) => (held = resolve));
+  await page.route(/\/minilab-uploads$/, (route) => {
+    held();
+    return new Promise(() => {}); // never answered: the page aborts it
+  });
+  await page.setInputFiles("#file", path.join(photos, "photo-small.jpg"));
+  const card = page.locator("article.upload").first();
+  await holding;
+  await card.locator("button.cancel").click();
+  await card.locator(".state[data-state=cancelled]").waitFor();
+  assert.equal(await card.locator(".error").getAttribute("data-code"), "cancelled");
+  assert.equal(await card.locator("button.cancel").isVisible(), false);
+
+  await page.unroute(/\/minilab-uploads$/);
+  await card.locator("button.retry").click();
+  const again = page.locator("article.upload").first();
+  await expectFinal(again, "succeeded");
+  assert.equal(await page.locator("article.upload", { hasText: "photo-small.jpg" }).count(), 1, "the retry replaces the card");
+  assert.equal(await again.locator("button.retry").isVisible(), false);
   assert.deepEqual(problems, []);
 });
 
@@ -258,6 +326,7 @@ test("a file that is not an image gets a clear message", async () => {
   await expectFinal(second, "failed");
   assert.equal(await second.locator(".error").getAttribute("data-code"), "unsupported-format");
   assert.match(await second.locator(".error").innerText(), /Processing failed/);
+  assert.ok(await second.locator("button.retry").isVisible(), "a failed upload can be tried again");
   assert.deepEqual(problems, []);
 });
 
