@@ -288,7 +288,8 @@ def process_cpu(runs, scratch):
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     for _ in range(runs):
         subprocess.run([str(MINILAB), "process", "--recipe", RECIPE, "-o", str(Path(scratch) / "out"),
-                        str(IMAGES / PHOTO)], check=True, stdout=subprocess.DEVNULL)
+                        str(IMAGES / PHOTO)], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)) / runs
 

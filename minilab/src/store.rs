@@ -42,6 +42,8 @@ pub fn router(config: StoreConfig<'_>) -> anyhow::Result<axum::Router> {
         .map_err(|e| anyhow::anyhow!("opening the store: {e:?}"))?;
     let store = NotifyingStore {
         fs,
+        // As s3s-fs resolves it: objects are files at {root}/{bucket}/{key}.
+        root: std::env::current_dir()?.join(config.root).canonicalize()?,
         notify_bucket: config.notify_bucket,
         events: config.events,
     };
@@ -110,6 +112,7 @@ async fn small_chunks(request: axum::extract::Request) -> axum::extract::Request
 
 struct NotifyingStore {
     fs: s3s_fs::FileSystem,
+    root: std::path::PathBuf,
     notify_bucket: String,
     events: LocalSender,
 }
@@ -127,7 +130,26 @@ impl NotifyingStore {
             );
         }
     }
+
+    /// The whole object at `bucket`/`key` in one read, if it is a plain file under the
+    /// root of `length` bytes. s3s-fs streams a file in 4 KiB reads, each a trip to
+    /// tokio's blocking pool: about 50 ms for a 2 MB photo, most of it thread wake-ups.
+    async fn read_whole(&self, bucket: &str, key: &str, length: i64) -> Option<bytes::Bytes> {
+        let relative = Path::new(bucket).join(key);
+        let plain = relative
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !plain || length > MAX_WHOLE_READ {
+            return None;
+        }
+        let bytes = tokio::fs::read(self.root.join(relative)).await.ok()?;
+        (i64::try_from(bytes.len()).ok() == Some(length)).then(|| bytes.into())
+    }
 }
+
+/// The largest object [`NotifyingStore::read_whole`] reads at once (uploads are at
+/// most 25 MB by default; larger ones stream).
+const MAX_WHOLE_READ: i64 = 64 << 20;
 
 /// Delegates what the api, the worker and the page use to s3s-fs, and emits events
 /// for completed uploads; anything else is NotImplemented.
@@ -167,14 +189,23 @@ impl S3 for NotifyingStore {
     }
 
     /// s3s-fs ignores `response-content-disposition` and `response-content-type`;
-    /// S3 honours them, and the page's download links rely on it.
+    /// S3 honours them, and the page's download links rely on it. A whole object is
+    /// read at once ([`NotifyingStore::read_whole`]).
     async fn get_object(
         &self,
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let disposition = req.input.response_content_disposition.clone();
         let content_type = req.input.response_content_type.clone();
+        let whole = req.input.range.is_none() && req.input.part_number.is_none();
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
         let mut response = self.fs.get_object(req).await?;
+        if whole {
+            let length = response.output.content_length.unwrap_or(-1);
+            if let Some(bytes) = self.read_whole(&bucket, &key, length).await {
+                response.output.body = Some(StreamingBlob::from(s3s::Body::from(bytes)));
+            }
+        }
         if disposition.is_some() {
             response.output.content_disposition = disposition;
         }
