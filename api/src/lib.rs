@@ -7,19 +7,21 @@
 pub mod auth;
 pub mod error;
 pub mod limits;
+pub mod openapi;
 pub mod post_policy;
+pub mod probes;
+pub mod recipes;
 pub mod signing;
 pub mod tracking;
 pub mod uploads;
 pub mod web;
 
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
-use axum::{BoxError, Json, Router};
+use axum::{BoxError, Router};
 use error::{ApiError, Code};
 use minilab_core::RecipeBook;
-use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceBuilder;
@@ -91,9 +93,10 @@ const MAX_BODY_BYTES: usize = 16 * 1024;
 pub fn router(state: ApiState) -> Router {
     let serve_web = state.serve_web;
     let api = uploads::router(&state)
-        .route("/api/v1/recipes", get(recipes))
-        .route("/livez", get(|| async { Json(json!({ "status": "ok" })) }))
-        .route("/readyz", get(readyz))
+        .route("/api/v1/recipes", get(recipes::recipes))
+        .route("/api/v1/openapi.json", get(openapi::document))
+        .route("/livez", get(probes::livez))
+        .route("/readyz", get(probes::readyz))
         .fallback(|| async { ApiError::new(Code::NotFound, "no such endpoint") })
         .with_state(state);
     let app = if serve_web {
@@ -124,48 +127,9 @@ async fn overload_or_timeout(err: BoxError) -> ApiError {
     }
 }
 
-async fn recipes(State(state): State<ApiState>) -> Json<serde_json::Value> {
-    let recipes: Vec<_> = state
-        .recipes
-        .iter()
-        .map(|r| {
-            json!({
-                "name": r.name,
-                "description": r.description,
-                "outputs": r.outputs.iter().map(|o| json!({
-                    "name": o.name,
-                    "format": o.format,
-                    "contentType": o.format.content_type(),
-                    "quality": o.quality,
-                    "operations": o.operations,
-                })).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    Json(json!({
-        "recipes": recipes,
-        "maxUploadBytes": state.max_upload_bytes,
-        "acceptedContentTypes": minilab_core::accepted_content_types(),
-    }))
-}
-
 /// `/metrics` (OpenMetrics text).
 pub fn metrics_router(state: ApiState) -> Router {
     Router::new()
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(probes::metrics))
         .with_state(state)
-}
-
-async fn metrics(State(state): State<ApiState>) -> axum::response::Response {
-    minilab_service::metrics::response(state.metrics.registry())
-}
-
-async fn readyz(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
-    if state.readiness.draining() {
-        return Err(ApiError::new(
-            Code::Draining,
-            "this instance is shutting down",
-        ));
-    }
-    Ok(Json(json!({ "status": "ready" })))
 }

@@ -31,11 +31,32 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
                 .into_response()
         })
     };
-    let mut router = Router::new().route("/", serve(FILES[0].1, FILES[0].2));
-    for (path, content_type, body) in FILES {
-        router = router.route(&format!("/{path}"), serve(content_type, body));
+    let mut router = Router::new();
+    for path in paths() {
+        let (_, content_type, body) = file(&path).expect("every path names a file");
+        router = router.route(&path, serve(content_type, body));
     }
     router
+}
+
+/// The page's paths: `/` (index.html) and `/{file}` for each file.
+pub fn paths() -> Vec<String> {
+    std::iter::once("/".to_owned())
+        .chain(FILES.iter().map(|(name, _, _)| format!("/{name}")))
+        .collect()
+}
+
+/// The content type served at `path`, one of [`paths`].
+pub fn content_type(path: &str) -> Option<&'static str> {
+    file(path).map(|(_, content_type, _)| content_type)
+}
+
+fn file(path: &str) -> Option<(&'static str, &'static str, &'static str)> {
+    let name = match path {
+        "/" => "index.html",
+        other => other.strip_prefix('/')?,
+    };
+    FILES.iter().find(|(n, _, _)| *n == name).copied()
 }
 
 /// One file of the page as published to a bucket (`minilab publish-web`).

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// Why an image could not be processed. The `as_str` form is a stable, kebab-case
 /// code; new variants may be added, existing strings never change.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ErrorCode {

@@ -69,6 +69,7 @@ pub struct OutputRecord {
 }
 
 /// A placeholder for an image that has not loaded yet.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Placeholder {
@@ -79,6 +80,7 @@ pub struct Placeholder {
     pub dominant_color: String,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorRecord {
     pub code: ErrorCode,

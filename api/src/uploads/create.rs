@@ -3,7 +3,7 @@
 
 use crate::ApiState;
 use crate::auth::Subject;
-use crate::error::{ApiError, Code, Result};
+use crate::error::{ApiError, Code, ErrorBody, Result};
 use crate::limits::{self, Client, UploadBudget};
 use crate::post_policy::{FormFields, PostPolicy};
 use crate::signing;
@@ -14,19 +14,25 @@ use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use minilab_core::{UploadId, accepted_content_types, keys};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateUpload {
+    /// The file's name; only a safe stem of it is kept, for download names.
     pub filename: String,
+    /// One of `acceptedContentTypes` from `/api/v1/recipes`.
     pub content_type: String,
+    /// The file's size in bytes; the upload must have exactly this many.
     pub size: u64,
+    /// The name of a recipe from `/api/v1/recipes`.
     pub recipe: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UploadTicket {
+    #[schema(value_type = String, example = "01m8y92htck9659hd5e5hehfjs")]
     pub id: UploadId,
     /// POST `fields` and then the file (as the last part, named `file`) to `url`.
     pub upload: PresignedPost,
@@ -35,12 +41,28 @@ pub struct UploadTicket {
     pub max_bytes: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PresignedPost {
     pub url: String,
+    /// The form fields, each to send as it is, before the file.
+    #[schema(value_type = std::collections::HashMap<String, String>)]
     pub fields: FormFields,
 }
 
+/// Checks the request and issues a presigned POST for the file: POST `upload.fields`,
+/// then the file as the last form part named `file`, to `upload.url`.
+#[utoipa::path(post, path = "/api/v1/uploads", tag = "uploads", request_body = CreateUpload,
+    responses(
+        (status = 201, description = "The ticket", body = UploadTicket),
+        (status = 400, description = "`invalid-request`, `unknown-recipe`, `empty-file`", body = ErrorBody),
+        (status = 401, description = "`token-*` (sign-in on)", body = ErrorBody),
+        (status = 413, description = "`too-large`", body = ErrorBody),
+        (status = 415, description = "`unsupported-type`, or `invalid-request` without a JSON content type", body = ErrorBody),
+        (status = 422, description = "`invalid-request`: a body of the wrong shape", body = ErrorBody),
+        (status = 429, description = "`rate-limited`, `upload-budget-exceeded` (with `Retry-After`)", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`overloaded`, `sign-in-unavailable`", body = ErrorBody),
+    ))]
 pub async fn create(
     State(state): State<ApiState>,
     subject: Option<Extension<Subject>>,

@@ -7,12 +7,11 @@
 use super::status::{UploadState, Watch, current_status, visible_upload};
 use crate::ApiState;
 use crate::auth::Subject;
-use crate::error::{ApiError, Code, Result};
+use crate::error::{ApiError, Code, ErrorBody, Result};
 use axum::Extension;
 use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
-use serde_json::json;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +33,20 @@ impl Default for EventStreams {
     }
 }
 
+/// The upload's status as Server-Sent Events: `event: status` with an `UploadStatus`
+/// as its data, at once and at each change of `state`; the stream ends after the
+/// final one. `event: api-error` with an `ErrorBody` ends it when the state cannot
+/// be read. Comments (`:`) keep the connection alive every 15 s.
+#[utoipa::path(get, path = "/api/v1/uploads/{id}/events", tag = "uploads",
+    params(("id" = String, Path, description = "The upload's id")),
+    responses(
+        (status = 200, description = "The stream: `status` events (data: `UploadStatus`), maybe one `api-error` (data: `ErrorBody`)",
+         content_type = "text/event-stream", body = String),
+        (status = 401, description = "`token-*` (sign-in on)", body = ErrorBody),
+        (status = 404, description = "`not-found`", body = ErrorBody),
+        (status = 429, description = "`rate-limited` (with `Retry-After`)", body = ErrorBody),
+        (status = 503, description = "`overloaded`: too many streams open", body = ErrorBody),
+    ))]
 pub async fn events(
     State(state): State<ApiState>,
     subject: Option<Extension<Subject>>,
@@ -84,11 +97,8 @@ async fn next_event(
         let status = match current_status(&stream.state, stream.id).await {
             Ok(status) => status,
             Err(err) => {
-                let body = json!({ "error": { "code": err.code, "message": err.message } });
-                return Some((
-                    Ok(Event::default().event("api-error").data(body.to_string())),
-                    None,
-                ));
+                let data = serde_json::to_string(&err.into_body()).unwrap_or_default();
+                return Some((Ok(Event::default().event("api-error").data(data)), None));
             }
         };
         if stream.last != Some(status.state) {

@@ -4,7 +4,7 @@
 
 use crate::ApiState;
 use crate::auth::Subject;
-use crate::error::{ApiError, Code, Result};
+use crate::error::{ApiError, Code, ErrorBody, Result};
 use crate::signing;
 use aws_sdk_s3::presigning::PresigningConfig;
 use axum::extract::{Path, Query, State};
@@ -18,8 +18,9 @@ use minilab_service::objects;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tokio::time::Instant;
+use utoipa::{IntoParams, ToSchema};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UploadState {
     AwaitingUpload,
@@ -54,9 +55,10 @@ pub fn pending_state(
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UploadStatus {
+    #[schema(value_type = String, example = "01m8y92htck9659hd5e5hehfjs")]
     pub id: UploadId,
     pub state: UploadState,
     pub created_at: DateTime<Utc>,
@@ -76,7 +78,7 @@ pub struct UploadStatus {
     pub error: Option<ErrorRecord>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SourceView {
     pub bytes: u64,
@@ -90,7 +92,7 @@ pub struct SourceView {
     pub format: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OutputView {
     pub name: String,
@@ -102,7 +104,7 @@ pub struct OutputView {
     pub content_type: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 pub struct StatusQuery {
     /// Seconds to wait for a final state (at most [`MAX_WAIT`]).
     pub wait: Option<u64>,
@@ -114,6 +116,20 @@ const POLL_EVERY: Duration = Duration::from_millis(200);
 /// ... and when something does: only a safety net for lost word.
 const SAFETY_POLL: Duration = Duration::from_secs(2);
 
+/// Where the upload is, read from S3; `?wait=N` waits up to N seconds (at most 20)
+/// for a final state.
+#[utoipa::path(get, path = "/api/v1/uploads/{id}", tag = "uploads",
+    params(("id" = String, Path, description = "The upload's id"), StatusQuery),
+    responses(
+        (status = 200, description = "The upload's status", body = UploadStatus),
+        (status = 400, description = "`invalid-request`: a bad query", body = ErrorBody),
+        (status = 401, description = "`token-*` (sign-in on)", body = ErrorBody),
+        (status = 404, description = "`not-found`: no such upload, or another subject's", body = ErrorBody),
+        (status = 429, description = "`rate-limited` (with `Retry-After`)", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`overloaded`, `sign-in-unavailable`", body = ErrorBody),
+        (status = 504, description = "`timeout`", body = ErrorBody),
+    ))]
 pub async fn status(
     State(state): State<ApiState>,
     subject: Option<Extension<Subject>>,
