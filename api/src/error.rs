@@ -20,6 +20,8 @@ pub enum Code {
     EmptyFile,
     /// The file is larger than the upload limit.
     TooLarge,
+    /// The upload names a webhook URL this deployment does not allow.
+    WebhookNotAllowed,
     /// No such upload (or not this subject's), or no such endpoint.
     NotFound,
     /// Too many requests from this client; see `Retry-After`.
@@ -49,12 +51,13 @@ pub enum Code {
 
 impl Code {
     /// Every code, for documentation and tests.
-    pub const ALL: [Code; 20] = [
+    pub const ALL: [Code; 21] = [
         Code::InvalidRequest,
         Code::UnknownRecipe,
         Code::UnsupportedType,
         Code::EmptyFile,
         Code::TooLarge,
+        Code::WebhookNotAllowed,
         Code::NotFound,
         Code::RateLimited,
         Code::UploadBudgetExceeded,
@@ -80,6 +83,7 @@ impl Code {
             Code::UnsupportedType => "unsupported-type",
             Code::EmptyFile => "empty-file",
             Code::TooLarge => "too-large",
+            Code::WebhookNotAllowed => "webhook-not-allowed",
             Code::NotFound => "not-found",
             Code::RateLimited => "rate-limited",
             Code::UploadBudgetExceeded => "upload-budget-exceeded",
@@ -101,7 +105,10 @@ impl Code {
     /// The HTTP status an error with this code is answered with.
     pub fn status(self) -> StatusCode {
         match self {
-            Code::InvalidRequest | Code::UnknownRecipe | Code::EmptyFile => StatusCode::BAD_REQUEST,
+            Code::InvalidRequest
+            | Code::UnknownRecipe
+            | Code::EmptyFile
+            | Code::WebhookNotAllowed => StatusCode::BAD_REQUEST,
             Code::UnsupportedType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Code::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::NotFound => StatusCode::NOT_FOUND,

@@ -59,6 +59,8 @@ pub struct ApiState {
     /// Word of uploads' changes, when something announces them to this instance (the
     /// worker of `minilab up`); `None`: waiting requests read S3 at a steady rate.
     pub changes: Option<minilab_service::changes::Changes>,
+    /// Where uploads may ask their final status to be sent (empty: nowhere).
+    pub webhooks: minilab_core::webhook::AllowList,
     /// The Server-Sent Event streams open now, bounded.
     pub event_streams: uploads::events::EventStreams,
 }

@@ -14,6 +14,7 @@ pub mod manifest;
 pub mod pipeline;
 pub mod recipe;
 pub mod upload;
+pub mod webhook;
 
 pub use error::{ErrorCode, ImageError};
 pub use id::UploadId;

@@ -104,6 +104,8 @@ pub struct ApiArgs {
     upload_bytes_per_hour: u64,
     #[command(flatten)]
     sign_in: SignInArgs,
+    #[command(flatten)]
+    webhooks: crate::webhooks::WebhookArgs,
 }
 
 /// Optional sign-in (see docs/architecture.md): off unless --oidc-issuer is given.
@@ -183,6 +185,8 @@ pub struct WorkerArgs {
     receive_wait: u64,
     #[command(flatten)]
     limits: crate::limits::LimitArgs,
+    #[command(flatten)]
+    webhooks: crate::webhooks::WebhookArgs,
 }
 
 /// The SDK's configuration from its standard chain, with the HTTPS client the SDK
@@ -284,6 +288,7 @@ pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
         sign_in: args.sign_in.sign_in().await?,
         changes: None,
         event_streams: Default::default(),
+        webhooks: args.webhooks.allow_list()?,
     };
     let listener = TcpListener::bind(args.listen)
         .await
@@ -342,6 +347,7 @@ pub async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         metrics: Arc::default(),
         // Cluster push (worker to API pods) is not built yet: the API polls S3.
         announce: None,
+        webhooks: args.webhooks.webhooks()?,
     });
     let queue: Arc<dyn minilab_worker::queue::Queue> = Arc::new(SqsQueue::new(
         sqs,

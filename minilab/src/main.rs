@@ -10,6 +10,7 @@ mod process;
 mod publish;
 mod store;
 mod up;
+mod webhooks;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

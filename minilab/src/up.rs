@@ -54,6 +54,8 @@ pub struct UpArgs {
     recipes: Option<PathBuf>,
     #[command(flatten)]
     limits: crate::limits::LimitArgs,
+    #[command(flatten)]
+    webhooks: crate::webhooks::WebhookArgs,
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -151,6 +153,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             limits,
             metrics: Arc::default(),
             announce: Some(Arc::new(changes.clone())),
+            webhooks: args.webhooks.webhooks()?,
         });
         let options = RunOptions {
             concurrency: workers,
@@ -189,6 +192,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         sign_in: None,
         changes: Some(changes),
         event_streams: Default::default(),
+        webhooks: args.webhooks.allow_list()?,
     };
     let api = minilab_api::router(config.clone()).merge(minilab_api::metrics_router(config));
     tokio::spawn(serve(api_listener, api, "api"));

@@ -159,6 +159,99 @@ async fn the_event_stream_follows_an_upload_to_its_end_on_the_workers_word() {
     );
 }
 
+/// An upload that names an allowed webhook has its final status POSTed there, signed
+/// with the secret, and retried after a failure; a URL outside the allow-list is
+/// refused when the upload is issued.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_final_status_goes_to_the_uploads_webhook_signed_and_retried() {
+    use axum::http::{HeaderMap, StatusCode};
+    const SECRET: &str = "a-webhook-secret-of-some-length";
+    // The receiver: refuses the first delivery, takes the next.
+    let (sender, mut received) = tokio::sync::mpsc::unbounded_channel::<(HeaderMap, String)>();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let receiver = axum::Router::new().route(
+        "/hooks/done",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let (sender, calls) = (sender.clone(), calls.clone());
+            async move {
+                let _ = sender.send((headers, body));
+                if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::NO_CONTENT
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hooks = format!("http://{}/hooks/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, receiver).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start(
+        dir.path(),
+        &["--webhook-allow", &hooks, "--webhook-secret", SECRET],
+    );
+    let bytes = photo("photo-small.jpg");
+    let ask = |webhook: String| {
+        lab.http
+            .post(format!("{}/api/v1/uploads", lab.url))
+            .json(&serde_json::json!({
+                "filename": "photo.jpg", "contentType": "image/jpeg", "size": bytes.len(),
+                "recipe": "web", "webhook": webhook,
+            }))
+            .send()
+    };
+    let refused = ask("http://127.0.0.1:1/elsewhere".into()).await.unwrap();
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "webhook-not-allowed", "{body}");
+
+    let ticket: Value = ask(format!("{hooks}done"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = ticket["id"].as_str().unwrap();
+    lab.upload(&ticket, bytes.clone(), "image/jpeg").await;
+    assert_eq!(state(&lab.wait_final(id).await), "succeeded");
+
+    let wait = std::time::Duration::from_secs(30);
+    let (_, first) = tokio::time::timeout(wait, received.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let (headers, body) = tokio::time::timeout(wait, received.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first, body, "the retry sends the same body");
+    assert_eq!(headers["minilab-delivery"], id);
+    let signature = headers["minilab-signature"].to_str().unwrap();
+    let now = chrono::Utc::now().timestamp();
+    assert!(minilab_core::webhook::verify(
+        SECRET.as_bytes(),
+        signature,
+        body.as_bytes(),
+        now,
+        300
+    ));
+    assert!(!minilab_core::webhook::verify(
+        b"another secret!!",
+        signature,
+        body.as_bytes(),
+        now,
+        300
+    ));
+    let status: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["event"], "upload.finished");
+    assert_eq!(status["id"], id);
+    assert_eq!(status["state"], "succeeded");
+    assert_eq!(status["outputs"].as_array().unwrap().len(), 4);
+    assert_eq!(status["statusUrl"], format!("/api/v1/uploads/{id}"));
+}
+
 /// An iPhone's HEIC goes up as `image/heic` and comes back turned by its `irot`.
 /// `./tests/run` builds with libheif; a build without it refuses the type.
 #[tokio::test(flavor = "multi_thread")]

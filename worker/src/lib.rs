@@ -13,6 +13,7 @@ pub mod recovery;
 pub mod runner;
 #[cfg(feature = "sqs")]
 pub mod sqs;
+pub mod webhooks;
 
 use aws_sdk_s3::primitives::ByteStream;
 use chrono::Utc;
@@ -37,6 +38,8 @@ pub struct Worker {
     /// Told when an upload starts and finishes, so the API answers at once (in
     /// `minilab up`: the API in the same process); best effort.
     pub announce: Option<Arc<dyn Announce>>,
+    /// Sends final statuses to the webhooks uploads name (`None`: webhooks off).
+    pub webhooks: Option<Arc<webhooks::Webhooks>>,
 }
 
 /// How one created object ended.
@@ -324,6 +327,9 @@ impl Worker {
             }
         };
         self.write_manifest(task, &manifest).await?;
+        if let (Some(webhooks), Some(url), Some(_)) = (&self.webhooks, &source.webhook, id) {
+            webhooks.send(url, &manifest, &self.metrics);
+        }
         tracing::info!(key, state = ?manifest.state, ms = ms(started), "image finished");
         let t = &manifest.timings;
         for (stage, ms) in [
@@ -383,6 +389,9 @@ impl Worker {
             filename: metadata
                 .get(minilab_core::FILENAME_METADATA)
                 .and_then(|f| minilab_core::safe_file_stem(f)),
+            webhook: metadata
+                .get(minilab_core::webhook::WEBHOOK_METADATA)
+                .cloned(),
         }))
     }
 
@@ -422,6 +431,8 @@ struct Download {
     bytes: Option<Vec<u8>>,
     recipe: Option<String>,
     filename: Option<String>,
+    /// Where the uploader asked the final status to be sent.
+    webhook: Option<String>,
 }
 
 fn ms(since: Instant) -> f64 {

@@ -23,9 +23,16 @@ pub struct StageLabels {
     pub stage: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    /// delivered, retried, failed, dropped, refused
+    pub result: &'static str,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     jobs: Family<JobLabels, Counter>,
+    webhooks: Family<WebhookLabels, Counter>,
     stages: Family<StageLabels, Histogram>,
     pub in_flight: Gauge,
     event_lag: Histogram,
@@ -69,9 +76,16 @@ impl Metrics {
             "From the S3 event time to the start of work on the upload",
             event_lag.clone(),
         );
+        let webhooks = Family::<WebhookLabels, Counter>::default();
+        registry.register(
+            "webhooks",
+            "Webhook deliveries and attempts, by result",
+            webhooks.clone(),
+        );
         Self {
             registry,
             jobs,
+            webhooks,
             stages,
             in_flight,
             event_lag,
@@ -95,6 +109,10 @@ impl Metrics {
         self.stages
             .get_or_create(&StageLabels { stage })
             .observe(ms / 1e3);
+    }
+
+    pub fn webhook(&self, result: &'static str) {
+        self.webhooks.get_or_create(&WebhookLabels { result }).inc();
     }
 
     pub fn event_lag(&self, lag: Duration) {

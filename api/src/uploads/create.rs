@@ -27,6 +27,10 @@ pub struct CreateUpload {
     pub size: u64,
     /// The name of a recipe from `/api/v1/recipes`.
     pub recipe: String,
+    /// Where to POST the final status (signed; see the README's Webhooks section).
+    /// Only URLs under a prefix the deployment allows (`--webhook-allow`).
+    #[serde(default)]
+    pub webhook: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -54,7 +58,7 @@ pub struct PresignedPost {
 #[utoipa::path(post, path = "/api/v1/uploads", tag = "uploads", request_body = CreateUpload,
     responses(
         (status = 201, description = "The ticket", body = UploadTicket),
-        (status = 400, description = "`invalid-request`, `unknown-recipe`, `empty-file`", body = ErrorBody),
+        (status = 400, description = "`invalid-request`, `unknown-recipe`, `empty-file`, `webhook-not-allowed`", body = ErrorBody),
         (status = 401, description = "`token-*` (sign-in on)", body = ErrorBody),
         (status = 413, description = "`too-large`", body = ErrorBody),
         (status = 415, description = "`unsupported-type`, or `invalid-request` without a JSON content type", body = ErrorBody),
@@ -100,6 +104,17 @@ pub async fn create(
             ),
         ));
     }
+    if let Some(url) = &request.webhook
+        && !state.webhooks.allows(url)
+    {
+        return Err(ApiError::new(
+            Code::WebhookNotAllowed,
+            format!(
+                "webhooks may not be sent to {:?} from this deployment",
+                truncate(url)
+            ),
+        ));
+    }
     if request.filename.len() > 1024 {
         return Err(ApiError::new(
             Code::InvalidRequest,
@@ -140,6 +155,9 @@ pub async fn create(
     let mut metadata = vec![(minilab_core::RECIPE_METADATA, request.recipe.as_str())];
     if let Some(stem) = &stem {
         metadata.push((minilab_core::FILENAME_METADATA, stem.as_str()));
+    }
+    if let Some(url) = &request.webhook {
+        metadata.push((minilab_core::webhook::WEBHOOK_METADATA, url.as_str()));
     }
     let policy = PostPolicy {
         bucket: &state.uploads_bucket,
