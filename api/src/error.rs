@@ -39,6 +39,8 @@ pub enum Code {
     TokenUnknownKey,
     /// The issuer's keys cannot be fetched right now.
     SignInUnavailable,
+    /// Word of a change (internal) not signed with the peer secret.
+    BadSignature,
     /// The instance is shutting down (`/readyz`).
     Draining,
     /// Too many requests in flight; try again shortly.
@@ -51,7 +53,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, for documentation and tests.
-    pub const ALL: [Code; 21] = [
+    pub const ALL: [Code; 22] = [
         Code::InvalidRequest,
         Code::UnknownRecipe,
         Code::UnsupportedType,
@@ -69,6 +71,7 @@ impl Code {
         Code::TokenBadSignature,
         Code::TokenUnknownKey,
         Code::SignInUnavailable,
+        Code::BadSignature,
         Code::Draining,
         Code::Overloaded,
         Code::Timeout,
@@ -95,6 +98,7 @@ impl Code {
             Code::TokenBadSignature => "token-bad-signature",
             Code::TokenUnknownKey => "token-unknown-key",
             Code::SignInUnavailable => "sign-in-unavailable",
+            Code::BadSignature => "bad-signature",
             Code::Draining => "draining",
             Code::Overloaded => "overloaded",
             Code::Timeout => "timeout",
@@ -119,6 +123,7 @@ impl Code {
             | Code::TokenWrongAudience
             | Code::TokenWrongIssuer
             | Code::TokenBadSignature
+            | Code::BadSignature
             | Code::TokenUnknownKey => StatusCode::UNAUTHORIZED,
             Code::SignInUnavailable | Code::Draining | Code::Overloaded => {
                 StatusCode::SERVICE_UNAVAILABLE

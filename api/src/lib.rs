@@ -8,6 +8,7 @@ pub mod auth;
 pub mod error;
 pub mod limits;
 pub mod openapi;
+pub mod peers;
 pub mod post_policy;
 pub mod probes;
 pub mod recipes;
@@ -59,6 +60,9 @@ pub struct ApiState {
     /// Word of uploads' changes, when something announces them to this instance (the
     /// worker of `minilab up`); `None`: waiting requests read S3 at a steady rate.
     pub changes: Option<minilab_service::changes::Changes>,
+    /// The secret workers sign word of changes with (`POST /internal/v1/changes`);
+    /// `None`: this instance takes no word from other processes.
+    pub peer_secret: Option<Arc<[u8]>>,
     /// Where uploads may ask their final status to be sent (empty: nowhere).
     pub webhooks: minilab_core::webhook::AllowList,
     /// The Server-Sent Event streams open now, bounded.
@@ -90,8 +94,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest JSON body the API reads.
 const MAX_BODY_BYTES: usize = 16 * 1024;
 
-/// The API, the page (with `serve_web`) and the probes; `/metrics` is in
-/// [`metrics_router`], served on a port of its own or merged into this one.
+/// The API, the page (with `serve_web`) and the probes; `/metrics` and the workers'
+/// word of changes are in [`internal_router`], served on a port of its own or merged
+/// into this one.
 pub fn router(state: ApiState) -> Router {
     let serve_web = state.serve_web;
     let api = uploads::router(&state)
@@ -129,9 +134,17 @@ async fn overload_or_timeout(err: BoxError) -> ApiError {
     }
 }
 
-/// `/metrics` (OpenMetrics text).
-pub fn metrics_router(state: ApiState) -> Router {
-    Router::new()
-        .route("/metrics", get(probes::metrics))
-        .with_state(state)
+/// What only the cluster reaches: `/metrics` (OpenMetrics text) and, with a peer
+/// secret, the workers' word of changes.
+pub fn internal_router(state: ApiState) -> Router {
+    let router = Router::new().route("/metrics", get(probes::metrics));
+    let router = if state.peer_secret.is_some() {
+        router.route(
+            "/internal/v1/changes",
+            axum::routing::post(peers::changed).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
+        )
+    } else {
+        router
+    };
+    router.with_state(state)
 }

@@ -3,7 +3,7 @@
 //! A test (tests/openapi.rs) fails when a route is served that the document lacks.
 
 use crate::error::{Code, ErrorBody, ErrorDetail};
-use crate::{probes, recipes, uploads, web};
+use crate::{peers, probes, recipes, uploads, web};
 use axum::Json;
 use utoipa::OpenApi;
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem};
@@ -27,12 +27,14 @@ use utoipa::openapi::{ContentBuilder, ResponseBuilder};
         probes::livez,
         probes::readyz,
         probes::metrics,
+        peers::changed,
     ),
     components(schemas(Code, ErrorBody, ErrorDetail, uploads::status::UploadStatus)),
     tags(
         (name = "uploads", description = "Issue an upload, follow it, read its outputs"),
         (name = "recipes", description = "What a photo can be turned into"),
         (name = "probes", description = "Liveness, readiness and metrics"),
+        (name = "internal", description = "Between minilab's own processes, on the metrics address"),
         (name = "page", description = "The upload page (with `--serve-web` and in `minilab up`)"),
     )
 )]

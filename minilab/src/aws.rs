@@ -106,6 +106,12 @@ pub struct ApiArgs {
     sign_in: SignInArgs,
     #[command(flatten)]
     webhooks: crate::webhooks::WebhookArgs,
+    /// Take workers' word of uploads' changes (`POST /internal/v1/changes`, on
+    /// --metrics-listen when given), signed with this secret of at least 16 bytes:
+    /// waiting requests then answer at once, and read S3 only every 2 s as a safety
+    /// net (without it, every 200 ms).
+    #[arg(long, env = "MINILAB_PEER_SECRET", hide_env_values = true)]
+    peer_secret: Option<String>,
 }
 
 /// Optional sign-in (see docs/architecture.md): off unless --oidc-issuer is given.
@@ -187,6 +193,28 @@ pub struct WorkerArgs {
     limits: crate::limits::LimitArgs,
     #[command(flatten)]
     webhooks: crate::webhooks::WebhookArgs,
+    /// The API instances to tell when an upload starts and finishes, comma-separated
+    /// `host:port` of their metrics address, each name resolved to all its addresses
+    /// (a headless Service: every API pod); needs --peer-secret.
+    #[arg(
+        long,
+        env = "MINILAB_ANNOUNCE_TO",
+        value_delimiter = ',',
+        requires = "peer_secret"
+    )]
+    announce_to: Vec<String>,
+    /// The secret the API instances were given (`minilab api --peer-secret`).
+    #[arg(long, env = "MINILAB_PEER_SECRET", hide_env_values = true)]
+    peer_secret: Option<String>,
+}
+
+/// The secret the workers sign word of changes with, shared by both sides.
+fn peer_secret(secret: &str) -> anyhow::Result<Arc<[u8]>> {
+    anyhow::ensure!(
+        secret.len() >= 16,
+        "--peer-secret (MINILAB_PEER_SECRET) must have at least 16 bytes"
+    );
+    Ok(secret.as_bytes().into())
 }
 
 /// The SDK's configuration from its standard chain, with the HTTPS client the SDK
@@ -258,6 +286,7 @@ pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
         None
     };
     let readiness = Readiness::default();
+    let peer_secret = args.peer_secret.as_deref().map(peer_secret).transpose()?;
     let config = ApiState {
         tracker,
         metrics: Default::default(),
@@ -286,14 +315,16 @@ pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
             trusted_hops: args.trusted_proxy_hops,
         },
         sign_in: args.sign_in.sign_in().await?,
-        changes: None,
+        // Word from the workers, when they are told where this instance is.
+        changes: peer_secret.is_some().then(Default::default),
+        peer_secret,
         event_streams: Default::default(),
         webhooks: args.webhooks.allow_list()?,
     };
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
-    let metrics = minilab_api::metrics_router(config.clone());
+    let metrics = minilab_api::internal_router(config.clone());
     let (router, metrics_server) = match args.metrics_listen {
         Some(addr) => {
             let metrics_listener = TcpListener::bind(addr)
@@ -338,15 +369,27 @@ pub async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
     let storage = &args.storage;
     let s3 = s3_client(&sdk, storage.s3_path_style).await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let metrics = Arc::<minilab_worker::metrics::Metrics>::default();
+    let announce = match (&args.peer_secret, args.announce_to.is_empty()) {
+        (Some(secret), false) => {
+            let peers = minilab_worker::peers::Peers::new(
+                args.announce_to.clone(),
+                peer_secret(secret)?.to_vec(),
+                metrics.clone(),
+            )
+            .map_err(anyhow::Error::msg)?;
+            Some(Arc::new(peers) as Arc<dyn minilab_service::changes::Announce>)
+        }
+        _ => None,
+    };
     let worker = Arc::new(Worker {
         s3,
         uploads_bucket: storage.uploads_bucket.clone(),
         processed_bucket: storage.processed_bucket.clone(),
         recipes: crate::load_recipes(storage.recipes.as_deref())?,
         limits: args.limits.limits(storage.max_upload_bytes),
-        metrics: Arc::default(),
-        // Cluster push (worker to API pods) is not built yet: the API polls S3.
-        announce: None,
+        metrics,
+        announce,
         webhooks: args.webhooks.webhooks()?,
     });
     let queue: Arc<dyn minilab_worker::queue::Queue> = Arc::new(SqsQueue::new(

@@ -191,10 +191,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         rate_limits: minilab_api::limits::RateLimits::OFF,
         sign_in: None,
         changes: Some(changes),
+        // The worker is in this process: nothing else announces.
+        peer_secret: None,
         event_streams: Default::default(),
         webhooks: args.webhooks.allow_list()?,
     };
-    let api = minilab_api::router(config.clone()).merge(minilab_api::metrics_router(config));
+    let api = minilab_api::router(config.clone()).merge(minilab_api::internal_router(config));
     tokio::spawn(serve(api_listener, api, "api"));
 
     println!("minilab is up: open http://{api_addr}/");

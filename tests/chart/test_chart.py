@@ -1,5 +1,6 @@
 """The Helm chart rendered by the real Helm engine (helm-python-sdk) and validated
 strictly with kubernetes-validate; run by ./tests/run (which installs both)."""
+import base64
 import json
 import os
 import re
@@ -448,12 +449,18 @@ class ChartTest(unittest.TestCase):
         for name, policy in policies.items():
             pod = deployments[name]["spec"]["template"]
             self.assertEqual(policy["spec"]["podSelector"]["matchLabels"], pod["metadata"]["labels"])
-            opened = {p["port"]: rule.get("from") for rule in policy["spec"]["ingress"] for p in rule["ports"]}
+            opened = {}
+            for rule in policy["spec"]["ingress"]:
+                for port in rule["ports"]:
+                    opened.setdefault(port["port"], []).append(rule.get("from"))
             ports = {p["name"]: p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]}
             self.assertEqual(set(opened), set(ports.values()))
-            self.assertEqual(opened[ports["metrics"]], scrapers, "metrics only to the scrapers")
+            # Metrics only to the scrapers; the API's also to the workers' word of changes.
+            workers = [{"podSelector": {"matchLabels": deployments["demo-minilab-worker"]["spec"]["selector"]["matchLabels"]}}]
+            expected = [scrapers, workers] if "http" in ports else [scrapers]
+            self.assertEqual(opened[ports["metrics"]], expected, name)
             if "http" in ports:
-                self.assertIsNone(opened[ports["http"]], "the API's HTTP from anywhere")
+                self.assertEqual(opened[ports["http"]], [None], "the API's HTTP from anywhere")
 
         monitor = next(d for d in docs if d["kind"] == "ServiceMonitor")
         self.assertEqual(monitor["metadata"]["labels"]["release"], "prometheus")
@@ -902,6 +909,42 @@ class ChartTest(unittest.TestCase):
         self.assertEqual((env["MINILAB_TICKETS_PER_MINUTE"], env["MINILAB_TICKET_BURST"]), ("5", "2"))
         self.assertEqual((env["MINILAB_READS_PER_MINUTE"], env["MINILAB_READ_BURST"]), ("600", "120"))
         self.assertEqual(env["MINILAB_UPLOAD_BYTES_PER_HOUR"], "2147483648")
+
+    def test_workers_tell_every_ready_api_pod_with_the_shared_secret(self):
+        docs = render(BASE)
+        deployments = by_kind(docs, "Deployment")
+        def env(component):
+            container = deployments[f"demo-minilab-{component}"]["spec"]["template"]["spec"]["containers"][0]
+            return {e["name"]: e for e in container["env"]}
+        peers = by_kind(docs, "Service")["demo-minilab-api-peers"]["spec"]
+        # Headless (one address per pod), ready pods only, the API pods' metrics port.
+        self.assertEqual(peers["clusterIP"], "None")
+        self.assertFalse(peers["publishNotReadyAddresses"])
+        self.assertEqual(peers["selector"], deployments["demo-minilab-api"]["spec"]["selector"]["matchLabels"])
+        api_ports = {p["name"]: p["containerPort"]
+                     for p in deployments["demo-minilab-api"]["spec"]["template"]["spec"]["containers"][0]["ports"]}
+        [port] = peers["ports"]
+        self.assertEqual((port["port"], port["targetPort"]), (api_ports["metrics"], "metrics"))
+        self.assertEqual(env("api")["MINILAB_METRICS_LISTEN"]["value"], f"0.0.0.0:{api_ports['metrics']}")
+        self.assertEqual(env("worker")["MINILAB_ANNOUNCE_TO"]["value"], f"demo-minilab-api-peers.media.svc:{port['port']}")
+        # One secret, the chart's own, given to both sides; the operator needs none.
+        [secret] = [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "demo-minilab-peers"]
+        self.assertGreaterEqual(len(base64.b64decode(secret["data"]["secret"])), 16)
+        for component in ("api", "worker"):
+            self.assertEqual(env(component)["MINILAB_PEER_SECRET"]["valueFrom"]["secretKeyRef"],
+                             {"name": "demo-minilab-peers", "key": "secret"})
+        self.assertNotIn("MINILAB_PEER_SECRET", env("operator"))
+        # A Secret of one's own instead; or no push at all (the API then polls S3).
+        own = render(merged(BASE, {"push": {"existingSecret": "my-peers"}}))
+        self.assertNotIn("demo-minilab-peers", [d["metadata"]["name"] for d in own if d["kind"] == "Secret"])
+        worker = by_kind(own, "Deployment")["demo-minilab-worker"]["spec"]["template"]["spec"]["containers"][0]
+        self.assertEqual(next(e for e in worker["env"] if e["name"] == "MINILAB_PEER_SECRET")["valueFrom"]["secretKeyRef"]["name"],
+                         "my-peers")
+        off = render(merged(BASE, {"push": {"enabled": False}}))
+        self.assertNotIn("demo-minilab-api-peers", by_kind(off, "Service"))
+        for deployment in by_kind(off, "Deployment").values():
+            names = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+            self.assertFalse(names & {"MINILAB_PEER_SECRET", "MINILAB_ANNOUNCE_TO"})
 
     def test_sign_in_is_off_by_default_and_complete_when_on(self):
         def api_env(values):

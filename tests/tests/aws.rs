@@ -837,3 +837,66 @@ fn ticket_from(
         }));
     async move { request.send().await.unwrap() }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs LocalStack: ./tests/run starts it and runs this"]
+async fn a_worker_wakes_the_requests_waiting_on_every_api_instance() {
+    // Two API instances (two pods) and a worker told where both are: a long poll on
+    // each is woken by the worker's word, not by its own 2 s read of S3.
+    const SECRET: &str = "peers-shared-secret-for-tests";
+    const WORD: &str = "minilab_api_status_wakes_total{by=\"word\"}";
+    const SENT: &str = "minilab_worker_announcements_total{result=\"sent\"}";
+    let stack = Stack::connect().await;
+    let env = stack.env(EnvOptions::default()).await;
+    let internal = ["--metrics-listen", "127.0.0.1:0", "--peer-secret", SECRET];
+    let (mut first_process, first) = stack.api(&env, &internal);
+    let (mut second_process, second) = stack.api(&env, &internal);
+    let first_internal = first_process.wait_line("minilab api metrics on ");
+    let second_internal = second_process.wait_line("minilab api metrics on ");
+    let targets = [&first_internal, &second_internal]
+        .map(|url| url.trim_start_matches("http://").to_owned())
+        .join(",");
+    let (_worker, worker_metrics) =
+        stack.worker(&env, &["--announce-to", &targets, "--peer-secret", SECRET]);
+
+    // Word only where the cluster reaches, and only signed with the secret.
+    let forged = first
+        .http
+        .post(format!("{first_internal}/internal/v1/changes"))
+        .header("minilab-signature", "t=1,v1=00")
+        .body(r#"{"id":"x"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+    let body: Value = forged.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "bad-signature");
+    let public = first
+        .http
+        .post(format!("{}/internal/v1/changes", first.url))
+        .body(r#"{"id":"x"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(public.status(), 404);
+
+    let bytes = photo("photo-12mp.jpg");
+    let ticket = first.ticket("photo.jpg", "image/jpeg", &bytes, "web").await;
+    let id = ticket["id"].as_str().unwrap().to_owned();
+    let (on_first, on_second, ()) = tokio::join!(
+        first.wait_final(&id),
+        second.wait_final(&id),
+        first.upload(&ticket, bytes, "image/jpeg")
+    );
+    assert_eq!(state(&on_first), "succeeded", "{on_first}");
+    assert_eq!(state(&on_second), "succeeded", "{on_second}");
+    for metrics in [&first_internal, &second_internal] {
+        let woken = metric(&first.http, metrics, WORD).await;
+        assert!(woken >= 1.0, "{metrics}: woken by word {woken} times");
+    }
+    // Its start and its end, to each of the two.
+    eventually(Duration::from_secs(5), "4 announcements sent", || async {
+        metric(&first.http, &worker_metrics, SENT).await == 4.0
+    })
+    .await;
+}

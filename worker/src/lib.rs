@@ -8,6 +8,7 @@
 
 pub mod http;
 pub mod metrics;
+pub mod peers;
 pub mod queue;
 pub mod recovery;
 pub mod runner;

@@ -24,15 +24,17 @@ pub struct StageLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct WebhookLabels {
-    /// delivered, retried, failed, dropped, refused
+pub struct ResultLabels {
+    /// webhooks: delivered, retried, failed, dropped, refused;
+    /// announcements: sent, failed, dropped, unresolved
     pub result: &'static str,
 }
 
 pub struct Metrics {
     pub registry: Registry,
     jobs: Family<JobLabels, Counter>,
-    webhooks: Family<WebhookLabels, Counter>,
+    webhooks: Family<ResultLabels, Counter>,
+    announcements: Family<ResultLabels, Counter>,
     stages: Family<StageLabels, Histogram>,
     pub in_flight: Gauge,
     event_lag: Histogram,
@@ -76,16 +78,23 @@ impl Metrics {
             "From the S3 event time to the start of work on the upload",
             event_lag.clone(),
         );
-        let webhooks = Family::<WebhookLabels, Counter>::default();
+        let webhooks = Family::<ResultLabels, Counter>::default();
         registry.register(
             "webhooks",
             "Webhook deliveries and attempts, by result",
             webhooks.clone(),
         );
+        let announcements = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "announcements",
+            "Word of an upload's change sent to an API instance, by result",
+            announcements.clone(),
+        );
         Self {
             registry,
             jobs,
             webhooks,
+            announcements,
             stages,
             in_flight,
             event_lag,
@@ -112,7 +121,13 @@ impl Metrics {
     }
 
     pub fn webhook(&self, result: &'static str) {
-        self.webhooks.get_or_create(&WebhookLabels { result }).inc();
+        self.webhooks.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    pub fn announcement(&self, result: &'static str) {
+        self.announcements
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     pub fn event_lag(&self, lag: Duration) {

@@ -285,3 +285,13 @@ imagePullSecrets:
 {{- toYaml . }}
 {{- end }}
 {{- end -}}
+
+{{/* The peer secret (push.existingSecret or the chart's own) as MINILAB_PEER_SECRET,
+   given to the API and the workers alike. */}}
+{{- define "minilab.peerSecretEnv" -}}
+- name: MINILAB_PEER_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.push.existingSecret | default (printf "%s-peers" (include "minilab.fullname" .)) }}
+      key: secret
+{{- end -}}
