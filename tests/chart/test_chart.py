@@ -1141,7 +1141,7 @@ def cli_options(help_text):
         if found:
             flag = found.group(1)
             options[flag] = (None, flag in required)
-        env = re.search(r"\[env: ([A-Z0-9_]+)=", line)
+        env = re.search(r"\[env: ([A-Z0-9_]+)[=\]]", line)  # a secret's value is hidden: no "="
         if env and flag:
             options[flag] = (env.group(1), flag in required)
     return options
