@@ -117,6 +117,7 @@ VALUE_SETS = {
         "worker": {"roleArn": "arn:aws:iam::111122223333:role/minilab-worker", "concurrency": 2},
         "operator": {"roleArn": "arn:aws:iam::111122223333:role/minilab-operator"},
         "recipes": "recipes:\n  - {name: tiny, description: d, outputs: [{name: t, format: png}]}\n",
+        "webhooks": {"allow": ["https://hooks.example.com/minilab/"], "secretName": "hook-signing"},
     }),
     "no-tracking": merged(BASE, {"api": {"kubeTracking": False}}),
     "keda": merged(BASE, {
@@ -945,6 +946,29 @@ class ChartTest(unittest.TestCase):
         for deployment in by_kind(off, "Deployment").values():
             names = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
             self.assertFalse(names & {"MINILAB_PEER_SECRET", "MINILAB_ANNOUNCE_TO"})
+
+    def test_webhooks_are_off_by_default_and_signed_by_the_worker_when_allowed(self):
+        def env(values):
+            deployments = by_kind(render(values), "Deployment")
+            return {c: {e["name"]: e for e in deployments[f"demo-minilab-{c}"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+                    for c in ("api", "worker", "operator")}
+        for component in env(BASE).values():
+            self.assertFalse([n for n in component if n.startswith("MINILAB_WEBHOOK_")])
+        allowed = {"webhooks": {"allow": ["https://hooks.example.com/minilab/", "http://receiver.tools.svc:8080/"],
+                                "secretName": "hook-signing"}}
+        on = env(merged(BASE, allowed))
+        for component in ("api", "worker"):
+            self.assertEqual(on[component]["MINILAB_WEBHOOK_ALLOW"]["value"],
+                             "https://hooks.example.com/minilab/,http://receiver.tools.svc:8080/")
+        self.assertEqual(on["worker"]["MINILAB_WEBHOOK_SECRET"]["valueFrom"]["secretKeyRef"],
+                         {"name": "hook-signing", "key": "secret"})
+        self.assertNotIn("MINILAB_WEBHOOK_SECRET", on["api"])
+        self.assertFalse([n for n in on["operator"] if n.startswith("MINILAB_WEBHOOK_")])
+        with self.assertRaises(Exception) as refused:
+            render(merged(BASE, {"webhooks": {"allow": ["https://hooks.example.com/"]}}))
+        self.assertIn("webhooks.secretName is required", str(refused.exception))
+        with self.assertRaises(hp.HelmValuesError):
+            render(merged(BASE, {"webhooks": {"allow": ["https://hooks.example.com"], "secretName": "s"}}))
 
     def test_sign_in_is_off_by_default_and_complete_when_on(self):
         def api_env(values):
