@@ -4,7 +4,7 @@
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int, c_uchar, c_ulong, c_void};
 
-use crate::{ColorSpace, Error, Header};
+use crate::{ColorSpace, Error, Header, Image};
 
 type Handle = *mut c_void;
 
@@ -17,10 +17,30 @@ const TJCS_CMYK: c_int = 3;
 const TJCS_YCCK: c_int = 4;
 const TJPF_RGB: c_int = 0;
 const TJPF_GRAY: c_int = 6;
+// enum TJSAMP, and the flags.
+const TJSAMP_444: c_int = 0;
+const TJSAMP_420: c_int = 2;
+const TJSAMP_GRAY: c_int = 3;
+const TJFLAG_PROGRESSIVE: c_int = 16384;
 
 // Linked by build.rs, as pkg-config says.
 unsafe extern "C" {
     fn tjInitDecompress() -> Handle;
+    fn tjInitCompress() -> Handle;
+    fn tjFree(buffer: *mut c_uchar);
+    fn tjCompress2(
+        handle: Handle,
+        source: *const c_uchar,
+        width: c_int,
+        pitch: c_int,
+        height: c_int,
+        pixel_format: c_int,
+        jpeg: *mut *mut c_uchar,
+        jpeg_size: *mut c_ulong,
+        subsampling: c_int,
+        quality: c_int,
+        flags: c_int,
+    ) -> c_int;
     fn tjDestroy(handle: Handle) -> c_int;
     fn tjGetErrorStr2(handle: Handle) -> *mut c_char;
     fn tjGetErrorCode(handle: Handle) -> c_int;
@@ -46,16 +66,14 @@ unsafe extern "C" {
     ) -> c_int;
 }
 
-/// An owned TurboJPEG decompressor, destroyed on drop.
-pub struct Decompressor(Handle);
+/// An owned TurboJPEG handle, destroyed on drop.
+struct Owned(Handle);
 
-impl Decompressor {
-    pub fn new() -> Result<Self, Error> {
-        // SAFETY: tjInitDecompress has no preconditions; it returns NULL on failure.
-        let handle = unsafe { tjInitDecompress() };
+impl Owned {
+    fn new(handle: Handle, what: &str) -> Result<Self, Error> {
         if handle.is_null() {
             return Err(Error {
-                message: "libjpeg-turbo could not create a decompressor".into(),
+                message: format!("libjpeg-turbo could not create a {what}"),
             });
         }
         Ok(Self(handle))
@@ -75,10 +93,34 @@ impl Decompressor {
         };
         Error { message }
     }
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from tjInitDecompress or tjInitCompress and is
+        // destroyed once.
+        unsafe {
+            tjDestroy(self.0);
+        }
+    }
+}
+
+/// A TurboJPEG decompressor.
+pub struct Decompressor(Owned);
+
+impl Decompressor {
+    pub fn new() -> Result<Self, Error> {
+        // SAFETY: tjInitDecompress has no preconditions; it returns NULL on failure.
+        Owned::new(unsafe { tjInitDecompress() }, "decompressor").map(Self)
+    }
+
+    fn error(&self) -> Error {
+        self.0.error()
+    }
 
     fn is_fatal(&self) -> bool {
         // SAFETY: the handle is live.
-        unsafe { tjGetErrorCode(self.0) != TJERR_WARNING }
+        unsafe { tjGetErrorCode(self.0.0) != TJERR_WARNING }
     }
 
     pub fn header(&self, jpeg: &[u8]) -> Result<Header, Error> {
@@ -90,7 +132,7 @@ impl Decompressor {
         // and the four out-pointers point at live c_ints.
         let status = unsafe {
             tjDecompressHeader3(
-                self.0,
+                self.0.0,
                 jpeg.as_ptr(),
                 size,
                 &mut width,
@@ -168,7 +210,7 @@ impl Decompressor {
         // `format` (3 or 1 bytes a pixel).
         let status = unsafe {
             tjDecompress2(
-                self.0,
+                self.0.0,
                 jpeg.as_ptr(),
                 size,
                 pixels.as_mut_ptr(),
@@ -186,11 +228,86 @@ impl Decompressor {
     }
 }
 
-impl Drop for Decompressor {
-    fn drop(&mut self) {
-        // SAFETY: the handle came from tjInitDecompress and is destroyed once.
-        unsafe {
-            tjDestroy(self.0);
+/// A TurboJPEG compressor.
+pub struct Compressor(Owned);
+
+impl Compressor {
+    pub fn new() -> Result<Self, Error> {
+        // SAFETY: tjInitCompress has no preconditions; it returns NULL on failure.
+        Owned::new(unsafe { tjInitCompress() }, "compressor").map(Self)
+    }
+
+    /// Encodes `pixels` (`width`×`height`, 3 bytes a pixel RGB or 1 grey) at
+    /// `quality` (1-100), chroma at half resolution when `subsample` (RGB only).
+    pub fn compress(&self, pixels: &[u8], image: &Image, quality: u8) -> Result<Vec<u8>, Error> {
+        let channels: u32 = if image.gray { 1 } else { 3 };
+        let too_large = || Error {
+            message: format!(
+                "a {}×{} image is too large to encode",
+                image.width, image.height
+            ),
+        };
+        let pitch = image.width.checked_mul(channels).ok_or_else(too_large)?;
+        let expected =
+            usize::try_from(u64::from(pitch) * u64::from(image.height)).map_err(|_| too_large())?;
+        if pixels.len() != expected || expected == 0 {
+            return Err(Error {
+                message: format!(
+                    "{} bytes of pixels for a {}×{} image",
+                    pixels.len(),
+                    image.width,
+                    image.height
+                ),
+            });
         }
+        let (c_width, c_height, c_pitch) = (
+            c_int::try_from(image.width).map_err(|_| too_large())?,
+            c_int::try_from(image.height).map_err(|_| too_large())?,
+            c_int::try_from(pitch).map_err(|_| too_large())?,
+        );
+        let (format, subsampling) = match (image.gray, image.subsample) {
+            (true, _) => (TJPF_GRAY, TJSAMP_GRAY),
+            (false, true) => (TJPF_RGB, TJSAMP_420),
+            (false, false) => (TJPF_RGB, TJSAMP_444),
+        };
+        let flags = if image.progressive {
+            TJFLAG_PROGRESSIVE
+        } else {
+            0
+        };
+        let mut jpeg: *mut c_uchar = std::ptr::null_mut();
+        let mut size: c_ulong = 0;
+        // SAFETY: the handle is live; `pixels` holds exactly `c_height` rows of
+        // `c_pitch` bytes in `format` (checked above) and is only read; with a NULL
+        // `jpeg`, libjpeg-turbo allocates the output (tjAlloc) and sets `jpeg` and
+        // `size`, and the buffer is freed below with tjFree, once.
+        let status = unsafe {
+            tjCompress2(
+                self.0.0,
+                pixels.as_ptr(),
+                c_width,
+                c_pitch,
+                c_height,
+                format,
+                &mut jpeg,
+                &mut size,
+                subsampling,
+                c_int::from(quality.clamp(1, 100)),
+                flags,
+            )
+        };
+        let result = if status != 0 || jpeg.is_null() {
+            Err(self.0.error())
+        } else {
+            usize::try_from(size).map_err(|_| too_large()).map(|size| {
+                // SAFETY: on success `jpeg` points at `size` bytes libjpeg-turbo wrote.
+                unsafe { std::slice::from_raw_parts(jpeg, size) }.to_vec()
+            })
+        };
+        if !jpeg.is_null() {
+            // SAFETY: `jpeg` was allocated by libjpeg-turbo and is not used after this.
+            unsafe { tjFree(jpeg) };
+        }
+        result
     }
 }

@@ -166,9 +166,10 @@ fn decode_heic(
     })
 }
 
-/// Whether JPEGs are decoded by the system's libjpeg-turbo: when the build found it
-/// (see turbojpeg/build.rs), unless `MINILAB_JPEG_DECODER=rust` asks for the
-/// pure-Rust decoders (to compare them, or to test them in a build that has both).
+/// Whether JPEGs are decoded (and encoded) by the system's libjpeg-turbo: when the
+/// build found it (see turbojpeg/build.rs), unless `MINILAB_JPEG_DECODER=rust` asks
+/// for the pure-Rust codecs (to compare them, or to test them in a build that has
+/// both).
 pub fn uses_libjpeg_turbo() -> bool {
     static TURBO: OnceLock<bool> = OnceLock::new();
     *TURBO.get_or_init(|| {

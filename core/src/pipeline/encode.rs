@@ -31,32 +31,15 @@ pub(super) fn encode(
             } else {
                 image
             };
-            let (color, data) = match image {
-                DynamicImage::ImageLuma8(gray) => {
-                    (jpeg_encoder::ColorType::Luma, gray.as_raw().as_slice())
-                }
-                DynamicImage::ImageRgb8(rgb) => {
-                    (jpeg_encoder::ColorType::Rgb, rgb.as_raw().as_slice())
-                }
-                _ => return Err(failed(&"unexpected pixel layout")),
-            };
-            let (Ok(width), Ok(height)) =
-                (u16::try_from(image.width()), u16::try_from(image.height()))
-            else {
+            if image.width() > u32::from(u16::MAX) || image.height() > u32::from(u16::MAX) {
                 return Err(failed(&"JPEG is limited to 65535 pixels a side"));
+            }
+            let encoded = if super::decode::uses_libjpeg_turbo() {
+                encode_jpeg_turbo(image, spec, icc)
+            } else {
+                encode_jpeg_rust(image, spec, icc)
             };
-            let mut encoder = jpeg_encoder::Encoder::new(&mut out, spec.quality);
-            // Chroma at half resolution below q90, as libjpeg's defaults and browsers expect.
-            if spec.quality < 90 {
-                encoder.set_sampling_factor(jpeg_encoder::SamplingFactor::R_4_2_0);
-            }
-            encoder.set_progressive(spec.progressive);
-            if let Some(icc) = icc {
-                encoder.add_icc_profile(icc).map_err(|e| failed(&e))?;
-            }
-            encoder
-                .encode(data, width, height, color)
-                .map_err(|e| failed(&e))?;
+            out = encoded.map_err(|e| failed(&e))?;
         }
         Format::Png => {
             let mut encoder = image::codecs::png::PngEncoder::new(&mut out);
@@ -121,6 +104,62 @@ pub(super) fn encode(
 
 /// The pixels as packed 8-bit RGB or RGBA: grey is widened, as WebP and AVIF are
 /// encoded from colour here.
+/// Chroma at half resolution below q90, as libjpeg's defaults and browsers expect.
+fn subsampled(spec: &OutputSpec) -> bool {
+    spec.quality < 90
+}
+
+/// A JPEG through libjpeg-turbo (SIMD colour conversion, DCT and entropy coding):
+/// what the pipeline uses when the build has it. At most 65535 pixels a side.
+fn encode_jpeg_turbo(
+    image: &DynamicImage,
+    spec: &OutputSpec,
+    icc: Option<&[u8]>,
+) -> Result<Vec<u8>, String> {
+    let (gray, data) = match image {
+        DynamicImage::ImageLuma8(gray) => (true, gray.as_raw().as_slice()),
+        DynamicImage::ImageRgb8(rgb) => (false, rgb.as_raw().as_slice()),
+        _ => return Err("unexpected pixel layout".into()),
+    };
+    let layout = minilab_turbojpeg::Image {
+        width: image.width(),
+        height: image.height(),
+        gray,
+        subsample: subsampled(spec),
+        progressive: spec.progressive,
+    };
+    minilab_turbojpeg::encode(data, &layout, spec.quality, icc).map_err(|e| e.to_string())
+}
+
+/// A JPEG through jpeg-encoder (pure Rust, SIMD): builds without libjpeg-turbo.
+/// At most 65535 pixels a side.
+fn encode_jpeg_rust(
+    image: &DynamicImage,
+    spec: &OutputSpec,
+    icc: Option<&[u8]>,
+) -> Result<Vec<u8>, String> {
+    let (color, data) = match image {
+        DynamicImage::ImageLuma8(gray) => (jpeg_encoder::ColorType::Luma, gray.as_raw().as_slice()),
+        DynamicImage::ImageRgb8(rgb) => (jpeg_encoder::ColorType::Rgb, rgb.as_raw().as_slice()),
+        _ => return Err("unexpected pixel layout".into()),
+    };
+    let side = |side: u32| u16::try_from(side).map_err(|e| e.to_string());
+    let (width, height) = (side(image.width())?, side(image.height())?);
+    let mut out = Vec::new();
+    let mut encoder = jpeg_encoder::Encoder::new(&mut out, spec.quality);
+    if subsampled(spec) {
+        encoder.set_sampling_factor(jpeg_encoder::SamplingFactor::R_4_2_0);
+    }
+    encoder.set_progressive(spec.progressive);
+    if let Some(icc) = icc {
+        encoder.add_icc_profile(icc).map_err(|e| e.to_string())?;
+    }
+    encoder
+        .encode(data, width, height, color)
+        .map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
 fn rgb_or_rgba(image: &DynamicImage) -> (bool, Cow<'_, [u8]>) {
     match image {
         DynamicImage::ImageRgb8(rgb) => (false, Cow::Borrowed(rgb.as_raw())),

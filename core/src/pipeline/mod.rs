@@ -68,7 +68,8 @@ pub struct Timings {
 /// Where the time goes: a JPEG much larger than every output is decoded at 1/2, 1/4
 /// or 1/8 scale (DCT scaling: less entropy decoding and no full-size buffer); the
 /// largest resized output is made from the source and smaller ones from it; resizing
-/// is SIMD (fast_image_resize) and JPEG encoding is SIMD (jpeg-encoder).
+/// is SIMD (fast_image_resize) and JPEG encoding is SIMD (libjpeg-turbo when the
+/// build has it, else jpeg-encoder).
 pub fn process(bytes: &[u8], recipe: &Recipe, limits: &Limits) -> Result<Processed, ImageError> {
     contained(|| run(bytes, recipe, limits))
 }
