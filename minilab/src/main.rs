@@ -62,6 +62,7 @@ enum Command {
 type BoxedRun = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>>>>;
 
 fn main() -> ExitCode {
+    let kept = minilab_memory::keep_freed_memory();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -71,6 +72,9 @@ fn main() -> ExitCode {
             }),
         )
         .init();
+    if !kept {
+        tracing::debug!("freed memory goes back to the system: not glibc, or it refused");
+    }
     let block_on = |future| {
         tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
