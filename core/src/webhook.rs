@@ -63,6 +63,19 @@ impl AllowList {
     }
 }
 
+/// The fewest bytes a signing secret may have (webhooks and the peers' word alike).
+pub const MIN_SECRET_BYTES: usize = 16;
+
+/// `secret`, if it is long enough to sign with; `what` names it in the error.
+pub fn signing_secret(secret: &[u8], what: &str) -> Result<Vec<u8>, String> {
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(format!(
+            "{what} must have at least {MIN_SECRET_BYTES} bytes"
+        ));
+    }
+    Ok(secret.to_vec())
+}
+
 /// The `Minilab-Signature` value for `body` sent at `timestamp` (unix seconds).
 pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     format!(
@@ -108,6 +121,16 @@ fn mac(secret: &[u8], timestamp: i64, body: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_too_short_to_sign_with_is_refused() {
+        let refused = signing_secret(&[7; 15], "the test secret").unwrap_err();
+        assert_eq!(refused, "the test secret must have at least 16 bytes");
+        assert_eq!(
+            signing_secret(&[7; 16], "the test secret").unwrap(),
+            [7; 16]
+        );
+    }
 
     #[test]
     fn prefixes_must_name_a_host_and_end_in_a_slash() {

@@ -210,11 +210,9 @@ pub struct WorkerArgs {
 
 /// The secret the workers sign word of changes with, shared by both sides.
 fn peer_secret(secret: &str) -> anyhow::Result<Arc<[u8]>> {
-    anyhow::ensure!(
-        secret.len() >= 16,
-        "--peer-secret (MINILAB_PEER_SECRET) must have at least 16 bytes"
-    );
-    Ok(secret.as_bytes().into())
+    minilab_core::webhook::signing_secret(secret.as_bytes(), "--peer-secret (MINILAB_PEER_SECRET)")
+        .map(Arc::from)
+        .map_err(anyhow::Error::msg)
 }
 
 /// The SDK's configuration from its standard chain, with the HTTPS client the SDK

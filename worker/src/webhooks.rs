@@ -6,7 +6,7 @@
 
 use crate::metrics::Metrics;
 use minilab_core::Manifest;
-use minilab_core::webhook::{AllowList, SIGNATURE_HEADER, sign};
+use minilab_core::webhook::{AllowList, SIGNATURE_HEADER, sign, signing_secret};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,9 +46,7 @@ pub struct Webhooks {
 
 impl Webhooks {
     pub fn new(allow: AllowList, secret: Vec<u8>, retry: Retry) -> Result<Self, String> {
-        if secret.len() < 16 {
-            return Err("the webhook secret must have at least 16 bytes".into());
-        }
+        let secret = signing_secret(&secret, "the webhook secret")?;
         let client = reqwest::Client::builder()
             // A redirect could lead anywhere: the allow-list is for the URL given.
             .redirect(reqwest::redirect::Policy::none())

@@ -102,11 +102,18 @@ pub(super) fn encode(
     Ok(out)
 }
 
-/// The pixels as packed 8-bit RGB or RGBA: grey is widened, as WebP and AVIF are
-/// encoded from colour here.
 /// Chroma at half resolution below q90, as libjpeg's defaults and browsers expect.
 fn subsampled(spec: &OutputSpec) -> bool {
     spec.quality < 90
+}
+
+/// A JPEG's pixels: whether they are grey (else RGB), and their bytes.
+fn jpeg_pixels(image: &DynamicImage) -> Result<(bool, &[u8]), String> {
+    match image {
+        DynamicImage::ImageLuma8(gray) => Ok((true, gray.as_raw().as_slice())),
+        DynamicImage::ImageRgb8(rgb) => Ok((false, rgb.as_raw().as_slice())),
+        _ => Err("unexpected pixel layout".into()),
+    }
 }
 
 /// A JPEG through libjpeg-turbo (SIMD colour conversion, DCT and entropy coding):
@@ -116,11 +123,7 @@ fn encode_jpeg_turbo(
     spec: &OutputSpec,
     icc: Option<&[u8]>,
 ) -> Result<Vec<u8>, String> {
-    let (gray, data) = match image {
-        DynamicImage::ImageLuma8(gray) => (true, gray.as_raw().as_slice()),
-        DynamicImage::ImageRgb8(rgb) => (false, rgb.as_raw().as_slice()),
-        _ => return Err("unexpected pixel layout".into()),
-    };
+    let (gray, data) = jpeg_pixels(image)?;
     let layout = minilab_turbojpeg::Image {
         width: image.width(),
         height: image.height(),
@@ -138,10 +141,11 @@ fn encode_jpeg_rust(
     spec: &OutputSpec,
     icc: Option<&[u8]>,
 ) -> Result<Vec<u8>, String> {
-    let (color, data) = match image {
-        DynamicImage::ImageLuma8(gray) => (jpeg_encoder::ColorType::Luma, gray.as_raw().as_slice()),
-        DynamicImage::ImageRgb8(rgb) => (jpeg_encoder::ColorType::Rgb, rgb.as_raw().as_slice()),
-        _ => return Err("unexpected pixel layout".into()),
+    let (gray, data) = jpeg_pixels(image)?;
+    let color = if gray {
+        jpeg_encoder::ColorType::Luma
+    } else {
+        jpeg_encoder::ColorType::Rgb
     };
     let side = |side: u32| u16::try_from(side).map_err(|e| e.to_string());
     let (width, height) = (side(image.width())?, side(image.height())?);
@@ -160,6 +164,8 @@ fn encode_jpeg_rust(
     Ok(out)
 }
 
+/// The pixels as packed 8-bit RGB or RGBA: grey is widened, as WebP and AVIF are
+/// encoded from colour here.
 fn rgb_or_rgba(image: &DynamicImage) -> (bool, Cow<'_, [u8]>) {
     match image {
         DynamicImage::ImageRgb8(rgb) => (false, Cow::Borrowed(rgb.as_raw())),
