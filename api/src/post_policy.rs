@@ -17,7 +17,9 @@ pub struct PostPolicy<'a> {
     pub bucket: &'a str,
     pub key: &'a str,
     pub content_type: &'a str,
-    pub max_bytes: u64,
+    /// The file's exact size: the policy's `content-length-range` is this size to
+    /// this size, so a ticket costs what it was charged, byte for byte.
+    pub size: u64,
     /// `x-amz-meta-*` fields, each pinned to its exact value.
     pub metadata: &'a [(&'a str, &'a str)],
     pub expires_at: DateTime<Utc>,
@@ -52,7 +54,7 @@ impl PostPolicy<'_> {
         // Every field is pinned to its exact value; the bucket comes from the URL.
         let mut conditions: Vec<Value> = vec![
             json!({ "bucket": self.bucket }),
-            json!(["content-length-range", 1, self.max_bytes]),
+            json!(["content-length-range", self.size, self.size]),
         ];
         conditions.extend(
             fields
@@ -94,7 +96,7 @@ mod tests {
             bucket: "sigv4examplebucket",
             key: "user/user1/photo.jpg",
             content_type: "image/jpeg",
-            max_bytes: 1024,
+            size: 1024,
             metadata: &[("recipe", "web")],
             expires_at: now + chrono::Duration::minutes(15),
         };
@@ -114,7 +116,7 @@ mod tests {
         let conditions = document["conditions"].as_array().unwrap();
         assert!(conditions.contains(&json!(["eq", "$key", "user/user1/photo.jpg"])));
         assert!(conditions.contains(&json!(["eq", "$x-amz-meta-recipe", "web"])));
-        assert!(conditions.contains(&json!(["content-length-range", 1, 1024])));
+        assert!(conditions.contains(&json!(["content-length-range", 1024, 1024])));
 
         // kSigning = HMAC(HMAC(HMAC(HMAC("AWS4" + secret, date), region), "s3"), "aws4_request")
         let hmac = |key: &[u8], data: &[u8]| -> Vec<u8> {

@@ -20,7 +20,8 @@ pub enum ErrorCode {
     DimensionsTooLarge,
     /// The image has more pixels than allowed, or decoding would need too much memory.
     TooManyPixels,
-    /// An animation has more frames than allowed.
+    /// An animation has more frames than allowed, or a progressive JPEG more scans
+    /// (passes over the whole image) than any encoder writes.
     TooManyFrames,
     /// Processing took longer than the time budget.
     TimeBudgetExceeded,

@@ -17,14 +17,16 @@ pub const SIGNATURE_HEADER: &str = "minilab-signature";
 /// The longest webhook URL accepted.
 pub const MAX_URL_BYTES: usize = 512;
 
-/// URL prefixes webhooks may be sent to; empty: webhooks are off.
+/// URL prefixes webhooks may be sent to; empty: webhooks are off. Each is kept
+/// parsed: a URL is allowed when, parsed and normalised the same way (WHATWG: dot
+/// segments resolved, `%2e%2e` included), it has a prefix's scheme, host and port
+/// and its path starts with the prefix's path.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct AllowList(Vec<String>);
+pub struct AllowList(Vec<url::Url>);
 
 impl AllowList {
     /// Each entry is `http://` or `https://`, a host (and port), and a path ending in
-    /// `/`, so that a prefix cannot match another host (`https://a.example/` does not
-    /// allow `https://a.example.evil/`).
+    /// `/`, without user, query or fragment.
     pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<Self, String> {
         let mut prefixes = Vec::new();
         for entry in entries {
@@ -32,20 +34,25 @@ impl AllowList {
             if entry.is_empty() {
                 continue;
             }
-            let rest = entry
-                .strip_prefix("https://")
-                .or_else(|| entry.strip_prefix("http://"))
-                .ok_or_else(|| format!("webhook prefix {entry:?} is not http:// or https://"))?;
-            let slash = rest.find('/').ok_or_else(|| {
-                format!("webhook prefix {entry:?} needs a path after the host, at least `/`")
-            })?;
-            let host = &rest[..slash];
-            if host.is_empty() || host.contains('@') || !entry.ends_with('/') {
+            let prefix = url::Url::parse(entry)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https"))
+                .ok_or_else(|| {
+                    format!("webhook prefix {entry:?} is not an http:// or https:// URL")
+                })?;
+            if prefix.host_str().is_none_or(str::is_empty)
+                || !prefix.username().is_empty()
+                || prefix.password().is_some()
+                || prefix.query().is_some()
+                || prefix.fragment().is_some()
+                || !entry.ends_with('/')
+                || !prefix.path().ends_with('/')
+            {
                 return Err(format!(
                     "webhook prefix {entry:?} must be scheme://host[:port]/path/ (ending in /)"
                 ));
             }
-            prefixes.push(entry.to_owned());
+            prefixes.push(prefix);
         }
         Ok(Self(prefixes))
     }
@@ -54,12 +61,28 @@ impl AllowList {
         self.0.is_empty()
     }
 
-    /// Whether `url` may receive webhooks: it starts with an allowed prefix and has
-    /// nothing a prefix match could be fooled by (control characters, spaces, `\`).
+    /// `url` parsed and normalised, if it may receive webhooks: under an allowed
+    /// prefix, without user or password, and with nothing a parser could read two
+    /// ways (control characters, spaces, `\`). Send to what this returns, never to
+    /// the string given.
+    pub fn allowed(&self, url: &str) -> Option<url::Url> {
+        if url.len() > MAX_URL_BYTES || !url.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') {
+            return None;
+        }
+        let parsed = url::Url::parse(url).ok()?;
+        let under = |prefix: &url::Url| {
+            prefix.scheme() == parsed.scheme()
+                && prefix.host() == parsed.host()
+                && prefix.port_or_known_default() == parsed.port_or_known_default()
+                && parsed.path().starts_with(prefix.path())
+        };
+        let plain = parsed.username().is_empty() && parsed.password().is_none();
+        (plain && self.0.iter().any(under)).then_some(parsed)
+    }
+
+    /// Whether `url` may receive webhooks ([`AllowList::allowed`]).
     pub fn allows(&self, url: &str) -> bool {
-        url.len() <= MAX_URL_BYTES
-            && url.bytes().all(|b| b.is_ascii_graphic() && b != b'\\')
-            && self.0.iter().any(|prefix| url.starts_with(prefix))
+        self.allowed(url).is_some()
     }
 }
 
@@ -157,6 +180,25 @@ mod tests {
         assert!(!allow.allows("http://hooks.example/minilab/"));
         assert!(!allow.allows("https://hooks.example/minilab/a b"));
         assert!(!allow.allows("https://hooks.example/minilab/\\@evil"));
+        // Dot segments, plain or percent-encoded, are resolved before the comparison,
+        // and the URL sent is the resolved one.
+        for escape in [
+            "https://hooks.example/minilab/%2e%2e/admin/x",
+            "https://hooks.example/minilab/%2E./admin/x",
+            "https://hooks.example/minilab/../admin/x",
+            "https://hooks.example/minilab/./../admin/x",
+        ] {
+            assert!(!allow.allows(escape), "{escape} was allowed");
+        }
+        assert_eq!(
+            allow
+                .allowed("https://hooks.example/minilab/a/%2e%2e/done")
+                .map(String::from),
+            Some("https://hooks.example/minilab/done".to_owned())
+        );
+        assert!(!allow.allows("https://user:pw@hooks.example/minilab/"));
+        assert!(!allow.allows("https://hooks.example:8443/minilab/"));
+        assert!(allow.allows("https://hooks.example:443/minilab/x"));
         let long = format!("https://hooks.example/minilab/{}", "a".repeat(600));
         assert!(!allow.allows(&long));
         assert!(!AllowList::default().allows("https://hooks.example/minilab/"));

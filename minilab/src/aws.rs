@@ -415,6 +415,10 @@ pub async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         concurrency,
         visibility: Duration::from_secs(args.visibility_timeout.max(1)),
         drain: Duration::from_secs(args.drain_timeout),
+        hold: RunOptions::hold_for(
+            Duration::from_millis(worker.limits.time_budget_ms),
+            Duration::from_secs(args.visibility_timeout.max(1)),
+        ),
     };
     println!(
         "minilab worker consuming {} with {concurrency} slot(s); metrics on http://{metrics_addr}",

@@ -135,15 +135,20 @@ impl NotifyingStore {
     /// root of `length` bytes. s3s-fs streams a file in 4 KiB reads, each a trip to
     /// tokio's blocking pool: about 50 ms for a 2 MB photo, most of it thread wake-ups.
     async fn read_whole(&self, bucket: &str, key: &str, length: i64) -> Option<bytes::Bytes> {
+        if length > MAX_WHOLE_READ {
+            return None;
+        }
+        let bytes = tokio::fs::read(self.object_path(bucket, key)?).await.ok()?;
+        (i64::try_from(bytes.len()).ok() == Some(length)).then(|| bytes.into())
+    }
+
+    /// Where s3s-fs keeps an object, for a plain key (no `..`, no root).
+    fn object_path(&self, bucket: &str, key: &str) -> Option<std::path::PathBuf> {
         let relative = Path::new(bucket).join(key);
         let plain = relative
             .components()
             .all(|c| matches!(c, std::path::Component::Normal(_)));
-        if !plain || length > MAX_WHOLE_READ {
-            return None;
-        }
-        let bytes = tokio::fs::read(self.root.join(relative)).await.ok()?;
-        (i64::try_from(bytes.len()).ok() == Some(length)).then(|| bytes.into())
+        plain.then(|| self.root.join(relative))
     }
 }
 
@@ -190,11 +195,23 @@ impl S3 for NotifyingStore {
         Ok(response)
     }
 
+    /// A form upload is a ticket's one upload: a second POST to a key that exists is
+    /// refused (412 PreconditionFailed), as a PUT with `If-None-Match: *` would be.
+    /// (S3 has no such condition for POST; there the worker's claim makes a second
+    /// POST cost no second processing.)
     async fn post_object(
         &self,
         req: S3Request<PostObjectInput>,
     ) -> S3Result<S3Response<PostObjectOutput>> {
         let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        if let Some(path) = self.object_path(&bucket, &key)
+            && tokio::fs::try_exists(path).await.unwrap_or(false)
+        {
+            return Err(s3s::s3_error!(
+                PreconditionFailed,
+                "an object exists at this key: an upload ticket uploads once"
+            ));
+        }
         let size = req.input.content_length.and_then(|n| u64::try_from(n).ok());
         let mut req = req;
         req.input.body = in_one_piece(req.input.body.take()).await?;
@@ -405,7 +422,7 @@ mod tests {
             bucket: "uploads-test",
             key: "uploads/x",
             content_type: "image/jpeg",
-            max_bytes: 1 << 20,
+            size: file.len() as u64,
             metadata: &[],
             expires_at: now + chrono::Duration::minutes(5),
         }

@@ -159,6 +159,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             concurrency: workers,
             visibility: Duration::from_secs(60),
             drain: Duration::from_secs(0),
+            hold: RunOptions::hold_for(
+                Duration::from_millis(limits.time_budget_ms),
+                Duration::from_secs(60),
+            ),
         };
         tokio::spawn(minilab_worker::runner::run(
             worker,

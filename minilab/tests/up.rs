@@ -353,13 +353,29 @@ async fn the_store_refuses_uploads_outside_their_policy() {
         "awaiting_upload"
     );
 
+    // The policy pins the declared size exactly: one byte more or less, within the
+    // store's limit, is refused (the budget charged the declared size).
+    let ticket = lab.ticket("a.jpg", "image/jpeg", &small, "web").await;
+    let longer = [small.as_slice(), b"\0"].concat();
+    let body = refused(&lab, &ticket, &fields(&ticket), longer).await;
+    assert!(body.contains("EntityTooLarge"), "{body}");
+    let body = refused(
+        &lab,
+        &ticket,
+        &fields(&ticket),
+        small[..small.len() - 1].to_vec(),
+    )
+    .await;
+    assert!(body.contains("EntityTooSmall"), "{body}");
+
     // A policy edited to allow more no longer matches its signature.
     let ticket = lab.ticket("a.jpg", "image/jpeg", &small, "web").await;
     let mut tampered = fields(&ticket);
     let engine = base64::engine::general_purpose::STANDARD;
     let policy =
         String::from_utf8(engine.decode(tampered["policy"].as_str().unwrap()).unwrap()).unwrap();
-    let widened = policy.replace("1000000", "9000000000");
+    let size = small.len();
+    let widened = policy.replace(&format!("{size},{size}]"), &format!("{size},9000000000]"));
     assert_ne!(policy, widened);
     tampered.insert("policy".into(), engine.encode(widened).into());
     let body = refused(&lab, &ticket, &tampered, small.clone()).await;
@@ -395,7 +411,7 @@ async fn the_store_refuses_uploads_outside_their_policy() {
         bucket: "minilab-uploads",
         key: issued["key"].as_str().unwrap(),
         content_type: "image/jpeg",
-        max_bytes: 1_000_000,
+        size: small.len() as u64,
         metadata: &[("recipe", "web")],
         expires_at: now - chrono::Duration::seconds(1),
     }
@@ -416,7 +432,7 @@ async fn the_store_refuses_uploads_outside_their_policy() {
         bucket: "minilab-uploads",
         key: issued["key"].as_str().unwrap(),
         content_type: "image/jpeg",
-        max_bytes: 1_000_000,
+        size: small.len() as u64,
         metadata: &[("recipe", "web")],
         expires_at: now + chrono::Duration::minutes(5),
     }
@@ -425,15 +441,19 @@ async fn the_store_refuses_uploads_outside_their_policy() {
         .into_iter()
         .map(|(k, v)| (k, Value::String(v)))
         .collect();
+    let url = ticket["upload"]["url"].as_str().unwrap();
     let (status, body) = lab
-        .post_form(
-            ticket["upload"]["url"].as_str().unwrap(),
-            &fresh,
-            small,
-            "image/jpeg",
-        )
+        .post_form(url, &fresh, small.clone(), "image/jpeg")
         .await;
     assert!((200..300).contains(&status), "{status} {body}");
+
+    // A ticket uploads once: the same form again is refused, the upload stays.
+    let id = ticket["id"].as_str().unwrap();
+    let first = lab.wait_final(id).await;
+    let (status, body) = lab.post_form(url, &fresh, small, "image/jpeg").await;
+    assert_eq!(status, 412, "{body}");
+    assert!(body.contains("PreconditionFailed"), "{body}");
+    assert_eq!(lab.status(id, 0).await["state"], first["state"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -362,6 +362,24 @@ async fn s3_refuses_tampered_expired_and_oversized_posts_and_foreign_origins() {
     }
     assert!(not_stored(&ticket).await);
 
+    // The policy pins the declared size exactly (the budget charged it): one byte
+    // more or less, well within the limit, is refused.
+    let ticket = api.ticket("a.jpg", "image/jpeg", &small, "web").await;
+    let fields = ticket["upload"]["fields"].as_object().unwrap().clone();
+    let longer = [small.as_slice(), b"\0"].concat();
+    let (status, body) = api.post_form(url, &fields, longer, "image/jpeg").await;
+    assert!(
+        status == 400 && body.contains("EntityTooLarge"),
+        "{status} {body}"
+    );
+    let shorter = small[..small.len() - 1].to_vec();
+    let (status, body) = api.post_form(url, &fields, shorter, "image/jpeg").await;
+    assert!(
+        status == 400 && body.contains("EntityTooSmall"),
+        "{status} {body}"
+    );
+    assert!(not_stored(&ticket).await);
+
     // Tampered: another key than the signed one. (LocalStack 4.14 checks a POST
     // policy's conditions and expiry but not its signature, so an edited policy
     // document is proven refused against the embedded store, in tests/up.rs.)
@@ -400,7 +418,7 @@ async fn s3_refuses_tampered_expired_and_oversized_posts_and_foreign_origins() {
         bucket: &env.uploads,
         key: &key,
         content_type: "image/jpeg",
-        max_bytes: 1_000_000,
+        size: small.len() as u64,
         metadata: &[("recipe", "web")],
         expires_at,
     };

@@ -20,6 +20,20 @@ pub struct RunOptions {
     pub visibility: Duration,
     /// How long shutdown waits for images in flight before handing them back.
     pub drain: Duration,
+    /// The longest heartbeats keep one message hidden. Past it they stop: an image
+    /// stuck in a decode (which no budget check interrupts) lets its message return
+    /// to the queue, and after the queue's receive count go to the dead-letter queue,
+    /// instead of being hidden for ever.
+    pub hold: Duration,
+}
+
+impl RunOptions {
+    /// [`RunOptions::hold`] for a time budget per image: four budgets (the image may
+    /// wait for a slot of the blocking pool first), and never less than one
+    /// visibility timeout.
+    pub fn hold_for(time_budget: Duration, visibility: Duration) -> Duration {
+        (time_budget * 4).max(visibility)
+    }
 }
 
 /// Runs until `shutdown` is cancelled (or the queue closes), then drains.
@@ -69,16 +83,17 @@ pub async fn run(
         for (delivery, permit) in deliveries.into_iter().zip(permits) {
             let token = next_token.fetch_add(1, Ordering::Relaxed);
             lock(&held).insert(token, delivery.clone());
-            let (worker, queue, done, held, visibility) = (
+            let (worker, queue, done, held, options) = (
                 worker.clone(),
                 queue.clone(),
                 done.clone(),
                 held.clone(),
-                options.visibility,
+                options.clone(),
             );
             tasks.spawn(async move {
+                let handling = worker.handle_message(&delivery.body);
                 let disposition =
-                    handle_with_heartbeat(&worker, queue.as_ref(), &delivery, visibility).await;
+                    with_heartbeats(handling, queue.as_ref(), &delivery, &options).await;
                 lock(&held).remove(&token);
                 if disposition == Disposition::Done {
                     let _ = done.send(delivery).await;
@@ -123,20 +138,29 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-async fn handle_with_heartbeat(
-    worker: &Worker,
+/// Awaits `handling`, extending the message's visibility every half visibility
+/// timeout until [`RunOptions::hold`] has passed.
+async fn with_heartbeats(
+    handling: impl std::future::Future<Output = Disposition>,
     queue: &dyn Queue,
     delivery: &Delivery,
-    visibility: Duration,
+    options: &RunOptions,
 ) -> Disposition {
-    let handling = worker.handle_message(&delivery.body);
     tokio::pin!(handling);
+    let visibility = options.visibility;
     let period = (visibility / 2).max(Duration::from_millis(500));
-    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let started = tokio::time::Instant::now();
+    let mut heartbeat = tokio::time::interval_at(started + period, period);
+    let mut holding = true;
     loop {
         tokio::select! {
             disposition = &mut handling => return disposition,
-            _ = heartbeat.tick() => {
+            _ = heartbeat.tick(), if holding => {
+                if started.elapsed() + visibility > options.hold {
+                    tracing::warn!(body = delivery.body, "held for too long; no more heartbeats: the message returns to the queue");
+                    holding = false;
+                    continue;
+                }
                 if let Err(err) = queue.extend(delivery, visibility).await {
                     tracing::warn!(error = %err, "heartbeat failed");
                 }
@@ -165,5 +189,65 @@ async fn delete_loop(queue: Arc<dyn Queue>, mut finished: mpsc::Receiver<Deliver
             }
             tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::QueueError;
+    use async_trait::async_trait;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Counts heartbeats; nothing else is used.
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+
+    #[async_trait]
+    impl Queue for Counting {
+        async fn receive(&self, _: usize) -> Result<Option<Vec<Delivery>>, QueueError> {
+            Ok(None)
+        }
+        async fn delete(&self, _: &[Delivery]) -> Result<Vec<Delivery>, QueueError> {
+            Ok(Vec::new())
+        }
+        async fn extend(&self, _: &Delivery, _: Duration) -> Result<(), QueueError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        async fn release(&self, _: &Delivery) -> Result<(), QueueError> {
+            Ok(())
+        }
+        async fn check(&self) -> Result<(), QueueError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn heartbeats_stop_once_a_message_is_held_for_too_long() {
+        let queue = Counting::default();
+        // Heartbeats every 0.5 s while the visibility they give ends within the hold:
+        // at 0.5 and 1 s (hidden until 2 s), none from 1.5 s on.
+        let options = RunOptions {
+            concurrency: 1,
+            visibility: Duration::from_secs(1),
+            drain: Duration::ZERO,
+            hold: Duration::from_millis(2250),
+        };
+        let delivery = Delivery {
+            body: "stuck".into(),
+            receipt: String::new(),
+        };
+        // An image that takes 4 s (as if stuck), where 8 heartbeats would come.
+        let stuck = async {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            Disposition::Retry
+        };
+        assert_eq!(
+            with_heartbeats(stuck, &queue, &delivery, &options).await,
+            Disposition::Retry
+        );
+        let beats = queue.0.load(Ordering::SeqCst);
+        assert!((1..=3).contains(&beats), "{beats} heartbeats");
     }
 }

@@ -65,20 +65,21 @@ impl Webhooks {
 
     /// Sends `manifest`'s status to `url` in the background, if `url` is allowed.
     pub fn send(&self, url: &str, manifest: &Manifest, metrics: &Arc<Metrics>) {
-        if !self.allow.allows(url) {
+        // Sent to the URL as parsed and checked, not to the string given.
+        let Some(url) = self.allow.allowed(url) else {
             tracing::warn!(url, "not sending a webhook to an address not allowed");
             metrics.webhook("refused");
             return;
-        }
+        };
         let Ok(permit) = self.pending.clone().try_acquire_owned() else {
-            tracing::warn!(url, "too many webhooks pending; dropping this one");
+            tracing::warn!(%url, "too many webhooks pending; dropping this one");
             metrics.webhook("dropped");
             return;
         };
         let body = payload(manifest).to_string().into_bytes();
         let delivery = manifest.id.map(|id| id.to_string()).unwrap_or_default();
         let (client, secret, retry) = (self.client.clone(), self.secret.clone(), self.retry);
-        let (url, metrics) = (url.to_owned(), metrics.clone());
+        let (url, metrics) = (url.to_string(), metrics.clone());
         tokio::spawn(async move {
             let _permit = permit;
             for attempt in 0..retry.attempts {

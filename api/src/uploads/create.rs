@@ -163,7 +163,7 @@ pub async fn create(
         bucket: &state.uploads_bucket,
         key: &key,
         content_type: &request.content_type,
-        max_bytes: state.max_upload_bytes,
+        size: request.size,
         metadata: &metadata,
         expires_at,
     };

@@ -100,6 +100,25 @@ pub(super) fn decode_in(
     })
 }
 
+/// A decoder's output must have the header's dimensions (or them swapped, by an
+/// orientation the decoder applied) and fit the limits, else it is refused.
+fn check_decoded_size(
+    header: (u32, u32),
+    decoded: (u32, u32),
+    limits: &Limits,
+) -> Result<(), ImageError> {
+    if decoded != header && decoded != (header.1, header.0) {
+        return Err(ImageError::new(
+            ErrorCode::CorruptImage,
+            format!(
+                "the image decoded to {}×{} pixels; its header says {}×{}",
+                decoded.0, decoded.1, header.0, header.1
+            ),
+        ));
+    }
+    check_dimensions(decoded.0, decoded.1, limits)
+}
+
 /// The pixels in the recipe's colour space: `Srgb` converts them through their
 /// embedded profile; `Keep` leaves RGB pixels and hands the profile on.
 fn apply_profile(
@@ -142,6 +161,10 @@ fn decode_heic(
     check_dimensions(header.width, header.height, limits)?;
     let decoded = file.decode().map_err(heif_error)?;
     let (width, height) = (decoded.width, decoded.height);
+    // The header's size was checked; the decode is what memory holds. Anything else
+    // than the header's size (a grid, a transform the header leaves out) is checked
+    // again, and refused unless it is the header's size turned by 90°.
+    check_decoded_size((header.width, header.height), (width, height), limits)?;
     let image = if decoded.alpha {
         image::RgbaImage::from_raw(width, height, decoded.pixels).map(DynamicImage::ImageRgba8)
     } else {
@@ -272,9 +295,15 @@ pub(super) fn needed_scale(recipe: &Recipe, bytes: &[u8]) -> f64 {
     // full-size Lanczos3 resize drops to 0.988; from 1.4× (24 MP → 1024 at 1/4: 1.46×)
     // it stays at 0.995 or better, as good as vipsthumbnail (core's quality tests).
     const MARGIN: f64 = 1.4;
-    let Ok(reader) = ImageReader::new(Cursor::new(bytes)).with_guessed_format() else {
+    let Ok(mut reader) = ImageReader::new(Cursor::new(bytes)).with_guessed_format() else {
         return 1.0;
     };
+    // The header only: whatever a decoder allocates to read it (a PNG's colour
+    // profile, say) stays small; more means a full-size decode, where probe's
+    // checks apply first.
+    let mut header_only = image::Limits::default();
+    header_only.max_alloc = Some(16 << 20);
+    reader.limits(header_only);
     let Ok((width, height)) = reader.into_dimensions() else {
         return 1.0;
     };
@@ -343,6 +372,27 @@ mod tests {
             (oriented.width(), oriented.height()),
             (stored.height(), stored.width())
         );
+    }
+
+    #[test]
+    fn a_decode_larger_than_its_header_is_refused() {
+        let limits = Limits {
+            max_width: 1000,
+            max_height: 1000,
+            max_pixels: 100_000,
+            ..Limits::default()
+        };
+        assert!(check_decoded_size((200, 100), (200, 100), &limits).is_ok());
+        assert!(check_decoded_size((200, 100), (100, 200), &limits).is_ok());
+        let grown = check_decoded_size((200, 100), (1000, 1000), &limits).unwrap_err();
+        assert_eq!(grown.code, ErrorCode::CorruptImage, "{grown}");
+        // Even a swap is checked against the limits again.
+        let tall = Limits {
+            max_height: 150,
+            ..limits
+        };
+        let swapped = check_decoded_size((200, 100), (100, 200), &tall).unwrap_err();
+        assert_eq!(swapped.code, ErrorCode::DimensionsTooLarge, "{swapped}");
     }
 }
 

@@ -1,6 +1,7 @@
 //! What the bytes are, checked before any pixel is decoded: their size, the format
 //! (sniffed from the bytes, never taken from a name or Content-Type), a JPEG's
-//! completeness, an animation's frames and the header's dimensions.
+//! completeness, what a PNG's colour profile inflates to, an animation's frames and
+//! the header's dimensions.
 
 use crate::error::{ErrorCode, ImageError};
 use crate::limits::Limits;
@@ -61,11 +62,13 @@ pub(super) fn probe(bytes: &[u8], limits: &Limits) -> Result<Sniffed, ImageError
             )
         })?;
 
-    if format == ImageFormat::Jpeg {
-        check_jpeg_is_complete(bytes)?;
+    match format {
+        ImageFormat::Jpeg => check_jpeg_is_complete(bytes)?,
+        ImageFormat::Png => check_png_profile(bytes)?,
+        _ => {}
     }
     let frames = match format {
-        ImageFormat::Gif => count_gif_frames(bytes),
+        ImageFormat::Gif => count_gif_frames(bytes, limits)?,
         ImageFormat::WebP => count_webp_frames(bytes),
         _ => 1,
     };
@@ -100,8 +103,9 @@ fn count_webp_frames(bytes: &[u8]) -> u64 {
 }
 
 /// Counts a GIF's image descriptors by walking its blocks, without decoding any
-/// (a damaged file counts what it has; the decoder reports the damage).
-fn count_gif_frames(bytes: &[u8]) -> u64 {
+/// (a damaged file counts what it has; the decoder reports the damage), and checks
+/// each frame's own size against the limits: a frame may claim more than the canvas.
+fn count_gif_frames(bytes: &[u8], limits: &Limits) -> Result<u64, ImageError> {
     let color_table = |flags: u8| {
         if flags & 0x80 != 0 {
             3usize << ((flags & 0x07) + 1)
@@ -119,7 +123,7 @@ fn count_gif_frames(bytes: &[u8]) -> u64 {
         at
     };
     let Some(&screen_flags) = bytes.get(10) else {
-        return 0;
+        return Ok(0);
     };
     let mut at = 13 + color_table(screen_flags);
     let mut frames = 0;
@@ -128,21 +132,74 @@ fn count_gif_frames(bytes: &[u8]) -> u64 {
             Some(0x21) => at = skip_sub_blocks(at + 2),
             Some(0x2C) => {
                 frames += 1;
-                let Some(&flags) = bytes.get(at + 9) else {
-                    return frames;
+                let Some(descriptor) = bytes.get(at + 5..at + 10) else {
+                    return Ok(frames);
                 };
-                at = skip_sub_blocks(at + 10 + color_table(flags) + 1);
+                let width = u16::from_le_bytes([descriptor[0], descriptor[1]]);
+                let height = u16::from_le_bytes([descriptor[2], descriptor[3]]);
+                check_dimensions(u32::from(width), u32::from(height), limits)?;
+                at = skip_sub_blocks(at + 10 + color_table(descriptor[4]) + 1);
             }
-            _ => return frames,
+            _ => return Ok(frames),
         }
     }
+}
+
+/// The most a PNG's colour profile (its zlib-compressed `iCCP` chunk) may inflate to.
+/// Real profiles are kilobytes (the largest printer profiles a few megabytes); the
+/// PNG decoder would inflate and copy one of up to its whole allocation limit while
+/// reading the header, before any pixel limit applies.
+pub(super) const MAX_PNG_PROFILE_BYTES: usize = 10 << 20;
+
+/// Walks a PNG's chunks by their lengths up to the first `IDAT` and inflates the
+/// `iCCP` profile, if any, with [`MAX_PNG_PROFILE_BYTES`] as its bound: a profile
+/// that inflates to more is refused (`too-many-pixels`: decoding it would need too
+/// much memory). A damaged chunk is left to the decoder to report.
+fn check_png_profile(bytes: &[u8]) -> Result<(), ImageError> {
+    let mut at = 8; // the signature
+    while let (Some(length), Some(kind)) = (bytes.get(at..at + 4), bytes.get(at + 4..at + 8)) {
+        let length = u32::from_be_bytes([length[0], length[1], length[2], length[3]]) as usize;
+        let data = at + 8;
+        match kind {
+            b"IDAT" | b"IEND" => return Ok(()),
+            b"iCCP" => {
+                let Some(chunk) = bytes.get(data..data.saturating_add(length)) else {
+                    return Ok(());
+                };
+                // name (1-79 bytes), NUL, compression method (0: zlib), the profile.
+                let Some(compressed) = chunk
+                    .iter()
+                    .position(|&b| b == 0)
+                    .and_then(|nul| chunk.get(nul + 2..))
+                else {
+                    return Ok(());
+                };
+                return match fdeflate::decompress_to_vec_bounded(compressed, MAX_PNG_PROFILE_BYTES)
+                {
+                    Err(fdeflate::BoundedDecompressionError::OutputTooLarge { .. }) => {
+                        Err(ImageError::new(
+                            ErrorCode::TooManyPixels,
+                            format!(
+                                "the PNG's colour profile inflates to more than {} MiB",
+                                MAX_PNG_PROFILE_BYTES >> 20
+                            ),
+                        ))
+                    }
+                    _ => Ok(()),
+                };
+            }
+            _ => at = data.saturating_add(length).saturating_add(4), // and its CRC
+        }
+    }
+    Ok(())
 }
 
 /// The JPEG decoder fills a truncated scan with grey instead of failing, which would
 /// publish a damaged photo as a success. A complete JPEG has an EOI marker after its
 /// first scan; inside entropy-coded data `0xFF` is always stuffed, so `FF D9` there
 /// can only be the EOI. Segments before the scan (EXIF, with its own thumbnail and
-/// EOI) are skipped by their lengths.
+/// EOI) are skipped by their lengths. The scans before the EOI are counted
+/// ([`MAX_JPEG_SCANS`]).
 fn check_jpeg_is_complete(bytes: &[u8]) -> Result<(), ImageError> {
     let truncated = || {
         ImageError::new(
@@ -180,12 +237,30 @@ fn check_jpeg_is_complete(bytes: &[u8]) -> Result<(), ImageError> {
             }
         }
     }
-    if bytes[at..].windows(2).any(|w| w == [0xFF, 0xD9]) {
-        Ok(())
-    } else {
-        Err(truncated())
+    // Inside entropy-coded data every 0xFF is followed by 0x00 or a restart marker:
+    // `FF DA` can only start a scan, `FF D9` only end the image.
+    let mut scans = 0usize;
+    for pair in bytes[at..].windows(2) {
+        match pair {
+            [0xFF, 0xDA] => scans += 1,
+            [0xFF, 0xD9] => return Ok(()),
+            _ => continue,
+        }
+        if scans > MAX_JPEG_SCANS {
+            return Err(ImageError::new(
+                ErrorCode::TooManyFrames,
+                format!("the progressive JPEG has more than {MAX_JPEG_SCANS} scans"),
+            ));
+        }
     }
+    Err(truncated())
 }
+
+/// The most scans a JPEG may have. Each scan of a progressive JPEG is a pass over
+/// the whole image: encoders write about 10 (libjpeg's default script),
+/// mozjpeg up to a few dozen; 100,000 tiny ones tie a worker for hours. libvips
+/// and ImageMagick refuse beyond a few hundred as well.
+pub(super) const MAX_JPEG_SCANS: usize = 256;
 
 /// Refuses a header whose dimensions exceed `limits` (before any pixel is decoded).
 pub(super) fn check_dimensions(width: u32, height: u32, limits: &Limits) -> Result<(), ImageError> {
@@ -271,6 +346,86 @@ mod tests {
             process(truncated, &recipe, &limits).unwrap_err().code,
             ErrorCode::CorruptImage
         );
+    }
+
+    /// A PNG of `width`×`height` grey pixels with an `iCCP` chunk holding
+    /// `profile_bytes` zero bytes, deflated (a kilobyte per megabyte).
+    fn png_with_profile(profile_bytes: usize) -> Vec<u8> {
+        let plain = png(16, 16, image::ColorType::L8);
+        let mut data = b"bomb\0\0".to_vec();
+        data.extend(fdeflate::compress_to_vec(&vec![0; profile_bytes]));
+        let mut chunk = (data.len() as u32).to_be_bytes().to_vec();
+        chunk.extend(b"iCCP");
+        chunk.extend(&data);
+        let crc = crc32(&chunk[4..]);
+        chunk.extend(crc.to_be_bytes());
+        // After the signature (8 bytes) and IHDR (25), before the pixels.
+        [&plain[..33], &chunk, &plain[33..]].concat()
+    }
+
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &byte in bytes {
+            crc ^= u32::from(byte);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    #[test]
+    fn a_png_profile_that_inflates_past_the_bound_is_refused_before_decoding() {
+        let recipe = RecipeBook::builtin().get("thumbnail").cloned().unwrap();
+        let bound = super::MAX_PNG_PROFILE_BYTES;
+        // Within the bound: a profile of zeros is no profile at all; the pixels are processed.
+        assert!(process(&png_with_profile(bound), &recipe, &Limits::default()).is_ok());
+        // A third of a megabyte that inflates to 64 MiB: refused before the decoder
+        // would inflate and copy it (it allows up to its allocation limit, ~827 MiB).
+        let bomb = png_with_profile(64 << 20);
+        assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
+        let err = process(&bomb, &recipe, &Limits::default()).unwrap_err();
+        assert_eq!(err.code, ErrorCode::TooManyPixels, "{err}");
+        assert!(err.message.contains("colour profile"), "{err}");
+    }
+
+    #[test]
+    fn a_jpeg_with_more_scans_than_any_encoder_writes_is_refused_before_decoding() {
+        let recipe = RecipeBook::builtin().get("thumbnail").cloned().unwrap();
+        let photo = test_photo("photo-8mp-progressive.jpg");
+        assert!(process(&photo, &recipe, &Limits::default()).is_ok());
+        // The photo's scans, then empty ones (a header for one component and no
+        // entropy-coded data) up to one past the bound, before the end of the image.
+        let scan = [0xFF, 0xDA, 0x00, 0x08, 0x01, 0x01, 0x00, 0x01, 0x01, 0x00];
+        let mut many = photo[..photo.len() - 2].to_vec();
+        for _ in 0..super::MAX_JPEG_SCANS {
+            many.extend(scan);
+        }
+        many.extend([0xFF, 0xD9]);
+        let err = process(&many, &recipe, &Limits::default()).unwrap_err();
+        assert_eq!(err.code, ErrorCode::TooManyFrames, "{err}");
+        assert!(err.message.contains("scans"), "{err}");
+    }
+
+    #[test]
+    fn a_gif_frame_larger_than_the_limits_is_refused_whatever_the_canvas() {
+        let recipe = RecipeBook::builtin().get("thumbnail").cloned().unwrap();
+        // A 1×1 GIF: header, screen (a 2-colour table), the frame's descriptor at 19,
+        // its pixels, the trailer.
+        let mut gif = vec![
+            0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0xFF,
+            0xFF, 0xFF, 0x00, 0x00, 0x00, 0x2C, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00,
+            0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3B,
+        ];
+        assert!(process(&gif, &recipe, &Limits::default()).is_ok());
+        // The same 1×1 canvas whose one frame claims 60000×60000 pixels.
+        gif[24..28].copy_from_slice(&[0x60, 0xEA, 0x60, 0xEA]);
+        let err = process(&gif, &recipe, &Limits::default()).unwrap_err();
+        assert_eq!(err.code, ErrorCode::DimensionsTooLarge, "{err}");
     }
 
     #[test]
