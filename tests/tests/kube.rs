@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use minilab_tests::aws::{EnvOptions, Stack, metric};
-use minilab_tests::kube::Cluster;
+use minilab_tests::kube::{Cluster, batch_job, photos_bucket};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -190,44 +190,6 @@ async fn tracking_records_each_upload_and_a_failing_cluster_never_fails_one() {
         let missing = cluster.try_kubectl(&["get", "imagejob", &format!("upload-{id}")], None);
         assert!(!missing.status.success(), "no ImageJob for upload {id}");
     }
-}
-
-/// Puts `count` real photos under `prefix` in a bucket of their own (no event
-/// notifications: only the operator's work items reach the workers); returns it.
-async fn photos_bucket(stack: &Stack, prefix: &str, count: usize) -> String {
-    let bucket = format!("src-{}", minilab_core::UploadId::new(chrono::Utc::now()));
-    stack.create_bucket(&bucket).await;
-    let photos = [
-        "photo-small.jpg",
-        "photo-alpha.png",
-        "photo-exif-rotate6.jpg",
-    ];
-    for i in 0..count {
-        let name = photos[i % photos.len()];
-        stack
-            .s3
-            .put_object()
-            .bucket(&bucket)
-            .key(format!("{prefix}{i:02}-{name}"))
-            .body(minilab_tests::photo(name).into())
-            .send()
-            .await
-            .unwrap();
-    }
-    bucket
-}
-
-fn batch_job(name: &str, bucket: &str, prefix: &str, processed: &str, extra: &str) -> String {
-    format!(
-        "apiVersion: minilab.dev/v1alpha1
-kind: ImageJob
-metadata: {{name: {name}}}
-spec:
-  source: {{bucket: {bucket}, prefix: {prefix}}}
-  recipe: thumbnail
-  destination: {{bucket: {processed}, prefix: batches/{name}/}}
-{extra}"
-    )
 }
 
 /// `kubectl patch` of `spec.suspend`, as a user suspends or resumes a job.

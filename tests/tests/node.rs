@@ -1,0 +1,267 @@
+//! The chart as pods on a real single-node Kubernetes (tests/kube/node.sh, started by
+//! ./tests/run): `helm install` of charts/minilab by the real Helm engine, unmodified,
+//! with the image tests/kube/node/image.py builds from the Dockerfile's runtime stage,
+//! and LocalStack for S3 and SQS (the pods reach it on the node's bridge). What a
+//! user's first install on a cluster meets: the image, its user and file system, the
+//! probes, the environment, ServiceAccount tokens, Services and cluster DNS.
+//!
+//! The tests share one release (the node has 2 cores) and take turns.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use minilab_tests::Api;
+use minilab_tests::aws::{Env, EnvOptions, Stack};
+use minilab_tests::kube::{Admin, Cluster, batch_job, photos_bucket};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, MutexGuard, OnceCell};
+
+const RELEASE: &str = "demo";
+const COMPONENTS: [&str; 3] = ["api", "worker", "operator"];
+
+/// The release every test uses, installed by the first test to need it.
+struct Release {
+    cluster: Cluster,
+    env: Env,
+    /// The API's Service, as the host reaches it (its ClusterIP, through kube-proxy).
+    api_url: String,
+}
+
+static RELEASE_ONCE: OnceCell<Release> = OnceCell::const_new();
+static TURNS: Mutex<()> = Mutex::const_new(());
+
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run these tests through ./tests/run, which starts the node")
+    })
+}
+
+/// Values for LocalStack as the pods reach it: its endpoint, test credentials and
+/// path-style addressing through `extraEnv`, the queue at that address; the image
+/// ./tests/run imported into the node's containerd (never pulled: no registry is
+/// reachable). Everything else is the chart's defaults, but for a smaller worker CPU
+/// request (the node has 2 cores).
+fn values(env: &Env) -> Value {
+    let endpoint = var("MINILAB_NODE_LOCALSTACK_URL");
+    let queue_path = env.queue_url.splitn(4, '/').nth(3).unwrap();
+    let (repository, tag) = var("MINILAB_NODE_IMAGE")
+        .rsplit_once(':')
+        .map(|(r, t)| (r.to_owned(), t.to_owned()))
+        .unwrap();
+    json!({
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+        "region": minilab_tests::aws::REGION,
+        "buckets": {"uploads": env.uploads, "processed": env.processed},
+        "queueUrl": format!("{endpoint}/{queue_path}"),
+        "extraEnv": [
+            {"name": "AWS_ENDPOINT_URL", "value": endpoint},
+            {"name": "MINILAB_S3_PATH_STYLE", "value": "true"},
+            {"name": "AWS_ACCESS_KEY_ID", "value": "test"},
+            {"name": "AWS_SECRET_ACCESS_KEY", "value": "test"},
+        ],
+        "worker": {"resources": {"requests": {"cpu": "500m", "memory": "256Mi"}}},
+    })
+}
+
+/// The shared release (installed once, all its pods ready) and this test's turn.
+async fn release() -> (&'static Release, MutexGuard<'static, ()>) {
+    let turn = TURNS.lock().await;
+    let release = RELEASE_ONCE
+        .get_or_init(|| async {
+            let stack = Stack::connect().await;
+            let env = stack.env(EnvOptions::default()).await;
+            let cluster = Cluster::new(Admin::node());
+            // The chart installs the CRD and keeps it; one kept by an earlier run on
+            // this node (`tests/kube/up --node`) belongs to another release.
+            cluster.kubectl(&[
+                "delete",
+                "crd",
+                "imagejobs.minilab.dev",
+                "--ignore-not-found",
+            ]);
+            let started = Instant::now();
+            cluster.helm("install", RELEASE, &values(&env));
+            for component in COMPONENTS {
+                rollout_status(&cluster, component);
+            }
+            eprintln!(
+                "helm install to every pod ready: {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            let ip = cluster.kubectl(&[
+                "get",
+                "service",
+                &format!("{RELEASE}-minilab-api"),
+                "-o",
+                "jsonpath={.spec.clusterIP}",
+            ]);
+            Release {
+                cluster,
+                env,
+                api_url: format!("http://{}", ip.trim()),
+            }
+        })
+        .await;
+    (release, turn)
+}
+
+/// `kubectl rollout status` of a component's Deployment, within 3 minutes.
+fn rollout_status(cluster: &Cluster, component: &str) {
+    cluster.kubectl(&[
+        "rollout",
+        "status",
+        &format!("deployment/{RELEASE}-minilab-{component}"),
+        "--timeout=180s",
+    ]);
+}
+
+/// The component's pods as JSON objects.
+fn pods(cluster: &Cluster, component: &str) -> Vec<Value> {
+    let list: Value = serde_json::from_str(&cluster.kubectl(&[
+        "get",
+        "pods",
+        "-l",
+        &format!("app.kubernetes.io/component={component}"),
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    list["items"].as_array().unwrap().clone()
+}
+
+/// Every pod of the release Ready, none restarted: each component took every
+/// variable and flag the chart sets (a refused one exits and crash-loops) and
+/// answered its probes on the port the chart names.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the node: ./tests/run starts it and runs this"]
+async fn every_pod_of_the_chart_starts_ready_and_stays_up() {
+    let (release, _turn) = release().await;
+    for component in COMPONENTS {
+        let pods = pods(&release.cluster, component);
+        assert!(!pods.is_empty(), "no {component} pod");
+        for pod in pods {
+            let name = pod["metadata"]["name"].as_str().unwrap();
+            let ready = pod["status"]["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            assert!(ready, "{name} is not Ready: {}", pod["status"]);
+            let container = &pod["status"]["containerStatuses"][0];
+            assert_eq!(
+                container["restartCount"], 0,
+                "{name} restarted: {container}"
+            );
+        }
+    }
+}
+
+/// The pods run as the chart says: as user 65532, on a read-only root file system
+/// (nothing may be written outside what the chart mounts), with no capabilities.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the node: ./tests/run starts it and runs this"]
+async fn pods_run_non_root_on_a_read_only_root_file_system() {
+    let (release, _turn) = release().await;
+    for component in COMPONENTS {
+        let pod = pods(&release.cluster, component)[0]["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let exec = |script: &str| {
+            release
+                .cluster
+                .try_kubectl(&["exec", &pod, "--", "/bin/sh", "-c", script], None)
+        };
+        let ids = exec("id -u; id -g; grep CapEff /proc/self/status");
+        let ids = String::from_utf8(ids.stdout).unwrap();
+        let lines: Vec<&str> = ids.lines().collect();
+        assert_eq!(lines[..2], ["65532", "65532"], "{component}: {ids}");
+        assert_eq!(
+            lines[2].split_whitespace().nth(1),
+            Some("0000000000000000"),
+            "{component}: {ids}"
+        );
+        for path in ["/probe", "/tmp/probe", "/usr/local/bin/probe"] {
+            let written = exec(&format!("echo x > {path}"));
+            assert!(!written.status.success(), "{component} could write {path}");
+            assert!(
+                String::from_utf8_lossy(&written.stderr).contains("Read-only file system"),
+                "{component} writing {path}: {}",
+                String::from_utf8_lossy(&written.stderr)
+            );
+        }
+    }
+}
+
+/// A photo uploaded through the API's Service reaches a worker pod (S3 event, SQS)
+/// and its outputs come back; the API pod recorded it as an ImageJob, which the
+/// operator pod brings to Succeeded, as `kubectl get ij` shows.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the node: ./tests/run starts it and runs this"]
+async fn an_upload_through_the_api_service_is_processed_by_a_worker_pod() {
+    let (release, _turn) = release().await;
+    let api = Api::new(release.api_url.clone());
+    let started = Instant::now();
+    let photo = minilab_tests::photo("photo-small.jpg");
+    let id = api.upload_jpeg("photo.jpg", &photo, "thumbnail").await;
+    let status = api.wait_final(&id).await;
+    eprintln!(
+        "upload to final status through the pods: {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(status["state"], "succeeded", "{status}");
+    let outputs = api.download_outputs(&status).await;
+    assert!(!outputs.is_empty());
+    for (name, bytes) in outputs {
+        let decoded = image::load_from_memory(&bytes).unwrap();
+        assert!(decoded.width() > 0, "{name}");
+    }
+    let logs = release.cluster.kubectl(&[
+        "logs",
+        "-l",
+        "app.kubernetes.io/component=worker",
+        "--tail=-1",
+    ]);
+    assert!(logs.contains(&id), "no worker pod logged {id}:\n{logs}");
+
+    let job = format!("upload-{id}");
+    release
+        .cluster
+        .watch_job(&job, Duration::from_secs(120), |job| {
+            job["status"]["phase"] == "Succeeded"
+        });
+    let table = release.cluster.kubectl(&["get", "ij", &job]);
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[..3], [job.as_str(), "Succeeded", "1/1"], "{table}");
+}
+
+/// A batch ImageJob over 30 photos: the operator pod enqueues them, worker pods
+/// process them, and the job counts 30/30.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the node: ./tests/run starts it and runs this"]
+async fn a_batch_of_30_photos_reaches_30_of_30_through_worker_pods() {
+    let (release, _turn) = release().await;
+    let stack = Stack::connect().await;
+    let bucket = photos_bucket(&stack, "shoot/", 30).await;
+    release.cluster.apply(&batch_job(
+        "shoot",
+        &bucket,
+        "shoot/",
+        &release.env.processed,
+        "",
+    ));
+    let job = release
+        .cluster
+        .watch_job("shoot", Duration::from_secs(300), |job| {
+            job["status"]["phase"] == "Succeeded"
+        });
+    assert_eq!(job["status"]["progress"], "30/30", "{job}");
+    assert_eq!(job["status"]["succeeded"], 30, "{job}");
+    assert_eq!(job["status"]["failed"], 0, "{job}");
+    let manifests = stack
+        .keys(&release.env.processed, "batches/shoot/")
+        .await
+        .into_iter()
+        .filter(|key| key.ends_with("/manifest.json"))
+        .count();
+    assert_eq!(manifests, 30);
+}
