@@ -51,6 +51,21 @@ fn crc32(data: &[u8]) -> u32 {
     !crc
 }
 
+/// A 16×16 PNG with an `iCCP` chunk holding `profile_bytes` zero bytes, deflated (a
+/// few kilobytes per megabyte), between the header and the pixels.
+fn png_with_profile(profile_bytes: usize) -> Vec<u8> {
+    let plain = png(&DynamicImage::new_luma8(16, 16));
+    let mut data = b"bomb\0\0".to_vec();
+    data.extend(fdeflate::compress_to_vec(&vec![0; profile_bytes]));
+    let mut chunk = (data.len() as u32).to_be_bytes().to_vec();
+    chunk.extend(b"iCCP");
+    chunk.extend(&data);
+    let crc = crc32(&chunk[4..]);
+    chunk.extend(crc.to_be_bytes());
+    // After the signature (8 bytes) and IHDR (25), before the pixels.
+    [&plain[..33], &chunk, &plain[33..]].concat()
+}
+
 fn jpeg(image: &RgbImage, exif_orientation: Option<u16>) -> Vec<u8> {
     let mut out = Vec::new();
     let mut encoder = jpeg_encoder::Encoder::new(&mut out, 95);
@@ -133,6 +148,20 @@ fn a_compression_bomb_is_bounded_by_the_pixel_limit() {
         (processed.outputs[0].width, processed.outputs[0].height),
         (1024, 683)
     );
+}
+
+#[test]
+fn a_png_profile_that_inflates_past_the_bound_is_refused_before_decoding() {
+    let bound = pipeline::MAX_PNG_PROFILE_BYTES;
+    // Within the bound: a profile of zeros is no profile at all; the pixels are processed.
+    assert!(pipeline::process(&png_with_profile(bound), &web(), &Limits::default()).is_ok());
+    // A third of a megabyte that inflates to 64 MiB: refused before the decoder would
+    // inflate and copy it (it allows up to its allocation limit, ~827 MiB).
+    let bomb = png_with_profile(64 << 20);
+    assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
+    let err = pipeline::process(&bomb, &web(), &Limits::default()).unwrap_err();
+    assert_eq!(err.code, ErrorCode::TooManyPixels, "{err}");
+    assert!(err.message.contains("colour profile"), "{err}");
 }
 
 #[test]

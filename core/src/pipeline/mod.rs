@@ -16,6 +16,7 @@ mod testing;
 
 pub use decode::{decode, decode_scaled, uses_libjpeg_turbo};
 pub use geometry::{Resize, fitted_size};
+pub use probe::{MAX_JPEG_SCANS, MAX_PNG_PROFILE_BYTES};
 
 use crate::error::{ErrorCode, ImageError};
 use crate::limits::Limits;
