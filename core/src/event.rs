@@ -12,6 +12,10 @@ pub struct ObjectCreated {
     pub key: String,
     pub size: Option<u64>,
     pub event_time: Option<DateTime<Utc>>,
+    /// What tells this write of the key from any other write of it: S3's
+    /// `sequencer` (the same in every delivery of this event, different for the
+    /// next write), else the `eTag`. `None` when the event carries neither.
+    pub write: Option<String>,
 }
 
 /// What a queue message turned out to be.
@@ -83,11 +87,13 @@ pub fn parse_message(body: &str) -> Result<Message, NotAnEvent> {
         }
         let key = decode_key(&record.s3.object.key)
             .ok_or_else(|| NotAnEvent("key is not valid UTF-8".into()))?;
+        let object = record.s3.object;
         created.push(ObjectCreated {
             bucket: record.s3.bucket.name,
             key,
-            size: record.s3.object.size,
+            size: object.size,
             event_time: record.event_time,
+            write: object.sequencer.or(object.e_tag).filter(|w| !w.is_empty()),
         });
     }
     Ok(Message::Created(created))
@@ -117,7 +123,8 @@ pub fn encode_key(key: &str) -> String {
         .replace(' ', "+")
 }
 
-/// The notification body S3 sends for one created object.
+/// The notification body S3 sends for one created object; its `sequencer` is the
+/// time of the write in nanoseconds, in hex (S3's grows with each write of a key).
 pub fn object_created_body(
     event_name: &str,
     bucket: &str,
@@ -140,6 +147,8 @@ pub fn object_created_body(
             object: ObjectEntity {
                 key: encode_key(key),
                 size,
+                e_tag: None,
+                sequencer: at.timestamp_nanos_opt().map(|n| format!("{n:016X}")),
             },
         },
     };
@@ -182,6 +191,10 @@ struct ObjectEntity {
     key: String,
     #[serde(default)]
     size: Option<u64>,
+    #[serde(default, rename = "eTag", skip_serializing_if = "Option::is_none")]
+    e_tag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sequencer: Option<String>,
 }
 
 #[cfg(test)]
@@ -203,6 +216,7 @@ mod tests {
         assert_eq!(objects[0].bucket, "up");
         assert_eq!(objects[0].key, "uploads/my photoé+1.jpg");
         assert_eq!(objects[0].size, Some(1024));
+        assert_eq!(objects[0].write.as_deref(), Some("0"));
     }
 
     #[test]
@@ -221,5 +235,18 @@ mod tests {
             panic!("not created")
         };
         assert_eq!(objects[0].key, key);
+        // Two writes of one key are told apart.
+        let later = object_created_body(
+            "Put",
+            "b",
+            key,
+            Some(3),
+            Utc::now() + chrono::Duration::seconds(1),
+        );
+        let Message::Created(later) = parse_message(&later).unwrap() else {
+            panic!("not created")
+        };
+        assert!(objects[0].write.is_some());
+        assert_ne!(objects[0].write, later[0].write);
     }
 }

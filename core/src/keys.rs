@@ -48,6 +48,12 @@ pub fn manifest_key_in(prefix: &str) -> String {
     format!("{prefix}{MANIFEST}")
 }
 
+/// The upload's claim under its results prefix: which write of the source is the
+/// one processed (the worker's, written before processing).
+pub fn claim_key_in(prefix: &str) -> String {
+    format!("{prefix}claim")
+}
+
 /// Whether `key` is a manifest (of any results prefix).
 pub fn is_manifest_key(key: &str) -> bool {
     key.strip_suffix(MANIFEST)

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 const SUCCEEDED: &str = "minilab_worker_jobs_total{outcome=\"succeeded\",reason=\"none\"}";
 const DUPLICATES: &str = "minilab_worker_jobs_total{outcome=\"skipped\",reason=\"duplicate\"}";
+const SECOND_UPLOADS: &str =
+    "minilab_worker_jobs_total{outcome=\"skipped\",reason=\"second-upload\"}";
 const NOT_EVENTS: &str = "minilab_worker_jobs_total{outcome=\"skipped\",reason=\"not-an-event\"}";
 const RETRIED: &str = "minilab_worker_jobs_total{outcome=\"retried\",reason=\"transient\"}";
 
@@ -59,6 +61,7 @@ async fn an_upload_goes_through_s3_and_sqs_and_comes_back_presigned() {
     assert_eq!(
         stack.keys(&env.processed, &id).await,
         [
+            format!("{id}/claim"),
             format!("{id}/large-webp.webp"),
             format!("{id}/large.jpg"),
             format!("{id}/manifest.json"),
@@ -117,6 +120,7 @@ async fn a_duplicated_event_leaves_one_correct_set_of_outputs() {
     assert_eq!(
         stack.keys(&env.processed, &id).await,
         [
+            format!("{id}/claim"),
             format!("{id}/large-webp.webp"),
             format!("{id}/large.jpg"),
             format!("{id}/manifest.json"),
@@ -316,6 +320,56 @@ async fn a_briefly_missing_processed_bucket_is_retried_and_then_succeeds() {
     stack.create_bucket(&env.processed).await;
     let status = api.wait_final(&id).await;
     assert_eq!(state(&status), "succeeded", "{status}");
+    assert_eq!(
+        api.download_outputs(&status).await,
+        expected_outputs(&bytes, "web")
+    );
+}
+
+/// One ticket, one processing. S3 takes the same form POSTed twice (no condition
+/// can refuse a POST to an existing key) and sends two events; a worker handling
+/// both at once processes the image once and skips the other write's event.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs LocalStack: ./tests/run starts it and runs this"]
+async fn a_ticket_posted_twice_is_processed_once() {
+    let stack = Stack::connect().await;
+    let env = stack.env(EnvOptions::default()).await;
+    let (_api, api) = stack.api(&env, &[]);
+    let bytes = photo("photo-8mp-progressive.jpg");
+    let ticket = api.ticket("p.jpg", "image/jpeg", &bytes, "web").await;
+    let id = ticket["id"].as_str().unwrap().to_owned();
+    // Both events off the queue before any worker runs, then back at once.
+    let mut events = Vec::new();
+    for _ in 0..2 {
+        api.upload(&ticket, bytes.clone(), "image/jpeg").await;
+        let event = stack
+            .take_message(&env.queue_url, &id, Duration::from_secs(30))
+            .await
+            .expect("S3 sent the event");
+        events.push(event);
+    }
+    assert_ne!(events[0], events[1], "two writes, two different events");
+    for event in &events {
+        stack
+            .sqs
+            .send_message()
+            .queue_url(&env.queue_url)
+            .message_body(event)
+            .send()
+            .await
+            .unwrap();
+    }
+    let (_worker, metrics) = stack.worker(&env, &["--concurrency", "2"]);
+    let status = api.wait_final(&id).await;
+    assert_eq!(state(&status), "succeeded", "{status}");
+    eventually(Duration::from_secs(30), "both events handled", || async {
+        metric(&api.http, &metrics, SUCCEEDED).await
+            + metric(&api.http, &metrics, SECOND_UPLOADS).await
+            + metric(&api.http, &metrics, DUPLICATES).await
+            == 2.0
+    })
+    .await;
+    assert_eq!(metric(&api.http, &metrics, SUCCEEDED).await, 1.0);
     assert_eq!(
         api.download_outputs(&status).await,
         expected_outputs(&bytes, "web")

@@ -3,6 +3,10 @@
 //!
 //! At-least-once and idempotent: output keys are derived from the upload id, and an
 //! upload whose manifest exists is skipped, so a redelivered event changes nothing.
+//! One ticket, one processing: before processing an upload the worker claims it for
+//! the write its event names (a conditional PUT of `{id}/claim`), so a second POST
+//! of the same ticket (which S3 cannot refuse) is skipped as `second-upload`, while
+//! another delivery of the same event goes on.
 //! Permanent failures (bad images, unknown recipes) end as a `failed` manifest;
 //! transient ones (storage errors) leave the message for redelivery.
 
@@ -48,7 +52,8 @@ pub struct Worker {
 pub enum Outcome {
     Succeeded,
     Failed(ErrorCode),
-    /// Nothing to do, and why: `duplicate`, `foreign-object` or `source-gone`.
+    /// Nothing to do, and why: `duplicate`, `second-upload`, `foreign-object` or
+    /// `source-gone`.
     Skipped(&'static str),
 }
 
@@ -148,7 +153,7 @@ impl Worker {
             recipe: Some(item.recipe.clone()),
             prefix: item.destination_prefix.clone(),
         };
-        self.run(&task, None).await
+        self.run(&task, None, None).await
     }
 
     /// Processes one created object, unless it is finished already.
@@ -170,19 +175,31 @@ impl Worker {
             recipe: None,
             prefix: keys::upload_prefix(id),
         };
-        self.run(&task, object.event_time).await
+        self.run(&task, object.event_time, object.write.as_deref())
+            .await
     }
 
-    /// Processes `task` unless its manifest exists (a duplicate delivery);
-    /// `event_time` is when S3 saw the upload, for the lag metric.
+    /// Processes `task` unless its manifest exists (a duplicate delivery) or another
+    /// `write` of its source claimed it; `event_time` is when S3 saw the upload, for
+    /// the lag metric.
     async fn run(
         &self,
         task: &Task,
         event_time: Option<chrono::DateTime<Utc>>,
+        write: Option<&str>,
     ) -> Result<Outcome, Transient> {
         if self.manifest_exists(task).await? {
             tracing::debug!(key = task.key, "already finished; duplicate delivery");
             return Ok(Outcome::Skipped("duplicate"));
+        }
+        if let Some(write) = write
+            && !self.claim(task, write).await?
+        {
+            tracing::info!(
+                key = task.key,
+                "another upload with this ticket is processed; skipping"
+            );
+            return Ok(Outcome::Skipped("second-upload"));
         }
         if let Some(lag) = event_time.and_then(|t| (Utc::now() - t).to_std().ok()) {
             self.metrics.event_lag(lag);
@@ -346,6 +363,47 @@ impl Worker {
             None => Outcome::Succeeded,
             Some(error) => Outcome::Failed(error.code),
         })
+    }
+
+    /// Claims the task for `write` of its source with a conditional PUT of its claim
+    /// (`If-None-Match: *`): true when the claim is this write's (made now, or by an
+    /// earlier delivery of the same event), false when another write holds it.
+    async fn claim(&self, task: &Task, write: &str) -> Result<bool, Transient> {
+        let key = keys::claim_key_in(&task.prefix);
+        let put = self
+            .s3
+            .put_object()
+            .bucket(&self.processed_bucket)
+            .key(&key)
+            .if_none_match("*")
+            .content_type("text/plain")
+            .body(ByteStream::from(write.as_bytes().to_vec()))
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(true),
+            Err(err)
+                if err
+                    .raw_response()
+                    .is_some_and(|r| r.status().as_u16() == 412) =>
+            {
+                let held = self
+                    .s3
+                    .get_object()
+                    .bucket(&self.processed_bucket)
+                    .key(&key)
+                    .send()
+                    .await
+                    .map_err(|e| transient("reading the claim", e))?;
+                let held = held
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| Transient(format!("reading the claim: {e}")))?;
+                Ok(held.into_bytes() == write.as_bytes())
+            }
+            Err(err) => Err(transient("claiming the upload", err)),
+        }
     }
 
     async fn manifest_exists(&self, task: &Task) -> Result<bool, Transient> {

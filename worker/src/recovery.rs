@@ -34,6 +34,8 @@ pub async fn unfinished_uploads(
                     key: key.to_owned(),
                     size: object.size().and_then(|s| u64::try_from(s).ok()),
                     event_time: None,
+                    // A restart's re-enqueue: whichever write claimed it (if any).
+                    write: None,
                 });
             }
         }
