@@ -67,6 +67,8 @@ pub struct ApiState {
     pub webhooks: minilab_core::webhook::AllowList,
     /// The Server-Sent Event streams open now, bounded.
     pub event_streams: uploads::events::EventStreams,
+    /// Long polls and event streams open now per client, bounded.
+    pub waits: limits::Waits,
 }
 
 /// Whether this instance still takes new requests: `/readyz` answers 200 until
@@ -99,11 +101,16 @@ const MAX_BODY_BYTES: usize = 16 * 1024;
 /// into this one.
 pub fn router(state: ApiState) -> Router {
     let serve_web = state.serve_web;
+    // The probes stay outside the concurrency limit: requests that wait (long polls,
+    // event streams) may fill it, and a pod that cannot answer its probes is taken
+    // out of service and restarted.
+    let probes = Router::new()
+        .route("/livez", get(probes::livez))
+        .route("/readyz", get(probes::readyz))
+        .with_state(state.clone());
     let api = uploads::router(&state)
         .route("/api/v1/recipes", get(recipes::recipes))
         .route("/api/v1/openapi.json", get(openapi::document))
-        .route("/livez", get(probes::livez))
-        .route("/readyz", get(probes::readyz))
         .fallback(|| async { ApiError::new(Code::NotFound, "no such endpoint") })
         .with_state(state);
     let app = if serve_web {
@@ -119,6 +126,7 @@ pub fn router(state: ApiState) -> Router {
             .timeout(REQUEST_TIMEOUT),
     )
     .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+    .merge(probes)
 }
 
 async fn overload_or_timeout(err: BoxError) -> ApiError {

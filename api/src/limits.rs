@@ -112,9 +112,17 @@ pub fn client_of(
     headers: &axum::http::HeaderMap,
     trusted_hops: usize,
 ) -> IpAddr {
-    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    // Several X-Forwarded-For headers are one list, in order (RFC 9110 §5.3): the
+    // entries the proxies appended are the rightmost whichever line holds them, and
+    // the first line (which the client may have written) picks nothing.
+    let lines: Vec<String> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    let forwarded = (!lines.is_empty()).then(|| lines.join(","));
     let peer = peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.ip());
-    client_key(peer, forwarded, trusted_hops)
+    client_key(peer, forwarded.as_deref(), trusted_hops)
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -288,6 +296,59 @@ pub async fn guard(
     }
 }
 
+/// Most requests one client may have waiting at once (long polls with `?wait=` and
+/// event streams together): one client cannot hold what an instance can serve.
+pub const MAX_WAITS_PER_CLIENT: usize = 16;
+
+/// The waiting requests open now, per client ([`MAX_WAITS_PER_CLIENT`]).
+#[derive(Clone, Default)]
+pub struct Waits(std::sync::Arc<std::sync::Mutex<HashMap<ClientKey, usize>>>);
+
+/// One waiting request's place; given back when dropped.
+pub struct WaitPermit {
+    waits: Waits,
+    client: ClientKey,
+}
+
+impl Waits {
+    /// A place for one more waiting request of `client`, if it has one left.
+    pub fn start(&self, client: ClientKey) -> Option<WaitPermit> {
+        let mut open = self.lock();
+        let count = open.entry(client).or_default();
+        if *count >= MAX_WAITS_PER_CLIENT {
+            return None;
+        }
+        *count += 1;
+        Some(WaitPermit {
+            waits: self.clone(),
+            client,
+        })
+    }
+
+    /// How many requests `client` has waiting.
+    pub fn open(&self, client: ClientKey) -> usize {
+        self.lock().get(&client).copied().unwrap_or(0)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ClientKey, usize>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Drop for WaitPermit {
+    fn drop(&mut self) {
+        let mut open = self.waits.lock();
+        if let Some(count) = open.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.client);
+            }
+        }
+    }
+}
+
 /// Whole seconds to wait, at least one (a wait that never ends: an hour).
 pub fn retry_after(wait: Duration) -> u64 {
     if wait == Duration::MAX {
@@ -394,6 +455,18 @@ mod tests {
             ip("2001:db8:1:2::")
         );
         assert_eq!(client_key(ip("::ffff:192.0.2.1"), None, 0), ip("192.0.2.1"));
+    }
+
+    #[test]
+    fn several_forwarded_for_headers_are_one_list() {
+        let peer: SocketAddr = "10.0.3.9:40000".parse().unwrap();
+        let mut headers = axum::http::HeaderMap::new();
+        // The client's own header first, the ALB's appended as a line of its own.
+        headers.append("x-forwarded-for", "6.6.6.6".parse().unwrap());
+        headers.append("x-forwarded-for", "203.0.113.5".parse().unwrap());
+        assert_eq!(client_of(Some(peer), &headers, 1), ip("203.0.113.5"));
+        headers.append("x-forwarded-for", "7.7.7.7, 198.51.100.7".parse().unwrap());
+        assert_eq!(client_of(Some(peer), &headers, 2), ip("7.7.7.7"));
     }
 
     #[test]

@@ -317,6 +317,7 @@ pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
         changes: peer_secret.is_some().then(Default::default),
         peer_secret,
         event_streams: Default::default(),
+        waits: Default::default(),
         webhooks: args.webhooks.allow_list()?,
     };
     let listener = TcpListener::bind(args.listen)

@@ -59,6 +59,9 @@ pub struct UpArgs {
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    // The photos, outputs and the store's credentials: the owner's only.
+    create_private_dir(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let s3_root = args.data_dir.join("s3");
     for bucket in [UPLOADS_BUCKET, PROCESSED_BUCKET] {
         let dir = s3_root.join(bucket);
@@ -198,6 +201,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         // The worker is in this process: nothing else announces.
         peer_secret: None,
         event_streams: Default::default(),
+        waits: Default::default(),
         webhooks: args.webhooks.allow_list()?,
     };
     let api = minilab_api::router(config.clone()).merge(minilab_api::internal_router(config));
@@ -266,6 +270,18 @@ fn load_or_create_credentials(data_dir: &Path) -> anyhow::Result<StoreCredential
     let text = serde_json::to_string_pretty(&credentials)?;
     write_private(&path, &text).with_context(|| format!("writing {}", path.display()))?;
     Ok(credentials)
+}
+
+/// `dir` and its parents; `dir` itself, when made here, readable by the owner only.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
 }
 
 #[cfg(unix)]

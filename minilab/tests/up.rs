@@ -582,3 +582,68 @@ async fn an_upload_stored_before_a_stop_is_processed_after_the_restart() {
         .unwrap();
     assert!(!image::load_from_memory(&body).unwrap().color().has_color());
 }
+
+/// One client holding all the requests it may have waiting leaves the probes and
+/// other clients served: its next event stream is refused (429 `rate-limited`), its
+/// next long poll answers at once, while another client's long poll still waits.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_client_cannot_hold_every_waiting_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start(dir.path(), &[]);
+    let small = photo("photo-small.jpg");
+    // Never uploaded: it stays awaiting_upload, so every wait lasts.
+    let ticket = lab.ticket("a.jpg", "image/jpeg", &small, "web").await;
+    let id = ticket["id"].as_str().unwrap();
+    let mut streams = Vec::new();
+    for _ in 0..minilab_api::limits::MAX_WAITS_PER_CLIENT {
+        streams.push(lab.events(id).await);
+    }
+    let refused = lab
+        .http
+        .get(format!("{}/api/v1/uploads/{id}/events", lab.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate-limited", "{body}");
+
+    let started = std::time::Instant::now();
+    assert_eq!(state(&lab.status(id, 20).await), "awaiting_upload");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    for probe in ["/livez", "/readyz"] {
+        let answer = lab
+            .http
+            .get(format!("{}{probe}", lab.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "{probe}");
+    }
+
+    // Another client (another loopback address) waits as asked.
+    let other = minilab_tests::Api {
+        url: lab.url.clone(),
+        http: reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+            .build()
+            .unwrap(),
+    };
+    let started = std::time::Instant::now();
+    assert_eq!(state(&other.status(id, 2).await), "awaiting_upload");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2));
+    drop(streams);
+}
+
+/// The data directory (photos, outputs, the store's credentials) is made readable
+/// by its owner only.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_data_directory_is_the_owners_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("minilab");
+    let _lab = Lab::start(&data, &[]);
+    let mode = std::fs::metadata(&data).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+}

@@ -84,7 +84,13 @@ async function openPage(options = {}) {
   const page = await context.newPage();
   const problems = [];
   page.on("pageerror", (error) => problems.push(error.message));
-  await page.goto(lab.url);
+  // The page runs under its Content-Security-Policy: anything it blocks is a problem.
+  page.on("console", (message) => {
+    if (/Content[ -]Security[ -]Policy/i.test(message.text())) problems.push(message.text());
+  });
+  const response = await page.goto(lab.url);
+  assert.match(response.headers()["content-security-policy"] ?? "", /frame-ancestors 'none'/);
+  assert.equal(response.headers()["x-frame-options"], "DENY");
   await page.waitForSelector("body[data-ready=true]");
   return { page, problems };
 }

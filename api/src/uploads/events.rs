@@ -8,6 +8,7 @@ use super::status::{UploadState, Watch, current_status, visible_upload};
 use crate::ApiState;
 use crate::auth::Subject;
 use crate::error::{ApiError, Code, ErrorBody, Result};
+use crate::limits::{Client, MAX_WAITS_PER_CLIENT, WaitPermit};
 use axum::Extension;
 use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -44,15 +45,28 @@ impl Default for EventStreams {
          content_type = "text/event-stream", body = String),
         (status = 401, description = "`token-*` (sign-in on)", body = ErrorBody),
         (status = 404, description = "`not-found`", body = ErrorBody),
-        (status = 429, description = "`rate-limited` (with `Retry-After`)", body = ErrorBody),
+        (status = 429, description = "`rate-limited` (with `Retry-After`): too many requests, or too many waiting from this client", body = ErrorBody),
         (status = 503, description = "`overloaded`: too many streams open", body = ErrorBody),
     ))]
 pub async fn events(
     State(state): State<ApiState>,
     subject: Option<Extension<Subject>>,
+    client: Option<Extension<Client>>,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = std::result::Result<Event, Infallible>>>> {
     let id = visible_upload(&id, subject)?;
+    let place = match client {
+        Some(Extension(Client(client))) => Some(state.waits.start(client).ok_or_else(|| {
+            ApiError::too_many(
+                Code::RateLimited,
+                format!(
+                    "this client has {MAX_WAITS_PER_CLIENT} requests waiting already; poll the status instead"
+                ),
+                1,
+            )
+        })?),
+        None => None,
+    };
     let permit = state
         .event_streams
         .0
@@ -71,6 +85,7 @@ pub async fn events(
         last: None,
         deadline: Instant::now() + MAX_STREAM_AGE,
         _permit: permit,
+        _place: place,
     };
     Ok(
         Sse::new(futures::stream::unfold(Some(stream), next_event))
@@ -86,6 +101,8 @@ struct OpenStream {
     last: Option<UploadState>,
     deadline: Instant,
     _permit: OwnedSemaphorePermit,
+    /// Its place among its client's waiting requests.
+    _place: Option<WaitPermit>,
 }
 
 /// The stream's next event, and what is left of it (`None`: it ends after this one).

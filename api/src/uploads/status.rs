@@ -5,6 +5,7 @@
 use crate::ApiState;
 use crate::auth::Subject;
 use crate::error::{ApiError, Code, ErrorBody, Result};
+use crate::limits::Client;
 use crate::signing;
 use aws_sdk_s3::presigning::PresigningConfig;
 use axum::extract::{Path, Query, State};
@@ -117,7 +118,8 @@ const POLL_EVERY: Duration = Duration::from_millis(200);
 const SAFETY_POLL: Duration = Duration::from_secs(2);
 
 /// Where the upload is, read from S3; `?wait=N` waits up to N seconds (at most 20)
-/// for a final state.
+/// for a final state, unless the client has [`crate::limits::MAX_WAITS_PER_CLIENT`]
+/// requests waiting already (then it answers at once).
 #[utoipa::path(get, path = "/api/v1/uploads/{id}", tag = "uploads",
     params(("id" = String, Path, description = "The upload's id"), StatusQuery),
     responses(
@@ -133,12 +135,22 @@ const SAFETY_POLL: Duration = Duration::from_secs(2);
 pub async fn status(
     State(state): State<ApiState>,
     subject: Option<Extension<Subject>>,
+    client: Option<Extension<Client>>,
     Path(id): Path<String>,
     query: std::result::Result<Query<StatusQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<UploadStatus>> {
     let id = visible_upload(&id, subject)?;
     let Query(query) = query.map_err(|e| ApiError::new(Code::InvalidRequest, e.body_text()))?;
-    let wait = Duration::from_secs(query.wait.unwrap_or(0)).min(MAX_WAIT);
+    // A client with its most requests waiting already gets the status at once.
+    let place = query
+        .wait
+        .filter(|&seconds| seconds > 0)
+        .zip(client)
+        .and_then(|(_, Extension(Client(client)))| state.waits.start(client));
+    let wait = match place {
+        Some(_) => Duration::from_secs(query.wait.unwrap_or(0)).min(MAX_WAIT),
+        None => Duration::ZERO,
+    };
     let deadline = Instant::now() + wait;
     let mut watch = Watch::new(&state, id);
     loop {
