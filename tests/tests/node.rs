@@ -12,6 +12,8 @@ use minilab_tests::Api;
 use minilab_tests::aws::{Env, EnvOptions, Stack};
 use minilab_tests::kube::{Admin, Cluster, batch_job, photos_bucket};
 use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, MutexGuard, OnceCell};
 
@@ -59,6 +61,12 @@ fn values(env: &Env) -> Value {
             {"name": "AWS_SECRET_ACCESS_KEY", "value": "test"},
         ],
         "worker": {"resources": {"requests": {"cpu": "500m", "memory": "256Mi"}}},
+        // Batches trickle in (2 items a second), so faults land mid-batch.
+        "operator": {"batchRate": 2},
+        // Short grace, so rollouts and drains fit a test: the load balancer's
+        // deregistration here is kube-proxy's next sync.
+        // One test client uploads without pause: no per-client limits.
+        "api": {"shutdownDelaySeconds": 3, "rateLimits": {"ticketsPerMinute": 0, "readsPerMinute": 0}},
     })
 }
 
@@ -112,6 +120,61 @@ fn rollout_status(cluster: &Cluster, component: &str) {
         &format!("deployment/{RELEASE}-minilab-{component}"),
         "--timeout=180s",
     ]);
+}
+
+/// The name of the component's first pod.
+fn pod_name(cluster: &Cluster, component: &str) -> String {
+    pods(cluster, component)[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A batch of `count` photos under a prefix of its own, watched until it finishes;
+/// `during` runs once `fault_at` items are done. Returns the finished job.
+async fn batch_with_fault(
+    release: &Release,
+    name: &str,
+    count: usize,
+    fault_at: u64,
+    during: impl FnOnce(),
+) -> Value {
+    let stack = Stack::connect().await;
+    let bucket = photos_bucket(&stack, &format!("{name}/"), count).await;
+    let cluster = &release.cluster;
+    cluster.apply(&batch_job(
+        name,
+        &bucket,
+        &format!("{name}/"),
+        &release.env.processed,
+        "",
+    ));
+    cluster.watch_job(name, Duration::from_secs(120), |job| {
+        job["status"]["succeeded"].as_u64().unwrap_or(0) >= fault_at
+    });
+    during();
+    let job = cluster.watch_job(name, Duration::from_secs(300), |job| {
+        matches!(
+            job["status"]["phase"].as_str(),
+            Some("Succeeded" | "Failed")
+        )
+    });
+    assert_eq!(job["status"]["phase"], "Succeeded", "{job}");
+    assert_eq!(
+        job["status"]["progress"],
+        format!("{count}/{count}"),
+        "{job}"
+    );
+    assert_eq!(job["status"]["succeeded"], count, "{job}");
+    assert_eq!(job["status"]["failed"], 0, "{job}");
+    let manifests = stack
+        .keys(&release.env.processed, &format!("batches/{name}/"))
+        .await
+        .into_iter()
+        .filter(|key| key.ends_with("/manifest.json"))
+        .count();
+    assert_eq!(manifests, count);
+    job
 }
 
 /// The component's pods as JSON objects.
@@ -264,4 +327,174 @@ async fn a_batch_of_30_photos_reaches_30_of_30_through_worker_pods() {
         .filter(|key| key.ends_with("/manifest.json"))
         .count();
     assert_eq!(manifests, 30);
+}
+
+/// A worker pod deleted mid-batch (SIGTERM: it drains, or hands its messages back)
+/// loses nothing: its replacement finishes the batch, 30/30.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the node: ./tests/run starts it and runs this"]
+async fn a_worker_pod_deleted_mid_batch_loses_no_image() {
+    let (release, _turn) = release().await;
+    let cluster = &release.cluster;
+    let worker = pod_name(cluster, "worker");
+    batch_with_fault(release, "worker-gone", 30, 5, || {
+        cluster.kubectl(&["delete", "pod", &worker, "--wait=false"]);
+    })
+    .await;
+    rollout_status(cluster, "worker");
+    assert!(
+        !pods(cluster, "worker")
+            .iter()
+            .any(|p| p["metadata"]["name"] == worker.as_str())
+    );
+}
+
+/// The operator pod holding the Lease deleted mid-batch: the other replica takes the
+/// Lease and finishes the batch with exact counts.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the node: ./tests/run starts it and runs this"]
+async fn the_other_operator_finishes_the_batch_when_the_leader_goes() {
+    let (release, _turn) = release().await;
+    let cluster = &release.cluster;
+    let holder = || {
+        cluster
+            .kubectl(&[
+                "get",
+                "lease",
+                "minilab-operator",
+                "-o",
+                "jsonpath={.spec.holderIdentity}",
+            ])
+            .trim()
+            .to_owned()
+    };
+    let leader = holder();
+    assert!(
+        pods(cluster, "operator")
+            .iter()
+            .any(|p| p["metadata"]["name"] == leader.as_str()),
+        "{leader}"
+    );
+    batch_with_fault(release, "leader-gone", 30, 5, || {
+        cluster.kubectl(&["delete", "pod", &leader, "--wait=false"]);
+    })
+    .await;
+    let successor = holder();
+    assert_ne!(successor, leader);
+    assert!(
+        pods(cluster, "operator")
+            .iter()
+            .any(|p| p["metadata"]["name"] == successor.as_str())
+    );
+    rollout_status(cluster, "operator");
+}
+
+/// `kubectl rollout restart` of the API while a client uploads without pause: every
+/// request answers (readiness turns 503 at SIGTERM, the pod serves on through the
+/// shutdown delay while kube-proxy takes it out), and every upload succeeds.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the node: ./tests/run starts it and runs this"]
+async fn a_rolling_restart_of_the_api_fails_no_request() {
+    let (release, _turn) = release().await;
+    let cluster = &release.cluster;
+    let api = Api::new(release.api_url.clone());
+    let photo = minilab_tests::photo("photo-small.jpg");
+    let done = Arc::new(AtomicBool::new(false));
+    let (count, mut uploads) = tokio::sync::watch::channel(0usize);
+    let client = {
+        let (api, done) = (api.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            while !done.load(Ordering::SeqCst) {
+                ids.push(api.upload_jpeg("photo.jpg", &photo, "thumbnail").await);
+                count.send_replace(ids.len());
+            }
+            for id in &ids {
+                let status = api.wait_final(id).await;
+                assert_eq!(status["state"], "succeeded", "{status}");
+            }
+            ids.len()
+        })
+    };
+    let before = pods(cluster, "api");
+    cluster.kubectl(&[
+        "rollout",
+        "restart",
+        &format!("deployment/{RELEASE}-minilab-api"),
+    ]);
+    rollout_status(cluster, "api");
+    // Until the old pods are gone, not only the new ones ready.
+    let old: Vec<&str> = before
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap())
+        .collect();
+    for name in &old {
+        cluster.kubectl(&[
+            "wait",
+            "--for=delete",
+            &format!("pod/{name}"),
+            "--timeout=120s",
+        ]);
+    }
+    let during = *uploads.borrow();
+    // A few more through the new pods only (a failed request ends the client: then
+    // its panic is the report).
+    let more = tokio::time::timeout(
+        Duration::from_secs(60),
+        uploads.wait_for(|&n| n >= during + 3),
+    )
+    .await;
+    done.store(true, Ordering::SeqCst);
+    let total = client
+        .await
+        .expect("every request answered and every upload succeeded");
+    assert!(
+        more.is_ok_and(|seen| seen.is_ok()),
+        "three more uploads through the new pods within 60 s"
+    );
+    eprintln!("uploads through a rolling restart of the API: {total}, none failed");
+    assert!(during >= 10, "only {during} uploads during the restart");
+}
+
+/// `kubectl drain` of the node (every pod evicted or deleted; one node, so nothing
+/// can go elsewhere) and `uncordon`: every Deployment comes back and an upload goes
+/// through again.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the node: ./tests/run starts it and runs this"]
+async fn after_drain_and_uncordon_everything_comes_back() {
+    let (release, _turn) = release().await;
+    let cluster = &release.cluster;
+    let node = cluster.kubectl(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"]);
+    // The PDBs allow one pod of each Deployment down at a time and the pods have no
+    // other node to go to: eviction would wait for ever, so drain deletes.
+    cluster.kubectl(&[
+        "drain",
+        node.trim(),
+        "--ignore-daemonsets",
+        "--delete-emptydir-data",
+        "--disable-eviction",
+        "--timeout=120s",
+    ]);
+    for component in COMPONENTS {
+        assert!(
+            pods(cluster, component)
+                .iter()
+                .all(|p| p["status"]["phase"] != "Running"
+                    || p["metadata"]["deletionTimestamp"].is_string()),
+            "{component} still runs on a drained node"
+        );
+    }
+    cluster.kubectl(&["uncordon", node.trim()]);
+    for component in COMPONENTS {
+        rollout_status(cluster, component);
+    }
+    let api = Api::new(release.api_url.clone());
+    let id = api
+        .upload_jpeg(
+            "photo.jpg",
+            &minilab_tests::photo("photo-small.jpg"),
+            "thumbnail",
+        )
+        .await;
+    assert_eq!(api.wait_final(&id).await["state"], "succeeded");
 }
