@@ -227,8 +227,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Serves `router`, telling it each request's peer address (the per-client limits
+/// count by it).
 async fn serve(listener: TcpListener, router: axum::Router, name: &'static str) {
-    if let Err(err) = axum::serve(listener, router).await {
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    if let Err(err) = axum::serve(listener, service).await {
         tracing::error!(server = name, error = %err, "server stopped");
     }
 }
