@@ -12,9 +12,10 @@ pub struct ObjectCreated {
     pub key: String,
     pub size: Option<u64>,
     pub event_time: Option<DateTime<Utc>>,
-    /// What tells this write of the key from any other write of it: S3's
-    /// `sequencer` (the same in every delivery of this event, different for the
-    /// next write), else the `eTag`. `None` when the event carries neither.
+    /// What tells this write of the key from any other write of it, the same in
+    /// every delivery of its event: S3's `sequencer` with the writing request's id
+    /// (`x-amz-request-id`; LocalStack sends one constant sequencer), else the
+    /// `eTag`. `None` when the event carries none of them.
     pub write: Option<String>,
 }
 
@@ -87,16 +88,35 @@ pub fn parse_message(body: &str) -> Result<Message, NotAnEvent> {
         }
         let key = decode_key(&record.s3.object.key)
             .ok_or_else(|| NotAnEvent("key is not valid UTF-8".into()))?;
-        let object = record.s3.object;
+        let write = write_of(&record);
         created.push(ObjectCreated {
             bucket: record.s3.bucket.name,
             key,
-            size: object.size,
+            size: record.s3.object.size,
             event_time: record.event_time,
-            write: object.sequencer.or(object.e_tag).filter(|w| !w.is_empty()),
+            write,
         });
     }
     Ok(Message::Created(created))
+}
+
+/// [`ObjectCreated::write`] of one record.
+fn write_of(record: &Record) -> Option<String> {
+    let object = &record.s3.object;
+    let request = record
+        .response_elements
+        .as_ref()
+        .and_then(|r| r.request_id.as_ref());
+    let parts: Vec<&str> = [object.sequencer.as_ref(), request]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .filter(|part| !part.is_empty())
+        .collect();
+    if parts.is_empty() {
+        return object.e_tag.clone().filter(|e| !e.is_empty());
+    }
+    Some(parts.join("/"))
 }
 
 /// Decodes a key as S3 encodes it in events: `+` is a space, then percent-decoding.
@@ -138,6 +158,7 @@ pub fn object_created_body(
         aws_region: "us-east-1".into(),
         event_time: Some(at),
         event_name: format!("ObjectCreated:{event_name}"),
+        response_elements: None,
         s3: S3Entity {
             s3_schema_version: "1.0".into(),
             bucket: BucketEntity {
@@ -167,7 +188,15 @@ struct Record {
     #[serde(default)]
     event_time: Option<DateTime<Utc>>,
     event_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    response_elements: Option<ResponseElements>,
     s3: S3Entity,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ResponseElements {
+    #[serde(default, rename = "x-amz-request-id")]
+    request_id: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -216,7 +245,25 @@ mod tests {
         assert_eq!(objects[0].bucket, "up");
         assert_eq!(objects[0].key, "uploads/my photoé+1.jpg");
         assert_eq!(objects[0].size, Some(1024));
-        assert_eq!(objects[0].write.as_deref(), Some("0"));
+        assert_eq!(objects[0].write.as_deref(), Some("0/R"));
+    }
+
+    #[test]
+    fn writes_are_told_apart_by_request_when_the_sequencer_is_constant() {
+        // LocalStack's events: one sequencer for every write, the same eTag for the
+        // same bytes; the request id differs.
+        let body = |request: &str| {
+            format!(
+                r#"{{"Records":[{{"eventName":"ObjectCreated:Post","responseElements":{{"x-amz-request-id":"{request}"}},
+                "s3":{{"bucket":{{"name":"up"}},"object":{{"key":"k","eTag":"e","sequencer":"0055AED6DCD90281E5"}}}}}}]}}"#
+            )
+        };
+        let write = |request: &str| match parse_message(&body(request)).unwrap() {
+            Message::Created(objects) => objects[0].write.clone(),
+            _ => panic!("not created"),
+        };
+        assert_ne!(write("A"), write("B"));
+        assert_eq!(write("A"), write("A"));
     }
 
     #[test]
