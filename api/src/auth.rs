@@ -3,10 +3,12 @@
 //! Off unless an issuer is configured (`minilab api --oidc-issuer`, in builds with
 //! the `sign-in` feature: [`oidc`]). When on, every upload request and status read
 //! must carry `Authorization: Bearer <JWT>` signed by one of the issuer's keys, with
-//! this API as its audience, the configured issuer, and an `exp` in the future. The
-//! token's `sub` becomes the client for the per-client limits and owns the uploads
-//! it creates: another subject reading one gets `not-found`. Each refusal has a code
-//! of its own ([`AuthError`]).
+//! this API as its audience, the configured issuer, an `exp` in the future and any
+//! `nbf` in the past. The token's `sub` becomes the client for the per-client
+//! limits and owns the uploads it creates: another subject reading one gets
+//! `not-found`. Each refusal has a code of its own ([`AuthError`]). Refusals cost
+//! the client's address: one that keeps sending bad tokens is answered 429
+//! `rate-limited` before its tokens are checked ([`FAILURES`]).
 
 use crate::error::{ApiError, Code};
 use axum::http::{HeaderMap, header};
@@ -30,6 +32,8 @@ pub enum AuthError {
     Malformed,
     /// Its `exp` has passed.
     Expired,
+    /// Its `nbf` has not come yet.
+    NotYetValid,
     /// Not meant for this API (`aud`).
     WrongAudience,
     /// Not from the configured issuer (`iss`).
@@ -48,6 +52,7 @@ impl AuthError {
             AuthError::Missing => Code::TokenMissing,
             AuthError::Malformed => Code::TokenMalformed,
             AuthError::Expired => Code::TokenExpired,
+            AuthError::NotYetValid => Code::TokenNotYetValid,
             AuthError::WrongAudience => Code::TokenWrongAudience,
             AuthError::WrongIssuer => Code::TokenWrongIssuer,
             AuthError::BadSignature => Code::TokenBadSignature,
@@ -61,6 +66,7 @@ impl AuthError {
             AuthError::Missing => "sign in first: this API needs an Authorization: Bearer token",
             AuthError::Malformed => "the bearer token is not a JWT with sub and exp claims",
             AuthError::Expired => "the bearer token has expired; sign in again",
+            AuthError::NotYetValid => "the bearer token is not valid yet (its nbf is ahead)",
             AuthError::WrongAudience => "the bearer token is not meant for this API",
             AuthError::WrongIssuer => "the bearer token is not from this API's issuer",
             AuthError::BadSignature => "the bearer token's signature does not verify",
@@ -109,15 +115,52 @@ pub async fn require(
     let Some(sign_in) = &state.sign_in else {
         return next.run(request).await;
     };
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0);
+    let address = crate::limits::client_of(peer, request.headers(), state.rate_limits.trusted_hops);
+    let now = std::time::Instant::now();
+    if let Err(wait) = state.sign_in_failures.0.ready(address, now) {
+        state.metrics.refused(Code::RateLimited);
+        let seconds = crate::limits::retry_after(wait);
+        return ApiError::too_many(
+            Code::RateLimited,
+            format!("too many refused sign-ins from this address; try again in {seconds} s"),
+            seconds,
+        )
+        .into_response();
+    }
     match sign_in.authenticate(request.headers()).await {
         Ok(subject) => {
             request.extensions_mut().insert(subject);
             next.run(request).await
         }
         Err(err) => {
+            if err != AuthError::KeysUnavailable {
+                let _ = state.sign_in_failures.0.check(address, now);
+            }
             state.metrics.refused(err.code());
             ApiError::from(err).into_response()
         }
+    }
+}
+
+/// Refused sign-ins one address may make: [`FAILURES`]'s burst at once, then its
+/// rate. Checked before a token is (a signature check costs CPU, an unknown key a
+/// fetch of the issuer's keys).
+pub struct SignInFailures(pub crate::limits::Limiter);
+
+/// The rate of [`SignInFailures`]: a person mistyping or signing in again never
+/// reaches it; a script trying tokens does.
+pub const FAILURES: crate::limits::Rate = crate::limits::Rate {
+    per_minute: 30,
+    burst: 30,
+};
+
+impl Default for SignInFailures {
+    fn default() -> Self {
+        Self(crate::limits::Limiter::new(FAILURES))
     }
 }
 

@@ -39,8 +39,14 @@ pub enum Code {
     TokenUnknownKey,
     /// The issuer's keys cannot be fetched right now.
     SignInUnavailable,
+    /// The bearer token's `nbf` has not come yet.
+    TokenNotYetValid,
     /// Word of a change (internal) not signed with the peer secret.
     BadSignature,
+    /// Word of a change (internal) taken already: a replay.
+    Replayed,
+    /// `minilab up` on loopback: the request names another host (DNS rebinding).
+    HostNotAllowed,
     /// The instance is shutting down (`/readyz`).
     Draining,
     /// Too many requests in flight; try again shortly.
@@ -53,7 +59,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, for documentation and tests.
-    pub const ALL: [Code; 22] = [
+    pub const ALL: [Code; 25] = [
         Code::InvalidRequest,
         Code::UnknownRecipe,
         Code::UnsupportedType,
@@ -71,7 +77,10 @@ impl Code {
         Code::TokenBadSignature,
         Code::TokenUnknownKey,
         Code::SignInUnavailable,
+        Code::TokenNotYetValid,
         Code::BadSignature,
+        Code::Replayed,
+        Code::HostNotAllowed,
         Code::Draining,
         Code::Overloaded,
         Code::Timeout,
@@ -98,7 +107,10 @@ impl Code {
             Code::TokenBadSignature => "token-bad-signature",
             Code::TokenUnknownKey => "token-unknown-key",
             Code::SignInUnavailable => "sign-in-unavailable",
+            Code::TokenNotYetValid => "token-not-yet-valid",
             Code::BadSignature => "bad-signature",
+            Code::Replayed => "replayed",
+            Code::HostNotAllowed => "host-not-allowed",
             Code::Draining => "draining",
             Code::Overloaded => "overloaded",
             Code::Timeout => "timeout",
@@ -116,6 +128,8 @@ impl Code {
             Code::UnsupportedType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Code::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::NotFound => StatusCode::NOT_FOUND,
+            Code::Replayed => StatusCode::CONFLICT,
+            Code::HostNotAllowed => StatusCode::MISDIRECTED_REQUEST,
             Code::RateLimited | Code::UploadBudgetExceeded => StatusCode::TOO_MANY_REQUESTS,
             Code::TokenMissing
             | Code::TokenMalformed
@@ -123,6 +137,7 @@ impl Code {
             | Code::TokenWrongAudience
             | Code::TokenWrongIssuer
             | Code::TokenBadSignature
+            | Code::TokenNotYetValid
             | Code::BadSignature
             | Code::TokenUnknownKey => StatusCode::UNAUTHORIZED,
             Code::SignInUnavailable | Code::Draining | Code::Overloaded => {

@@ -57,12 +57,15 @@ pub struct ApiState {
     pub rate_limits: limits::RateLimits,
     /// Sign-in for uploads and their status (`None`: open to anyone, the default).
     pub sign_in: Option<Arc<dyn auth::Authenticator>>,
+    /// Refused sign-ins per address, bounded.
+    pub sign_in_failures: Arc<auth::SignInFailures>,
     /// Word of uploads' changes, when something announces them to this instance (the
     /// worker of `minilab up`); `None`: waiting requests read S3 at a steady rate.
     pub changes: Option<minilab_service::changes::Changes>,
-    /// The secret workers sign word of changes with (`POST /internal/v1/changes`);
-    /// `None`: this instance takes no word from other processes.
-    pub peer_secret: Option<Arc<[u8]>>,
+    /// The secret workers sign word of changes with (`POST /internal/v1/changes`),
+    /// and the words taken lately; `None`: this instance takes no word from other
+    /// processes.
+    pub peer_words: Option<Arc<peers::PeerWords>>,
     /// Where uploads may ask their final status to be sent (empty: nowhere).
     pub webhooks: minilab_core::webhook::AllowList,
     /// The Server-Sent Event streams open now, bounded.
@@ -146,7 +149,7 @@ async fn overload_or_timeout(err: BoxError) -> ApiError {
 /// secret, the workers' word of changes.
 pub fn internal_router(state: ApiState) -> Router {
     let router = Router::new().route("/metrics", get(probes::metrics));
-    let router = if state.peer_secret.is_some() {
+    let router = if state.peer_words.is_some() {
         router.route(
             "/internal/v1/changes",
             axum::routing::post(peers::changed).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),

@@ -174,10 +174,24 @@ impl Limiter {
         now: Instant,
         cost: f64,
     ) -> Result<(), Duration> {
+        self.settle(client.into(), now, cost, true)
+    }
+
+    /// Whether `client` has a unit left at `now`, taking nothing: `Err(wait)` when not.
+    pub fn ready(&self, client: impl Into<ClientKey>, now: Instant) -> Result<(), Duration> {
+        self.settle(client.into(), now, 1.0, false)
+    }
+
+    fn settle(
+        &self,
+        client: ClientKey,
+        now: Instant,
+        cost: f64,
+        consume: bool,
+    ) -> Result<(), Duration> {
         if self.per_second == 0.0 {
             return Ok(());
         }
-        let client = client.into();
         let (per_second, burst) = (self.per_second, self.burst);
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.len() >= MAX_CLIENTS && !buckets.contains_key(&client) {
@@ -191,7 +205,9 @@ impl Limiter {
         bucket.tokens = (bucket.tokens + elapsed * per_second).min(burst);
         bucket.updated = now;
         if bucket.tokens >= cost {
-            bucket.tokens -= cost;
+            if consume {
+                bucket.tokens -= cost;
+            }
             Ok(())
         } else if cost > burst {
             Err(Duration::MAX)

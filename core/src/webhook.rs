@@ -110,16 +110,7 @@ pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
 /// Whether `header` is a valid signature of `body` by `secret`, made within
 /// `tolerance_seconds` of `now` (unix seconds).
 pub fn verify(secret: &[u8], header: &str, body: &[u8], now: i64, tolerance_seconds: i64) -> bool {
-    let mut timestamp = None;
-    let mut signature = None;
-    for part in header.split(',') {
-        match part.trim().split_once('=') {
-            Some(("t", t)) => timestamp = t.parse::<i64>().ok(),
-            Some(("v1", v)) => signature = Some(v),
-            _ => {}
-        }
-    }
-    let (Some(timestamp), Some(signature)) = (timestamp, signature) else {
+    let (Some(timestamp), Some(signature)) = (signed_at(header), part(header, "v1")) else {
         return false;
     };
     if (now - timestamp).abs() > tolerance_seconds {
@@ -132,6 +123,20 @@ pub fn verify(secret: &[u8], header: &str, body: &[u8], now: i64, tolerance_seco
     check.update(format!("{timestamp}.").as_bytes());
     check.update(body);
     check.verify_slice(&given).is_ok()
+}
+
+/// The time (unix seconds) a `Minilab-Signature` header says it was signed at.
+pub fn signed_at(header: &str) -> Option<i64> {
+    part(header, "t")?.parse().ok()
+}
+
+/// The value of `name=` in a `Minilab-Signature` header.
+fn part<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header
+        .split(',')
+        .filter_map(|part| part.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
 }
 
 fn mac(secret: &[u8], timestamp: i64, body: &[u8]) -> Vec<u8> {

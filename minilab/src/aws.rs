@@ -313,9 +313,10 @@ pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
             trusted_hops: args.trusted_proxy_hops,
         },
         sign_in: args.sign_in.sign_in().await?,
+        sign_in_failures: Default::default(),
         // Word from the workers, when they are told where this instance is.
         changes: peer_secret.is_some().then(Default::default),
-        peer_secret,
+        peer_words: peer_secret.map(|secret| Arc::new(minilab_api::peers::PeerWords::new(secret))),
         event_streams: Default::default(),
         waits: Default::default(),
         webhooks: args.webhooks.allow_list()?,

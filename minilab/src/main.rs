@@ -2,6 +2,7 @@
 
 #[cfg(feature = "cluster")]
 mod aws;
+mod hosts;
 mod limits;
 #[cfg(feature = "cluster")]
 mod operator;

@@ -197,9 +197,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         // One person on their own machine: nothing to limit.
         rate_limits: minilab_api::limits::RateLimits::OFF,
         sign_in: None,
+        sign_in_failures: Default::default(),
         changes: Some(changes),
         // The worker is in this process: nothing else announces.
-        peer_secret: None,
+        peer_words: None,
         event_streams: Default::default(),
         waits: Default::default(),
         webhooks: args.webhooks.allow_list()?,
@@ -227,10 +228,17 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves `router`, telling it each request's peer address (the per-client limits
-/// count by it).
+/// Serves `router` to requests for its address ([`crate::hosts`]), telling it each
+/// request's peer address (the per-client limits count by it).
 async fn serve(listener: TcpListener, router: axum::Router, name: &'static str) {
-    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let Ok(listen) = listener.local_addr() else {
+        return;
+    };
+    let router = router.layer(axum::middleware::from_fn_with_state(
+        listen,
+        crate::hosts::check,
+    ));
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
     if let Err(err) = axum::serve(listener, service).await {
         tracing::error!(server = name, error = %err, "server stopped");
     }

@@ -647,3 +647,30 @@ async fn the_data_directory_is_the_owners_only() {
     let mode = std::fs::metadata(&data).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o700, "{mode:o}");
 }
+
+/// On loopback, the API and the store answer only requests for localhost or a
+/// loopback address: a page elsewhere whose name points at 127.0.0.1 (DNS
+/// rebinding) gets 421 `host-not-allowed` from both.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_for_another_host_name_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start(dir.path(), &[]);
+    let port = |url: &str| {
+        url.rsplit(':')
+            .next()
+            .unwrap()
+            .trim_end_matches('/')
+            .to_owned()
+    };
+    for base in [lab.url.clone(), lab.s3.clone()] {
+        let get = |host: String| lab.http.get(format!("{base}/")).header("host", host).send();
+        let refused = get(format!("rebound.example:{}", port(&base)))
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 421, "{base}");
+        let body: Value = refused.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "host-not-allowed", "{base}: {body}");
+        let local = get(format!("localhost:{}", port(&base))).await.unwrap();
+        assert_ne!(local.status(), 421, "{base}");
+    }
+}

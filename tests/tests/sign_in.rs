@@ -85,7 +85,12 @@ async fn with_sign_in_uploads_need_a_good_token_and_belong_to_their_subject() {
 
     // Each bad token is refused with a code of its own; the recipes stay open.
     let stranger = TestIssuer::new(ISSUER, "key-1");
+    let now = chrono::Utc::now().timestamp();
+    let not_yet = issuer.sign(&json!({
+        "iss": ISSUER, "sub": "alice", "aud": AUDIENCE, "exp": now + 900, "nbf": now + 600,
+    }));
     let refusals = [
+        (Some(not_yet), "token-not-yet-valid"),
         (None, "token-missing"),
         (Some("not.a.jwt".to_owned()), "token-malformed"),
         (Some(issuer.token("alice", AUDIENCE, -300)), "token-expired"),
@@ -133,4 +138,23 @@ async fn with_sign_in_uploads_need_a_good_token_and_belong_to_their_subject() {
         let sample = format!("minilab_api_refused_total{{reason=\"{reason}\"}}");
         assert_eq!(metric(&api.http, &metrics, &sample).await, 1.0, "{sample}");
     }
+
+    // An address that keeps sending bad tokens is refused before they are checked,
+    // good ones too; another address is served.
+    let burst = minilab_api::auth::FAILURES.burst as usize;
+    let mut answers = Vec::new();
+    for _ in 0..burst {
+        answers.push(ticket(&api, Some("not.a.jwt"), 1000).await.0);
+    }
+    assert_eq!(answers.last(), Some(&429), "{answers:?}");
+    let (limited, body) = ticket(&api, Some(&alice), 1000).await;
+    assert_eq!((limited, code(&body)), (429, "rate-limited"), "{body}");
+    let elsewhere = minilab_tests::Api {
+        url: api.url.clone(),
+        http: reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+            .build()
+            .unwrap(),
+    };
+    assert_eq!(ticket(&elsewhere, Some(&bob), 1000).await.0, 201);
 }

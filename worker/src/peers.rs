@@ -2,7 +2,7 @@
 //! requests waiting there answer at once (on a cluster; `minilab up` does this in
 //! process). Each target is a `host:port` that may resolve to many addresses (the
 //! API pods behind a headless Service); each address gets `POST /internal/v1/changes
-//! {"id": ...}`, signed like a webhook with the peers' shared secret.
+//! {"id": ..., "nonce": ...}`, signed like a webhook with the peers' shared secret.
 //!
 //! Best effort by design: one try, a short timeout, no retries, a bounded number
 //! under way. A word lost costs only latency: the waiting request reads S3 again at
@@ -93,7 +93,10 @@ impl Inner {
             self.metrics.announcement("unresolved");
             return;
         }
-        let body = serde_json::json!({ "id": id.to_string() })
+        // A nonce: the start and the end of an upload announced in one second are two
+        // words, not a replay of one.
+        let nonce: u64 = rand::random();
+        let body = serde_json::json!({ "id": id.to_string(), "nonce": format!("{nonce:016x}") })
             .to_string()
             .into_bytes();
         let signature = sign(&self.secret, chrono::Utc::now().timestamp(), &body);

@@ -75,6 +75,7 @@ pub fn verify(
     let key = decoding_key(jwk).ok_or(AuthError::UnknownKey)?;
     let mut validation = Validation::new(header.alg);
     validation.leeway = LEEWAY_SECONDS;
+    validation.validate_nbf = true;
     validation.set_issuer(&[issuer]);
     validation.set_audience(&[audience]);
     validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
@@ -82,6 +83,7 @@ pub fn verify(
         .kind()
     {
         ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
         ErrorKind::InvalidAudience => AuthError::WrongAudience,
         ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
         ErrorKind::InvalidSignature
