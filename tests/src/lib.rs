@@ -434,3 +434,24 @@ pub fn expected_outputs(bytes: &[u8], recipe: &str) -> Vec<(String, Vec<u8>)> {
         .map(|o| (o.name, o.bytes))
         .collect()
 }
+
+/// Ends the whole test process (status 101, with `what` said) if it is still alive
+/// `limit` from now: a bound on a test whose parts wait on things outside it (a
+/// cluster, its network), where one unbounded wait would otherwise hang the run.
+/// Dropping it disarms it.
+pub struct Watchdog {
+    _disarm: std::sync::mpsc::Sender<()>,
+}
+
+impl Watchdog {
+    pub fn arm(limit: Duration, what: &'static str) -> Self {
+        let (disarm, armed) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = armed.recv_timeout(limit) {
+                eprintln!("{what}: still running after {limit:?}; ending the test process");
+                std::process::exit(101);
+            }
+        });
+        Self { _disarm: disarm }
+    }
+}

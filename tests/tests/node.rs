@@ -70,9 +70,22 @@ fn values(env: &Env) -> Value {
     })
 }
 
+/// Longest one test may hold its turn (the install included): past it the test
+/// process ends with a report instead of waiting on the cluster for ever.
+const TURN_LIMIT: Duration = Duration::from_secs(480);
+
+/// This test's turn on the node, bounded by [`TURN_LIMIT`].
+struct Turn {
+    _turn: MutexGuard<'static, ()>,
+    _watchdog: minilab_tests::Watchdog,
+}
+
 /// The shared release (installed once, all its pods ready) and this test's turn.
-async fn release() -> (&'static Release, MutexGuard<'static, ()>) {
-    let turn = TURNS.lock().await;
+async fn release() -> (&'static Release, Turn) {
+    let turn = Turn {
+        _turn: TURNS.lock().await,
+        _watchdog: minilab_tests::Watchdog::arm(TURN_LIMIT, "a test on the node"),
+    };
     let release = RELEASE_ONCE
         .get_or_init(|| async {
             let stack = Stack::connect().await;
