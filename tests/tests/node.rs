@@ -355,11 +355,13 @@ async fn a_worker_pod_deleted_mid_batch_loses_no_image() {
     })
     .await;
     rollout_status(cluster, "worker");
-    assert!(
-        !pods(cluster, "worker")
-            .iter()
-            .any(|p| p["metadata"]["name"] == worker.as_str())
-    );
+    // The deleted pod drains, then goes (a Terminating pod still lists for a while).
+    cluster.kubectl(&[
+        "wait",
+        "--for=delete",
+        &format!("pod/{worker}"),
+        "--timeout=120s",
+    ]);
 }
 
 /// The operator pod holding the Lease deleted mid-batch: the other replica takes the
