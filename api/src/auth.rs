@@ -115,11 +115,7 @@ pub async fn require(
     let Some(sign_in) = &state.sign_in else {
         return next.run(request).await;
     };
-    let peer = request
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|info| info.0);
-    let address = crate::limits::client_of(peer, request.headers(), state.rate_limits.trusted_hops);
+    let address = crate::limits::address_of(&request, state.rate_limits.trusted_hops);
     let now = std::time::Instant::now();
     if let Err(wait) = state.sign_in_failures.0.ready(address, now) {
         state.metrics.refused(Code::RateLimited);
@@ -137,7 +133,9 @@ pub async fn require(
             next.run(request).await
         }
         Err(err) => {
-            if err != AuthError::KeysUnavailable {
+            // A token checked and refused costs; no token, or no keys to check it
+            // with, does not.
+            if !matches!(err, AuthError::Missing | AuthError::KeysUnavailable) {
                 let _ = state.sign_in_failures.0.check(address, now);
             }
             state.metrics.refused(err.code());

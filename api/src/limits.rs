@@ -107,6 +107,15 @@ pub fn client_key(peer: IpAddr, forwarded_for: Option<&str>, trusted_hops: usize
 }
 
 /// The client of a request from `peer` with these headers.
+/// The address a request comes from ([`client_of`] its peer and headers).
+pub fn address_of(request: &axum::extract::Request, trusted_hops: usize) -> IpAddr {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|info| info.0);
+    client_of(peer, request.headers(), trusted_hops)
+}
+
 pub fn client_of(
     peer: Option<SocketAddr>,
     headers: &axum::http::HeaderMap,
@@ -283,15 +292,11 @@ pub async fn guard(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let peer = request
-        .extensions()
-        .get::<axum::extract::ConnectInfo<SocketAddr>>()
-        .map(|info| info.0);
     // Signed in (sign-in runs first and leaves the subject): the subject, wherever it
     // connects from; otherwise the address.
     let client = match request.extensions().get::<crate::auth::Subject>() {
         Some(subject) => ClientKey::subject(&subject.0),
-        None => client_of(peer, request.headers(), guard.trusted_hops).into(),
+        None => address_of(&request, guard.trusted_hops).into(),
     };
     request.extensions_mut().insert(Client(client));
     if let Some(budget) = &guard.budget {

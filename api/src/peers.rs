@@ -1,6 +1,7 @@
 //! Word of uploads' changes from the workers (on a cluster): `POST
-//! /internal/v1/changes {"id": ..., "nonce": ...}`, signed with the peers' shared secret, on the
-//! internal address beside `/metrics`, never where the load balancer sends. The
+//! /internal/v1/changes {"id": ..., "nonce": ...}`, signed with the peers' shared
+//! secret, on the internal address beside `/metrics`, never where the load balancer
+//! sends. The
 //! word wakes the requests waiting here on that upload; they read S3 as always, so a
 //! forged or replayed word could do no more than make them read early. Forged words
 //! are refused (`bad-signature`), and so are replayed ones (`replayed`): each
@@ -44,11 +45,9 @@ impl PeerWords {
     /// Checks one word: signed with the secret, within the tolerance, not taken before.
     fn take(&self, signature: &str, body: &[u8]) -> Result<(), ApiError> {
         let now = chrono::Utc::now().timestamp();
-        let signed_at = minilab_core::webhook::signed_at(signature);
-        let (true, Some(signed_at)) = (
-            verify(&self.secret, signature, body, now, TOLERANCE_SECONDS),
-            signed_at,
-        ) else {
+        let verified = verify(&self.secret, signature, body, now, TOLERANCE_SECONDS);
+        let Some(signed_at) = minilab_core::webhook::signed_at(signature).filter(|_| verified)
+        else {
             return Err(ApiError::new(
                 Code::BadSignature,
                 "not signed with the peer secret",

@@ -231,8 +231,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 /// Serves `router` to requests for its address ([`crate::hosts`]), telling it each
 /// request's peer address (the per-client limits count by it).
 async fn serve(listener: TcpListener, router: axum::Router, name: &'static str) {
-    let Ok(listen) = listener.local_addr() else {
-        return;
+    let listen = match listener.local_addr() {
+        Ok(listen) => listen,
+        Err(err) => {
+            tracing::error!(server = name, error = %err, "server not started");
+            return;
+        }
     };
     let router = router.layer(axum::middleware::from_fn_with_state(
         listen,

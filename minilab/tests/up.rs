@@ -623,13 +623,7 @@ async fn one_client_cannot_hold_every_waiting_request() {
     }
 
     // Another client (another loopback address) waits as asked.
-    let other = minilab_tests::Api {
-        url: lab.url.clone(),
-        http: reqwest::Client::builder()
-            .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
-            .build()
-            .unwrap(),
-    };
+    let other = lab.from_another_address();
     let started = std::time::Instant::now();
     assert_eq!(state(&other.status(id, 2).await), "awaiting_upload");
     assert!(started.elapsed() >= std::time::Duration::from_secs(2));

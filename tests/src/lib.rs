@@ -238,9 +238,21 @@ pub struct Api {
 
 impl Api {
     pub fn new(url: String) -> Api {
+        Self::client(url, reqwest::Client::builder())
+    }
+
+    /// The same API as another client: requests from 127.0.0.2, so the per-address
+    /// limits count them apart.
+    pub fn from_another_address(&self) -> Api {
+        let builder =
+            reqwest::Client::builder().local_address(std::net::IpAddr::from([127, 0, 0, 2]));
+        Self::client(self.url.clone(), builder)
+    }
+
+    fn client(url: String, builder: reqwest::ClientBuilder) -> Api {
         Api {
             url,
-            http: reqwest::Client::builder()
+            http: builder
                 .timeout(Duration::from_secs(60))
                 .build()
                 .expect("client"),

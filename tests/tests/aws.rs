@@ -951,6 +951,32 @@ async fn a_worker_wakes_the_requests_waiting_on_every_api_instance() {
         .await
         .unwrap();
     assert_eq!(public.status(), 404);
+    // A word signed with the secret is taken once; the same bytes again are a replay.
+    let word = format!(
+        r#"{{"id":"{}","nonce":"0"}}"#,
+        minilab_core::UploadId::new(chrono::Utc::now())
+    );
+    let signature = minilab_core::webhook::sign(
+        SECRET.as_bytes(),
+        chrono::Utc::now().timestamp(),
+        word.as_bytes(),
+    );
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let answer = first
+            .http
+            .post(format!("{first_internal}/internal/v1/changes"))
+            .header("minilab-signature", &signature)
+            .body(word.clone())
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status().as_u16();
+        answers.push((status, answer.text().await.unwrap()));
+    }
+    assert_eq!(answers[0].0, 204, "{answers:?}");
+    assert_eq!(answers[1].0, 409, "{answers:?}");
+    assert!(answers[1].1.contains(r#""code":"replayed""#), "{answers:?}");
 
     let bytes = photo("photo-12mp.jpg");
     let ticket = first.ticket("photo.jpg", "image/jpeg", &bytes, "web").await;

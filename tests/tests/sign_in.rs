@@ -149,12 +149,6 @@ async fn with_sign_in_uploads_need_a_good_token_and_belong_to_their_subject() {
     assert_eq!(answers.last(), Some(&429), "{answers:?}");
     let (limited, body) = ticket(&api, Some(&alice), 1000).await;
     assert_eq!((limited, code(&body)), (429, "rate-limited"), "{body}");
-    let elsewhere = minilab_tests::Api {
-        url: api.url.clone(),
-        http: reqwest::Client::builder()
-            .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
-            .build()
-            .unwrap(),
-    };
+    let elsewhere = api.from_another_address();
     assert_eq!(ticket(&elsewhere, Some(&bob), 1000).await.0, 201);
 }
