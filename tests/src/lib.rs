@@ -456,7 +456,7 @@ pub struct Watchdog {
 }
 
 impl Watchdog {
-    pub fn arm(limit: Duration, what: &'static str) -> Self {
+    pub fn arm(limit: Duration, what: String) -> Self {
         let (disarm, armed) = std::sync::mpsc::channel::<()>();
         std::thread::spawn(move || {
             if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = armed.recv_timeout(limit) {

@@ -13,7 +13,7 @@ use minilab_tests::aws::{Env, EnvOptions, Stack};
 use minilab_tests::kube::{Admin, Cluster, batch_job, photos_bucket};
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, MutexGuard, OnceCell};
 
@@ -84,7 +84,14 @@ struct Turn {
 async fn release() -> (&'static Release, Turn) {
     let turn = Turn {
         _turn: TURNS.lock().await,
-        _watchdog: minilab_tests::Watchdog::arm(TURN_LIMIT, "a test on the node"),
+        // libtest names each test's thread after the test.
+        _watchdog: minilab_tests::Watchdog::arm(
+            TURN_LIMIT,
+            std::thread::current()
+                .name()
+                .unwrap_or("a test on the node")
+                .to_owned(),
+        ),
     };
     let release = RELEASE_ONCE
         .get_or_init(|| async {
@@ -414,10 +421,18 @@ async fn a_rolling_restart_of_the_api_fails_no_request() {
     let cluster = &release.cluster;
     let api = Api::new(release.api_url.clone());
     let photo = minilab_tests::photo("photo-small.jpg");
+    let started = Instant::now();
+    let step = |what: &str| {
+        eprintln!(
+            "rolling restart +{:.1} s: {what}",
+            started.elapsed().as_secs_f64()
+        )
+    };
     let done = Arc::new(AtomicBool::new(false));
+    let finished = Arc::new(AtomicUsize::new(0));
     let (count, mut uploads) = tokio::sync::watch::channel(0usize);
     let client = {
-        let (api, done) = (api.clone(), done.clone());
+        let (api, done, finished) = (api.clone(), done.clone(), finished.clone());
         tokio::spawn(async move {
             let mut ids = Vec::new();
             while !done.load(Ordering::SeqCst) {
@@ -427,6 +442,7 @@ async fn a_rolling_restart_of_the_api_fails_no_request() {
             for id in &ids {
                 let status = api.wait_final(id).await;
                 assert_eq!(status["state"], "succeeded", "{status}");
+                finished.fetch_add(1, Ordering::SeqCst);
             }
             ids.len()
         })
@@ -438,6 +454,7 @@ async fn a_rolling_restart_of_the_api_fails_no_request() {
         &format!("deployment/{RELEASE}-minilab-api"),
     ]);
     rollout_status(cluster, "api");
+    step("new API pods ready");
     // Until the old pods are gone, not only the new ones ready.
     let old: Vec<&str> = before
         .iter()
@@ -452,19 +469,30 @@ async fn a_rolling_restart_of_the_api_fails_no_request() {
         ]);
     }
     let during = *uploads.borrow();
+    step(&format!("old API pods gone; {during} uploads so far"));
     // A few more through the new pods only (a failed request ends the client: then
     // its panic is the report).
     let more = tokio::time::timeout(
         Duration::from_secs(60),
         uploads.wait_for(|&n| n >= during + 3),
     )
-    .await;
+    .await
+    .is_ok_and(|seen| seen.is_ok());
     done.store(true, Ordering::SeqCst);
-    let total = client
+    step("client told to stop");
+    let total = tokio::time::timeout(Duration::from_secs(240), client)
         .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the client still runs after 240 s: {} of {} uploads seen final",
+                finished.load(Ordering::SeqCst),
+                *uploads.borrow()
+            )
+        })
         .expect("every request answered and every upload succeeded");
+    step("every upload final");
     assert!(
-        more.is_ok_and(|seen| seen.is_ok()),
+        more,
         "three more uploads through the new pods within 60 s"
     );
     eprintln!("uploads through a rolling restart of the API: {total}, none failed");
