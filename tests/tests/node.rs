@@ -63,10 +63,11 @@ fn values(env: &Env) -> Value {
         "worker": {"resources": {"requests": {"cpu": "500m", "memory": "256Mi"}}},
         // Batches trickle in (2 items a second), so faults land mid-batch.
         "operator": {"batchRate": 2},
-        // Short grace, so rollouts and drains fit a test: the load balancer's
-        // deregistration here is kube-proxy's next sync.
-        // One test client uploads without pause: no per-client limits.
-        "api": {"shutdownDelaySeconds": 3, "rateLimits": {"ticketsPerMinute": 0, "readsPerMinute": 0}},
+        // The chart's own shutdown delay (15 s): with 3 s, kube-proxy on this loaded
+        // node still sent new connections to a pod that had stopped listening, and the
+        // rolling restart refused a request. One test client uploads without pause:
+        // no per-client limits.
+        "api": {"rateLimits": {"ticketsPerMinute": 0, "readsPerMinute": 0}},
     })
 }
 
