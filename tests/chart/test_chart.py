@@ -388,6 +388,9 @@ class ChartTest(unittest.TestCase):
             with self.subTest(cpu=cpu):
                 container, _, scaled = worker(merged(VALUE_SETS["keda"], {"worker": {"resources": {"requests": {"cpu": cpu}}}}))
                 self.assertEqual(container["resources"]["limits"]["memory"], f"{128 + slots * per_image}Mi")
+                # Requested whole: a node never holds more images than it has memory for.
+                self.assertEqual(container["resources"]["requests"]["memory"], f"{128 + slots * per_image}Mi")
+                self.assertEqual(container["resources"]["requests"]["cpu"], cpu)
                 self.assertEqual(scaled, [str(slots)], "KEDA aims at one message per slot")
         container, env, scaled = worker(merged(VALUE_SETS["keda"], {
             "worker": {"concurrency": 3, "maxPixels": 50_000_000, "memoryBaseMi": 200}, "keda": {"queueLength": 5}}))
@@ -396,6 +399,7 @@ class ChartTest(unittest.TestCase):
         self.assertEqual(scaled, ["5"])
         container, _, _ = worker(merged(BASE, {"worker": {"resources": {"limits": {"memory": "4Gi", "cpu": "2"}}}}))
         self.assertEqual(container["resources"]["limits"], {"memory": "4Gi", "cpu": "2"})
+        self.assertEqual(container["resources"]["requests"], {"memory": "4Gi", "cpu": "1000m"})
         self.assertEqual(yaml.safe_load((CHART / "values.yaml").read_text())["worker"]["resources"]["limits"], {},
                          "the chart's values leave the limit to the arithmetic")
         with self.assertRaises(hp.HelmValuesError):
@@ -492,14 +496,88 @@ class ChartTest(unittest.TestCase):
             render(merged(BASE, {"ingress": {"enabled": True}}))
         self.assertIn("ingress.enabled needs ingress.host", str(refused.exception))
 
+    def test_network_policies_are_on_and_keep_pods_from_the_instance_metadata(self):
+        import ipaddress
+        imds = [ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")]
+
+        def reaches(peer, address):
+            block = peer.get("ipBlock")
+            if block is None:
+                return False  # a pod or namespace selector: never the host's metadata
+            network = ipaddress.ip_network(block["cidr"])
+            return (address.version == network.version and address in network
+                    and not any(address in ipaddress.ip_network(e) for e in block.get("except", [])))
+
+        def egress_ports(policy):
+            return {p["port"] for rule in policy["spec"]["egress"] for p in rule.get("ports", [])}
+
+        values = merged(BASE, {"webhooks": {"allow": ["https://hooks.example/minilab/", "http://10.1.2.3:8081/in/"],
+                                            "secretName": "hooks"}})
+        for name, values in [("defaults", BASE), ("webhooks", values),
+                             ("pod identity", VALUE_SETS["pod-identity-and-placement"])]:
+            docs = render(values)
+            policies = {d["metadata"]["name"].removeprefix("demo-minilab-"): d
+                        for d in docs if d["kind"] == "NetworkPolicy"}
+            self.assertEqual(sorted(policies), ["api", "operator", "worker"], name)
+            for component, policy in policies.items():
+                self.assertEqual(policy["spec"]["policyTypes"], ["Ingress", "Egress"])
+                for rule in policy["spec"]["egress"]:
+                    for peer in rule.get("to", []):
+                        for address in imds:
+                            self.assertFalse(reaches(peer, address), f"{name}: {component} reaches {address}: {rule}")
+                # No scrapers named: metrics open to nobody but the workers' word.
+                for rule in policy["spec"]["ingress"] or []:  # none: nothing may connect
+                    if any(p["port"] == 9090 for p in rule["ports"]):
+                        self.assertEqual(component, "api", f"{name}: {rule}")
+                        self.assertEqual([list(peer) for peer in rule["from"]], [["podSelector"]])
+            self.assertLessEqual({53, 443}, egress_ports(policies["worker"]))
+            extra = egress_ports(policies["worker"]) - {53, 443, 9090}
+            if name == "pod identity":
+                self.assertEqual(extra, {80}, "the Pod Identity agent")
+            else:
+                self.assertEqual(extra, {8081} if name == "webhooks" else set(), name)
+        # A ServiceMonitor whose scrapes the policies would drop is refused.
+        with self.assertRaises(Exception) as refused:
+            render(merged(BASE, {"serviceMonitor": {"enabled": True}}))
+        self.assertIn("networkPolicy.metricsFrom", str(refused.exception))
+
+    def test_disruptions_never_take_every_api_replica_nor_block_a_drain(self):
+        docs = render(BASE)
+        deployments = by_kind(docs, "Deployment")
+        spread = {name: {(c["topologyKey"], c["whenUnsatisfiable"]) for c in d["spec"]["template"]["spec"]["topologySpreadConstraints"]}
+                  for name, d in deployments.items()}
+        self.assertEqual(spread["demo-minilab-api"], {("topology.kubernetes.io/zone", "ScheduleAnyway"),
+                                                      ("kubernetes.io/hostname", "ScheduleAnyway")})
+        self.assertEqual(spread["demo-minilab-worker"], {("topology.kubernetes.io/zone", "ScheduleAnyway")})
+        budgets = by_kind(docs, "PodDisruptionBudget", "policy/")
+        self.assertEqual(len(budgets), 3)
+        for name, budget in budgets.items():
+            self.assertEqual(budget["apiVersion"], "policy/v1")
+            # A crash-looping pod (not ready) must not hold a node's drain.
+            self.assertEqual(budget["spec"]["unhealthyPodEvictionPolicy"], "AlwaysAllow", name)
+
     def test_with_cloudfront_only_cloudfront_reaches_the_load_balancer(self):
         docs = render(VALUE_SETS["aws"])
         ingress = next(d for d in docs if d["kind"] == "Ingress")
-        self.assertEqual(ingress["metadata"]["annotations"]["alb.ingress.kubernetes.io/security-group-prefix-lists"],
-                         "pl-4fa04526")
+        notes = ingress["metadata"]["annotations"]
+        self.assertEqual(notes["alb.ingress.kubernetes.io/security-group-prefix-lists"], "pl-4fa04526")
+        # The controller adds each prefix list once per listener port, and CloudFront's
+        # origin-facing list weighs 55 of a security group's 60 rules: one port only,
+        # HTTPS (CloudFront's origin protocol), and no redirect listener.
+        ports = json.loads(notes["alb.ingress.kubernetes.io/listen-ports"])
+        self.assertEqual(ports, [{"HTTPS": 443}])
+        self.assertLessEqual(55 * len(ports), 60)
+        self.assertNotIn("alb.ingress.kubernetes.io/ssl-redirect", notes)
+        distribution = next(d for d in docs if d["kind"] == "Distribution")
+        [api_origin] = [o for o in distribution["spec"]["distributionConfig"]["origins"]["items"]
+                        if "customOriginConfig" in o]
+        self.assertEqual(api_origin["customOriginConfig"]["originProtocolPolicy"], "https-only")
         with self.assertRaises(Exception) as refused:
             render(merged(VALUE_SETS["aws"], {"ingress": {"prefixListIds": []}}))
         self.assertIn("com.amazonaws.global.cloudfront.origin-facing", str(refused.exception))
+        with self.assertRaises(Exception) as refused:
+            render(merged(VALUE_SETS["aws"], {"ingress": {"certificateArn": ""}}))
+        self.assertIn("needs ingress.certificateArn", str(refused.exception))
 
     def test_every_ack_resource_names_its_region_and_what_uninstall_does(self):
         # Without the region annotation ACK uses its controller's region, while the
@@ -511,17 +589,23 @@ class ChartTest(unittest.TestCase):
         kinds = {d["kind"] for d in resources}
         self.assertEqual(kinds, {"Bucket", "Queue", "Role", "OriginAccessControl", "Distribution", "RecordSet"})
         holds_data = {"Bucket", "Queue"}
+        # Made by later install steps: a rollback to a revision without them (or an
+        # --atomic upgrade that fails) must not delete the distribution or its DNS.
+        later_steps = {"Distribution", "RecordSet"}
         for doc in resources:
             annotations = doc["metadata"].get("annotations", {})
             with self.subTest(kind=doc["kind"], name=doc["metadata"]["name"]):
                 self.assertEqual(annotations.get("services.k8s.aws/region"), "eu-west-1")
                 self.assertEqual(annotations.get("services.k8s.aws/deletion-policy"),
-                                 "retain" if doc["kind"] in holds_data else "delete")
+                                 "retain" if doc["kind"] in holds_data | later_steps else "delete")
+                self.assertEqual(annotations.get("helm.sh/resource-policy"),
+                                 "keep" if doc["kind"] in later_steps else None)
                 self.assertEqual(doc["metadata"]["labels"]["app.kubernetes.io/instance"], "demo")
         flipped = ack(render(merged(VALUE_SETS["aws"], {"ack": {"deletionPolicy": {"data": "delete", "other": "retain"}}})))
         for doc in flipped:
-            self.assertEqual(doc["metadata"]["annotations"]["services.k8s.aws/deletion-policy"],
-                             "delete" if doc["kind"] in holds_data else "retain", doc["metadata"]["name"])
+            expected = "retain" if doc["kind"] in later_steps else "delete" if doc["kind"] in holds_data else "retain"
+            self.assertEqual(doc["metadata"]["annotations"]["services.k8s.aws/deletion-policy"], expected,
+                             doc["metadata"]["name"])
         with self.assertRaises(Exception) as refused:
             render(merged(VALUE_SETS["aws"], {"ack": {"deletionPolicy": {"data": "keep"}}}))
         self.assertIn("deletionPolicy", str(refused.exception))
@@ -546,7 +630,9 @@ class ChartTest(unittest.TestCase):
         [notification] = uploads["notification"]["queueConfigurations"]
         self.assertEqual(notification["queueARN"], queue_arn)
         self.assertEqual(notification["events"], ["s3:ObjectCreated:*"])
-        self.assertEqual(notification["filter"]["key"]["filterRules"], [{"name": "prefix", "value": "uploads/"}])
+        # S3 reports the rule's name as "Prefix": any other spelling is a difference,
+        # and a PutBucketNotificationConfiguration, at every resync.
+        self.assertEqual(notification["filter"]["key"]["filterRules"], [{"name": "Prefix", "value": "uploads/"}])
         queue = queues[queue_arn.rsplit(":", 1)[1]]
         [statement] = json.loads(queue["policy"])["Statement"]
         self.assertEqual(statement["Principal"], {"Service": "s3.amazonaws.com"})
@@ -559,6 +645,7 @@ class ChartTest(unittest.TestCase):
         self.assertEqual(json.loads(attached["redrivePolicy"]), {"deadLetterTargetArn": queue_arn + "-dlq", "maxReceiveCount": 5})
         self.assertIn("media-demo-minilab-events-dlq", queues)
         self.assertEqual(queue["visibilityTimeout"], "60")
+        self.assertEqual(queue["messageRetentionPeriod"], str(14 * 86400), "SQS's longest, not its 4 days")
 
         # The workers and KEDA use the queue the chart creates.
         url = f"https://sqs.eu-west-1.amazonaws.com/{ACCOUNT}/media-demo-minilab-events"
@@ -794,7 +881,9 @@ class ChartTest(unittest.TestCase):
         for origin in config["origins"]["items"]:
             with self.subTest(origin=origin["id"]):
                 self.assertEqual({k: origin.get(k) for k in filled_in}, filled_in)
-        api = next(o for o in config["origins"]["items"] if o["id"] == "api")["customOriginConfig"]
+        api_origin = next(o for o in config["origins"]["items"] if o["id"] == "api")
+        self.assertEqual(api_origin.get("originAccessControlID"), "")
+        api = api_origin["customOriginConfig"]
         self.assertEqual((api.get("originReadTimeout"), api.get("originKeepaliveTimeout")), (30, 5))
         behaviour = {"smoothStreaming": False, "fieldLevelEncryptionID": "", "trustedSigners": {"enabled": False},
                      "trustedKeyGroups": {"enabled": False}, "lambdaFunctionAssociations": {},
@@ -804,7 +893,8 @@ class ChartTest(unittest.TestCase):
                 self.assertEqual({k: cache.get(k) for k in behaviour}, behaviour)
         distribution_level = {"logging": {"enabled": False, "includeCookies": False, "bucket": "", "prefix": ""},
                               "restrictions": {"geoRestriction": {"restrictionType": "none"}},
-                              "customErrorResponses": {}, "originGroups": {}, "webACLID": ""}
+                              "customErrorResponses": {}, "originGroups": {}, "webACLID": "",
+                              "staging": False, "continuousDeploymentPolicyID": ""}
         self.assertEqual({k: config.get(k) for k in distribution_level}, distribution_level)
         certificate = config["viewerCertificate"]
         self.assertEqual((certificate.get("certificate"), certificate.get("certificateSource"),
@@ -836,6 +926,17 @@ class ChartTest(unittest.TestCase):
                          f"arn:aws:iam::{ACCOUNT}:role/{role['spec']['name']}")
         with self.assertRaises(hp.HelmValuesError):
             render(merged(BASE, {"publish": {"apiBase": "javascript:alert(1)"}}))
+        # With Pod Identity the associations are made after the install (the notes
+        # say how): a hook would fail the install before the notes are printed, so
+        # the Job is an ordinary one, per revision, retrying for longer.
+        values = VALUE_SETS["pod-identity-and-placement"]
+        [job] = by_kind(render(values), "Job").values()
+        self.assertNotIn("helm.sh/hook", job["metadata"].get("annotations") or {})
+        self.assertEqual(job["metadata"]["name"], "demo-minilab-publish-web-1")
+        self.assertGreaterEqual(job["spec"]["activeDeadlineSeconds"], 1800)
+        text = notes(values)
+        self.assertIn("kubectl rollout restart deployment -n media -l app.kubernetes.io/instance=demo", text)
+        self.assertIn("job/demo-minilab-publish-web-1", text)
 
     def test_the_defaults_alone_never_render_a_release_that_cannot_work(self):
         # Without buckets or a queue the pods would start and fail; refuse instead.
@@ -898,9 +999,11 @@ class ChartTest(unittest.TestCase):
                 self.assertEqual(trust["Condition"]["StringEquals"], {
                     "aws:RequestTag/kubernetes-namespace": "media", "aws:RequestTag/kubernetes-service-account": name})
                 # KEDA cannot find a role without the IRSA annotation: it assumes the
-                # worker's with its own, which the worker role trusts.
-                self.assertEqual([o["Principal"] for o in others],
-                                 [{"AWS": values["keda"]["operatorRoleArn"]}] if name.endswith("-worker") else [])
+                # worker's with its own, which the worker role trusts, session tags
+                # included (Pod Identity's tags are transitive).
+                self.assertEqual([(o["Principal"], sorted(o["Action"])) for o in others],
+                                 [({"AWS": values["keda"]["operatorRoleArn"]}, ["sts:AssumeRole", "sts:TagSession"])]
+                                 if name.endswith("-worker") else [])
         [auth] = by_kind(docs, "TriggerAuthentication").values()
         self.assertEqual(auth["spec"]["podIdentity"],
                          {"provider": "aws", "roleArn": f"arn:aws:iam::{ACCOUNT}:role/media-demo-minilab-worker"})
@@ -1004,6 +1107,8 @@ class ChartTest(unittest.TestCase):
             ({"bukets": {"uploads": "x"}}, "additional properties 'bukets'"),
             ({"api": {"replicas": "two"}}, "/api/replicas"),
             ({"worker": {"hpa": {"maxReplica": 3}}}, "additional properties 'maxReplica'"),
+            # The HPA or KEDA sets the workers' count: a value that did nothing is refused.
+            ({"worker": {"replicas": 4}}, "additional properties 'replicas'"),
             ({"worker": {"roleArn": "minilab-worker"}}, "/worker/roleArn"),
             ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
             ({"keda": {"enabled": "yes"}}, "/keda/enabled"),
@@ -1152,18 +1257,33 @@ class RealApiServerTest(unittest.TestCase):
 
         first = helm.install(str(chart), "demo", values, namespace=namespace, timeout=60)
         self.assertNotIn("redrivePolicy", events_queue())
+        # The namespace is not labelled for the load balancer's readiness gates yet:
+        # the notes say how (and once it is, say nothing more).
+        label = f"kubectl label namespace {namespace} elbv2.k8s.aws/pod-readiness-gate-inject=enabled"
+        self.assertIn(label, first["notes"])
+        kubectl("label", "namespace", namespace, "elbv2.k8s.aws/pod-readiness-gate-inject=enabled")
         self.assertIn(f"kubectl wait --for=condition=ACK.ResourceSynced -n {namespace} --timeout=10m queue/demo-minilab-events-dlq",
                       first["notes"])
         self.assertIn(f"helm upgrade demo CHART -n {namespace} -f VALUES.yaml", first["notes"])
-        # What the SQS controller does once SQS made the queue.
+        # What the SQS controller writes (status.ackResourceMetadata, then the synced
+        # condition): the ARN alone, not yet synced, is not enough.
         dlq_arn = f"arn:aws:sqs:eu-west-1:{ACCOUNT}:{namespace}-demo-minilab-events-dlq"
-        kubectl("patch", "queue", "demo-minilab-events-dlq", "-n", namespace, "--subresource=status", "--type=merge",
-                "-p", json.dumps({"status": {"queueARN": dlq_arn, "conditions": [
-                    {"type": "ACK.ResourceSynced", "status": "True"}]}}))
+
+        def controller_writes(synced):
+            kubectl("patch", "queue", "demo-minilab-events-dlq", "-n", namespace, "--subresource=status", "--type=merge",
+                    "-p", json.dumps({"status": {
+                        "ackResourceMetadata": {"arn": dlq_arn, "ownerAccountID": ACCOUNT, "region": "eu-west-1"},
+                        "conditions": [{"type": "ACK.ResourceSynced", "status": synced}]}}))
+
+        controller_writes("False")
+        helm.upgrade(str(chart), "demo", values, namespace=namespace, timeout=60)
+        self.assertNotIn("redrivePolicy", events_queue())
+        controller_writes("True")
         kubectl("wait", "--for=condition=ACK.ResourceSynced", "-n", namespace, "--timeout=10s", "queue/demo-minilab-events-dlq")
         upgraded = helm.upgrade(str(chart), "demo", values, namespace=namespace, timeout=60)
         self.assertEqual(json.loads(events_queue()["redrivePolicy"]), {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5})
         self.assertNotIn("NEXT", upgraded["notes"])
+        self.assertNotIn("pod-readiness-gate-inject", upgraded["notes"])
 
 
 def cli_options(help_text):

@@ -60,7 +60,7 @@ fn values(env: &Env) -> Value {
             {"name": "AWS_ACCESS_KEY_ID", "value": "test"},
             {"name": "AWS_SECRET_ACCESS_KEY", "value": "test"},
         ],
-        "worker": {"resources": {"requests": {"cpu": "500m", "memory": "256Mi"}}},
+        "worker": {"resources": {"requests": {"cpu": "500m"}}},
         // Batches trickle in (2 items a second), so faults land mid-batch.
         "operator": {"batchRate": 2},
         // The chart's own shutdown delay (15 s): with 3 s, kube-proxy on this loaded
@@ -492,10 +492,7 @@ async fn a_rolling_restart_of_the_api_fails_no_request() {
         })
         .expect("every request answered and every upload succeeded");
     step("every upload final");
-    assert!(
-        more,
-        "three more uploads through the new pods within 60 s"
-    );
+    assert!(more, "three more uploads through the new pods within 60 s");
     eprintln!("uploads through a rolling restart of the API: {total}, none failed");
     assert!(during >= 10, "only {during} uploads during the restart");
 }

@@ -122,11 +122,18 @@ readinessProbe:
 {{- end -}}
 
 {{/* "true" when the events queue may name its dead-letter queue in a redrive policy:
-   the ACK controller reports the DLQ's ARN (read by `helm upgrade`, as the Helm engine
-   looks up objects on a cluster only), or ack.redrivePolicy is `always`. */}}
+   the SQS controller made the DLQ (its ARN in status.ackResourceMetadata.arn, the
+   field ACK writes, and ACK.ResourceSynced True; read by `helm upgrade`, as the Helm
+   engine looks up objects on a cluster only), or ack.redrivePolicy is `always`. */}}
 {{- define "minilab.deadLetterQueueReady" -}}
 {{- $dlq := lookup "sqs.services.k8s.aws/v1alpha1" "Queue" .Release.Namespace (printf "%s-events-dlq" (include "minilab.fullname" .)) -}}
-{{- if or (eq .Values.ack.redrivePolicy "always") (dig "status" "queueARN" "" $dlq) -}}
+{{- $synced := false -}}
+{{- range (dig "status" "conditions" (list) $dlq) -}}
+{{- if and (eq (get . "type") "ACK.ResourceSynced") (eq (get . "status") "True") -}}
+{{- $synced = true -}}
+{{- end -}}
+{{- end -}}
+{{- if or (eq .Values.ack.redrivePolicy "always") (and $synced (dig "status" "ackResourceMetadata" "arn" "" $dlq)) -}}
 true
 {{- end -}}
 {{- end -}}
@@ -189,7 +196,10 @@ true
 {{- end -}}
 {{- with .keda -}}
 {{- with .operatorRoleArn -}}
-{{- $statements = append $statements (dict "Effect" "Allow" "Action" "sts:AssumeRole" "Principal" (dict "AWS" .)) -}}
+{{- /* Under Pod Identity KEDA's own session carries session tags, which are
+       transitive: assuming the worker's role then needs sts:TagSession too. */ -}}
+{{- $actions := ternary (list "sts:AssumeRole" "sts:TagSession") "sts:AssumeRole" (eq $.root.Values.awsIdentity "podIdentity") -}}
+{{- $statements = append $statements (dict "Effect" "Allow" "Action" $actions "Principal" (dict "AWS" .)) -}}
 {{- end -}}
 {{- end -}}
 {{- dict "Version" "2012-10-17" "Statement" $statements | toJson -}}
@@ -216,7 +226,14 @@ labels:
   {{- include "minilab.labels" .root | nindent 2 }}
 annotations:
   services.k8s.aws/region: {{ .root.Values.region | quote }}
+  {{- if .keep }}
+  {{- /* Made by a later install step: a rollback (or --atomic) to a revision
+         before it must not delete it, nor may uninstall. */}}
+  helm.sh/resource-policy: keep
+  services.k8s.aws/deletion-policy: retain
+  {{- else }}
   services.k8s.aws/deletion-policy: {{ ternary .root.Values.ack.deletionPolicy.data .root.Values.ack.deletionPolicy.other .data }}
+  {{- end }}
 {{- end -}}
 
 
@@ -295,3 +312,16 @@ imagePullSecrets:
       name: {{ .Values.push.existingSecret | default (printf "%s-peers" (include "minilab.fullname" .)) }}
       key: secret
 {{- end -}}
+
+{{/*
+Every address but the instance metadata service's (IPv4 and IPv6): NetworkPolicy
+`to` peers for traffic to AWS endpoints and webhooks.
+*/}}
+{{- define "minilab.internet" -}}
+- ipBlock:
+    cidr: 0.0.0.0/0
+    except: [169.254.169.254/32]
+- ipBlock:
+    cidr: ::/0
+    except: ["fd00:ec2::254/128"]
+{{- end }}
