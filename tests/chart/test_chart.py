@@ -762,7 +762,18 @@ class ChartTest(unittest.TestCase):
         self.assertTrue(iam_allows(worker, "s3:GetObject", "arn:aws:s3:::photos-up/uploads/a.jpg"))
         env = {e["name"]: e.get("value") for e in by_kind(docs, "Deployment")["demo-minilab-worker"]["spec"]["template"]["spec"]["containers"][0]["env"]}
         self.assertEqual(env["MINILAB_QUEUE_URL"], existing)
-        self.assertNotIn("dead-letter", notes(values))
+        text = notes(values)
+        self.assertNotIn("dead-letter", text)
+        # The queue is the user's: the notes give the policy S3 needs to send to it,
+        # the same the chart sets on a queue it makes.
+        policy = json.loads(next(line for line in text.splitlines() if line.startswith("  {")))
+        [send] = policy["Statement"]
+        self.assertEqual((send["Principal"], send["Action"], send["Resource"]),
+                         ({"Service": "s3.amazonaws.com"}, "sqs:SendMessage", arn))
+        self.assertEqual(send["Condition"], {"ArnEquals": {"aws:SourceArn": "arn:aws:s3:::photos-up"},
+                                             "StringEquals": {"aws:SourceAccount": "444455556666"}})
+        self.assertIn("s3:ObjectCreated:* notification", text)
+        self.assertNotIn("Your queue", notes(VALUE_SETS["aws"]), "the chart's own queue has its policy")
         # Only the buckets kept: the chart's queue is still made, and the (existing)
         # uploads bucket's notification is the user's to point at it.
         only_buckets = render(merged(VALUE_SETS["aws"], {"ack": {"manage": {"buckets": False}}}))

@@ -325,3 +325,13 @@ Every address but the instance metadata service's (IPv4 and IPv6): NetworkPolicy
     cidr: ::/0
     except: ["fd00:ec2::254/128"]
 {{- end }}
+
+{{/* The events queue's policy (JSON): S3 may send to it, for the uploads bucket of
+     the queue's own account only. The chart sets it on a queue it makes; NOTES.txt
+     prints it for a queue you bring. */}}
+{{- define "minilab.queuePolicy" -}}
+{{- $queueArn := include "minilab.queueArn" . -}}
+{{- $account := index (splitList ":" $queueArn) 4 -}}
+{{- $send := dict "Sid" "UploadsBucketOnly" "Effect" "Allow" "Principal" (dict "Service" "s3.amazonaws.com") "Action" "sqs:SendMessage" "Resource" $queueArn "Condition" (dict "ArnEquals" (dict "aws:SourceArn" (printf "arn:aws:s3:::%s" .Values.buckets.uploads)) "StringEquals" (dict "aws:SourceAccount" $account)) -}}
+{{- dict "Version" "2012-10-17" "Statement" (list $send) | toJson -}}
+{{- end }}
