@@ -63,6 +63,20 @@ pub struct RateLimits {
 }
 
 impl RateLimits {
+    /// `minilab api`'s defaults: an album of tickets at once, a page's polling.
+    pub const API: RateLimits = RateLimits {
+        tickets: Rate {
+            per_minute: 30,
+            burst: 30,
+        },
+        reads: Rate {
+            per_minute: 600,
+            burst: 120,
+        },
+        upload_bytes_per_hour: 2 << 30,
+        trusted_hops: 0,
+    };
+
     /// No limits at all (`minilab up`, tests).
     pub const OFF: RateLimits = RateLimits {
         tickets: Rate {
@@ -134,6 +148,15 @@ pub fn client_of(
     client_key(peer, forwarded.as_deref(), trusted_hops)
 }
 
+/// What [`Limiter::settle`] does with a bucket that holds the cost: take it, only
+/// look, or (holding less) take all there is.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Settle {
+    Take,
+    Peek,
+    Drain,
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Bucket {
     tokens: f64,
@@ -183,12 +206,18 @@ impl Limiter {
         now: Instant,
         cost: f64,
     ) -> Result<(), Duration> {
-        self.settle(client.into(), now, cost, true)
+        self.settle(client.into(), now, cost, Settle::Take)
     }
 
     /// Whether `client` has a unit left at `now`, taking nothing: `Err(wait)` when not.
     pub fn ready(&self, client: impl Into<ClientKey>, now: Instant) -> Result<(), Duration> {
-        self.settle(client.into(), now, 1.0, false)
+        self.settle(client.into(), now, 1.0, Settle::Peek)
+    }
+
+    /// Takes `cost` units from `client`'s bucket at `now`, or all it has when that is
+    /// less (then `false`: the client has nothing left).
+    pub fn charge(&self, client: impl Into<ClientKey>, now: Instant, cost: f64) -> bool {
+        self.settle(client.into(), now, cost, Settle::Drain).is_ok()
     }
 
     fn settle(
@@ -196,7 +225,7 @@ impl Limiter {
         client: ClientKey,
         now: Instant,
         cost: f64,
-        consume: bool,
+        how: Settle,
     ) -> Result<(), Duration> {
         if self.per_second == 0.0 {
             return Ok(());
@@ -214,10 +243,13 @@ impl Limiter {
         bucket.tokens = (bucket.tokens + elapsed * per_second).min(burst);
         bucket.updated = now;
         if bucket.tokens >= cost {
-            if consume {
+            if how != Settle::Peek {
                 bucket.tokens -= cost;
             }
             Ok(())
+        } else if how == Settle::Drain {
+            bucket.tokens = 0.0;
+            Err(Duration::from_secs_f64(cost.min(burst) / per_second))
         } else if cost > burst {
             Err(Duration::MAX)
         } else {
@@ -255,7 +287,7 @@ pub struct UploadBudget(pub std::sync::Arc<Limiter>);
 
 /// Limits one kind of request per client, as axum middleware ([`guard`]).
 pub struct Guard {
-    limiter: Limiter,
+    limiter: std::sync::Arc<Limiter>,
     budget: Option<UploadBudget>,
     trusted_hops: usize,
     metrics: std::sync::Arc<crate::tracking::ApiMetrics>,
@@ -268,7 +300,7 @@ impl Guard {
         metrics: std::sync::Arc<crate::tracking::ApiMetrics>,
     ) -> Self {
         Self {
-            limiter: Limiter::new(rate),
+            limiter: std::sync::Arc::new(Limiter::new(rate)),
             budget: None,
             trusted_hops,
             metrics,
@@ -284,8 +316,28 @@ impl Guard {
     }
 }
 
-/// Passes the request on (with its [`Client`] and any [`UploadBudget`]), or answers
-/// 429 `rate-limited` with `Retry-After`.
+/// What a held request (a long poll) pays while it is held: one unit of its kind's
+/// limit per second, so holding a request is never cheaper than polling. The
+/// [`guard`] puts one, started, into the request's extensions.
+#[derive(Clone)]
+pub struct Meter {
+    limiter: std::sync::Arc<Limiter>,
+    client: ClientKey,
+    since: Instant,
+}
+
+impl Meter {
+    /// Pays for the time since the last payment: `false` when the client had not
+    /// enough left (what it had is taken; the request should end now).
+    pub fn pay(&mut self, now: Instant) -> bool {
+        let held = now.saturating_duration_since(self.since).as_secs_f64();
+        self.since = now;
+        self.limiter.charge(self.client, now, held)
+    }
+}
+
+/// Passes the request on (with its [`Client`], its [`Meter`] and any
+/// [`UploadBudget`]), or answers 429 `rate-limited` with `Retry-After`.
 pub async fn guard(
     axum::extract::State(guard): axum::extract::State<std::sync::Arc<Guard>>,
     mut request: axum::extract::Request,
@@ -299,6 +351,11 @@ pub async fn guard(
         None => address_of(&request, guard.trusted_hops).into(),
     };
     request.extensions_mut().insert(Client(client));
+    request.extensions_mut().insert(Meter {
+        limiter: guard.limiter.clone(),
+        client,
+        since: Instant::now(),
+    });
     if let Some(budget) = &guard.budget {
         request.extensions_mut().insert(budget.clone());
     }
@@ -412,6 +469,28 @@ mod tests {
         assert!(tickets.check(a, start + Duration::from_secs(1)).is_err());
         let off = limiter(0, 0);
         assert!((0..1000).all(|_| off.check(a, start).is_ok()));
+    }
+
+    #[test]
+    fn a_held_request_pays_per_second_until_the_bucket_is_dry() {
+        // 3 at once, one more every 2 s; the request itself took one.
+        let limiter = std::sync::Arc::new(limiter(30, 3));
+        let (a, start) = (ip("192.0.2.1"), Instant::now());
+        limiter.check(a, start).unwrap();
+        let mut meter = Meter {
+            limiter: limiter.clone(),
+            client: a.into(),
+            since: start,
+        };
+        // 2 left; each second held costs 1 and brings 0.5 back: 1, 0.5, then 0 left.
+        for second in [2, 3, 4] {
+            assert!(meter.pay(start + Duration::from_secs(second)), "{second}");
+        }
+        // 0.5 there, 1 owed: what there is goes, and the request must end.
+        assert!(!meter.pay(start + Duration::from_secs(5)));
+        assert!(limiter.check(a, start + Duration::from_secs(5)).is_err());
+        // Another client is untouched.
+        assert!(limiter.check(ip("192.0.2.2"), start).is_ok());
     }
 
     #[test]

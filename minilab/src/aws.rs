@@ -5,7 +5,7 @@
 use anyhow::Context;
 use aws_config::BehaviorVersion;
 use clap::Args;
-use minilab_api::limits::{Rate, RateLimits};
+use minilab_api::limits::RateLimits;
 use minilab_api::{ApiState, Readiness};
 use minilab_core::Limits;
 use minilab_worker::Worker;
@@ -79,29 +79,8 @@ pub struct ApiArgs {
     /// at once, so load balancers take this instance out while it still serves.
     #[arg(long, env = "MINILAB_SHUTDOWN_DELAY", default_value_t = 0)]
     shutdown_delay: u64,
-    /// Upload tickets one client may get per minute on average (0: no limit); beyond
-    /// it, 429 `rate-limited` with Retry-After.
-    #[arg(long, env = "MINILAB_TICKETS_PER_MINUTE", default_value_t = 30)]
-    tickets_per_minute: u32,
-    /// Upload tickets one client may get at once (an album) before the rate applies.
-    #[arg(long, env = "MINILAB_TICKET_BURST", default_value_t = 30)]
-    ticket_burst: u32,
-    /// Status reads one client may make per minute on average (0: no limit).
-    #[arg(long, env = "MINILAB_READS_PER_MINUTE", default_value_t = 600)]
-    reads_per_minute: u32,
-    /// Status reads one client may make at once before the rate applies.
-    #[arg(long, env = "MINILAB_READ_BURST", default_value_t = 120)]
-    read_burst: u32,
-    /// Proxies in front of the API that each append the address they saw to
-    /// X-Forwarded-For (an ALB: 1; CloudFront and an ALB: 2): the client is the entry
-    /// that many places from the right. 0: the peer address is the client, and the
-    /// header is ignored.
-    #[arg(long, env = "MINILAB_TRUSTED_PROXY_HOPS", default_value_t = 0)]
-    trusted_proxy_hops: usize,
-    /// Bytes of uploads one client may be issued tickets for per hour, charged when
-    /// the ticket is issued (0: no limit); beyond it, 429 `upload-budget-exceeded`.
-    #[arg(long, env = "MINILAB_UPLOAD_BYTES_PER_HOUR", default_value_t = 2 << 30)]
-    upload_bytes_per_hour: u64,
+    #[command(flatten)]
+    client_limits: crate::limits::ClientLimitArgs,
     #[command(flatten)]
     sign_in: SignInArgs,
     #[command(flatten)]
@@ -300,18 +279,7 @@ pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
         download_ttl: Duration::from_secs(args.download_ttl),
         serve_web: args.serve_web,
         readiness: readiness.clone(),
-        rate_limits: RateLimits {
-            tickets: Rate {
-                per_minute: args.tickets_per_minute,
-                burst: args.ticket_burst,
-            },
-            reads: Rate {
-                per_minute: args.reads_per_minute,
-                burst: args.read_burst,
-            },
-            upload_bytes_per_hour: args.upload_bytes_per_hour,
-            trusted_hops: args.trusted_proxy_hops,
-        },
+        rate_limits: args.client_limits.rate_limits(RateLimits::API),
         sign_in: args.sign_in.sign_in().await?,
         sign_in_failures: Default::default(),
         // Word from the workers, when they are told where this instance is.

@@ -1,6 +1,8 @@
-//! The per-image limits as flags, shared by `up`, `worker` and `process`.
+//! Limits as flags: per image (shared by `up`, `worker` and `process`) and per
+//! client of the API (shared by `up` and `api`).
 
 use clap::Args;
+use minilab_api::limits::{Rate, RateLimits};
 use minilab_core::Limits;
 
 /// What one image may cost. Each limit refuses an image with its own error code.
@@ -38,6 +40,61 @@ impl LimitArgs {
             max_pixels: self.max_pixels,
             max_frames: self.max_frames,
             time_budget_ms: self.time_budget_ms,
+        }
+    }
+}
+
+/// What one client may ask of the API, shared by `api` and `up`. Each flag left out
+/// takes the command's default: `api`'s [`RateLimits::API`]; `up` on loopback none at
+/// all (one person on their own machine), served to a network `api`'s.
+#[derive(Args, Debug, Clone)]
+pub struct ClientLimitArgs {
+    /// Upload tickets one client may get per minute on average (0: no limit); beyond
+    /// it, 429 `rate-limited` with Retry-After [api: 30; up on loopback: 0].
+    #[arg(long, env = "MINILAB_TICKETS_PER_MINUTE")]
+    tickets_per_minute: Option<u32>,
+    /// Upload tickets one client may get at once (an album) before the rate applies
+    /// [api: 30].
+    #[arg(long, env = "MINILAB_TICKET_BURST")]
+    ticket_burst: Option<u32>,
+    /// Status reads one client may make per minute on average (0: no limit); a long
+    /// poll is charged one more read per second it waits [api: 600; up on loopback: 0].
+    #[arg(long, env = "MINILAB_READS_PER_MINUTE")]
+    reads_per_minute: Option<u32>,
+    /// Status reads one client may make at once before the rate applies [api: 120].
+    #[arg(long, env = "MINILAB_READ_BURST")]
+    read_burst: Option<u32>,
+    /// Bytes of uploads one client may be issued tickets for per hour, charged when
+    /// the ticket is issued (0: no limit); beyond it, 429 `upload-budget-exceeded`
+    /// [api: 2 GiB; up on loopback: 0].
+    #[arg(long, env = "MINILAB_UPLOAD_BYTES_PER_HOUR")]
+    upload_bytes_per_hour: Option<u64>,
+    /// Proxies in front of the API that each append the address they saw to
+    /// X-Forwarded-For (an ALB: 1; CloudFront and an ALB: 2): the client is the entry
+    /// that many places from the right. 0: the peer address is the client, and the
+    /// header is ignored.
+    #[arg(long, env = "MINILAB_TRUSTED_PROXY_HOPS", default_value_t = 0)]
+    trusted_proxy_hops: usize,
+}
+
+impl ClientLimitArgs {
+    /// The limits: each flag given, else `defaults`' value.
+    pub fn rate_limits(&self, defaults: RateLimits) -> RateLimits {
+        RateLimits {
+            tickets: Rate {
+                per_minute: self
+                    .tickets_per_minute
+                    .unwrap_or(defaults.tickets.per_minute),
+                burst: self.ticket_burst.unwrap_or(defaults.tickets.burst),
+            },
+            reads: Rate {
+                per_minute: self.reads_per_minute.unwrap_or(defaults.reads.per_minute),
+                burst: self.read_burst.unwrap_or(defaults.reads.burst),
+            },
+            upload_bytes_per_hour: self
+                .upload_bytes_per_hour
+                .unwrap_or(defaults.upload_bytes_per_hour),
+            trusted_hops: self.trusted_proxy_hops,
         }
     }
 }

@@ -55,6 +55,8 @@ pub struct UpArgs {
     #[command(flatten)]
     limits: crate::limits::LimitArgs,
     #[command(flatten)]
+    client_limits: crate::limits::ClientLimitArgs,
+    #[command(flatten)]
     webhooks: crate::webhooks::WebhookArgs,
 }
 
@@ -194,8 +196,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         download_ttl: Duration::from_secs(args.download_ttl),
         serve_web: true,
         readiness: Default::default(),
-        // One person on their own machine: nothing to limit.
-        rate_limits: minilab_api::limits::RateLimits::OFF,
+        rate_limits: args
+            .client_limits
+            .rate_limits(default_client_limits(args.listen)),
         sign_in: None,
         sign_in_failures: Default::default(),
         changes: Some(changes),
@@ -314,4 +317,14 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 #[cfg(not(unix))]
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::write(path, text)
+}
+
+/// One person on their own machine (loopback) has nothing to limit; served to a
+/// network, `up` limits clients as `api` does.
+fn default_client_limits(listen: SocketAddr) -> minilab_api::limits::RateLimits {
+    if listen.ip().is_loopback() {
+        minilab_api::limits::RateLimits::OFF
+    } else {
+        minilab_api::limits::RateLimits::API
+    }
 }

@@ -5,7 +5,7 @@
 use crate::ApiState;
 use crate::auth::Subject;
 use crate::error::{ApiError, Code, ErrorBody, Result};
-use crate::limits::Client;
+use crate::limits::{Client, Meter};
 use crate::signing;
 use aws_sdk_s3::presigning::PresigningConfig;
 use axum::extract::{Path, Query, State};
@@ -119,7 +119,8 @@ const SAFETY_POLL: Duration = Duration::from_secs(2);
 
 /// Where the upload is, read from S3; `?wait=N` waits up to N seconds (at most 20)
 /// for a final state, unless the client has [`crate::limits::MAX_WAITS_PER_CLIENT`]
-/// requests waiting already (then it answers at once).
+/// requests waiting already (then it answers at once). Each second waited costs the
+/// client a read; out of reads, the wait ends early.
 #[utoipa::path(get, path = "/api/v1/uploads/{id}", tag = "uploads",
     params(("id" = String, Path, description = "The upload's id"), StatusQuery),
     responses(
@@ -136,6 +137,7 @@ pub async fn status(
     State(state): State<ApiState>,
     subject: Option<Extension<Subject>>,
     client: Option<Extension<Client>>,
+    meter: Option<Extension<Meter>>,
     Path(id): Path<String>,
     query: std::result::Result<Query<StatusQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<UploadStatus>> {
@@ -151,7 +153,8 @@ pub async fn status(
         Some(_) => Duration::from_secs(query.wait.unwrap_or(0)).min(MAX_WAIT),
         None => Duration::ZERO,
     };
-    let deadline = Instant::now() + wait;
+    let mut deadline = Instant::now() + wait;
+    let mut meter = meter.map(|Extension(meter)| meter);
     let mut watch = Watch::new(&state, id);
     loop {
         let status = current_status(&state, id).await?;
@@ -159,6 +162,13 @@ pub async fn status(
             return Ok(Json(status));
         }
         watch.next(deadline).await;
+        // Each second held costs a read: out of reads, the wait ends with this read.
+        if meter
+            .as_mut()
+            .is_some_and(|meter| !meter.pay(std::time::Instant::now()))
+        {
+            deadline = Instant::now();
+        }
     }
 }
 
