@@ -53,19 +53,22 @@ const API_BASE = (document.querySelector('meta[name="minilab-api"]')?.content ||
 /**
  * The sign-in token, when the site signed the person in: handed over in the page's
  * URL as `#access_token=...` (what an OIDC implicit redirect delivers), then kept for
- * this tab in sessionStorage and taken out of the address bar.
+ * this tab in sessionStorage and taken out of the address bar. A link carrying
+ * another token does not switch a signed-in tab to that account (a page elsewhere
+ * could send a person into someone else's account that way): it is ignored, and the
+ * page says so; a new tab takes it.
  */
 const TOKEN_KEY = "minilab-token";
 function signInToken() {
-  const fragment = new URLSearchParams(location.hash.slice(1));
-  const handed = fragment.get("access_token");
-  if (handed) {
-    sessionStorage.setItem(TOKEN_KEY, handed);
-    history.replaceState(null, "", location.pathname + location.search);
-  }
-  return sessionStorage.getItem(TOKEN_KEY);
+  const handed = new URLSearchParams(location.hash.slice(1)).get("access_token");
+  const kept = sessionStorage.getItem(TOKEN_KEY);
+  if (handed) history.replaceState(null, "", location.pathname + location.search);
+  if (handed && kept && handed !== kept) return { token: kept, ignoredLink: true };
+  if (handed) sessionStorage.setItem(TOKEN_KEY, handed);
+  return { token: handed || kept, ignoredLink: false };
 }
-const TOKEN = signInToken();
+const SIGN_IN = signInToken();
+const TOKEN = SIGN_IN.token;
 
 async function api(path, options = {}) {
   const authorization = TOKEN ? { authorization: `Bearer ${TOKEN}` } : {};
@@ -233,11 +236,17 @@ function placeholderStyle(placeholder) {
   }
 }
 
-/** "−94 %": how much smaller `bytes` is than the original (or "+12 %" larger). */
+/**
+ * "−94 %": how much smaller `bytes` is than the original (or "+12 %" larger). Cut, not
+ * rounded, and to a tenth past 99: 99.5 % smaller is "−99.5 %", never "−100 %".
+ */
 function saving(bytes, original) {
   if (!original) return "";
-  const change = Math.round((bytes / original - 1) * 100);
-  return change <= 0 ? `−${-change} %` : `+${change} %`;
+  const percent = (bytes / original - 1) * 100;
+  const scale = Math.abs(percent) >= 99 && Math.abs(percent) < 100 ? 10 : 1;
+  const size = Math.trunc(Math.abs(percent) * scale) / scale;
+  if (size === 0) return "0 %";
+  return percent < 0 ? `−${size} %` : `+${size} %`;
 }
 
 /** What the original was and what processing made of it, in one line. */
@@ -446,6 +455,12 @@ function showRecent() {
 async function start() {
   const select = $("#recipe");
   const pageError = $("#page-error");
+  if (SIGN_IN.ignoredLink) {
+    pageError.textContent =
+      "A sign-in link for another account was ignored: this tab stays signed in as before. Open the link in a new tab to use that account.";
+    pageError.dataset.code = "sign-in-link-ignored";
+    pageError.hidden = false;
+  }
   try {
     const { recipes, maxUploadBytes, acceptedContentTypes } = await api("/api/v1/recipes");
     select.replaceChildren(

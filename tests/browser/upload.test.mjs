@@ -132,7 +132,7 @@ test("a photo is uploaded, processed, previewed and downloaded", async () => {
 
   // What the original was, what it became, and how long it took.
   const original = readFileSync(path.join(photos, "photo-12mp.jpg")).length;
-  const saving = Math.round((bytes.length / original - 1) * 100);
+  const saving = -Math.trunc((1 - bytes.length / original) * 100); // cut, as the page does
   const summary = await card.locator(".summary").innerText();
   assert.match(summary, /^Original 4000×3000, 1\.8 MB → /);
   assert.ok(summary.includes(`→ large ${(bytes.length / 1024).toFixed(1)} KB (−${-saving} %)`), summary);
@@ -170,6 +170,19 @@ for (const colorScheme of ["light", "dark"]) {
     assert.deepEqual(problems, []);
   });
 }
+
+test("sizes compared with the original are cut, never rounded to all or nothing", async () => {
+  const page = await browser.newPage();
+  await page.goto(lab.url);
+  await page.waitForSelector("body[data-ready=true]");
+  const shown = await page.evaluate(() =>
+    [[5, 1000], [4, 1000], [0, 1000], [57, 1000], [1000, 1000], [1004, 1000], [1500, 1000]].map(([bytes, original]) =>
+      saving(bytes, original),
+    ),
+  );
+  assert.deepEqual(shown, ["−99.5 %", "−99.6 %", "−100 %", "−94 %", "0 %", "0 %", "+50 %"]);
+  await page.close();
+});
 
 test("an upload can be cancelled while it goes up, and tried again", async () => {
   const { page, problems } = await openPage();
@@ -366,6 +379,18 @@ test("a sign-in token handed over in the URL is sent with every API request", as
   await page.setInputFiles("#file", path.join(photos, "photo-small.jpg"));
   await page.locator("article.upload .error").first().waitFor({ state: "visible" });
   assert.deepEqual(sent, ["Bearer token-123", "Bearer token-123"]);
+  // A link with another account's token does not switch the signed-in tab: it is
+  // ignored with a notice, and requests keep the tab's own token.
+  await page.goto("about:blank");
+  await page.goto(`${lab.url}#access_token=token-other&token_type=Bearer`);
+  await page.waitForSelector("body[data-ready=true]");
+  assert.doesNotMatch(page.url(), /access_token/, "the ignored token leaves the address bar too");
+  const notice = page.locator("#page-error");
+  assert.equal(await notice.getAttribute("data-code"), "sign-in-link-ignored");
+  assert.match(await notice.innerText(), /ignored.*new tab/);
+  await page.setInputFiles("#file", path.join(photos, "photo-small.jpg"));
+  await page.locator("article.upload .error").first().waitFor({ state: "visible" });
+  assert.deepEqual(sent, ["Bearer token-123", "Bearer token-123", "Bearer token-123"]);
   assert.deepEqual(problems, []);
   await context.close();
 });
