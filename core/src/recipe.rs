@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Recipe {
     pub name: String,
+    /// What the page shows under the recipe's name (none: nothing).
+    #[serde(default)]
     pub description: String,
     /// What colour space the outputs are in: sRGB (the default), or the source's own.
     #[serde(default)]
@@ -545,6 +547,14 @@ recipes:
             .contains("#rrggbb"));
         assert_eq!(book.get("avatar").unwrap().outputs[0].quality, 80);
         assert!(book.get("grayscale").is_some());
+    }
+
+    #[test]
+    fn a_description_is_optional() {
+        let book =
+            RecipeBook::with_yaml("recipes: [{name: plain, outputs: [{name: a, format: png}]}]")
+                .unwrap();
+        assert_eq!(book.get("plain").unwrap().description, "");
     }
 
     #[test]

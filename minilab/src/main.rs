@@ -33,6 +33,36 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How logs (on stderr) are written: `text` for people (coloured only on a
+    /// terminal), `json` one object per line for a cluster's log collector.
+    #[arg(
+        long,
+        global = true,
+        env = "MINILAB_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs to stderr, filtered by `MINILAB_LOG` (tracing's directives), in `format`.
+fn init_logs(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MINILAB_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,s3s=off,s3s_fs=warn,aws=warn")
+    });
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -65,14 +95,7 @@ type BoxedRun = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Resul
 fn main() -> ExitCode {
     let kept = minilab_memory::keep_freed_memory();
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MINILAB_LOG").unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,s3s=off,s3s_fs=warn,aws=warn")
-            }),
-        )
-        .init();
+    init_logs(cli.log_format);
     if !kept {
         tracing::debug!("freed memory goes back to the system: not glibc, or it refused");
     }

@@ -6,7 +6,7 @@ use base64::Engine;
 use minilab_core::Limits;
 use minilab_core::pipeline::fitted_size;
 use minilab_core::recipe::Fit;
-use minilab_tests::{Lab, photo};
+use minilab_tests::{Lab, Process, minilab_bin, photo};
 use serde_json::Value;
 
 fn state(status: &Value) -> &str {
@@ -628,6 +628,79 @@ async fn one_client_cannot_hold_every_waiting_request() {
     assert_eq!(state(&other.status(id, 2).await), "awaiting_upload");
     assert!(started.elapsed() >= std::time::Duration::from_secs(2));
     drop(streams);
+}
+
+/// A long poll pays a read for every second it waits: a client with 3 reads at once
+/// and one more every 2 s runs dry within its `?wait=10`, which then answers early,
+/// and its next read is refused (429 `rate-limited`). Unpaid, the wait would have
+/// lasted 10 s and refilled the bucket.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_poll_pays_a_read_per_second_waited() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start(
+        dir.path(),
+        &["--reads-per-minute", "30", "--read-burst", "3"],
+    );
+    let small = photo("photo-small.jpg");
+    // Never uploaded: it stays awaiting_upload, so the wait lasts.
+    let ticket = lab.ticket("a.jpg", "image/jpeg", &small, "web").await;
+    let id = ticket["id"].as_str().unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(state(&lab.status(id, 10).await), "awaiting_upload");
+    let waited = started.elapsed();
+    let next = lab
+        .http
+        .get(format!("{}/api/v1/uploads/{id}", lab.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(next.status(), 429, "after a wait of {waited:?}");
+    let body: Value = next.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate-limited", "{body}");
+    assert!(waited < std::time::Duration::from_secs(10), "{waited:?}");
+}
+
+/// What `minilab up --workers 0` (which warns at start) writes to a log file, with
+/// `extra` flags.
+fn up_logs(extra: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("minilab.log");
+    let file = std::fs::File::create(&path).unwrap();
+    let process = Process::start_logging_to(
+        std::process::Command::new(minilab_bin())
+            .args(["up", "--workers", "0", "--listen", "127.0.0.1:0"])
+            .args(["--s3-listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(extra),
+        "minilab is up: open ",
+        file.into(),
+    );
+    process.kill();
+    std::fs::read_to_string(path).unwrap()
+}
+
+/// Logs written to a file carry no terminal colour codes; `--log-format json`
+/// writes one JSON object per line, with the level and message as fields.
+#[test]
+fn logs_to_a_file_are_plain_text_or_json_lines() {
+    let text = up_logs(&[]);
+    assert!(text.contains("--workers 0: uploads are stored"), "{text}");
+    assert!(!text.contains('\x1b'), "colour codes in a file: {text:?}");
+
+    let json = up_logs(&["--log-format", "json"]);
+    let lines: Vec<Value> = json
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let warning = lines
+        .iter()
+        .find(|line| {
+            line["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("--workers 0"))
+        })
+        .unwrap_or_else(|| panic!("{json}"));
+    assert_eq!(warning["level"], "WARN");
 }
 
 /// The data directory (photos, outputs, the store's credentials) is made readable

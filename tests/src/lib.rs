@@ -62,13 +62,18 @@ pub struct Process {
 impl Process {
     /// Starts `minilab ARGS` and waits for a stdout line starting with `ready`.
     pub fn start(command: &mut Command, ready: &str) -> Process {
+        Self::start_logging_to(command, ready, Stdio::inherit())
+    }
+
+    /// [`Process::start`], with the logs (stderr) going to `logs`.
+    pub fn start_logging_to(command: &mut Command, ready: &str, logs: Stdio) -> Process {
         let mut child = command
             .env(
                 "MINILAB_LOG",
                 std::env::var("MINILAB_TEST_LOG").unwrap_or_else(|_| "warn,s3s=off".into()),
             )
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(logs)
             .spawn()
             .expect("starting minilab");
         let stdout = child.stdout.take().expect("stdout");
