@@ -128,7 +128,7 @@ VALUE_SETS = {
                     "certificateArn": "arn:aws:acm:eu-west-1:111122223333:certificate/abc"},
         "networkPolicy": {"enabled": True, "metricsFrom": [
             {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]},
-        "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+        "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}, "dashboard": True},
         "api": {"serveWeb": True},
     }),
     "aws": merged({k: v for k, v in BASE.items() if k != "queueUrl"}, {
@@ -555,6 +555,40 @@ class ChartTest(unittest.TestCase):
             self.assertEqual(budget["apiVersion"], "policy/v1")
             # A crash-looping pod (not ready) must not hold a node's drain.
             self.assertEqual(budget["spec"]["unhealthyPodEvictionPolicy"], "AlwaysAllow", name)
+
+    def test_alerts_name_only_metrics_minilab_exports(self):
+        # What each crate registers: Registry::with_prefix("p") and register("name", ...)
+        # in the same file; counters get _total, histograms _bucket/_sum/_count.
+        exported = set()
+        for source in ["api/src/tracking.rs", "worker/src/metrics.rs", "operator/src/metrics.rs"]:
+            text = (ROOT / source).read_text()
+            [prefix] = re.findall(r'Registry::with_prefix\("(\w+)"\)', text)
+            for name in re.findall(r'register\(\s*"(\w+)"', text):
+                exported |= {f"{prefix}_{name}{suffix}" for suffix in ("", "_total", "_bucket", "_sum", "_count")}
+        values = merged(VALUE_SETS["ingress-netpol-monitor"], {"keda": {"enabled": True, "roleArn": f"arn:aws:iam::{ACCOUNT}:role/keda"}})
+        [rule] = by_kind(render(values), "PrometheusRule", "monitoring.coreos.com/").values()
+        self.assertEqual(rule["metadata"]["labels"]["release"], "prometheus", "selected like the ServiceMonitor")
+        alerts = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
+        self.assertLessEqual({"MinilabInternalFailures", "MinilabQueueBehind", "MinilabApiOverloaded",
+                              "MinilabOperatorErrors", "MinilabKedaCannotReadQueue"}, set(alerts))
+        for name, alert in alerts.items():
+            used = set(re.findall(r"\b(minilab_\w+)\{", alert["expr"]))
+            self.assertTrue(used or "keda_" in alert["expr"], name)
+            self.assertLessEqual(used, exported, name)
+            self.assertIn('namespace="media"', alert["expr"], f"{name}: this release's series only")
+        # The dashboard's queries likewise, on this release's namespace.
+        [board] = [d for d in render(merged(values, {"serviceMonitor": {"dashboard": True}}))
+                   if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-dashboard")]
+        self.assertEqual(board["metadata"]["labels"]["grafana_dashboard"], "1")
+        dashboard = json.loads(board["data"]["minilab.json"])
+        queries = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+        self.assertGreaterEqual(len(queries), 8)
+        for query in queries:
+            self.assertLessEqual(set(re.findall(r"\b(minilab_\w+)\{", query)), exported, query)
+            self.assertIn('namespace="media"', query)
+        self.assertNotIn("MinilabKedaCannotReadQueue",
+                         {r["alert"] for d in render(VALUE_SETS["ingress-netpol-monitor"]) if d["kind"] == "PrometheusRule"
+                          for g in d["spec"]["groups"] for r in g["rules"]})
 
     def test_with_cloudfront_only_cloudfront_reaches_the_load_balancer(self):
         docs = render(VALUE_SETS["aws"])
