@@ -149,7 +149,7 @@ VALUE_SETS = {
 }
 VALUE_SETS["pod-identity-and-placement"] = merged(VALUE_SETS["aws"], {
     "awsIdentity": "podIdentity",
-    "ack": {"oidcProvider": ""},
+    "ack": {"oidcProvider": "", "clusterName": "media-prod"},
     "keda": {"operatorRoleArn": "arn:aws:iam::111122223333:role/keda-operator"},
     "nodeSelector": {"pool": "general"},
     "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "media", "effect": "NoSchedule"}],
@@ -1041,8 +1041,11 @@ class ChartTest(unittest.TestCase):
                 trust, *others = json.loads(role["spec"]["assumeRolePolicyDocument"])["Statement"]
                 self.assertEqual(trust["Principal"], {"Service": "pods.eks.amazonaws.com"})
                 self.assertEqual(sorted(trust["Action"]), ["sts:AssumeRole", "sts:TagSession"])
+                # Pods of this cluster only: another cluster of the account with a
+                # namespace and service account of these names gets nothing.
                 self.assertEqual(trust["Condition"]["StringEquals"], {
-                    "aws:RequestTag/kubernetes-namespace": "media", "aws:RequestTag/kubernetes-service-account": name})
+                    "aws:RequestTag/kubernetes-namespace": "media", "aws:RequestTag/kubernetes-service-account": name,
+                    "aws:RequestTag/eks-cluster-arn": f"arn:aws:eks:eu-west-1:{ACCOUNT}:cluster/media-prod"})
                 # KEDA cannot find a role without the IRSA annotation: it assumes the
                 # worker's with its own, which the worker role trusts, session tags
                 # included (Pod Identity's tags are transitive).
@@ -1054,11 +1057,14 @@ class ChartTest(unittest.TestCase):
                          {"provider": "aws", "roleArn": f"arn:aws:iam::{ACCOUNT}:role/media-demo-minilab-worker"})
         text = notes(values)
         for component in ("api", "worker", "operator", "publish"):
-            self.assertIn(f"--namespace media --service-account demo-minilab-{component} "
+            self.assertIn(f"--cluster-name media-prod --namespace media --service-account demo-minilab-{component} "
                           f"--role-arn arn:aws:iam::{ACCOUNT}:role/media-demo-minilab-{component}", text)
         with self.assertRaises(Exception) as refused:
             render(merged(values, {"keda": {"operatorRoleArn": ""}}))
         self.assertIn("set keda.operatorRoleArn", str(refused.exception))
+        with self.assertRaises(Exception) as refused:
+            render(merged(values, {"ack": {"clusterName": ""}}))
+        self.assertIn("ack.enabled needs ack.clusterName", str(refused.exception))
 
     def test_the_api_knows_how_many_proxies_stand_before_it(self):
         # The client's address is the entry the nearest trusted proxy appended to

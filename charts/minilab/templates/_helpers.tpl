@@ -173,7 +173,7 @@ true
 {{/* An IAM trust policy (JSON) letting one service account assume a role: through
      the cluster's OIDC provider (awsIdentity irsa), or through EKS Pod Identity
      (awsIdentity podIdentity: the pods.eks.amazonaws.com service, only for the
-     session tags of this namespace and service account). With `keda`
+     session tags of this cluster, namespace and service account). With `keda`
      (.Values.keda), KEDA's operator too: its service account through the OIDC
      provider (IRSA only: KEDA reads the workload's IRSA annotation), and its role
      if keda.operatorRoleArn is set.
@@ -182,7 +182,7 @@ true
 {{- $v := .root.Values.ack -}}
 {{- $statements := list -}}
 {{- if eq .root.Values.awsIdentity "podIdentity" -}}
-{{- $tags := dict "aws:RequestTag/kubernetes-namespace" .root.Release.Namespace "aws:RequestTag/kubernetes-service-account" .serviceAccount -}}
+{{- $tags := dict "aws:RequestTag/kubernetes-namespace" .root.Release.Namespace "aws:RequestTag/kubernetes-service-account" .serviceAccount "aws:RequestTag/eks-cluster-arn" (printf "arn:aws:eks:%s:%s:cluster/%s" .root.Values.region $v.accountId $v.clusterName) -}}
 {{- $statements = append $statements (dict "Effect" "Allow" "Action" (list "sts:AssumeRole" "sts:TagSession") "Principal" (dict "Service" "pods.eks.amazonaws.com") "Condition" (dict "StringEquals" $tags)) -}}
 {{- else -}}
 {{- $accounts := list (list .root.Release.Namespace .serviceAccount) -}}
