@@ -1377,6 +1377,25 @@ class RealApiServerTest(unittest.TestCase):
             self.assertEqual(record["spec"]["aliasTarget"]["dnsName"], "d111111abcdef8.cloudfront.net")
             self.assertEqual(record["spec"]["name"], "photos")
 
+    def test_a_kind_the_cluster_lacks_fails_the_install_by_name(self):
+        # KEDA's CRDs taken away for this test (and put back): with keda.enabled the
+        # install fails naming what to install, before anything is applied.
+        keda = [crd for crd in crds_for_1_20() if crd["spec"]["group"] == "keda.sh"]
+        self.addCleanup(kubectl, "wait", "--for=condition=Established", "--timeout=60s",
+                        *[f"crd/{crd['metadata']['name']}" for crd in keda])
+        self.addCleanup(kubectl, "apply", "--server-side", "--force-conflicts", "--validate=false", "-f", "-",
+                        stdin=yaml.safe_dump_all(keda))
+        kubectl("delete", "crd", *[crd["metadata"]["name"] for crd in keda], "--wait=true", "--timeout=60s")
+        namespace = self.namespace("kinds")
+        helm = hp.Config(namespace=namespace)
+        values = merged(VALUE_SETS["keda"], {"crds": {"install": False}})
+        with self.assertRaises(hp.HelmError) as refused:
+            helm.install(str(CHART), "demo", values, namespace=namespace, timeout=60, dry_run="server")
+        self.assertIn("keda.enabled needs KEDA (its CRDs): the cluster does not serve keda.sh/v1alpha1/ScaledObject",
+                      str(refused.exception))
+        # Rendering without a cluster checks nothing: helm template still works.
+        self.assertTrue(by_kind(render(VALUE_SETS["keda"]), "ScaledObject"))
+
     def test_the_events_queue_names_its_dead_letter_queue_once_ack_made_it(self):
         # `helm install`, ACK makes the dead-letter queue, `helm upgrade`: the redrive
         # policy appears only with the upgrade that sees the queue's ARN. The real Helm

@@ -72,6 +72,42 @@ readinessProbe:
 {{- if not (include "minilab.queueUrl" .) -}}
 {{- fail "queueUrl is required: the SQS queue that receives the uploads bucket's events (or ack.enabled, which creates it)" -}}
 {{- end -}}
+{{- include "minilab.requireKinds" . -}}
+{{- end -}}
+
+{{/* On a cluster (a `lookup` answers), every custom kind the values ask for must be
+     served there: a clear failure naming what to install, not Helm's "no matches for
+     kind". Without a cluster (helm template, GitOps rendering) nothing is checked. */}}
+{{- define "minilab.requireKinds" -}}
+{{- if lookup "v1" "Namespace" "" "kube-system" -}}
+{{- $needed := list -}}
+{{- if .Values.keda.enabled -}}
+{{- $needed = append $needed (list "keda.sh/v1alpha1/ScaledObject" "keda.enabled needs KEDA (its CRDs)") -}}
+{{- end -}}
+{{- if .Values.serviceMonitor.enabled -}}
+{{- $needed = append $needed (list "monitoring.coreos.com/v1/ServiceMonitor" "serviceMonitor.enabled needs the Prometheus operator's CRDs") -}}
+{{- end -}}
+{{- if .Values.ack.enabled -}}
+{{- $needed = append $needed (list "iam.services.k8s.aws/v1alpha1/Role" "ack.enabled needs the ACK IAM controller") -}}
+{{- if .Values.ack.manage.buckets -}}
+{{- $needed = append $needed (list "s3.services.k8s.aws/v1alpha1/Bucket" "ack.manage.buckets needs the ACK S3 controller") -}}
+{{- end -}}
+{{- if .Values.ack.manage.queues -}}
+{{- $needed = append $needed (list "sqs.services.k8s.aws/v1alpha1/Queue" "ack.manage.queues needs the ACK SQS controller") -}}
+{{- end -}}
+{{- if .Values.ack.cloudfront.enabled -}}
+{{- $needed = append $needed (list "cloudfront.services.k8s.aws/v1alpha1/Distribution" "ack.cloudfront.enabled needs the ACK CloudFront controller") -}}
+{{- end -}}
+{{- if .Values.ack.route53.enabled -}}
+{{- $needed = append $needed (list "route53.services.k8s.aws/v1alpha1/RecordSet" "ack.route53.enabled needs the ACK Route 53 controller") -}}
+{{- end -}}
+{{- end -}}
+{{- range $needed -}}
+{{- if not ($.Capabilities.APIVersions.Has (index . 0)) -}}
+{{- fail (printf "%s: the cluster does not serve %s; install it first (see the README's prerequisites)" (index . 1) (index . 0)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Proxies in front of the API that append to X-Forwarded-For: api.trustedProxyHops,
