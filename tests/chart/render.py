@@ -14,7 +14,8 @@ import yaml
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "minilab"
 KINDS = {"CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
-BASE = {"buckets": {"uploads": "uploads", "processed": "processed"},
+# The pods of the kube tests get credentials from their environment: no IAM roles.
+BASE = {"awsIdentity": "none", "buckets": {"uploads": "uploads", "processed": "processed"},
         "queueUrl": "http://127.0.0.1/000000000000/events", "region": "us-east-1"}
 
 

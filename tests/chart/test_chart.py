@@ -23,9 +23,12 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "minilab"
 KUBE_VERSIONS = ["1.33.0", kubernetes_validate.latest_version()]
 MINILAB_BIN = os.environ.get("MINILAB_BIN", str(Path(os.environ.get("CARGO_TARGET_DIR", "/var/tmp/minilab-target")) / "debug" / "minilab"))
+# Resources made by the user, IRSA roles included (each one required without ACK).
 BASE = {"buckets": {"uploads": "photos-up", "processed": "photos-out"},
         "queueUrl": "https://sqs.eu-west-1.amazonaws.com/111122223333/minilab-events",
-        "region": "eu-west-1"}
+        "region": "eu-west-1",
+        **{component: {"roleArn": f"arn:aws:iam::111122223333:role/minilab-{component}"}
+           for component in ("api", "worker", "operator")}}
 
 
 CRD_DIR = ROOT / "tests" / "data" / "crds"
@@ -133,7 +136,7 @@ VALUE_SETS = {
         "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}, "dashboard": True},
         "api": {"serveWeb": True},
     }),
-    "aws": merged({k: v for k, v in BASE.items() if k != "queueUrl"}, {
+    "aws": merged({k: v for k, v in BASE.items() if k not in ("queueUrl", "api", "worker", "operator")}, {
         "buckets": {"site": "photos-site"},
         "domain": "photos.example.com",
         "certificateArn": "arn:aws:acm:us-east-1:111122223333:certificate/site",
@@ -992,11 +995,18 @@ class ChartTest(unittest.TestCase):
             ({"buckets": {"uploads": "photos-up"}}, "buckets.uploads and buckets.processed are required"),
             (merged(BASE, {"queueUrl": ""}), "queueUrl is required"),
             (merged(VALUE_SETS["keda"], {"queueUrl": ""}), "queueUrl is required"),
+            # A pod without a role would fall back to the node's (blocked): say so.
+            (merged(BASE, {"worker": {"roleArn": ""}}), "worker.roleArn is required with awsIdentity irsa"),
+            (merged(BASE, {"buckets": {"site": "photos-site"}}), "publish.roleArn is required"),
+            (merged(VALUE_SETS["aws"], {"awsIdentity": "none"}), "ack.enabled makes IAM roles for awsIdentity irsa"),
         ]:
             with self.subTest(values=values):
                 with self.assertRaises(Exception) as refused:
                     render(values)
                 self.assertIn(message, str(refused.exception))
+        # Credentials another way (extraEnv, as the node's tests give them): no roles.
+        without_roles = {k: v for k, v in BASE.items() if k not in ("api", "worker", "operator")}
+        self.assertTrue(by_kind(render(merged(without_roles, {"awsIdentity": "none"})), "Deployment"))
         # A dotted bucket name breaks the browser's HTTPS POST to
         # BUCKET.s3.REGION.amazonaws.com (the certificate is *.s3.REGION.amazonaws.com).
         for bucket in ("uploads", "processed", "site"):

@@ -54,6 +54,8 @@ fn values(env: &Env) -> Value {
         "region": minilab_tests::aws::REGION,
         "buckets": {"uploads": env.uploads, "processed": env.processed},
         "queueUrl": format!("{endpoint}/{queue_path}"),
+        // Credentials from extraEnv: no IAM roles.
+        "awsIdentity": "none",
         "extraEnv": [
             {"name": "AWS_ENDPOINT_URL", "value": endpoint},
             {"name": "MINILAB_S3_PATH_STYLE", "value": "true"},

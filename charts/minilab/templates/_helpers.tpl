@@ -72,7 +72,29 @@ readinessProbe:
 {{- if not (include "minilab.queueUrl" .) -}}
 {{- fail "queueUrl is required: the SQS queue that receives the uploads bucket's events (or ack.enabled, which creates it)" -}}
 {{- end -}}
+{{- include "minilab.requireRoles" . -}}
 {{- include "minilab.requireKinds" . -}}
+{{- end -}}
+
+{{/* Each pod's AWS identity, when it can be checked: with IRSA and no ACK, each
+     component's role must be given (a pod without one would fall back to the node's
+     role, which the NetworkPolicies block, and fail at its first request); `none`
+     (credentials from extraEnv or the environment) cannot go with ACK's roles. */}}
+{{- define "minilab.requireRoles" -}}
+{{- if and (eq .Values.awsIdentity "irsa") (not .Values.ack.enabled) -}}
+{{- $components := list "api" "worker" "operator" -}}
+{{- if .Values.buckets.site -}}
+{{- $components = append $components "publish" -}}
+{{- end -}}
+{{- range $components -}}
+{{- if not (index $.Values . "roleArn") -}}
+{{- fail (printf "%s.roleArn is required with awsIdentity irsa and ack.enabled false: the IAM role in its service account's annotation (or awsIdentity none, when the pods get credentials another way, e.g. extraEnv)" .) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if and (eq .Values.awsIdentity "none") .Values.ack.enabled -}}
+{{- fail "ack.enabled makes IAM roles for awsIdentity irsa or podIdentity, not none" -}}
+{{- end -}}
 {{- end -}}
 
 {{/* On a cluster (a `lookup` answers), every custom kind the values ask for must be
