@@ -57,6 +57,20 @@ def install(namespace):
     kubectl("wait", "--for=condition=Established", "crd/imagejobs.minilab.dev")
 
 
+def service_account_kubeconfig(namespace, account, directory):
+    """A kubeconfig for the ServiceAccount `account` of `namespace` (a token for 2 hours),
+    its namespace the default, written into `directory`: the chart's RBAC, as a pod has it."""
+    token = kubectl("create", "token", account, "-n", namespace, "--duration=2h").strip()
+    config = json.loads(kubectl("config", "view", "--raw", "-o", "json"))
+    config["users"] = [{"name": account, "user": {"token": token}}]
+    config["contexts"] = [{"name": "bench", "context": {"cluster": config["clusters"][0]["name"], "user": account,
+                                                          "namespace": namespace}}]
+    config["current-context"] = "bench"
+    path = Path(directory) / f"{account}.kubeconfig"
+    path.write_text(json.dumps(config))
+    return path
+
+
 def create_jobs(kube, namespace, total, uploads, processed):
     """`total` upload jobs, all but the last UNFINISHED of them Succeeded (status written
     by the admin, as a finished job's would be); the unfinished ones are created last,
@@ -116,14 +130,7 @@ def measure(total, kube, s3, sqs, token_dir):
     create_jobs(kube, namespace, total, uploads, processed)
     print(f"  {total} ImageJobs created in {time.time() - started:.0f} s", file=sys.stderr)
 
-    token = kubectl("create", "token", f"{namespace}-operator", "-n", namespace, "--duration=2h").strip()
-    config = json.loads(kubectl("config", "view", "--raw", "-o", "json"))
-    config["users"] = [{"name": "operator", "user": {"token": token}}]
-    config["contexts"] = [{"name": "bench", "context": {"cluster": config["clusters"][0]["name"], "user": "operator",
-                                                          "namespace": namespace}}]
-    config["current-context"] = "bench"
-    path = Path(token_dir) / f"{namespace}.kubeconfig"
-    path.write_text(json.dumps(config))
+    path = service_account_kubeconfig(namespace, f"{namespace}-operator", Path(token_dir))
     env = {**os.environ, "KUBECONFIG": str(path), "MINILAB_LOG": "warn", "AWS_ENDPOINT_URL": os.environ["MINILAB_LOCALSTACK_URL"],
            "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
     operator = subprocess.Popen([os.environ["MINILAB_BIN"], "operator", "--watch-namespace", namespace,
