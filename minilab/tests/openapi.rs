@@ -4,7 +4,6 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use minilab_tests::Lab;
-use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 /// The path literal of every `.route("...", ...)` in the API's sources; a `.route(`
@@ -49,15 +48,7 @@ fn collect_rust_files(dir: &Path, files: &mut Vec<PathBuf>) {
 async fn the_openapi_document_covers_every_route_and_error_code() {
     let dir = tempfile::tempdir().unwrap();
     let lab = Lab::start(dir.path(), &[]);
-    let doc: Value = lab
-        .http
-        .get(format!("{}/api/v1/openapi.json", lab.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = lab.get_json("/api/v1/openapi.json").await;
     assert!(
         doc["openapi"].as_str().unwrap().starts_with("3.1"),
         "{}",

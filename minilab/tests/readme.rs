@@ -262,15 +262,7 @@ async fn every_route_in_the_api_table_answers_on_up() {
         }
     }
     // ... and every route of the API's contract is in the table.
-    let contract: Value = lab
-        .http
-        .get(format!("{}/api/v1/openapi.json", lab.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let contract = lab.get_json("/api/v1/openapi.json").await;
     for (path, operations) in contract["paths"].as_object().unwrap() {
         for method in operations.as_object().unwrap().keys() {
             let route = (method.to_uppercase(), path.clone());
@@ -281,20 +273,9 @@ async fn every_route_in_the_api_table_answers_on_up() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_webhook_snippet_verifies_a_real_delivery() {
-    use axum::http::{HeaderMap, StatusCode};
     const SECRET: &str = "a-webhook-secret-of-some-length";
-    let (sender, mut received) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
-    let receiver = axum::Router::new().route(
-        "/hooks/done",
-        axum::routing::post(move |headers: HeaderMap, body: String| {
-            let signature = headers["minilab-signature"].to_str().unwrap().to_owned();
-            let _ = sender.send((signature, body));
-            async { StatusCode::NO_CONTENT }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hooks = format!("http://{}/hooks/", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, receiver).await });
+    let (hooks, mut received) =
+        minilab_tests::webhook_receiver(|_| axum::http::StatusCode::NO_CONTENT).await;
     let dir = tempfile::tempdir().unwrap();
     let lab = Lab::start(
         dir.path(),
@@ -315,11 +296,11 @@ async fn the_webhook_snippet_verifies_a_real_delivery() {
         .await
         .unwrap();
     lab.upload(&ticket, bytes, "image/jpeg").await;
-    let (signature, body) =
-        tokio::time::timeout(std::time::Duration::from_secs(60), received.recv())
-            .await
-            .unwrap()
-            .unwrap();
+    let (headers, body) = tokio::time::timeout(std::time::Duration::from_secs(60), received.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let signature = headers["minilab-signature"].to_str().unwrap();
 
     // The snippet as written, asked about the delivery and about a forged body.
     let snippet = block("python", "def verify");
@@ -328,7 +309,7 @@ async fn the_webhook_snippet_verifies_a_real_delivery() {
          print(verify(secret, header.decode(), body), verify(secret, header.decode(), body + b' '))\n"
     );
     let done = Command::new("python3")
-        .args(["-c", &script, SECRET, &signature, &body])
+        .args(["-c", &script, SECRET, signature, &body])
         .output()
         .unwrap();
     assert!(

@@ -164,29 +164,17 @@ async fn the_event_stream_follows_an_upload_to_its_end_on_the_workers_word() {
 /// refused when the upload is issued.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_final_status_goes_to_the_uploads_webhook_signed_and_retried() {
-    use axum::http::{HeaderMap, StatusCode};
+    use axum::http::StatusCode;
     const SECRET: &str = "a-webhook-secret-of-some-length";
     // The receiver: refuses the first delivery, takes the next.
-    let (sender, mut received) = tokio::sync::mpsc::unbounded_channel::<(HeaderMap, String)>();
-    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let receiver = axum::Router::new().route(
-        "/hooks/done",
-        axum::routing::post(move |headers: HeaderMap, body: String| {
-            let (sender, calls) = (sender.clone(), calls.clone());
-            async move {
-                let _ = sender.send((headers, body));
-                if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
-                    StatusCode::SERVICE_UNAVAILABLE
-                } else {
-                    StatusCode::NO_CONTENT
-                }
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hooks = format!("http://{}/hooks/", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, receiver).await });
-
+    let (hooks, mut received) = minilab_tests::webhook_receiver(|n| {
+        if n == 0 {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::NO_CONTENT
+        }
+    })
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let lab = Lab::start(
         dir.path(),

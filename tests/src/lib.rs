@@ -242,6 +242,22 @@ pub struct Api {
 }
 
 impl Api {
+    /// `GET {url}{path}`, which must answer 2xx, as JSON.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("GET");
+        assert!(
+            response.status().is_success(),
+            "GET {path}: {}",
+            response.status()
+        );
+        response.json().await.expect("JSON")
+    }
+
     pub fn new(url: String) -> Api {
         Self::client(url, reqwest::Client::builder())
     }
@@ -471,4 +487,33 @@ impl Watchdog {
         });
         Self { _disarm: disarm }
     }
+}
+
+/// A webhook receiver on loopback at `{prefix}done`: returns the prefix to allow
+/// (`http://ADDR/hooks/`) and each delivery's headers and body as it arrives; the
+/// n-th delivery (from 0) is answered `answer(n)`.
+pub async fn webhook_receiver(
+    answer: fn(usize) -> axum::http::StatusCode,
+) -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<(axum::http::HeaderMap, String)>,
+) {
+    let (sender, received) = tokio::sync::mpsc::unbounded_channel();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let receiver = axum::Router::new().route(
+        "/hooks/done",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let (sender, calls) = (sender.clone(), calls.clone());
+            async move {
+                let _ = sender.send((headers, body));
+                answer(calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the receiver");
+    let prefix = format!("http://{}/hooks/", listener.local_addr().expect("address"));
+    tokio::spawn(async move { axum::serve(listener, receiver).await });
+    (prefix, received)
 }
