@@ -988,6 +988,16 @@ class ChartTest(unittest.TestCase):
         self.assertIn("kubectl rollout restart deployment -n media -l app.kubernetes.io/instance=demo", text)
         self.assertIn("job/demo-minilab-publish-web-1", text)
 
+    def test_every_pod_logs_json_lines_unless_told_otherwise(self):
+        values = merged(VALUE_SETS["aws"], {"publish": {"apiBase": "https://api.photos.example.com"}})
+        for format in (None, "text"):
+            docs = render(merged(values, {"logFormat": format}) if format else values)
+            workloads = {d["metadata"]["name"]: d for d in docs if d["kind"] in ("Deployment", "Job")}
+            self.assertEqual(len(workloads), 4)
+            for name, workload in workloads.items():
+                env = {e["name"]: e.get("value") for e in workload["spec"]["template"]["spec"]["containers"][0]["env"]}
+                self.assertEqual(env["MINILAB_LOG_FORMAT"], format or "json", name)
+
     def test_the_defaults_alone_never_render_a_release_that_cannot_work(self):
         # Without buckets or a queue the pods would start and fail; refuse instead.
         for values, message in [

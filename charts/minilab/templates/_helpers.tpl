@@ -28,6 +28,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "minilab.env" -}}
 - name: AWS_REGION
   value: {{ .Values.region | quote }}
+- name: MINILAB_LOG_FORMAT
+  value: {{ .Values.logFormat | quote }}
 {{- if ne .component "operator" }}
 - name: MINILAB_UPLOADS_BUCKET
   value: {{ .Values.buckets.uploads | quote }}
