@@ -290,17 +290,27 @@ class Bench:
             time.sleep(1)
         raise RuntimeError(f"ImageJobs not finished within {limit} s")
 
+    def reconciles(self):
+        """The operator's reconciles so far (its /metrics)."""
+        conn = http.client.HTTPConnection(self.operator.address("metrics"), timeout=10)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        return sum(float(v) for v in re.findall(r"^minilab_operator_reconciles_total\{[^}]*\} (\S+)$", text, re.M))
+
     def measure(self, images, work):
-        """Requests and CPU seconds per image while `work` runs, and until the queue is idle."""
+        """Requests, CPU seconds and operator reconciles per image while `work` runs,
+        and until the queue is idle."""
         before = self.proxy.snapshot()
         processes = [p for p in (self.api, self.worker, self.operator) if p]
         cpu = [p.cpu_seconds() for p in processes]
+        reconciles = self.reconciles()
         work()
         time.sleep(2)  # the worker's batched deletes and the last announcements
         counts = self.proxy.snapshot() - before
         return {"requests": {f"{s} {op}": n / images for (s, op), n in sorted(counts.items())},
                 "cpu": {name: (p.cpu_seconds() - c) / images
-                        for name, p, c in zip(("api", "worker", "operator"), processes, cpu)}}
+                        for name, p, c in zip(("api", "worker", "operator"), processes, cpu)},
+                "reconciles": (self.reconciles() - reconciles) / images}
 
 
 def sharp_ms(recipe, rounds):
@@ -396,7 +406,8 @@ def report(results, prices, args):
                         if name in ("S3 PostObject", "S3 GetObject source", "S3 PutObject output"))
         print(f"  {'beyond the upload, source GET and output PUTs':<34} "
               f"{sum(result['requests'].values()) - essential:6.2f}")
-        print("  CPU seconds: " + ", ".join(f"{k} {v:.3f}" for k, v in result["cpu"].items()))
+        print("  CPU seconds: " + ", ".join(f"{k} {v:.3f}" for k, v in result["cpu"].items())
+              + f"; operator reconciles {result['reconciles']:.1f}")
     print(f"\n$ per million images (minilab on EC2 vCPU-seconds; Lambda at 1,769 MB, sharp's time, "
           f"{args.polls} page polls):")
     print(f"{'recipe':<7} {'tracking':<9} {'arch':<4} {'minilab on-demand':>18} {'minilab Spot':>13} "
