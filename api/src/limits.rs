@@ -248,8 +248,9 @@ impl Limiter {
             }
             Ok(())
         } else if how == Settle::Drain {
+            // `charge` tells only whether the cost was covered: no wait to compute.
             bucket.tokens = 0.0;
-            Err(Duration::from_secs_f64(cost.min(burst) / per_second))
+            Err(Duration::ZERO)
         } else if cost > burst {
             Err(Duration::MAX)
         } else {

@@ -1,7 +1,7 @@
 //! `minilab process`: the pipeline on a local file, with recipes from YAML.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use minilab_tests::{minilab_bin, photo_path};
+use minilab_tests::{minilab_bin, photo_path, stdout_of};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -15,21 +15,15 @@ fn a_yaml_recipe_drives_minilab_process() {
     )
     .unwrap();
     let out = dir.path().join("out");
-    let done = Command::new(minilab_bin())
-        .arg("process")
-        .arg(photo_path("photo-exif-rotate6.jpg"))
-        .args(["--recipe", "avatar", "--recipes"])
-        .arg(&recipes)
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        done.status.success(),
-        "{}",
-        String::from_utf8_lossy(&done.stderr)
+    let stdout = stdout_of(
+        Command::new(minilab_bin())
+            .arg("process")
+            .arg(photo_path("photo-exif-rotate6.jpg"))
+            .args(["--recipe", "avatar", "--recipes"])
+            .arg(&recipes)
+            .arg("-o")
+            .arg(&out),
     );
-    let stdout = String::from_utf8(done.stdout).unwrap();
     assert!(stdout.contains("square.png\t96x96"), "{stdout}");
     let image = image::open(out.join("square.png")).unwrap();
     assert_eq!((image.width(), image.height()), (96, 96));

@@ -4,7 +4,7 @@
 //! `cargo run --release -- up` from the root, is run by `./tests/run`.)
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use minilab_tests::{Lab, minilab_bin, photo, photo_path};
+use minilab_tests::{Lab, minilab_bin, photo, photo_path, stdout_of};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
@@ -89,17 +89,7 @@ fn flags(text: &str) -> Vec<String> {
 
 /// `minilab ARGS` in `dir`: its stdout, or a panic with its stderr.
 fn minilab(dir: &Path, args: &[&str]) -> String {
-    let done = Command::new(minilab_bin())
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        done.status.success(),
-        "minilab {args:?}: {}",
-        String::from_utf8_lossy(&done.stderr)
-    );
-    String::from_utf8(done.stdout).unwrap()
+    stdout_of(Command::new(minilab_bin()).current_dir(dir).args(args))
 }
 
 #[test]
@@ -308,14 +298,7 @@ async fn the_webhook_snippet_verifies_a_real_delivery() {
         "{snippet}\nimport sys\nsecret, header, body = (a.encode() for a in sys.argv[1:])\n\
          print(verify(secret, header.decode(), body), verify(secret, header.decode(), body + b' '))\n"
     );
-    let done = Command::new("python3")
-        .args(["-c", &script, SECRET, signature, &body])
-        .output()
-        .unwrap();
-    assert!(
-        done.status.success(),
-        "{}",
-        String::from_utf8_lossy(&done.stderr)
-    );
-    assert_eq!(String::from_utf8(done.stdout).unwrap(), "True False\n");
+    let printed =
+        stdout_of(Command::new("python3").args(["-c", &script, SECRET, signature, &body]));
+    assert_eq!(printed, "True False\n");
 }

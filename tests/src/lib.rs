@@ -489,6 +489,17 @@ impl Watchdog {
     }
 }
 
+/// Runs `command` to its end: its stdout, or a panic with its stderr when it fails.
+pub fn stdout_of(command: &mut Command) -> String {
+    let done = command.output().expect("run the command");
+    assert!(
+        done.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    String::from_utf8(done.stdout).expect("UTF-8 stdout")
+}
+
 /// A webhook receiver on loopback at `{prefix}done`: returns the prefix to allow
 /// (`http://ADDR/hooks/`) and each delivery's headers and body as it arrives; the
 /// n-th delivery (from 0) is answered `answer(n)`.
