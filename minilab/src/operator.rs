@@ -7,7 +7,7 @@ use axum::Router;
 use axum::routing::get;
 use clap::Args;
 use futures::StreamExt;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, ApiResource, PostParams};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{Controller, watcher};
 use kube_lease_manager::LeaseManagerBuilder;
@@ -59,6 +59,14 @@ pub struct OperatorArgs {
     /// neither built in nor here is InvalidSpec.
     #[arg(long, env = "MINILAB_RECIPES")]
     recipes: Option<PathBuf>,
+    /// Kinds made through ACK (group/version/Kind, comma-separated) whose objects in
+    /// the pod's namespace are counted by state in minilab_operator_aws_resources.
+    #[arg(long, env = "MINILAB_AWS_RESOURCES", value_delimiter = ',',
+          value_parser = minilab_operator::aws_resources::parse_kind)]
+    aws_resources: Vec<ApiResource>,
+    /// The label selector of the release's ACK objects among them.
+    #[arg(long, env = "MINILAB_AWS_RESOURCES_SELECTOR", default_value = "")]
+    aws_resources_selector: String,
 }
 
 /// `minilab crd`: the ImageJob CustomResourceDefinition as YAML.
@@ -105,6 +113,16 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
             .with_graceful_shutdown(server_stop.cancelled_owned())
             .await;
     });
+    if !args.aws_resources.is_empty() {
+        tokio::spawn(minilab_operator::aws_resources::watch(
+            client.clone(),
+            client.default_namespace().to_owned(),
+            args.aws_resources_selector,
+            args.aws_resources,
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
     let signal_stop = shutdown.clone();
     tokio::spawn(async move {
         crate::shutdown_signal().await;

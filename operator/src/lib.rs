@@ -5,6 +5,7 @@
 //! [`status`] (with [`upload`] and [`batch`] jobs in their own modules), enqueues
 //! batch work and writes the status.
 
+pub mod aws_resources;
 pub mod batch;
 pub mod controller;
 pub mod crd;

@@ -1,9 +1,11 @@
 //! The operator's Prometheus metrics, with bounded labels (fixed strings only).
 
+use crate::aws_resources::State as AwsState;
 use crate::crd::Phase;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -25,8 +27,17 @@ pub struct OperationLabels {
     pub operation: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AwsResourceLabels {
+    /// the ACK kind (from --aws-resources: a bounded set)
+    pub kind: String,
+    /// synced, pending, recoverable or terminal
+    pub state: &'static str,
+}
+
 pub struct Metrics {
     pub registry: Registry,
+    aws_resources: Family<AwsResourceLabels, Gauge>,
     s3_requests: Family<OperationLabels, Counter>,
     reconciles: Family<ResultLabels, Counter>,
     duration: Histogram,
@@ -43,6 +54,7 @@ impl Default for Metrics {
         let malformed = Counter::default();
         let deleted = Counter::default();
         let s3_requests = Family::<OperationLabels, Counter>::default();
+        let aws_resources = Family::<AwsResourceLabels, Gauge>::default();
         let mut registry = Registry::with_prefix("minilab_operator");
         registry.register(
             "s3_requests",
@@ -70,8 +82,14 @@ impl Default for Metrics {
             "Finished ImageJobs deleted after ttlSecondsAfterFinished",
             deleted.clone(),
         );
+        registry.register(
+            "aws_resources",
+            "The release's AWS resources made through ACK, by kind and by what their controller reports",
+            aws_resources.clone(),
+        );
         Self {
             registry,
+            aws_resources,
             s3_requests,
             reconciles,
             duration,
@@ -108,6 +126,17 @@ impl Metrics {
 
     pub fn malformed(&self) {
         self.malformed.inc();
+    }
+
+    pub fn aws_resources(&self, kind: &str, counts: [(AwsState, i64); 4]) {
+        for (state, count) in counts {
+            self.aws_resources
+                .get_or_create(&AwsResourceLabels {
+                    kind: kind.to_owned(),
+                    state: state.as_str(),
+                })
+                .set(count);
+        }
     }
 
     pub fn deleted(&self) {

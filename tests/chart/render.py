@@ -13,7 +13,8 @@ import helm_python as hp
 import yaml
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "minilab"
-KINDS = {"CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+KINDS = {("apiextensions.k8s.io/v1", "CustomResourceDefinition"), ("v1", "ServiceAccount")} | {
+    ("rbac.authorization.k8s.io/v1", kind) for kind in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")}
 # The pods of the kube tests get credentials from their environment: no IAM roles.
 BASE = {"awsIdentity": "none", "buckets": {"uploads": "uploads", "processed": "processed"},
         "queueUrl": "http://127.0.0.1/000000000000/events", "region": "us-east-1"}
@@ -23,7 +24,7 @@ def main(release, namespace, values="{}"):
     values = {**BASE, **json.loads(values)}
     out = hp.Chart.load(str(CHART)).render(values, name=release, namespace=namespace)
     docs = [doc for name, text in sorted(out.items()) if name.endswith(".yaml")
-            for doc in yaml.safe_load_all(text) if doc and doc.get("kind") in KINDS]
+            for doc in yaml.safe_load_all(text) if doc and (doc["apiVersion"], doc["kind"]) in KINDS]
     # The CRD first, so the API server knows the kind before anything names it.
     docs.sort(key=lambda doc: doc["kind"] != "CustomResourceDefinition")
     sys.stdout.write(yaml.safe_dump_all(docs, sort_keys=False))

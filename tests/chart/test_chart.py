@@ -78,6 +78,29 @@ def load_crds():
 
 
 CRDS = load_crds()
+# (apiVersion, kind) → the CRD's plural, as RBAC names it.
+CRD_PLURALS = {(f"{crd['spec']['group']}/{v['name']}", crd["spec"]["names"]["kind"]): crd["spec"]["names"]["plural"]
+               for crd in (yaml.safe_load(p.read_text()) for p in sorted(CRD_DIR.glob("*.yaml")))
+               for v in crd["spec"]["versions"]}
+
+# The ACK CloudWatch controller's MetricAlarm, for the fields the chart sets: written
+# from its API reference (the CRD is not among tests/data/crds). Its spelling is
+# ACK's (`oKActions`); an unknown field is an error, as the server's pruning would
+# silently drop it.
+METRIC_ALARM = jsonschema.Draft4Validator({
+    "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {"spec": {"type": "object", "additionalProperties": False, "required": ["name"], "properties": {
+        **{key: {"type": "string"} for key in (
+            "name", "alarmDescription", "namespace", "metricName", "statistic", "comparisonOperator", "treatMissingData")},
+        **{key: {"type": "integer"} for key in ("period", "evaluationPeriods", "datapointsToAlarm")},
+        "threshold": {"type": "number"},
+        "actionsEnabled": {"type": "boolean"},
+        **{key: {"type": "array", "items": {"type": "string"}} for key in ("alarmActions", "oKActions")},
+        "dimensions": {"type": "array", "items": {"type": "object", "additionalProperties": False,
+                                                  "properties": {"name": {"type": "string"}, "value": {"type": "string"}}}},
+    }}},
+})
+CRDS[("cloudwatch.services.k8s.aws/v1alpha1", "MetricAlarm")] = METRIC_ALARM
 
 
 def validate(doc, version):
@@ -273,6 +296,39 @@ class ChartTest(unittest.TestCase):
         self.assertNotIn("demo-minilab-worker", bound, "the worker gets no Kubernetes permissions")
         no_tracking = render(VALUE_SETS["no-tracking"])
         self.assertNotIn("demo-minilab-api", {d["metadata"]["name"] for d in no_tracking if d["kind"] == "Role"})
+
+    def test_the_operator_reads_every_ack_object_the_chart_makes(self):
+        # For the PrometheusRule's Terminal/NotSynced alerts: the operator is told every
+        # ACK kind the chart renders, selects this release's objects, and may read them.
+        everything = merged(VALUE_SETS["aws"], {"ack": {"cloudwatch": {"enabled": True}}})
+        for values in (everything, merged(everything, {"queueUrl": "https://sqs.eu-west-1.amazonaws.com/444455556666/q",
+                                                       "ack": {"manage": {"queues": False, "buckets": False}}})):
+            docs = render(values)
+            made = {(d["apiVersion"], d["kind"]) for d in docs if d["apiVersion"].endswith(".services.k8s.aws/v1alpha1")}
+            operator = by_kind(docs, "Deployment")["demo-minilab-operator"]["spec"]["template"]["spec"]["containers"][0]
+            env = {e["name"]: e.get("value") for e in operator["env"]}
+            told = {tuple(k.rsplit("/", 1)) for k in env["MINILAB_AWS_RESOURCES"].split(",")}
+            self.assertEqual(told, made)
+            self.assertEqual(env["MINILAB_AWS_RESOURCES_SELECTOR"], "app.kubernetes.io/instance=demo")
+            for doc in docs:
+                if (doc["apiVersion"], doc["kind"]) in made:
+                    self.assertEqual(doc["metadata"]["labels"]["app.kubernetes.io/instance"], "demo", doc["metadata"]["name"])
+            [own] = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "demo-minilab-operator-own"]
+            readable = {(group, resource) for rule in own["rules"] if rule["verbs"] == ["get", "list", "watch"]
+                        for group in rule["apiGroups"] for resource in rule["resources"]}
+            for api_version, kind in made:
+                plural = CRD_PLURALS.get((api_version, kind), kind.lower() + "s")
+                self.assertIn((api_version.split("/")[0], plural), readable, kind)
+            [binding] = [d for d in docs if d["kind"] == "RoleBinding" and d["roleRef"]["name"] == "demo-minilab-operator-own"]
+            self.assertEqual(binding["subjects"][0]["name"], "demo-minilab-operator")
+        without = by_kind(render(VALUE_SETS["defaults"]), "Deployment")["demo-minilab-operator"]["spec"]["template"]["spec"]["containers"][0]
+        self.assertNotIn("MINILAB_AWS_RESOURCES", {e["name"] for e in without["env"]})
+        # The alerts on what the operator counts come with ACK.
+        monitored = merged(everything, {"serviceMonitor": {"enabled": True}, "networkPolicy": {"metricsFrom": [{"podSelector": {}}]}})
+        [rule] = by_kind(render(monitored), "PrometheusRule", "monitoring.coreos.com/").values()
+        alerts = {r["alert"]: r["expr"] for group in rule["spec"]["groups"] for r in group["rules"]}
+        self.assertIn('state="terminal"', alerts["MinilabAwsResourceTerminal"])
+        self.assertIn("MinilabAwsResourceNotSynced", alerts)
 
     def test_the_operator_watches_its_own_namespace_unless_told_otherwise(self):
         # Two releases in one cluster must never both reconcile a job: by default the
@@ -691,6 +747,36 @@ class ChartTest(unittest.TestCase):
         worker = by_kind(docs, "Deployment")["demo-minilab-worker"]["spec"]["template"]["spec"]["containers"][0]
         self.assertIn({"name": "MINILAB_QUEUE_URL", "value": url}, worker["env"])
         self.assertEqual(next(iter(by_kind(docs, "ScaledObject").values()))["spec"]["triggers"][0]["metadata"]["queueURL"], url)
+
+    def test_cloudwatch_alarms_on_the_dead_letter_queue_and_the_queues_age(self):
+        alarms_on = {"ack": {"cloudwatch": {"enabled": True, "alarmActions": [f"arn:aws:sns:eu-west-1:{ACCOUNT}:oncall"]}}}
+        alarms = by_kind(render(merged(VALUE_SETS["aws"], alarms_on)), "MetricAlarm", "cloudwatch.services.k8s.aws/")
+        self.assertEqual(sorted(alarms), ["demo-minilab-dead-letters", "demo-minilab-queue-behind"])
+        for alarm in alarms.values():
+            validate(alarm, KUBE_VERSIONS[0])
+            spec = alarm["spec"]
+            self.assertEqual((spec["namespace"], spec["statistic"], spec["comparisonOperator"]),
+                             ("AWS/SQS", "Maximum", "GreaterThanThreshold"))
+            self.assertEqual(spec["alarmActions"], [f"arn:aws:sns:eu-west-1:{ACCOUNT}:oncall"])
+            self.assertEqual(spec["oKActions"], spec["alarmActions"])
+            self.assertEqual(spec["treatMissingData"], "notBreaching", "an idle queue sends no data")
+            self.assertTrue(spec["name"].startswith("media-demo-minilab-"), "unique in the account and region")
+            self.assertEqual(alarm["metadata"]["annotations"]["services.k8s.aws/region"], "eu-west-1")
+        dead = alarms["demo-minilab-dead-letters"]["spec"]
+        self.assertEqual((dead["metricName"], dead["threshold"], dead["evaluationPeriods"]),
+                         ("ApproximateNumberOfMessagesVisible", 0, 1), "one message in the dead-letter queue alarms")
+        self.assertEqual(dead["dimensions"], [{"name": "QueueName", "value": "media-demo-minilab-events-dlq"}])
+        behind = alarms["demo-minilab-queue-behind"]["spec"]
+        self.assertEqual((behind["metricName"], behind["threshold"], behind["period"] * behind["evaluationPeriods"]),
+                         ("ApproximateAgeOfOldestMessage", 900, 900))
+        self.assertEqual(behind["dimensions"], [{"name": "QueueName", "value": "media-demo-minilab-events"}])
+        # A queue you bring: its age is alarmed under its own name; its dead-letter
+        # queue is yours.
+        existing = "https://sqs.eu-west-1.amazonaws.com/444455556666/shared-photo-events"
+        yours = by_kind(render(merged(VALUE_SETS["aws"], alarms_on, {"queueUrl": existing, "ack": {"manage": {"queues": False}}})),
+                        "MetricAlarm", "cloudwatch.services.k8s.aws/")
+        self.assertEqual([a["spec"]["dimensions"][0]["value"] for a in yours.values()], ["shared-photo-events"])
+        self.assertEqual(by_kind(render(VALUE_SETS["aws"]), "MetricAlarm", "cloudwatch.services.k8s.aws/"), {}, "off by default")
 
     def test_ack_iam_roles_are_least_privilege_and_trusted_by_one_service_account(self):
         docs = render(VALUE_SETS["aws"])
@@ -1415,6 +1501,14 @@ class RealApiServerTest(unittest.TestCase):
                       str(refused.exception))
         # Rendering without a cluster checks nothing: helm template still works.
         self.assertTrue(by_kind(render(VALUE_SETS["keda"]), "ScaledObject"))
+        # No cluster here serves the ACK CloudWatch controller's kind (its CRD is not
+        # among tests/data/crds): alarms asked for fail the install by name.
+        with self.assertRaises(hp.HelmError) as refused:
+            helm.install(str(CHART), "demo", merged(VALUE_SETS["aws"], {"crds": {"install": False}},
+                                                    {"ack": {"cloudwatch": {"enabled": True}}, "keda": {"enabled": False}}),
+                         namespace=namespace, timeout=60, dry_run="server")
+        self.assertIn("ack.cloudwatch.enabled needs the ACK CloudWatch controller: the cluster does not serve "
+                      "cloudwatch.services.k8s.aws/v1alpha1/MetricAlarm", str(refused.exception))
 
     def test_the_events_queue_names_its_dead_letter_queue_once_ack_made_it(self):
         # `helm install`, ACK makes the dead-letter queue, `helm upgrade`: the redrive

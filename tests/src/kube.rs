@@ -62,6 +62,10 @@ fn chart_python() -> String {
         .expect("MINILAB_CHART_PYTHON is not set: run these tests through ./tests/run")
 }
 
+/// Cluster-wide objects (CRDs): two tests applying one at once both find it missing
+/// and both create it, and one gets AlreadyExists.
+static CLUSTER_WIDE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn repository() -> PathBuf {
     PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo")).join("..")
 }
@@ -104,9 +108,6 @@ impl Cluster {
             String::from_utf8_lossy(&rendered.stderr)
         );
         {
-            // The CRD is cluster-wide: two tests applying it at once both find it
-            // missing and both create it, and one gets AlreadyExists.
-            static CLUSTER_WIDE: std::sync::Mutex<()> = std::sync::Mutex::new(());
             let _one_at_a_time = CLUSTER_WIDE.lock().unwrap_or_else(|e| e.into_inner());
             cluster.apply(&String::from_utf8(rendered.stdout).expect("YAML"));
         }
@@ -167,6 +168,31 @@ impl Cluster {
             .expect("kubectl stdin");
         drop(input);
         child.wait_with_output().expect("kubectl")
+    }
+
+    /// One of tests/data/crds (cluster-wide, kept), applied as the 1.20 server takes
+    /// it (client-side: the fields it does not know, CEL rules, are dropped; its
+    /// server-side apply refuses them), and Established.
+    pub fn install_crd(&self, file: &str) {
+        let path = repository().join("tests/data/crds").join(file);
+        let yaml = std::fs::read_to_string(&path).expect("a CRD of tests/data/crds");
+        // Named GROUP_PLURAL.yaml (controller-gen's names); the CRD is PLURAL.GROUP.
+        let (group, plural) = file
+            .trim_end_matches(".yaml")
+            .split_once('_')
+            .expect("a file named GROUP_PLURAL.yaml");
+        {
+            let _one_at_a_time = CLUSTER_WIDE.lock().unwrap_or_else(|e| e.into_inner());
+            let args = ["apply", "--validate=false", "-f", "-"];
+            let output = self.try_kubectl(&args, Some(&yaml));
+            assert!(
+                output.status.success(),
+                "kubectl apply {file}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let crd = format!("crd/{plural}.{group}");
+        self.kubectl(&["wait", "--for=condition=Established", "--timeout=60s", &crd]);
     }
 
     /// `kubectl apply -f -` of `yaml`.

@@ -115,6 +115,108 @@ async fn wait_metric(metrics_url: &str, sample: &str, value: f64) {
     }
 }
 
+/// Waits (at most 20 s) for a gauge on `/metrics` to read exactly `value`.
+async fn wait_gauge(metrics_url: &str, sample: &str, value: f64) {
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = metric(&http, metrics_url, sample).await;
+        if now == value {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{sample} is {now}, never {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What the ACK controllers write into the conditions of the release's AWS
+/// resources reaches `minilab_operator_aws_resources` (the PrometheusRule's
+/// Terminal and NotSynced alerts), read by the operator with the chart's RBAC for
+/// the kinds it makes: pending, Terminal, fixed, deleted; another release's objects
+/// are not counted.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs LocalStack and a kube-apiserver: ./tests/run starts them and runs this"]
+async fn the_operator_counts_what_ack_reports_of_the_releases_aws_resources() {
+    let cluster = Cluster::install(&json!({
+        "queueUrl": "",
+        "awsIdentity": "irsa",
+        "ack": {"enabled": true, "accountId": "111122223333",
+                "oidcProvider": "oidc.eks.us-east-1.amazonaws.com/id/EXAMPLE",
+                "manage": {"buckets": false}},
+    }));
+    cluster.install_crd("sqs.services.k8s.aws_queues.yaml");
+    let release = cluster.namespace.clone(); // render.py names the release after it
+    let queue = |name: &str, instance: &str| {
+        format!(
+            "apiVersion: sqs.services.k8s.aws/v1alpha1\nkind: Queue\nmetadata:\n  name: {name}\n  \
+             labels: {{app.kubernetes.io/instance: {instance}}}\nspec: {{queueName: {name}}}\n"
+        )
+    };
+    for (name, instance) in [
+        ("events", release.as_str()),
+        ("events-dlq", release.as_str()),
+        ("theirs", "other"),
+    ] {
+        cluster.apply(&queue(name, instance));
+    }
+    let report = |name: &str, conditions: &[(&str, &str)]| {
+        let conditions: Vec<Value> = conditions
+            .iter()
+            .map(|(type_, status)| json!({"type": type_, "status": status}))
+            .collect();
+        let patch = json!({"status": {"conditions": conditions}}).to_string();
+        cluster.kubectl(&[
+            "patch",
+            "queue",
+            name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &patch,
+        ]);
+    };
+    let stack = Stack::connect().await;
+    let env = stack.env(EnvOptions::default()).await;
+    let selector = format!("app.kubernetes.io/instance={release}");
+    let (_operator, metrics) = cluster.operator(
+        &stack,
+        &env,
+        &[
+            "--aws-resources",
+            "sqs.services.k8s.aws/v1alpha1/Queue",
+            "--aws-resources-selector",
+            &selector,
+        ],
+    );
+    let sample =
+        |state: &str| format!("minilab_operator_aws_resources{{kind=\"Queue\",state=\"{state}\"}}");
+
+    // Made, nothing reported yet: both pending.
+    wait_gauge(&metrics, &sample("pending"), 2.0).await;
+    wait_gauge(&metrics, &sample("terminal"), 0.0).await;
+    // SQS refused one (ACK does not retry), synced the other.
+    report(
+        "events",
+        &[("ACK.ResourceSynced", "False"), ("ACK.Terminal", "True")],
+    );
+    report("events-dlq", &[("ACK.ResourceSynced", "True")]);
+    wait_gauge(&metrics, &sample("terminal"), 1.0).await;
+    wait_gauge(&metrics, &sample("synced"), 1.0).await;
+    wait_gauge(&metrics, &sample("pending"), 0.0).await;
+    // Fixed; then one deleted.
+    report(
+        "events",
+        &[("ACK.ResourceSynced", "True"), ("ACK.Terminal", "False")],
+    );
+    wait_gauge(&metrics, &sample("terminal"), 0.0).await;
+    wait_gauge(&metrics, &sample("synced"), 2.0).await;
+    cluster.kubectl(&["delete", "queue", "events-dlq"]);
+    wait_gauge(&metrics, &sample("synced"), 1.0).await;
+}
+
 /// `minilab api --kube-tracking` as the chart's api ServiceAccount writes
 /// `upload-{id}` with the upload's key, buckets, expiry and a TTL; a cluster that
 /// refuses (RBAC: the worker's account may not create ImageJobs) or cannot be reached

@@ -122,6 +122,9 @@ readinessProbe:
 {{- if .Values.ack.cloudfront.enabled -}}
 {{- $needed = append $needed (list "cloudfront.services.k8s.aws/v1alpha1/Distribution" "ack.cloudfront.enabled needs the ACK CloudFront controller") -}}
 {{- end -}}
+{{- if .Values.ack.cloudwatch.enabled -}}
+{{- $needed = append $needed (list "cloudwatch.services.k8s.aws/v1alpha1/MetricAlarm" "ack.cloudwatch.enabled needs the ACK CloudWatch controller") -}}
+{{- end -}}
 {{- if .Values.ack.route53.enabled -}}
 {{- $needed = append $needed (list "route53.services.k8s.aws/v1alpha1/RecordSet" "ack.route53.enabled needs the ACK Route 53 controller") -}}
 {{- end -}}
@@ -132,6 +135,33 @@ readinessProbe:
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- end -}}
+
+{{/* The kinds the chart makes through ACK, as a JSON list of [group, Kind, plural]
+     (all v1alpha1): the operator counts their objects by what their controllers
+     report (MINILAB_AWS_RESOURCES) and may list and watch them (rbac.yaml). */}}
+{{- define "minilab.ackKinds" -}}
+{{- $kinds := list -}}
+{{- if .Values.ack.enabled -}}
+{{- $kinds = append $kinds (list "iam.services.k8s.aws" "Role" "roles") -}}
+{{- if .Values.ack.manage.buckets -}}
+{{- $kinds = append $kinds (list "s3.services.k8s.aws" "Bucket" "buckets") -}}
+{{- end -}}
+{{- if .Values.ack.manage.queues -}}
+{{- $kinds = append $kinds (list "sqs.services.k8s.aws" "Queue" "queues") -}}
+{{- end -}}
+{{- if .Values.ack.cloudfront.enabled -}}
+{{- $kinds = append $kinds (list "cloudfront.services.k8s.aws" "Distribution" "distributions") -}}
+{{- $kinds = append $kinds (list "cloudfront.services.k8s.aws" "OriginAccessControl" "originaccesscontrols") -}}
+{{- end -}}
+{{- if .Values.ack.route53.enabled -}}
+{{- $kinds = append $kinds (list "route53.services.k8s.aws" "RecordSet" "recordsets") -}}
+{{- end -}}
+{{- if .Values.ack.cloudwatch.enabled -}}
+{{- $kinds = append $kinds (list "cloudwatch.services.k8s.aws" "MetricAlarm" "metricalarms") -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $kinds -}}
 {{- end -}}
 
 {{/* Proxies in front of the API that append to X-Forwarded-For: api.trustedProxyHops,
