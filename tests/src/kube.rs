@@ -170,29 +170,42 @@ impl Cluster {
         child.wait_with_output().expect("kubectl")
     }
 
-    /// One of tests/data/crds (cluster-wide, kept), applied as the 1.20 server takes
-    /// it (client-side: the fields it does not know, CEL rules, are dropped; its
-    /// server-side apply refuses them), and Established.
-    pub fn install_crd(&self, file: &str) {
-        let path = repository().join("tests/data/crds").join(file);
-        let yaml = std::fs::read_to_string(&path).expect("a CRD of tests/data/crds");
-        // Named GROUP_PLURAL.yaml (controller-gen's names); the CRD is PLURAL.GROUP.
-        let (group, plural) = file
-            .trim_end_matches(".yaml")
-            .split_once('_')
-            .expect("a file named GROUP_PLURAL.yaml");
-        {
-            let _one_at_a_time = CLUSTER_WIDE.lock().unwrap_or_else(|e| e.into_inner());
-            let args = ["apply", "--validate=false", "-f", "-"];
-            let output = self.try_kubectl(&args, Some(&yaml));
-            assert!(
-                output.status.success(),
-                "kubectl apply {file}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        let crd = format!("crd/{plural}.{group}");
-        self.kubectl(&["wait", "--for=condition=Established", "--timeout=60s", &crd]);
+    /// Every CRD of tests/data/crds (cluster-wide, kept) as the tests' 1.20 servers
+    /// take them (tests/chart/crds.py), applied server-side, as the chart tests do,
+    /// and Established.
+    pub fn install_crds(&self) {
+        let printed = Command::new(chart_python())
+            .arg(repository().join("tests/chart/crds.py"))
+            .output()
+            .expect("running tests/chart/crds.py");
+        assert!(
+            printed.status.success(),
+            "crds.py: {}",
+            String::from_utf8_lossy(&printed.stderr)
+        );
+        let yaml = String::from_utf8(printed.stdout).expect("YAML");
+        let _one_at_a_time = CLUSTER_WIDE.lock().unwrap_or_else(|e| e.into_inner());
+        let args = [
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--validate=false",
+            "-f",
+            "-",
+        ];
+        let output = self.try_kubectl(&args, Some(&yaml));
+        assert!(
+            output.status.success(),
+            "kubectl apply of tests/data/crds: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let names = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| line.split_whitespace().next().map(str::to_owned))
+            .collect::<Vec<_>>();
+        let mut wait = vec!["wait", "--for=condition=Established", "--timeout=60s"];
+        wait.extend(names.iter().map(String::as_str));
+        self.kubectl(&wait);
     }
 
     /// `kubectl apply -f -` of `yaml`.

@@ -2,6 +2,7 @@
 //! [`Lab`] is a `minilab up`; [`aws`] sets up LocalStack resources and runs
 //! `minilab api` and `minilab worker` against them.
 
+pub mod ack;
 pub mod aws;
 pub mod kube;
 

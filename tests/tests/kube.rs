@@ -147,7 +147,7 @@ async fn the_operator_counts_what_ack_reports_of_the_releases_aws_resources() {
                 "oidcProvider": "oidc.eks.us-east-1.amazonaws.com/id/EXAMPLE",
                 "manage": {"buckets": false}},
     }));
-    cluster.install_crd("sqs.services.k8s.aws_queues.yaml");
+    cluster.install_crds();
     let release = cluster.namespace.clone(); // render.py names the release after it
     let queue = |name: &str, instance: &str| {
         format!(

@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use minilab_tests::Api;
+use minilab_tests::ack::Controllers;
 use minilab_tests::aws::{Env, EnvOptions, Stack};
 use minilab_tests::kube::{Admin, Cluster, batch_job, photos_bucket};
 use serde_json::{Value, json};
@@ -37,31 +38,40 @@ fn var(name: &str) -> String {
     })
 }
 
-/// Values for LocalStack as the pods reach it: its endpoint, test credentials and
-/// path-style addressing through `extraEnv`, the queue at that address; the image
-/// ./tests/run imported into the node's containerd (never pulled: no registry is
-/// reachable). Everything else is the chart's defaults, but for a smaller worker CPU
-/// request (the node has 2 cores).
-fn values(env: &Env) -> Value {
-    let endpoint = var("MINILAB_NODE_LOCALSTACK_URL");
-    let queue_path = env.queue_url.splitn(4, '/').nth(3).unwrap();
+/// The image ./tests/run imported into the node's containerd (never pulled: no
+/// registry is reachable).
+fn node_image() -> Value {
     let (repository, tag) = var("MINILAB_NODE_IMAGE")
         .rsplit_once(':')
         .map(|(r, t)| (r.to_owned(), t.to_owned()))
         .unwrap();
+    json!({"repository": repository, "tag": tag, "pullPolicy": "Never"})
+}
+
+/// LocalStack as the pods reach it, through `extraEnv`: its endpoint, path-style
+/// addressing, and `access_key` (LocalStack's account when it is 12 digits).
+fn localstack_env(access_key: &str) -> Value {
+    json!([
+        {"name": "AWS_ENDPOINT_URL", "value": var("MINILAB_NODE_LOCALSTACK_URL")},
+        {"name": "MINILAB_S3_PATH_STYLE", "value": "true"},
+        {"name": "AWS_ACCESS_KEY_ID", "value": access_key},
+        {"name": "AWS_SECRET_ACCESS_KEY", "value": "test"},
+    ])
+}
+
+/// Values for LocalStack as the pods reach it (credentials from extraEnv: no IAM
+/// roles), the queue at that address, the node's image. Everything else is the
+/// chart's defaults, but for a smaller worker CPU request (the node has 2 cores).
+fn values(env: &Env) -> Value {
+    let endpoint = var("MINILAB_NODE_LOCALSTACK_URL");
+    let queue_path = env.queue_url.splitn(4, '/').nth(3).unwrap();
     json!({
-        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+        "image": node_image(),
         "region": minilab_tests::aws::REGION,
         "buckets": {"uploads": env.uploads, "processed": env.processed},
         "queueUrl": format!("{endpoint}/{queue_path}"),
-        // Credentials from extraEnv: no IAM roles.
         "awsIdentity": "none",
-        "extraEnv": [
-            {"name": "AWS_ENDPOINT_URL", "value": endpoint},
-            {"name": "MINILAB_S3_PATH_STYLE", "value": "true"},
-            {"name": "AWS_ACCESS_KEY_ID", "value": "test"},
-            {"name": "AWS_SECRET_ACCESS_KEY", "value": "test"},
-        ],
+        "extraEnv": localstack_env("test"),
         "worker": {"resources": {"requests": {"cpu": "500m"}}},
         // Batches trickle in (2 items a second), so faults land mid-batch.
         "operator": {"batchRate": 2},
@@ -118,17 +128,10 @@ async fn release() -> (&'static Release, Turn) {
                 "helm install to every pod ready: {:.1} s",
                 started.elapsed().as_secs_f64()
             );
-            let ip = cluster.kubectl(&[
-                "get",
-                "service",
-                &format!("{RELEASE}-minilab-api"),
-                "-o",
-                "jsonpath={.spec.clusterIP}",
-            ]);
             Release {
+                api_url: api_url(&cluster, RELEASE),
                 cluster,
                 env,
-                api_url: format!("http://{}", ip.trim()),
             }
         })
         .await;
@@ -137,12 +140,30 @@ async fn release() -> (&'static Release, Turn) {
 
 /// `kubectl rollout status` of a component's Deployment, within 3 minutes.
 fn rollout_status(cluster: &Cluster, component: &str) {
+    rollout_status_of(cluster, RELEASE, component);
+}
+
+/// `kubectl rollout status` of a release's component, within 3 minutes.
+fn rollout_status_of(cluster: &Cluster, release: &str, component: &str) {
     cluster.kubectl(&[
         "rollout",
         "status",
-        &format!("deployment/{RELEASE}-minilab-{component}"),
+        &format!("deployment/{release}-minilab-{component}"),
         "--timeout=180s",
     ]);
+}
+
+/// The API's Service of a release, as the host reaches it (its ClusterIP, through
+/// kube-proxy).
+fn api_url(cluster: &Cluster, release: &str) -> String {
+    let ip = cluster.kubectl(&[
+        "get",
+        "service",
+        &format!("{release}-minilab-api"),
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    format!("http://{}", ip.trim())
 }
 
 /// The name of the component's first pod.
@@ -540,4 +561,148 @@ async fn after_drain_and_uncordon_everything_comes_back() {
         )
         .await;
     assert_eq!(api.wait_final(&id).await["state"], "succeeded");
+}
+
+/// `layer` merged into `base`, objects key by key (as Helm merges values files).
+fn merged(mut base: Value, layer: Value) -> Value {
+    match (&mut base, layer) {
+        (Value::Object(base), Value::Object(layer)) => {
+            for (key, value) in layer {
+                let merged_value = merged(base.remove(&key).unwrap_or(Value::Null), value);
+                base.insert(key, merged_value);
+            }
+        }
+        (base, layer) => *base = layer,
+    }
+    base
+}
+
+/// The README's photos.yaml, as written there.
+fn readme_photos_yaml() -> Value {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let block = readme
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|rest| rest.split("```").next())
+        .find(|block| block.starts_with("# photos.yaml"))
+        .expect("the README's photos.yaml");
+    serde_yaml::from_str(block).unwrap()
+}
+
+/// The README's "Deploy on EKS" as written, as pods: its photos.yaml, `helm
+/// install`, then the `kubectl wait` and `helm upgrade` NOTES.txt names after each
+/// step until it names none, with the ACK controllers played against LocalStack
+/// (tests/src/ack.rs: the buckets, queues and S3 notification made from the chart's
+/// specs); the publish hook puts the page in the site bucket, and a photo uploaded
+/// through the API's Service is processed by the worker pod and listed by `kubectl
+/// get imagejobs` as Succeeded 1/1 with its recipe, as the README shows. Added to the
+/// values: the node's image, LocalStack's address and an access key naming the
+/// README's account, a smaller worker CPU request (2 cores), and the ImageJob CRD
+/// left to the shared release, which owns it.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the node: ./tests/run starts it and runs this"]
+async fn the_readmes_install_steps_run_as_pods() {
+    let (_shared, _turn) = release().await;
+    let release = "photos";
+    let cluster = Arc::new(Cluster::new(Admin::node()));
+    cluster.install_crds();
+    let photos = readme_photos_yaml();
+    let account = photos["ack"]["accountId"].as_str().unwrap().to_owned();
+    let region = photos["region"].as_str().unwrap().to_owned();
+    let values = merged(
+        photos.clone(),
+        json!({
+            "image": node_image(),
+            "crds": {"install": false},
+            "extraEnv": localstack_env(&account),
+            "worker": {"resources": {"requests": {"cpu": "250m"}}},
+        }),
+    );
+    let localstack = minilab_tests::aws::localstack_url();
+    let mut controllers = Controllers::new(&localstack, &account, &region).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let played = tokio::spawn({
+        let (cluster, stop) = (cluster.clone(), stop.clone());
+        async move {
+            while !stop.load(Ordering::Relaxed) {
+                controllers.reconcile(&cluster).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    });
+
+    let mut action = "install";
+    for step in 1.. {
+        let started = Instant::now();
+        let done = tokio::task::spawn_blocking({
+            let (cluster, values) = (cluster.clone(), values.clone());
+            move || cluster.helm(action, release, &values)
+        })
+        .await
+        .unwrap();
+        let notes = done["notes"].as_str().unwrap_or_default().to_owned();
+        eprintln!(
+            "helm {action} (step {step}): {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        // What AWS is making, waited for as the notes say (the last step's notes
+        // name the distribution and the DNS records).
+        let wait = notes
+            .lines()
+            .find_map(|line| {
+                line.trim()
+                    .strip_prefix("kubectl wait --for=condition=ACK.ResourceSynced")
+            })
+            .unwrap_or_else(|| panic!("no kubectl wait in the notes:\n{notes}"));
+        let mut command = vec!["wait", "--for=condition=ACK.ResourceSynced"];
+        command.extend(wait.split_whitespace());
+        cluster.kubectl(&command);
+        if !notes.contains("NEXT") {
+            assert!(
+                notes.contains("The site: https://photos.example.com"),
+                "{notes}"
+            );
+            break;
+        }
+        assert!(step < 3, "still a next step after {step}:\n{notes}");
+        let upgrade = format!(
+            "helm upgrade {release} CHART -n {} -f VALUES.yaml",
+            cluster.namespace
+        );
+        assert!(notes.contains(&upgrade), "{notes}");
+        action = "upgrade";
+    }
+    for component in COMPONENTS {
+        rollout_status_of(&cluster, release, component);
+    }
+    let site = Controllers::new(&localstack, &account, &region).await;
+    let bucket = photos["buckets"]["site"].as_str().unwrap();
+    assert!(
+        site.has_object(bucket, "index.html").await,
+        "the page in {bucket}"
+    );
+
+    let api = Api::new(api_url(&cluster, release));
+    let id = api
+        .upload_jpeg("photo.jpg", &minilab_tests::photo("photo-small.jpg"), "web")
+        .await;
+    let status = api.wait_final(&id).await;
+    assert_eq!(status["state"], "succeeded", "{status}");
+    let job = format!("upload-{id}");
+    cluster.watch_job(&job, Duration::from_secs(120), |job| {
+        job["status"]["phase"] == "Succeeded"
+    });
+    // As the README shows it: NAME PHASE PROGRESS RECIPE AGE.
+    let table = cluster.kubectl(&["get", "imagejobs"]);
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        row[..4],
+        [job.as_str(), "Succeeded", "1/1", "web"],
+        "{table}"
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    played.await.unwrap();
+    // Dropping the cluster deletes its namespace: the release and what it kept.
 }
