@@ -151,7 +151,7 @@ pub fn internal_router(state: ApiState) -> Router {
     let router = Router::new().route("/metrics", get(probes::metrics));
     let router = if state.peer_words.is_some() {
         router.route(
-            "/internal/v1/changes",
+            minilab_service::peer_words::CHANGES_PATH,
             axum::routing::post(peers::changed).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
         )
     } else {

@@ -17,8 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
-/// Where the API instances take word of changes.
-pub const CHANGES_PATH: &str = "/internal/v1/changes";
+pub use minilab_service::peer_words::CHANGES_PATH;
 /// The longest one word may take to be delivered.
 const TIMEOUT: Duration = Duration::from_millis(200);
 /// How long a lookup of the targets' addresses is used (pods come and go).
