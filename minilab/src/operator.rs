@@ -6,10 +6,8 @@ use async_trait::async_trait;
 use axum::Router;
 use axum::routing::get;
 use clap::Args;
-use futures::StreamExt;
 use kube::api::{Api, ApiResource, PostParams};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::{Controller, watcher};
 use kube_lease_manager::LeaseManagerBuilder;
 use minilab_api::tracking::{TrackedUpload, UploadTracker};
 use minilab_operator::ImageJob;
@@ -204,18 +202,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         };
         // Stop reconciling at shutdown or when the Lease is lost, whichever is first.
         let stop = shutdown.child_token();
-        let controller = Controller::new(api, watcher::Config::default())
-            .graceful_shutdown_on(stop.clone().cancelled_owned())
-            .run(
-                controller::reconcile,
-                controller::error_policy,
-                context.clone(),
-            )
-            .for_each(|result| async move {
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "controller");
-                }
-            });
+        let controller = controller::run(api, context.clone(), stop.clone());
         tokio::pin!(controller);
         loop {
             tokio::select! {

@@ -19,16 +19,19 @@ use crate::status::{
     Decision, Observed, Settings, Work, deletion_due, next_status, status_patch, validate,
 };
 use crate::upload;
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
-use kube::runtime::controller::Action;
+use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use minilab_core::event::WorkItem;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
@@ -92,6 +95,28 @@ impl Error {
 
 /// What the controller watches.
 pub type Watched = DeserializeGuard<ImageJob>;
+
+/// Reconciles the ImageJobs `api` sees until `stop`: a job when it appears or its
+/// spec changes (a new generation), and when the requeue its last reconcile chose
+/// comes due. A status write, the operator's own, triggers nothing: it would cost a
+/// reconcile's S3 reads to learn nothing new.
+pub async fn run(api: Api<Watched>, context: Arc<Context>, stop: CancellationToken) {
+    let (reader, writer) = reflector::store();
+    let jobs = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    Controller::for_stream(jobs, reader)
+        .graceful_shutdown_on(stop.cancelled_owned())
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "controller");
+            }
+        })
+        .await;
+}
 
 /// One pass over one ImageJob. Errors are retried by [`error_policy`] with backoff.
 pub async fn reconcile(object: Arc<Watched>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -166,6 +191,7 @@ async fn observe(job: &ImageJob, ctx: &Context) -> Result<Observed, Error> {
                 key,
                 &spec.destination.bucket,
                 &spec.destination.prefix,
+                job.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running),
             )
             .await?,
         )),

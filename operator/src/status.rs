@@ -382,7 +382,7 @@ fn set_condition(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! The rules of every phase, from fixtures: jobs as the API server returns them and
     //! observations as the buckets would give them.
     use super::*;
@@ -438,7 +438,8 @@ mod tests {
         job(spec_with, status)
     }
 
-    fn manifest(failed: bool) -> Manifest {
+    /// A manifest of one output (or a failure), for the operator's tests.
+    pub(crate) fn manifest(failed: bool) -> Manifest {
         Manifest {
             version: Manifest::VERSION,
             id: None,

@@ -17,23 +17,28 @@ pub struct UploadObservation {
     pub stored: bool,
 }
 
-/// Reads the upload's manifest, and whether its source arrived when there is none.
+/// Reads what one poll needs, one request while nothing changes: until the source
+/// has been seen (`arrived`, from the job's phase), whether it arrived now (no
+/// manifest can exist before it); from then on, the manifest.
 pub async fn observe(
     observer: &dyn Observer,
     source_bucket: &str,
     key: &str,
     destination_bucket: &str,
     destination_prefix: &str,
+    arrived: bool,
 ) -> Result<UploadObservation, ObserveError> {
-    let manifest = observer
-        .manifest(
-            destination_bucket,
-            &keys::manifest_key_in(destination_prefix),
-        )
-        .await?;
-    let stored = match manifest {
-        Some(_) => true,
-        None => observer.exists(source_bucket, key).await?,
+    let stored = arrived || observer.exists(source_bucket, key).await?;
+    let manifest = match stored {
+        true => {
+            observer
+                .manifest(
+                    destination_bucket,
+                    &keys::manifest_key_in(destination_prefix),
+                )
+                .await?
+        }
+        false => None,
     };
     Ok(UploadObservation { manifest, stored })
 }
@@ -106,4 +111,63 @@ fn from_manifest(manifest: &Manifest) -> Verdict {
         }
     }
     verdict
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use std::sync::Mutex;
+
+    /// A bucket pair holding the source or not, and a manifest or not; it notes
+    /// each read.
+    struct Buckets {
+        source: bool,
+        manifest: Option<Manifest>,
+        reads: Mutex<Vec<&'static str>>,
+    }
+
+    #[async_trait]
+    impl Observer for Buckets {
+        async fn manifest(&self, _: &str, _: &str) -> Result<Option<Manifest>, ObserveError> {
+            self.reads.lock().unwrap().push("manifest");
+            Ok(self.manifest.clone())
+        }
+        async fn exists(&self, _: &str, _: &str) -> Result<bool, ObserveError> {
+            self.reads.lock().unwrap().push("source");
+            Ok(self.source)
+        }
+        async fn list(&self, _: &str, _: &str, _: usize) -> Result<Vec<String>, ObserveError> {
+            unreachable!("upload jobs never list")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_poll_reads_one_object_until_something_changes() {
+        // (source stored, manifest written, arrived before) → reads, what is seen
+        let cases = [
+            (false, false, false, vec!["source"], false),
+            (true, false, false, vec!["source", "manifest"], false),
+            (true, true, false, vec!["source", "manifest"], true),
+            (true, false, true, vec!["manifest"], false),
+            (true, true, true, vec!["manifest"], true),
+        ];
+        for (source, written, arrived, reads, finished) in cases {
+            let buckets = Buckets {
+                source,
+                manifest: written.then(|| crate::status::tests::manifest(false)),
+                reads: Mutex::default(),
+            };
+            let seen = observe(&buckets, "up", "uploads/x/a.jpg", "out", "x/", arrived)
+                .await
+                .unwrap();
+            assert_eq!(
+                *buckets.reads.lock().unwrap(),
+                reads,
+                "{source} {written} {arrived}"
+            );
+            assert_eq!(seen.manifest.is_some(), finished);
+            assert_eq!(seen.stored, source);
+        }
+    }
 }
