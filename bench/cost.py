@@ -226,7 +226,7 @@ class Bench:
         self.kubeconfigs = {account: service_account_kubeconfig(NAMESPACE, f"{NAMESPACE}-{account}", workdir)
                             for account in ("api", "operator")}
         self.operator = Minilab(["operator", "--watch-namespace", NAMESPACE, "--queue-url", self.queue,
-                                 "--metrics-listen", "127.0.0.1:0"],
+                                 "--metrics-listen", "127.0.0.1:0", "--peer-secret", SECRET],
                                 {**self.env, "KUBECONFIG": str(self.kubeconfigs["operator"]),
                                  "POD_NAMESPACE": NAMESPACE}, "minilab operator")
         self.api = self.worker = None
@@ -241,7 +241,8 @@ class Bench:
         env = {**self.env, "KUBECONFIG": str(self.kubeconfigs["api"])}
         self.api = Minilab(["api", *flags, *(["--kube-tracking"] if tracking else [])], env, "minilab api metrics")
         self.worker = Minilab(["worker", "--queue-url", self.queue, "--metrics-listen", "127.0.0.1:0",
-                               "--concurrency", "2", "--announce-to", self.api.address("metrics"),
+                               "--concurrency", "2",
+                               "--announce-to", f"{self.api.address('metrics')},{self.operator.address('metrics')}",
                                "--peer-secret", SECRET], self.env, "minilab worker consuming")
 
     def request(self, method, path, body=None):
@@ -376,6 +377,7 @@ def main():
         try:
             for tracking in (False, True):
                 bench.start(tracking)
+                bench.upload("web")  # not counted: the processes' first connections
                 for recipe in ("large", "web"):
                     ids = []
                     result = bench.measure(args.images, lambda: (

@@ -188,7 +188,7 @@ pub struct WorkerArgs {
 }
 
 /// The secret the workers sign word of changes with, shared by both sides.
-fn peer_secret(secret: &str) -> anyhow::Result<Arc<[u8]>> {
+pub(crate) fn peer_secret(secret: &str) -> anyhow::Result<Arc<[u8]>> {
     minilab_core::webhook::signing_secret(secret.as_bytes(), "--peer-secret (MINILAB_PEER_SECRET)")
         .map(Arc::from)
         .map_err(anyhow::Error::msg)

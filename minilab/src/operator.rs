@@ -4,22 +4,29 @@
 use anyhow::Context as _;
 use async_trait::async_trait;
 use axum::Router;
-use axum::routing::get;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
 use clap::Args;
 use kube::api::{Api, ApiResource, PostParams};
 use kube::runtime::events::{Recorder, Reporter};
 use kube_lease_manager::LeaseManagerBuilder;
 use minilab_api::tracking::{TrackedUpload, UploadTracker};
+use minilab_core::UploadId;
+use minilab_core::webhook::SIGNATURE_HEADER;
 use minilab_operator::ImageJob;
 use minilab_operator::controller::{self, Context, Watched};
 use minilab_operator::metrics::Metrics;
 use minilab_operator::observe::{S3Observer, SqsWorkQueue, WorkQueue};
 use minilab_operator::status::Settings;
+use minilab_service::peer_words::{CHANGES_PATH, PeerWords, Refused};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Args, Debug)]
@@ -65,6 +72,12 @@ pub struct OperatorArgs {
     /// The label selector of the release's ACK objects among them.
     #[arg(long, env = "MINILAB_AWS_RESOURCES_SELECTOR", default_value = "")]
     aws_resources_selector: String,
+    /// The secret the workers sign word of changes with (`minilab worker
+    /// --peer-secret`): with it, the operator takes their word that an upload started
+    /// or finished on POST /internal/v1/changes beside /metrics, and polls upload jobs
+    /// only as a fallback.
+    #[arg(long, env = "MINILAB_PEER_SECRET", hide_env_values = true)]
+    peer_secret: Option<String>,
 }
 
 /// `minilab crd`: the ImageJob CustomResourceDefinition as YAML.
@@ -91,9 +104,17 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", args.metrics_listen))?;
     let metrics_address = listener.local_addr()?;
+    let words = args
+        .peer_secret
+        .as_deref()
+        .map(crate::aws::peer_secret)
+        .transpose()?
+        .map(|secret| Arc::new(PeerWords::new(secret)));
+    // Word of changes, for whichever term of leadership is reconciling.
+    let (told, _) = broadcast::channel::<UploadId>(1024);
     let health = {
         let metrics = metrics.clone();
-        Router::new()
+        let router = Router::new()
             .route("/livez", get(|| async { "ok" }))
             // A standby replica is ready too: it takes over when the leader goes.
             .route("/readyz", get(|| async { "ok" }))
@@ -103,7 +124,14 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
                     let metrics = metrics.clone();
                     async move { minilab_service::metrics::response(&metrics.registry) }
                 }),
-            )
+            );
+        match &words {
+            Some(words) => router.route(
+                CHANGES_PATH,
+                post(take_word).with_state((words.clone(), told.clone())),
+            ),
+            None => router,
+        }
     };
     let server_stop = shutdown.clone();
     tokio::spawn(async move {
@@ -157,6 +185,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
             .iter()
             .map(|recipe| recipe.name.clone())
             .collect(),
+        told_by_workers: words.is_some(),
         ..Settings::default()
     };
     let recorder = Recorder::new(
@@ -202,7 +231,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         };
         // Stop reconciling at shutdown or when the Lease is lost, whichever is first.
         let stop = shutdown.child_token();
-        let controller = controller::run(api, context.clone(), stop.clone());
+        let controller = controller::run(api, context.clone(), heard(&told), stop.clone());
         tokio::pin!(controller);
         loop {
             tokio::select! {
@@ -222,6 +251,42 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     let _ = lease_task.await;
     println!("minilab operator stopped");
     Ok(())
+}
+
+/// A worker's word that an upload changed: its job is reconciled now.
+async fn take_word(
+    State((words, told)): State<(Arc<PeerWords>, broadcast::Sender<UploadId>)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let signature = headers
+        .get(SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    match words.take(signature, &body) {
+        Ok(id) => {
+            // No reconciling term listening (a standby replica) is not an error.
+            let _ = told.send(id);
+            StatusCode::NO_CONTENT
+        }
+        Err(Refused::BadSignature) => StatusCode::UNAUTHORIZED,
+        Err(Refused::Replayed) => StatusCode::CONFLICT,
+        Err(Refused::BadBody) => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// The words heard from now on; one that falls behind skips ahead (the fallback
+/// poll covers what it missed).
+fn heard(told: &broadcast::Sender<UploadId>) -> impl futures::Stream<Item = UploadId> + use<> {
+    futures::stream::unfold(told.subscribe(), |mut receiver| async move {
+        loop {
+            match receiver.recv().await {
+                Ok(id) => return Some((id, receiver)),
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
 }
 
 /// `minilab api --kube-tracking`: ImageJobs in the pod's namespace, deleted

@@ -18,16 +18,19 @@ use crate::observe::{ObserveError, Observer, WorkQueue};
 use crate::status::{
     Decision, Observed, Settings, Work, deletion_due, next_status, status_patch, validate,
 };
+use crate::tracker::job_name;
 use crate::upload;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
+use minilab_core::UploadId;
 use minilab_core::event::WorkItem;
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,17 +100,31 @@ impl Error {
 pub type Watched = DeserializeGuard<ImageJob>;
 
 /// Reconciles the ImageJobs `api` sees until `stop`: a job when it appears or its
-/// spec changes (a new generation), and when the requeue its last reconcile chose
-/// comes due. A status write, the operator's own, triggers nothing: it would cost a
-/// reconcile's S3 reads to learn nothing new.
-pub async fn run(api: Api<Watched>, context: Arc<Context>, stop: CancellationToken) {
+/// spec changes (a new generation), when the requeue its last reconcile chose comes
+/// due, and when a worker's word (`told`) names its upload. A status write, the
+/// operator's own, triggers nothing: it would cost a reconcile's S3 reads to learn
+/// nothing new.
+pub async fn run(
+    api: Api<Watched>,
+    context: Arc<Context>,
+    told: impl Stream<Item = UploadId> + Send + 'static,
+    stop: CancellationToken,
+) {
     let (reader, writer) = reflector::store();
     let jobs = watcher(api, watcher::Config::default())
         .default_backoff()
         .reflect(writer)
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
+    let store = reader.clone();
+    // A word for a job not seen yet is dropped: its first reconcile reads S3 anyway.
+    let told = told.filter_map(move |id| {
+        let name = job_name(&id);
+        let found = store.find(|job| job.name_any() == name);
+        futures::future::ready(found.map(|job| ObjectRef::from_obj(&*job)))
+    });
     Controller::for_stream(jobs, reader)
+        .reconcile_on(told)
         .graceful_shutdown_on(stop.cancelled_owned())
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {

@@ -25,7 +25,14 @@ pub struct Settings {
     pub max_objects: usize,
     /// The recipes the workers know: a job naming another is invalid.
     pub recipes: BTreeSet<String>,
+    /// Whether the workers tell the operator when an upload starts and finishes
+    /// (`--peer-secret`): upload jobs are then read at that word, and polled only as
+    /// a fallback for a word lost, every [`UPLOAD_FALLBACK_POLL`].
+    pub told_by_workers: bool,
 }
+
+/// How often an upload job is read without word from the workers, when they give it.
+pub const UPLOAD_FALLBACK_POLL: Duration = Duration::from_secs(60);
 
 impl Default for Settings {
     fn default() -> Self {
@@ -37,6 +44,7 @@ impl Default for Settings {
                 .iter()
                 .map(|r| r.name.clone())
                 .collect(),
+            told_by_workers: false,
         }
     }
 }
@@ -231,7 +239,7 @@ pub fn next_status(
     let requeue = if more {
         Duration::from_secs(1)
     } else {
-        poll_interval(job, &status, now, settings.retry_after)
+        poll_interval(job, &status, now, settings)
     };
     Decision {
         status,
@@ -280,13 +288,14 @@ fn suspension(
 }
 
 /// Level-triggered polling with backoff: often while a job is young, less as it ages
-/// (a second per ten seconds of age, 2–60 s), and never past the moment the upload is
-/// given up, a retry is due or the deadline falls.
+/// (a second per ten seconds of age, 2–60 s; an upload job the workers tell of, every
+/// [`UPLOAD_FALLBACK_POLL`]), and never past the moment the upload is given up, a
+/// retry is due or the deadline falls.
 pub fn poll_interval(
     job: &ImageJob,
     status: &ImageJobStatus,
     now: Timestamp,
-    retry_after: SignedDuration,
+    settings: &Settings,
 ) -> Duration {
     let created = job
         .metadata
@@ -294,7 +303,10 @@ pub fn poll_interval(
         .as_ref()
         .map_or(now, |t| t.0);
     let age = now.duration_since(created).as_secs_f64().max(0.0);
-    let mut wait = (age / 10.0).clamp(2.0, 60.0);
+    let mut wait = match settings.told_by_workers && job.spec.source.key.is_some() {
+        true => UPLOAD_FALLBACK_POLL.as_secs_f64(),
+        false => (age / 10.0).clamp(2.0, 60.0),
+    };
     let mut cap = |at: Timestamp| {
         let until = at.duration_since(now).as_secs_f64();
         if until > 0.0 {
@@ -307,7 +319,7 @@ pub fn poll_interval(
         cap(upload::given_up_at(expires.0));
     }
     if let Some(last) = &status.last_enqueue_time {
-        cap(after(last.0, retry_after));
+        cap(after(last.0, settings.retry_after));
     }
     if let (Some(deadline), Some(start)) = (job.spec.active_deadline_seconds, &status.start_time) {
         cap(after(start.0, SignedDuration::from_secs(deadline)));
@@ -529,6 +541,26 @@ pub(crate) mod tests {
         let again = decide(&waiting, &upload(None, false), at(300));
         assert_eq!(again.status, decision.status);
         assert_eq!(again.requeue, Duration::from_secs(30));
+        // Told by the workers of each start and finish, the operator polls only as a
+        // fallback, and still at the moment the upload is given up.
+        let told = Settings {
+            told_by_workers: true,
+            ..settings()
+        };
+        let quiet = next_status(&fresh, &upload(None, false), &told, at(5));
+        assert_eq!(quiet.requeue, UPLOAD_FALLBACK_POLL);
+        // A URL that lapsed at creation: given up 60 s (core's grace) later.
+        let expiring = job(
+            json!({"source": {"uploadExpiresAt": at(0).to_string()}}),
+            Value::Null,
+        );
+        let capped = next_status(&expiring, &upload(None, false), &told, at(5)).requeue;
+        assert!(capped < UPLOAD_FALLBACK_POLL, "{capped:?}");
+        let polled_at = at(5) + SignedDuration::try_from(capped).unwrap();
+        assert!(
+            polled_at >= crate::upload::given_up_at(at(0)),
+            "{polled_at}"
+        );
 
         let running = with(&waiting, &decide(&waiting, &upload(None, true), at(20)));
         assert_eq!(

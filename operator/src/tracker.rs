@@ -5,11 +5,16 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use minilab_core::upload::TrackedUpload;
 
-/// The ImageJob of one upload, named `upload-{id}`, deleted by the operator
+/// The name of an upload's ImageJob.
+pub fn job_name(id: &minilab_core::UploadId) -> String {
+    format!("upload-{id}")
+}
+
+/// The ImageJob of one upload, named [`job_name`], deleted by the operator
 /// `ttl_after_finished` seconds after it finishes (never, when `None`).
 pub fn upload_job(upload: &TrackedUpload, ttl_after_finished: Option<i32>) -> ImageJob {
     let mut job = ImageJob::new(
-        &format!("upload-{}", upload.id),
+        &job_name(&upload.id),
         ImageJobSpec {
             source: ImageSource {
                 bucket: upload.uploads_bucket.clone(),

@@ -539,9 +539,10 @@ class ChartTest(unittest.TestCase):
                     opened.setdefault(port["port"], []).append(rule.get("from"))
             ports = {p["name"]: p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]}
             self.assertEqual(set(opened), set(ports.values()))
-            # Metrics only to the scrapers; the API's also to the workers' word of changes.
+            # Metrics only to the scrapers; the API's and the operator's also to the
+            # workers' word of changes.
             workers = [{"podSelector": {"matchLabels": deployments["demo-minilab-worker"]["spec"]["selector"]["matchLabels"]}}]
-            expected = [scrapers, workers] if "http" in ports else [scrapers]
+            expected = [scrapers] if name == "demo-minilab-worker" else [scrapers, workers]
             self.assertEqual(opened[ports["metrics"]], expected, name)
             if "http" in ports:
                 self.assertEqual(opened[ports["http"]], [None], "the API's HTTP from anywhere")
@@ -591,7 +592,7 @@ class ChartTest(unittest.TestCase):
                 # No scrapers named: metrics open to nobody but the workers' word.
                 for rule in policy["spec"]["ingress"] or []:  # none: nothing may connect
                     if any(p["port"] == 9090 for p in rule["ports"]):
-                        self.assertEqual(component, "api", f"{name}: {rule}")
+                        self.assertIn(component, ("api", "operator"), f"{name}: {rule}")
                         self.assertEqual([list(peer) for peer in rule["from"]], [["podSelector"]])
             self.assertLessEqual({53, 443}, egress_ports(policies["worker"]))
             extra = egress_ports(policies["worker"]) - {53, 443, 9090}
@@ -1191,30 +1192,32 @@ class ChartTest(unittest.TestCase):
         self.assertEqual((env["MINILAB_READS_PER_MINUTE"], env["MINILAB_READ_BURST"]), ("600", "120"))
         self.assertEqual(env["MINILAB_UPLOAD_BYTES_PER_HOUR"], "2147483648")
 
-    def test_workers_tell_every_ready_api_pod_with_the_shared_secret(self):
+    def test_workers_tell_every_ready_api_and_operator_pod_with_the_shared_secret(self):
         docs = render(BASE)
         deployments = by_kind(docs, "Deployment")
         def env(component):
             container = deployments[f"demo-minilab-{component}"]["spec"]["template"]["spec"]["containers"][0]
             return {e["name"]: e for e in container["env"]}
-        peers = by_kind(docs, "Service")["demo-minilab-api-peers"]["spec"]
-        # Headless (one address per pod), ready pods only, the API pods' metrics port.
-        self.assertEqual(peers["clusterIP"], "None")
-        self.assertFalse(peers["publishNotReadyAddresses"])
-        self.assertEqual(peers["selector"], deployments["demo-minilab-api"]["spec"]["selector"]["matchLabels"])
-        api_ports = {p["name"]: p["containerPort"]
-                     for p in deployments["demo-minilab-api"]["spec"]["template"]["spec"]["containers"][0]["ports"]}
-        [port] = peers["ports"]
-        self.assertEqual((port["port"], port["targetPort"]), (api_ports["metrics"], "metrics"))
-        self.assertEqual(env("api")["MINILAB_METRICS_LISTEN"]["value"], f"0.0.0.0:{api_ports['metrics']}")
-        self.assertEqual(env("worker")["MINILAB_ANNOUNCE_TO"]["value"], f"demo-minilab-api-peers.media.svc:{port['port']}")
-        # One secret, the chart's own, given to both sides; the operator needs none.
+        targets = []
+        for component in ("api", "operator"):
+            peers = by_kind(docs, "Service")[f"demo-minilab-{component}-peers"]["spec"]
+            # Headless (one address per pod), ready pods only, the pods' metrics port.
+            self.assertEqual(peers["clusterIP"], "None")
+            self.assertFalse(peers["publishNotReadyAddresses"])
+            deployment = deployments[f"demo-minilab-{component}"]
+            self.assertEqual(peers["selector"], deployment["spec"]["selector"]["matchLabels"])
+            ports = {p["name"]: p["containerPort"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]}
+            [port] = peers["ports"]
+            self.assertEqual((port["port"], port["targetPort"]), (ports["metrics"], "metrics"))
+            self.assertEqual(env(component)["MINILAB_METRICS_LISTEN"]["value"], f"0.0.0.0:{ports['metrics']}")
+            targets.append(f"demo-minilab-{component}-peers.media.svc:{port['port']}")
+        self.assertEqual(env("worker")["MINILAB_ANNOUNCE_TO"]["value"].split(","), targets)
+        # One secret, the chart's own, given to every side.
         [secret] = [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "demo-minilab-peers"]
         self.assertGreaterEqual(len(base64.b64decode(secret["data"]["secret"])), 16)
-        for component in ("api", "worker"):
+        for component in ("api", "worker", "operator"):
             self.assertEqual(env(component)["MINILAB_PEER_SECRET"]["valueFrom"]["secretKeyRef"],
                              {"name": "demo-minilab-peers", "key": "secret"})
-        self.assertNotIn("MINILAB_PEER_SECRET", env("operator"))
         # A Secret of one's own instead; or no push at all (the API then polls S3).
         own = render(merged(BASE, {"push": {"existingSecret": "my-peers"}}))
         self.assertNotIn("demo-minilab-peers", [d["metadata"]["name"] for d in own if d["kind"] == "Secret"])
@@ -1222,7 +1225,7 @@ class ChartTest(unittest.TestCase):
         self.assertEqual(next(e for e in worker["env"] if e["name"] == "MINILAB_PEER_SECRET")["valueFrom"]["secretKeyRef"]["name"],
                          "my-peers")
         off = render(merged(BASE, {"push": {"enabled": False}}))
-        self.assertNotIn("demo-minilab-api-peers", by_kind(off, "Service"))
+        self.assertFalse({"demo-minilab-api-peers", "demo-minilab-operator-peers"} & set(by_kind(off, "Service")))
         for deployment in by_kind(off, "Deployment").values():
             names = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
             self.assertFalse(names & {"MINILAB_PEER_SECRET", "MINILAB_ANNOUNCE_TO"})

@@ -217,6 +217,53 @@ async fn the_operator_counts_what_ack_reports_of_the_releases_aws_resources() {
     wait_gauge(&metrics, &sample("synced"), 1.0).await;
 }
 
+/// The operator takes the worker's word that an upload started and finished (signed
+/// with the peer secret, as the API does): the upload's job is Succeeded within
+/// seconds, though without word it would next be read a minute after its creation
+/// (the fallback poll), and its reads of S3 are the few the words call for.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs LocalStack and a kube-apiserver: ./tests/run starts them and runs this"]
+async fn the_operator_takes_the_workers_word_of_an_uploads_progress() {
+    const SECRET: &str = "the peers' shared secret, for tests";
+    let cluster = Cluster::install(&json!({}));
+    let stack = Stack::connect().await;
+    let env = stack.env(EnvOptions::default()).await;
+    let api_config = cluster.kubeconfig("api");
+    let (_api, api) = stack.api_with(
+        &env,
+        &["--kube-tracking"],
+        &[("KUBECONFIG", api_config.as_os_str())],
+    );
+    let (_operator, operator) = cluster.operator(&stack, &env, &["--peer-secret", SECRET]);
+    let told = operator.trim_start_matches("http://");
+    let (_worker, _) = stack.worker(&env, &["--announce-to", told, "--peer-secret", SECRET]);
+
+    let started = std::time::Instant::now();
+    let photo = minilab_tests::photo("photo-small.jpg");
+    let id = api.upload_jpeg("photo.jpg", &photo, "thumbnail").await;
+    assert_eq!(api.wait_final(&id).await["state"], "succeeded");
+    let job = format!("upload-{id}");
+    cluster.watch_job(&job, Duration::from_secs(30), |job| {
+        job["status"]["phase"] == "Succeeded"
+    });
+    eprintln!(
+        "ticket to Succeeded on the worker's word: {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    // Created (the source's HEAD), the start (HEAD, then the manifest's GET), the end
+    // (the manifest's GET): at most 4 reads; no poll in between.
+    let http = reqwest::Client::new();
+    let mut reads = 0.0;
+    for operation in ["GetObject", "HeadObject", "ListObjectsV2"] {
+        let sample = format!("minilab_operator_s3_requests_total{{operation=\"{operation}\"}}");
+        reads += metric(&http, &operator, &sample).await;
+    }
+    assert!(
+        (1.0..=4.0).contains(&reads),
+        "{reads} reads of S3 for one upload"
+    );
+}
+
 /// `minilab api --kube-tracking` as the chart's api ServiceAccount writes
 /// `upload-{id}` with the upload's key, buckets, expiry and a TTL; a cluster that
 /// refuses (RBAC: the worker's account may not create ImageJobs) or cannot be reached
