@@ -7,7 +7,8 @@ use minilab_tests::Lab;
 use std::path::{Path, PathBuf};
 
 /// The path literal of every `.route("...", ...)` in the API's sources; a `.route(`
-/// without a literal is only allowed where the page's files are routed (web.rs).
+/// without a literal is only allowed where the page's files are routed (web.rs) and
+/// for the workers' word (its path is a constant the worker shares).
 fn routes_in_sources() -> Vec<String> {
     let root = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"))
         .join("../api/src");
@@ -20,6 +21,10 @@ fn routes_in_sources() -> Vec<String> {
             let rest = text[at + ".route(".len()..].trim_start();
             match rest.strip_prefix('"') {
                 Some(literal) => routes.push(literal[..literal.find('"').unwrap()].to_owned()),
+                // The workers' word, whose path the worker posts to: defined once.
+                None if rest.starts_with("minilab_service::peer_words::CHANGES_PATH") => {
+                    routes.push(minilab_service::peer_words::CHANGES_PATH.to_owned())
+                }
                 None => assert!(
                     file.ends_with("web.rs"),
                     "{}: a route whose path is not a literal; list it in the document \
