@@ -7,7 +7,6 @@ use aws_config::BehaviorVersion;
 use clap::Args;
 use minilab_api::limits::RateLimits;
 use minilab_api::{ApiState, Readiness};
-use minilab_core::Limits;
 use minilab_worker::Worker;
 use minilab_worker::runner::RunOptions;
 use minilab_worker::sqs::SqsQueue;
@@ -27,16 +26,12 @@ pub struct StorageArgs {
     /// The bucket the worker writes outputs and manifests to.
     #[arg(long, env = "MINILAB_PROCESSED_BUCKET")]
     processed_bucket: String,
-    /// Address buckets by path (`endpoint/bucket`), as LocalStack and other
-    /// S3-compatible stores need; AWS uses virtual-hosted names.
-    #[arg(long, env = "MINILAB_S3_PATH_STYLE", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
-    s3_path_style: bool,
-    /// Largest upload, in bytes.
-    #[arg(long, env = "MINILAB_MAX_UPLOAD_BYTES", default_value_t = Limits::DEFAULT_MAX_BYTES)]
-    max_upload_bytes: u64,
-    /// A YAML file of recipes (`recipes: [...]`) added to the built-in ones.
-    #[arg(long, env = "MINILAB_RECIPES")]
-    recipes: Option<PathBuf>,
+    #[command(flatten)]
+    addressing: crate::flags::PathStyleArgs,
+    #[command(flatten)]
+    upload_size: crate::flags::UploadSizeArgs,
+    #[command(flatten)]
+    recipes: crate::flags::RecipeArgs,
 }
 
 #[derive(Args, Debug)]
@@ -52,15 +47,8 @@ pub struct ApiArgs {
     /// The URL browsers POST uploads to [default: the uploads bucket's S3 URL].
     #[arg(long, env = "MINILAB_UPLOAD_URL")]
     upload_url: Option<String>,
-    /// Seconds a presigned upload stays valid (at most what the signing credentials
-    /// have left: role credentials are renewed with 15 minutes to go).
-    #[arg(long, env = "MINILAB_UPLOAD_TTL", default_value_t = 900,
-          value_parser = clap::value_parser!(u64).range(1..=604_800))]
-    upload_ttl: u64,
-    /// Seconds a presigned download stays valid (capped like --upload-ttl).
-    #[arg(long, env = "MINILAB_DOWNLOAD_TTL", default_value_t = 3600,
-          value_parser = clap::value_parser!(u64).range(1..=604_800))]
-    download_ttl: u64,
+    #[command(flatten)]
+    presign: crate::flags::PresignArgs,
     /// Record every upload as an ImageJob in this pod's namespace (on a cluster).
     /// A failure to do so never fails the upload; it is logged and counted.
     #[arg(long, env = "MINILAB_KUBE_TRACKING", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
@@ -85,12 +73,11 @@ pub struct ApiArgs {
     sign_in: SignInArgs,
     #[command(flatten)]
     webhooks: crate::webhooks::WebhookArgs,
-    /// Take workers' word of uploads' changes (`POST /internal/v1/changes`, on
-    /// --metrics-listen when given), signed with this secret of at least 16 bytes:
-    /// waiting requests then answer at once, and read S3 only every 2 s as a safety
-    /// net (without it, every 200 ms).
-    #[arg(long, env = "MINILAB_PEER_SECRET", hide_env_values = true)]
-    peer_secret: Option<String>,
+    /// With --peer-secret: take workers' word of uploads' changes (on
+    /// --metrics-listen when given): waiting requests then answer at once, and read
+    /// S3 only every 2 s as a safety net (without it, every 200 ms).
+    #[command(flatten)]
+    peer_secret: crate::flags::PeerSecretArgs,
 }
 
 /// Optional sign-in (see docs/architecture.md): off unless --oidc-issuer is given.
@@ -182,16 +169,8 @@ pub struct WorkerArgs {
         requires = "peer_secret"
     )]
     announce_to: Vec<String>,
-    /// The secret the API instances were given (`minilab api --peer-secret`).
-    #[arg(long, env = "MINILAB_PEER_SECRET", hide_env_values = true)]
-    peer_secret: Option<String>,
-}
-
-/// The secret the workers sign word of changes with, shared by both sides.
-pub(crate) fn peer_secret(secret: &str) -> anyhow::Result<Arc<[u8]>> {
-    minilab_core::webhook::signing_secret(secret.as_bytes(), "--peer-secret (MINILAB_PEER_SECRET)")
-        .map(Arc::from)
-        .map_err(anyhow::Error::msg)
+    #[command(flatten)]
+    peer_secret: crate::flags::PeerSecretArgs,
 }
 
 /// The SDK's configuration from its standard chain, with the HTTPS client the SDK
@@ -248,22 +227,19 @@ pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
         .credentials_provider()
         .context("no AWS credentials provider in the environment")?;
     let storage = &args.storage;
-    let s3 = s3_client(&sdk, storage.s3_path_style).await;
-    let upload_url = args.upload_url.clone().unwrap_or_else(|| {
-        upload_url(
-            &sdk,
-            &storage.uploads_bucket,
-            storage.s3_path_style,
-            &region,
-        )
-    });
+    let path_style = storage.addressing.s3_path_style;
+    let s3 = s3_client(&sdk, path_style).await;
+    let upload_url = args
+        .upload_url
+        .clone()
+        .unwrap_or_else(|| upload_url(&sdk, &storage.uploads_bucket, path_style, &region));
     let tracker = if args.kube_tracking {
         Some(crate::operator::kube_tracker(args.kube_tracking_ttl).await?)
     } else {
         None
     };
     let readiness = Readiness::default();
-    let peer_secret = args.peer_secret.as_deref().map(peer_secret).transpose()?;
+    let peer_secret = args.peer_secret.secret()?;
     let config = ApiState {
         tracker,
         metrics: Default::default(),
@@ -273,10 +249,10 @@ pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
         uploads_bucket: storage.uploads_bucket.clone(),
         processed_bucket: storage.processed_bucket.clone(),
         upload_url,
-        recipes: crate::load_recipes(storage.recipes.as_deref())?,
-        max_upload_bytes: storage.max_upload_bytes,
-        upload_ttl: Duration::from_secs(args.upload_ttl),
-        download_ttl: Duration::from_secs(args.download_ttl),
+        recipes: storage.recipes.load()?,
+        max_upload_bytes: storage.upload_size.max_upload_bytes,
+        upload_ttl: args.presign.upload_ttl(),
+        download_ttl: args.presign.download_ttl(),
         serve_web: args.serve_web,
         readiness: readiness.clone(),
         rate_limits: args.client_limits.rate_limits(RateLimits::API),
@@ -335,14 +311,14 @@ pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
 pub async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
     let sdk = sdk_config().await;
     let storage = &args.storage;
-    let s3 = s3_client(&sdk, storage.s3_path_style).await;
+    let s3 = s3_client(&sdk, storage.addressing.s3_path_style).await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let metrics = Arc::<minilab_worker::metrics::Metrics>::default();
-    let announce = match (&args.peer_secret, args.announce_to.is_empty()) {
+    let announce = match (args.peer_secret.secret()?, args.announce_to.is_empty()) {
         (Some(secret), false) => {
             let peers = minilab_worker::peers::Peers::new(
                 args.announce_to.clone(),
-                peer_secret(secret)?.to_vec(),
+                secret.to_vec(),
                 metrics.clone(),
             )
             .map_err(anyhow::Error::msg)?;
@@ -354,8 +330,8 @@ pub async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         s3,
         uploads_bucket: storage.uploads_bucket.clone(),
         processed_bucket: storage.processed_bucket.clone(),
-        recipes: crate::load_recipes(storage.recipes.as_deref())?,
-        limits: args.limits.limits(storage.max_upload_bytes),
+        recipes: storage.recipes.load()?,
+        limits: args.limits.limits(storage.upload_size.max_upload_bytes),
         metrics,
         announce,
         webhooks: args.webhooks.webhooks()?,

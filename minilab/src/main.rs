@@ -2,6 +2,7 @@
 
 #[cfg(feature = "cluster")]
 mod aws;
+mod flags;
 mod hosts;
 mod limits;
 #[cfg(feature = "cluster")]
@@ -125,24 +126,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// The built-in recipes, plus those of `file` (YAML) when given; an error names the
-/// file, the recipe, the output and the field.
-pub fn load_recipes(
-    file: Option<&std::path::Path>,
-) -> anyhow::Result<std::sync::Arc<minilab_core::RecipeBook>> {
-    use anyhow::Context;
-    let book = match file {
-        None => minilab_core::RecipeBook::builtin(),
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            minilab_core::RecipeBook::with_yaml(&text)
-                .with_context(|| format!("in {}", path.display()))?
-        }
-    };
-    Ok(std::sync::Arc::new(book))
 }
 
 /// Resolves at Ctrl-C or SIGTERM.

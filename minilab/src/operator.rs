@@ -22,9 +22,7 @@ use minilab_operator::observe::{S3Observer, SqsWorkQueue, WorkQueue};
 use minilab_operator::status::Settings;
 use minilab_service::peer_words::{CHANGES_PATH, PeerWords, Refused};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -57,13 +55,10 @@ pub struct OperatorArgs {
     /// (up to the job's backoffLimit times).
     #[arg(long, env = "MINILAB_RETRY_AFTER", default_value_t = 600)]
     retry_after: i64,
-    /// Address buckets by path (`endpoint/bucket`), as LocalStack needs.
-    #[arg(long, env = "MINILAB_S3_PATH_STYLE", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
-    s3_path_style: bool,
-    /// The workers' YAML file of recipes (`recipes: [...]`): a job naming a recipe
-    /// neither built in nor here is InvalidSpec.
-    #[arg(long, env = "MINILAB_RECIPES")]
-    recipes: Option<PathBuf>,
+    #[command(flatten)]
+    addressing: crate::flags::PathStyleArgs,
+    #[command(flatten)]
+    recipes: crate::flags::RecipeArgs,
     /// Kinds made through ACK (group/version/Kind, comma-separated) whose objects in
     /// the pod's namespace are counted by state in minilab_operator_aws_resources.
     #[arg(long, env = "MINILAB_AWS_RESOURCES", value_delimiter = ',',
@@ -72,12 +67,10 @@ pub struct OperatorArgs {
     /// The label selector of the release's ACK objects among them.
     #[arg(long, env = "MINILAB_AWS_RESOURCES_SELECTOR", default_value = "")]
     aws_resources_selector: String,
-    /// The secret the workers sign word of changes with (`minilab worker
-    /// --peer-secret`): with it, the operator takes their word that an upload started
-    /// or finished on POST /internal/v1/changes beside /metrics, and polls upload jobs
-    /// only as a fallback.
-    #[arg(long, env = "MINILAB_PEER_SECRET", hide_env_values = true)]
-    peer_secret: Option<String>,
+    /// With --peer-secret: take the workers' word that an upload started or finished
+    /// and read its job then, polling upload jobs only as a safety net.
+    #[command(flatten)]
+    peer_secret: crate::flags::PeerSecretArgs,
 }
 
 /// `minilab crd`: the ImageJob CustomResourceDefinition as YAML.
@@ -91,48 +84,20 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         .await
         .context("connecting to the Kubernetes API")?;
     let sdk = crate::aws::sdk_config().await;
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&sdk)
-            .force_path_style(args.s3_path_style)
-            .build(),
-    );
     let metrics = Arc::new(Metrics::default());
-    let leading = Arc::new(AtomicBool::new(false));
     let shutdown = CancellationToken::new();
+    let words = args
+        .peer_secret
+        .secret()?
+        .map(|secret| Arc::new(PeerWords::new(secret)));
+    // Word of changes, for whichever term of leadership is reconciling.
+    let (told, _) = broadcast::channel::<UploadId>(1024);
 
     let listener = TcpListener::bind(args.metrics_listen)
         .await
         .with_context(|| format!("listening on {}", args.metrics_listen))?;
     let metrics_address = listener.local_addr()?;
-    let words = args
-        .peer_secret
-        .as_deref()
-        .map(crate::aws::peer_secret)
-        .transpose()?
-        .map(|secret| Arc::new(PeerWords::new(secret)));
-    // Word of changes, for whichever term of leadership is reconciling.
-    let (told, _) = broadcast::channel::<UploadId>(1024);
-    let health = {
-        let metrics = metrics.clone();
-        let router = Router::new()
-            .route("/livez", get(|| async { "ok" }))
-            // A standby replica is ready too: it takes over when the leader goes.
-            .route("/readyz", get(|| async { "ok" }))
-            .route(
-                "/metrics",
-                get(move || {
-                    let metrics = metrics.clone();
-                    async move { minilab_service::metrics::response(&metrics.registry) }
-                }),
-            );
-        match &words {
-            Some(words) => router.route(
-                CHANGES_PATH,
-                post(take_word).with_state((words.clone(), told.clone())),
-            ),
-            None => router,
-        }
-    };
+    let health = health_router(&metrics, words.as_ref(), &told);
     let server_stop = shutdown.clone();
     tokio::spawn(async move {
         let _ = axum::serve(listener, health)
@@ -143,8 +108,8 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         tokio::spawn(minilab_operator::aws_resources::watch(
             client.clone(),
             client.default_namespace().to_owned(),
-            args.aws_resources_selector,
-            args.aws_resources,
+            args.aws_resources_selector.clone(),
+            args.aws_resources.clone(),
             metrics.clone(),
             shutdown.clone(),
         ));
@@ -157,10 +122,12 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
 
     let identity = args
         .identity
+        .clone()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("minilab-operator-{}", std::process::id()));
     let lease_namespace = args
         .lease_namespace
+        .clone()
         .unwrap_or_else(|| client.default_namespace().to_owned());
     let lease = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
         .with_namespace(&lease_namespace)
@@ -170,32 +137,94 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         .build()
         .await
         .context("setting up the Lease")?;
-    let (mut is_leader, lease_task) = lease.watch().await;
+    let (is_leader, lease_task) = lease.watch().await;
 
-    let queue = args.queue_url.map(|queue_url| {
-        Arc::new(SqsWorkQueue {
-            sqs: aws_sdk_sqs::Client::new(&sdk),
-            queue_url,
-        }) as Arc<dyn WorkQueue>
-    });
-    let settings = Settings {
+    let settings = settings(&args, words.is_some())?;
+    let context = context(&args, &client, &sdk, settings, metrics, &identity).await;
+    println!(
+        "minilab operator {identity}: metrics on http://{metrics_address}, waiting for the Lease {lease_namespace}/{}",
+        args.lease_name
+    );
+    let api: Api<Watched> = match &args.watch_namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    lead_while_elected(is_leader, api, context, &told, &identity, &shutdown).await?;
+    // The Lease task, its receiver dropped, releases the Lease for the next replica.
+    let _ = lease_task.await;
+    println!("minilab operator stopped");
+    Ok(())
+}
+
+/// /livez, /readyz, /metrics and, with a peer secret, the workers' word of changes.
+fn health_router(
+    metrics: &Arc<Metrics>,
+    words: Option<&Arc<PeerWords>>,
+    told: &broadcast::Sender<UploadId>,
+) -> Router {
+    let metrics = metrics.clone();
+    let router = Router::new()
+        .route("/livez", get(|| async { "ok" }))
+        // A standby replica is ready too: it takes over when the leader goes.
+        .route("/readyz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move { minilab_service::metrics::response(&metrics.registry) }
+            }),
+        );
+    match words {
+        Some(words) => router.route(
+            CHANGES_PATH,
+            post(take_word).with_state((words.clone(), told.clone())),
+        ),
+        None => router,
+    }
+}
+
+/// What reconciles are told: the batch rate, the retry delay, the recipes the
+/// workers know, and whether the workers give word of uploads' progress.
+fn settings(args: &OperatorArgs, told_by_workers: bool) -> anyhow::Result<Settings> {
+    Ok(Settings {
         rate: usize::try_from(args.batch_rate).unwrap_or(50),
         retry_after: k8s_openapi::jiff::SignedDuration::from_secs(args.retry_after),
-        recipes: crate::load_recipes(args.recipes.as_deref())?
+        recipes: args
+            .recipes
+            .load()?
             .iter()
             .map(|recipe| recipe.name.clone())
             .collect(),
-        told_by_workers: words.is_some(),
+        told_by_workers,
         ..Settings::default()
-    };
+    })
+}
+
+/// What every reconcile shares: S3 to observe, the workers' queue for batches, the
+/// Event recorder under this replica's name.
+async fn context(
+    args: &OperatorArgs,
+    client: &kube::Client,
+    sdk: &aws_config::SdkConfig,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    identity: &str,
+) -> Arc<Context> {
+    let s3 = crate::aws::s3_client(sdk, args.addressing.s3_path_style).await;
+    let queue = args.queue_url.clone().map(|queue_url| {
+        Arc::new(SqsWorkQueue {
+            sqs: aws_sdk_sqs::Client::new(sdk),
+            queue_url,
+        }) as Arc<dyn WorkQueue>
+    });
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
             controller: "minilab-operator".into(),
-            instance: Some(identity.clone()),
+            instance: Some(identity.to_owned()),
         },
     );
-    let context = Arc::new(Context::new(
+    Arc::new(Context::new(
         client.clone(),
         Arc::new(S3Observer {
             s3,
@@ -206,32 +235,32 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         recorder,
         metrics,
         Arc::new(k8s_openapi::jiff::Timestamp::now),
-    ));
-    println!(
-        "minilab operator {identity}: metrics on http://{metrics_address}, waiting for the Lease {lease_namespace}/{}",
-        args.lease_name
-    );
+    ))
+}
+
+/// Reconciles while this replica holds the Lease, stands by while it does not,
+/// until shutdown; the receiver is dropped at the end, which releases the Lease.
+async fn lead_while_elected(
+    mut is_leader: tokio::sync::watch::Receiver<bool>,
+    api: Api<Watched>,
+    context: Arc<Context>,
+    told: &broadcast::Sender<UploadId>,
+    identity: &str,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
     while !shutdown.is_cancelled() {
         // Wait to lead.
         while !*is_leader.borrow_and_update() {
             tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.cancelled() => return Ok(()),
                 changed = is_leader.changed() => changed.context("the Lease watcher stopped")?,
             }
         }
-        if shutdown.is_cancelled() {
-            break;
-        }
         tracing::info!(%identity, "leading: reconciling ImageJobs");
         println!("minilab operator {identity}: leading");
-        leading.store(true, Ordering::Relaxed);
-        let api: Api<Watched> = match &args.watch_namespace {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        };
         // Stop reconciling at shutdown or when the Lease is lost, whichever is first.
         let stop = shutdown.child_token();
-        let controller = controller::run(api, context.clone(), heard(&told), stop.clone());
+        let controller = controller::run(api.clone(), context.clone(), heard(told), stop.clone());
         tokio::pin!(controller);
         loop {
             tokio::select! {
@@ -244,12 +273,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
                 }
             }
         }
-        leading.store(false, Ordering::Relaxed);
     }
-    // Dropping the receiver makes the Lease task release the Lease for the next replica.
-    drop(is_leader);
-    let _ = lease_task.await;
-    println!("minilab operator stopped");
     Ok(())
 }
 

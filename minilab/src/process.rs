@@ -2,7 +2,7 @@
 
 use anyhow::{Context, bail};
 use clap::Args;
-use minilab_core::{Limits, pipeline};
+use minilab_core::pipeline;
 use std::io::Read;
 use std::path::PathBuf;
 
@@ -16,18 +16,16 @@ pub struct ProcessArgs {
     /// Directory for the outputs (created if missing).
     #[arg(short, long, env = "MINILAB_OUTPUT_DIR")]
     output: PathBuf,
-    /// A YAML file of recipes (`recipes: [...]`) added to the built-in ones.
-    #[arg(long, env = "MINILAB_RECIPES")]
-    recipes: Option<PathBuf>,
-    /// Largest input, in bytes (`file-too-large`).
-    #[arg(long, env = "MINILAB_MAX_UPLOAD_BYTES", default_value_t = Limits::DEFAULT_MAX_BYTES)]
-    max_upload_bytes: u64,
+    #[command(flatten)]
+    recipes: crate::flags::RecipeArgs,
+    #[command(flatten)]
+    upload_size: crate::flags::UploadSizeArgs,
     #[command(flatten)]
     limits: crate::limits::LimitArgs,
 }
 
 pub fn run(args: ProcessArgs) -> anyhow::Result<()> {
-    let recipes = crate::load_recipes(args.recipes.as_deref())?;
+    let recipes = args.recipes.load()?;
     let Some(recipe) = recipes.get(&args.recipe) else {
         let known: Vec<_> = recipes.iter().map(|r| r.name.as_str()).collect();
         bail!(
@@ -36,7 +34,7 @@ pub fn run(args: ProcessArgs) -> anyhow::Result<()> {
             known.join(", ")
         );
     };
-    let limits = args.limits.limits(args.max_upload_bytes);
+    let limits = args.limits.limits(args.upload_size.max_upload_bytes);
     let file = std::fs::File::open(&args.input)
         .with_context(|| format!("opening {}", args.input.display()))?;
     // Read one byte past the limit, so an oversized file is refused without reading it all.

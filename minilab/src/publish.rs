@@ -16,9 +16,8 @@ pub struct PublishWebArgs {
     /// (CloudFront sends `/api/*` to the API).
     #[arg(long, env = "MINILAB_API_BASE", default_value = "")]
     api_base: String,
-    /// Address buckets by path, as LocalStack and other S3-compatible stores need.
-    #[arg(long, env = "MINILAB_S3_PATH_STYLE", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
-    s3_path_style: bool,
+    #[command(flatten)]
+    addressing: crate::flags::PathStyleArgs,
 }
 
 /// Uploads the script and style sheet (content-hashed names, cached for a year), then
@@ -33,7 +32,7 @@ pub async fn run(args: PublishWebArgs) -> anyhow::Result<()> {
         );
     }
     let sdk = crate::aws::sdk_config().await;
-    let s3 = crate::aws::s3_client(&sdk, args.s3_path_style).await;
+    let s3 = crate::aws::s3_client(&sdk, args.addressing.s3_path_style).await;
     for file in files {
         let key = format!("{}{}", args.prefix, file.key);
         let size = file.body.len();

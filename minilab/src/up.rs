@@ -7,7 +7,6 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use axum::http::HeaderValue;
 use clap::Args;
 use minilab_api::ApiState;
-use minilab_core::Limits;
 use minilab_core::event::object_created_body;
 use minilab_worker::Worker;
 use minilab_worker::queue::LocalQueue;
@@ -38,20 +37,12 @@ pub struct UpArgs {
     /// without processing them (they are processed at the next start).
     #[arg(long, env = "MINILAB_WORKERS")]
     workers: Option<usize>,
-    /// Largest upload, in bytes.
-    #[arg(long, env = "MINILAB_MAX_UPLOAD_BYTES", default_value_t = Limits::DEFAULT_MAX_BYTES)]
-    max_upload_bytes: u64,
-    /// Seconds a presigned upload stays valid.
-    #[arg(long, env = "MINILAB_UPLOAD_TTL", default_value_t = 900,
-          value_parser = clap::value_parser!(u64).range(1..=604_800))]
-    upload_ttl: u64,
-    /// Seconds a presigned download stays valid.
-    #[arg(long, env = "MINILAB_DOWNLOAD_TTL", default_value_t = 3600,
-          value_parser = clap::value_parser!(u64).range(1..=604_800))]
-    download_ttl: u64,
-    /// A YAML file of recipes (`recipes: [...]`) added to the built-in ones.
-    #[arg(long, env = "MINILAB_RECIPES")]
-    recipes: Option<PathBuf>,
+    #[command(flatten)]
+    upload_size: crate::flags::UploadSizeArgs,
+    #[command(flatten)]
+    presign: crate::flags::PresignArgs,
+    #[command(flatten)]
+    recipes: crate::flags::RecipeArgs,
     #[command(flatten)]
     limits: crate::limits::LimitArgs,
     #[command(flatten)]
@@ -83,7 +74,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let s3_addr = s3_listener.local_addr()?;
     let s3_url = format!("http://{s3_addr}");
 
-    let limits = args.limits.limits(args.max_upload_bytes);
+    let max_upload_bytes = args.upload_size.max_upload_bytes;
+    let limits = args.limits.limits(max_upload_bytes);
     let (events, queue) = LocalQueue::new(10_000);
     let store = store::router(StoreConfig {
         root: &s3_root,
@@ -92,7 +84,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         events: events.clone(),
         allowed_origins: page_origins(api_addr),
         // A multipart form adds its fields and boundaries to the file.
-        max_post_bytes: args.max_upload_bytes + 64 * 1024,
+        max_post_bytes: max_upload_bytes + 64 * 1024,
     })?;
     tokio::spawn(serve(s3_listener, store, "store"));
 
@@ -114,7 +106,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             .credentials_provider(provider.clone())
             .build(),
     );
-    let recipes = crate::load_recipes(args.recipes.as_deref())?;
+    let recipes = args.recipes.load()?;
 
     // Uploads that arrived before a stop but never finished: process them now.
     let unfinished =
@@ -191,9 +183,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         processed_bucket: PROCESSED_BUCKET.into(),
         upload_url: format!("{s3_url}/{UPLOADS_BUCKET}"),
         recipes,
-        max_upload_bytes: args.max_upload_bytes,
-        upload_ttl: Duration::from_secs(args.upload_ttl),
-        download_ttl: Duration::from_secs(args.download_ttl),
+        max_upload_bytes,
+        upload_ttl: args.presign.upload_ttl(),
+        download_ttl: args.presign.download_ttl(),
         serve_web: true,
         readiness: Default::default(),
         rate_limits: args
