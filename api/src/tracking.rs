@@ -11,9 +11,13 @@ use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Why a tracker could not record an upload: its own error (the Kubernetes API's,
+/// say), logged and counted.
+pub type TrackError = Box<dyn std::error::Error + Send + Sync>;
+
 #[async_trait]
 pub trait UploadTracker: Send + Sync {
-    async fn track(&self, upload: &TrackedUpload) -> Result<(), String>;
+    async fn track(&self, upload: &TrackedUpload) -> Result<(), TrackError>;
 }
 
 /// The longest a tracker may take before the attempt counts as failed.

@@ -320,8 +320,7 @@ pub async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
                 args.announce_to.clone(),
                 secret.to_vec(),
                 metrics.clone(),
-            )
-            .map_err(anyhow::Error::msg)?;
+            )?;
             Some(Arc::new(peers) as Arc<dyn minilab_service::changes::Announce>)
         }
         _ => None,

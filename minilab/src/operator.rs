@@ -12,7 +12,7 @@ use clap::Args;
 use kube::api::{Api, ApiResource, PostParams};
 use kube::runtime::events::{Recorder, Reporter};
 use kube_lease_manager::LeaseManagerBuilder;
-use minilab_api::tracking::{TrackedUpload, UploadTracker};
+use minilab_api::tracking::{TrackError, TrackedUpload, UploadTracker};
 use minilab_core::UploadId;
 use minilab_core::webhook::SIGNATURE_HEADER;
 use minilab_operator::ImageJob;
@@ -333,12 +333,12 @@ pub struct KubeTracker {
 
 #[async_trait]
 impl UploadTracker for KubeTracker {
-    async fn track(&self, upload: &TrackedUpload) -> Result<(), String> {
+    async fn track(&self, upload: &TrackedUpload) -> Result<(), TrackError> {
         let job = minilab_operator::tracker::upload_job(upload, Some(self.ttl_after_finished));
         self.api
             .create(&PostParams::default(), &job)
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(Into::into)
     }
 }

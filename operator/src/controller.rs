@@ -14,7 +14,7 @@
 use crate::batch::{self, ManifestCache};
 use crate::crd::{ImageJob, ImageJobStatus, Phase};
 use crate::metrics::Metrics;
-use crate::observe::{ObserveError, Observer, WorkQueue};
+use crate::observe::{ObserveError, Observer, QueueError, WorkQueue};
 use crate::status::{
     Decision, Observed, Settings, Work, deletion_due, next_status, status_patch, validate,
 };
@@ -81,7 +81,7 @@ pub enum Error {
     #[error(transparent)]
     Observe(#[from] ObserveError),
     #[error("enqueueing work: {0}")]
-    Queue(String),
+    Queue(#[from] QueueError),
 }
 
 impl Error {
@@ -219,8 +219,8 @@ async fn observe(job: &ImageJob, ctx: &Context) -> Result<Observed, Error> {
 async fn enqueue(work: &[WorkItem], ctx: &Context) -> Result<(), Error> {
     match (&ctx.queue, work.is_empty()) {
         (_, true) => Ok(()),
-        (Some(queue), false) => queue.send(work).await.map_err(Error::Queue),
-        (None, false) => Err(Error::Queue("no work queue configured".into())),
+        (Some(queue), false) => Ok(queue.send(work).await?),
+        (None, false) => Err(QueueError::NotConfigured.into()),
     }
 }
 

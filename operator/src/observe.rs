@@ -28,7 +28,18 @@ pub trait Observer: Send + Sync {
 /// Where the operator puts batch work: the workers' queue.
 #[async_trait]
 pub trait WorkQueue: Send + Sync {
-    async fn send(&self, items: &[minilab_core::event::WorkItem]) -> Result<(), String>;
+    async fn send(&self, items: &[minilab_core::event::WorkItem]) -> Result<(), QueueError>;
+}
+
+/// Why batch work did not reach the queue (the reconcile is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("SendMessageBatch: {0}")]
+    Send(String),
+    #[error("SendMessageBatch refused an entry: {0}")]
+    Refused(String),
+    #[error("no work queue configured")]
+    NotConfigured,
 }
 
 pub struct SqsWorkQueue {
@@ -38,7 +49,7 @@ pub struct SqsWorkQueue {
 
 #[async_trait]
 impl WorkQueue for SqsWorkQueue {
-    async fn send(&self, items: &[minilab_core::event::WorkItem]) -> Result<(), String> {
+    async fn send(&self, items: &[minilab_core::event::WorkItem]) -> Result<(), QueueError> {
         use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
         for chunk in items.chunks(10) {
             let mut request = self.sqs.send_message_batch().queue_url(&self.queue_url);
@@ -48,18 +59,21 @@ impl WorkQueue for SqsWorkQueue {
                         .id(i.to_string())
                         .message_body(item.body())
                         .build()
-                        .map_err(|e| e.to_string())?,
+                        .map_err(|e| QueueError::Send(e.to_string()))?,
                 );
             }
             let sent = request.send().await.map_err(|e| {
-                e.code().unwrap_or("unknown").to_owned() + ": " + e.message().unwrap_or("")
+                QueueError::Send(format!(
+                    "{}: {}",
+                    e.code().unwrap_or("unknown"),
+                    e.message().unwrap_or("")
+                ))
             })?;
             // A partial failure fails the whole send: the caller sends again, and the
             // workers skip images that are finished already.
             if let Some(failed) = sent.failed().first() {
-                return Err(format!(
-                    "SendMessageBatch: {}",
-                    failed.message().unwrap_or(failed.code())
+                return Err(QueueError::Refused(
+                    failed.message().unwrap_or(failed.code()).to_owned(),
                 ));
             }
         }

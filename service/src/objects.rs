@@ -69,14 +69,25 @@ pub async fn read_manifest(
             message: e.to_string(),
         })?
         .into_bytes();
-    parse_manifest(&body).map(Some).map_err(bad)
+    parse_manifest(&body)
+        .map(Some)
+        .map_err(|e| bad(e.to_string()))
+}
+
+/// Why bytes are not a manifest this version reads.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("not a manifest's JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("version {0}")]
+    Version(u32),
 }
 
 /// A manifest from its JSON, refused when it is another version's.
-pub fn parse_manifest(json: &[u8]) -> Result<Manifest, String> {
-    let manifest: Manifest = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+pub fn parse_manifest(json: &[u8]) -> Result<Manifest, ManifestError> {
+    let manifest: Manifest = serde_json::from_slice(json)?;
     if manifest.version != Manifest::VERSION {
-        return Err(format!("version {}", manifest.version));
+        return Err(ManifestError::Version(manifest.version));
     }
     Ok(manifest)
 }
@@ -98,7 +109,13 @@ where
     }
 }
 
-fn s3_error<E>(operation: &'static str, bucket: &str, key: &str, err: &SdkError<E>) -> ObjectError
+/// An SDK error of `operation` on `s3://bucket/key`, described in one line.
+pub fn s3_error<E>(
+    operation: &'static str,
+    bucket: &str,
+    key: &str,
+    err: &SdkError<E>,
+) -> ObjectError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     SdkError<E>: std::error::Error,
@@ -134,7 +151,10 @@ mod tests {
         let current = parse_manifest(manifest_json(Manifest::VERSION).as_bytes()).unwrap();
         assert_eq!(current.recipe, "web");
         let err = parse_manifest(manifest_json(Manifest::VERSION + 1).as_bytes()).unwrap_err();
-        assert_eq!(err, format!("version {}", Manifest::VERSION + 1));
-        assert!(parse_manifest(b"not json").is_err());
+        assert!(matches!(err, ManifestError::Version(v) if v == Manifest::VERSION + 1));
+        assert!(matches!(
+            parse_manifest(b"not json"),
+            Err(ManifestError::Json(_))
+        ));
     }
 }

@@ -248,16 +248,7 @@ impl Controllers {
                     .expect("set queue attributes");
                 url
             }
-            Err(_) => self
-                .sqs
-                .create_queue()
-                .queue_name(name)
-                .set_attributes(Some(attributes))
-                .send()
-                .await
-                .expect("create queue")
-                .queue_url
-                .unwrap(),
+            Err(_) => crate::aws::create_queue(&self.sqs, name, attributes).await,
         };
         let arn = format!("arn:aws:sqs:{}:{}:{name}", self.region, self.account);
         Some(json!({"ackResourceMetadata": self.metadata(&arn), "queueURL": url}))

@@ -170,15 +170,7 @@ impl Stack {
         name: &str,
         attributes: HashMap<QueueAttributeName, String>,
     ) -> String {
-        self.sqs
-            .create_queue()
-            .queue_name(name)
-            .set_attributes(Some(attributes))
-            .send()
-            .await
-            .expect("create queue")
-            .queue_url
-            .expect("queue url")
+        create_queue(&self.sqs, name, attributes).await
     }
 
     async fn queue_arn(&self, url: &str) -> String {
@@ -361,6 +353,22 @@ impl Stack {
             .to_owned();
         (process, metrics)
     }
+}
+
+/// A queue with these attributes; its URL.
+pub async fn create_queue(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    attributes: HashMap<QueueAttributeName, String>,
+) -> String {
+    sqs.create_queue()
+        .queue_name(name)
+        .set_attributes(Some(attributes))
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url
+        .expect("queue url")
 }
 
 /// The value of one sample in a Prometheus text exposition, 0 when absent.

@@ -62,6 +62,28 @@ fn chart_python() -> String {
         .expect("MINILAB_CHART_PYTHON is not set: run these tests through ./tests/run")
 }
 
+/// Runs one of tests/chart's scripts with the chart's Python (against `kubeconfig`'s
+/// cluster when given): its output, or a panic with its errors.
+fn chart_script(script: &str, args: &[&str], kubeconfig: Option<&str>) -> Vec<u8> {
+    let mut command = Command::new(chart_python());
+    command
+        .arg(repository().join("tests/chart").join(script))
+        .args(args);
+    if let Some(kubeconfig) = kubeconfig {
+        command.env("KUBECONFIG", kubeconfig);
+    }
+    let done = command
+        .output()
+        .unwrap_or_else(|e| panic!("running {script}: {e}"));
+    assert!(
+        done.status.success(),
+        "{script} {}: {}",
+        args.first().unwrap_or(&""),
+        String::from_utf8_lossy(&done.stderr)
+    );
+    done.stdout
+}
+
 /// Cluster-wide objects (CRDs): two tests applying one at once both find it missing
 /// and both create it, and one gets AlreadyExists.
 static CLUSTER_WIDE: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -97,19 +119,15 @@ impl Cluster {
     /// for it, rendered with `values`.
     pub fn install(values: &Value) -> Cluster {
         let cluster = Cluster::new(Admin::api_server());
-        let rendered = Command::new(chart_python())
-            .arg(repository().join("tests/chart/render.py"))
-            .args([&cluster.namespace, &cluster.namespace, &values.to_string()])
-            .output()
-            .expect("rendering the chart");
-        assert!(
-            rendered.status.success(),
-            "render.py: {}",
-            String::from_utf8_lossy(&rendered.stderr)
+        let namespace = &cluster.namespace;
+        let rendered = chart_script(
+            "render.py",
+            &[namespace, namespace, &values.to_string()],
+            None,
         );
         {
             let _one_at_a_time = CLUSTER_WIDE.lock().unwrap_or_else(|e| e.into_inner());
-            cluster.apply(&String::from_utf8(rendered.stdout).expect("YAML"));
+            cluster.apply(&String::from_utf8(rendered).expect("YAML"));
         }
         cluster.kubectl(&[
             "wait",
@@ -124,18 +142,9 @@ impl Cluster {
     /// namespace with `values`, by the real Helm engine (tests/chart/helm.py); returns
     /// the release (its `manifest`, `notes`, ...). Nothing is waited for.
     pub fn helm(&self, action: &str, release: &str, values: &Value) -> Value {
-        let done = Command::new(chart_python())
-            .env("KUBECONFIG", &self.admin.kubeconfig)
-            .arg(repository().join("tests/chart/helm.py"))
-            .args([action, release, &self.namespace, &values.to_string()])
-            .output()
-            .expect("running the Helm engine");
-        assert!(
-            done.status.success(),
-            "helm {action}: {}",
-            String::from_utf8_lossy(&done.stderr)
-        );
-        serde_json::from_slice(&done.stdout).expect("the release as JSON")
+        let args = [action, release, &self.namespace, &values.to_string()];
+        let done = chart_script("helm.py", &args, Some(&self.admin.kubeconfig));
+        serde_json::from_slice(&done).expect("the release as JSON")
     }
 
     /// `kubectl ARGS` as the admin in this namespace; bounded, and must succeed.
@@ -174,16 +183,7 @@ impl Cluster {
     /// take them (tests/chart/crds.py), applied server-side, as the chart tests do,
     /// and Established.
     pub fn install_crds(&self) {
-        let printed = Command::new(chart_python())
-            .arg(repository().join("tests/chart/crds.py"))
-            .output()
-            .expect("running tests/chart/crds.py");
-        assert!(
-            printed.status.success(),
-            "crds.py: {}",
-            String::from_utf8_lossy(&printed.stderr)
-        );
-        let yaml = String::from_utf8(printed.stdout).expect("YAML");
+        let yaml = String::from_utf8(chart_script("crds.py", &[], None)).expect("YAML");
         let _one_at_a_time = CLUSTER_WIDE.lock().unwrap_or_else(|e| e.into_inner());
         let args = [
             "apply",

@@ -25,6 +25,15 @@ const RESOLVE_EVERY: Duration = Duration::from_secs(5);
 /// Most changes being announced at once; more are dropped (and counted).
 const MAX_PENDING: usize = 64;
 
+/// Why the announcer could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PeersError {
+    #[error("announce target {0:?} is not host:port")]
+    BadTarget(String),
+    #[error("building the announcement client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
 /// Announces changes to the API instances at `targets`; cheap to clone.
 #[derive(Clone)]
 pub struct Peers {
@@ -48,16 +57,15 @@ impl Peers {
         targets: Vec<String>,
         secret: Vec<u8>,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, PeersError> {
         if let Some(bad) = targets.iter().find(|t| t.rsplit_once(':').is_none()) {
-            return Err(format!("announce target {bad:?} is not host:port"));
+            return Err(PeersError::BadTarget(bad.clone()));
         }
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(TIMEOUT)
             .user_agent("minilab-worker")
-            .build()
-            .map_err(|e| format!("building the announcement client: {e}"))?;
+            .build()?;
         Ok(Self {
             inner: Arc::new(Inner {
                 targets,

@@ -3,13 +3,14 @@
 
 use minilab_core::event::ObjectCreated;
 use minilab_core::keys;
+use minilab_service::objects::{ObjectError, exists, s3_error};
 
 /// Every upload in `uploads_bucket` without a manifest in `processed_bucket`.
 pub async fn unfinished_uploads(
     s3: &aws_sdk_s3::Client,
     uploads_bucket: &str,
     processed_bucket: &str,
-) -> Result<Vec<ObjectCreated>, String> {
+) -> Result<Vec<ObjectCreated>, ObjectError> {
     let mut unfinished = Vec::new();
     let mut pages = s3
         .list_objects_v2()
@@ -18,16 +19,14 @@ pub async fn unfinished_uploads(
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| crate::describe(&e))?;
+        let page = page.map_err(|e| s3_error("ListObjectsV2", uploads_bucket, "uploads/", &e))?;
         for object in page.contents() {
             let Some(key) = object.key() else { continue };
             let Some(id) = keys::parse_source_key(key) else {
                 continue;
             };
             let manifest = keys::manifest_key(id);
-            let finished = minilab_service::objects::exists(s3, processed_bucket, &manifest)
-                .await
-                .map_err(|e| e.to_string())?;
+            let finished = exists(s3, processed_bucket, &manifest).await?;
             if !finished {
                 unfinished.push(ObjectCreated {
                     bucket: uploads_bucket.to_owned(),
