@@ -115,7 +115,7 @@ pub async fn require(
     let Some(sign_in) = &state.sign_in else {
         return next.run(request).await;
     };
-    let address = crate::limits::address_of(&request, state.rate_limits.trusted_hops);
+    let address = crate::limits::address_of(&request, state.config.rate_limits.trusted_hops);
     let now = std::time::Instant::now();
     if let Err(wait) = state.sign_in_failures.0.ready(address, now) {
         state.metrics.refused(Code::RateLimited);

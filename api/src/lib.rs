@@ -30,31 +30,16 @@ use tower::ServiceBuilder;
 /// The API's shared state: its clients, settings and metrics; cheap to clone.
 #[derive(Clone)]
 pub struct ApiState {
+    /// What this instance was told: buckets, signing lifetimes, limits, recipes.
+    pub config: Arc<ApiConfig>,
     pub s3: aws_sdk_s3::Client,
     /// Signs upload policies and download URLs, and says how long they may live.
     pub signer: Arc<signing::Signer>,
-    /// The uploads bucket's region, part of the signature.
-    pub region: String,
-    pub uploads_bucket: String,
-    pub processed_bucket: String,
-    /// Where the browser POSTs an upload: the uploads bucket's URL.
-    pub upload_url: String,
-    pub recipes: Arc<RecipeBook>,
-    /// The most bytes one upload may have (the policy's `content-length-range`).
-    pub max_upload_bytes: u64,
-    /// How long a presigned POST stays valid.
-    pub upload_ttl: Duration,
-    /// How long a presigned GET of an output stays valid.
-    pub download_ttl: Duration,
-    /// Serve the upload page at `/`.
-    pub serve_web: bool,
     /// Told about every upload (an ImageJob each, on a cluster); `None` off-cluster.
     pub tracker: Option<Arc<dyn tracking::UploadTracker>>,
     pub metrics: Arc<tracking::ApiMetrics>,
     /// Whether this instance still takes new requests (`/readyz`).
     pub readiness: Readiness,
-    /// Per-client limits on tickets and status reads.
-    pub rate_limits: limits::RateLimits,
     /// Sign-in for uploads and their status (`None`: open to anyone, the default).
     pub sign_in: Option<Arc<dyn auth::Authenticator>>,
     /// Refused sign-ins per address, bounded.
@@ -66,12 +51,79 @@ pub struct ApiState {
     /// and the words taken lately; `None`: this instance takes no word from other
     /// processes.
     pub peer_words: Option<Arc<peers::PeerWords>>,
-    /// Where uploads may ask their final status to be sent (empty: nowhere).
-    pub webhooks: minilab_core::webhook::AllowList,
     /// The Server-Sent Event streams open now, bounded.
     pub event_streams: uploads::events::EventStreams,
     /// Long polls and event streams open now per client, bounded.
     pub waits: limits::Waits,
+}
+
+/// What an API instance is told: its buckets, what it signs, its limits.
+pub struct ApiConfig {
+    /// The uploads bucket's region, part of the signature.
+    pub region: String,
+    pub uploads_bucket: String,
+    pub processed_bucket: String,
+    /// Where the browser POSTs an upload: the uploads bucket's URL.
+    pub upload_url: String,
+    pub recipes: Arc<RecipeBook>,
+    /// The most bytes one upload may have.
+    pub max_upload_bytes: u64,
+    pub upload_ttl: Duration,
+    pub download_ttl: Duration,
+    /// Serve the upload page at `/`.
+    pub serve_web: bool,
+    pub rate_limits: limits::RateLimits,
+    /// Where uploads may ask their final status to be sent.
+    pub webhooks: minilab_core::webhook::AllowList,
+}
+
+/// What an API instance works with, made outside it.
+pub struct ApiDeps {
+    pub s3: aws_sdk_s3::Client,
+    pub signer: Arc<signing::Signer>,
+    pub tracker: Option<Arc<dyn tracking::UploadTracker>>,
+    pub sign_in: Option<Arc<dyn auth::Authenticator>>,
+    pub word: Word,
+}
+
+/// Where word of uploads' changes comes from, if anywhere.
+pub enum Word {
+    /// Nowhere: waiting requests read S3 at a steady rate.
+    None,
+    /// A worker in this process (`minilab up`) announces to these changes.
+    InProcess(minilab_service::changes::Changes),
+    /// Workers elsewhere post it, signed with this secret (`POST
+    /// /internal/v1/changes`).
+    FromPeers(Arc<[u8]>),
+}
+
+impl ApiState {
+    /// The state of one API instance; its metrics, readiness, sign-in failures and
+    /// bounds on open streams and waits are its own, made here.
+    pub fn new(config: ApiConfig, deps: ApiDeps) -> Self {
+        let (changes, peer_words) = match deps.word {
+            Word::None => (None, None),
+            Word::InProcess(changes) => (Some(changes), None),
+            Word::FromPeers(secret) => (
+                Some(Default::default()),
+                Some(Arc::new(peers::PeerWords::new(secret))),
+            ),
+        };
+        ApiState {
+            config: Arc::new(config),
+            s3: deps.s3,
+            signer: deps.signer,
+            tracker: deps.tracker,
+            metrics: Default::default(),
+            readiness: Default::default(),
+            sign_in: deps.sign_in,
+            sign_in_failures: Default::default(),
+            changes,
+            peer_words,
+            event_streams: Default::default(),
+            waits: Default::default(),
+        }
+    }
 }
 
 /// Whether this instance still takes new requests: `/readyz` answers 200 until
@@ -103,7 +155,7 @@ const MAX_BODY_BYTES: usize = 16 * 1024;
 /// word of changes are in [`internal_router`], served on a port of its own or merged
 /// into this one.
 pub fn router(state: ApiState) -> Router {
-    let serve_web = state.serve_web;
+    let serve_web = state.config.serve_web;
     // The probes stay outside the concurrency limit: requests that wait (long polls,
     // event streams) may fill it, and a pod that cannot answer its probes is taken
     // out of service and restarted.

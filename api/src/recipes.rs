@@ -42,6 +42,7 @@ pub struct OutputSpecView {
     responses((status = 200, description = "The recipes and the upload limits", body = RecipeList)))]
 pub async fn recipes(State(state): State<ApiState>) -> Json<RecipeList> {
     let recipes = state
+        .config
         .recipes
         .iter()
         .map(|r| RecipeView {
@@ -62,7 +63,7 @@ pub async fn recipes(State(state): State<ApiState>) -> Json<RecipeList> {
         .collect();
     Json(RecipeList {
         recipes,
-        max_upload_bytes: state.max_upload_bytes,
+        max_upload_bytes: state.config.max_upload_bytes,
         accepted_content_types: minilab_core::accepted_content_types().to_vec(),
     })
 }

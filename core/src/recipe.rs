@@ -285,45 +285,49 @@ impl Recipe {
                 return Err(fail(Some(output), field, problem));
             }
             for op in &output.operations {
-                let problem = match *op {
-                    Operation::Resize { width, height, .. }
-                        if !(1..=8192).contains(&width) || !(1..=8192).contains(&height) =>
-                    {
-                        Some(("operations.resize", "width and height must be 1-8192"))
-                    }
-                    Operation::Crop { width, height, .. }
-                        if !(1..=65_535).contains(&width) || !(1..=65_535).contains(&height) =>
-                    {
-                        Some(("operations.crop", "width and height must be 1-65535"))
-                    }
-                    Operation::Rotate { degrees } if ![90, 180, 270].contains(&degrees) => {
-                        Some(("operations.rotate", "degrees must be 90, 180 or 270"))
-                    }
-                    Operation::Blur { sigma } if !(0.1..=50.0).contains(&sigma) => {
-                        Some(("operations.blur", "sigma must be 0.1-50"))
-                    }
-                    Operation::Sharpen { sigma, threshold }
-                        if !(0.1..=50.0).contains(&sigma) || !(0..=255).contains(&threshold) =>
-                    {
-                        Some((
-                            "operations.sharpen",
-                            "sigma must be 0.1-50 and threshold 0-255",
-                        ))
-                    }
-                    Operation::Brightness { value } if !(-255..=255).contains(&value) => {
-                        Some(("operations.brightness", "value must be -255-255"))
-                    }
-                    Operation::Contrast { value } if !(-100.0..=100.0).contains(&value) => {
-                        Some(("operations.contrast", "value must be -100-100"))
-                    }
-                    _ => None,
-                };
-                if let Some((field, problem)) = problem {
+                if let Some((field, problem)) = operation_problem(op) {
                     return Err(fail(Some(output), field, problem));
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// Why an operation's parameters are out of range, if they are: (field, problem).
+fn operation_problem(op: &Operation) -> Option<(&'static str, &'static str)> {
+    match *op {
+        Operation::Resize { width, height, .. }
+            if !(1..=8192).contains(&width) || !(1..=8192).contains(&height) =>
+        {
+            Some(("operations.resize", "width and height must be 1-8192"))
+        }
+        Operation::Crop { width, height, .. }
+            if !(1..=65_535).contains(&width) || !(1..=65_535).contains(&height) =>
+        {
+            Some(("operations.crop", "width and height must be 1-65535"))
+        }
+        Operation::Rotate { degrees } if ![90, 180, 270].contains(&degrees) => {
+            Some(("operations.rotate", "degrees must be 90, 180 or 270"))
+        }
+        Operation::Blur { sigma } if !(0.1..=50.0).contains(&sigma) => {
+            Some(("operations.blur", "sigma must be 0.1-50"))
+        }
+        Operation::Sharpen { sigma, threshold }
+            if !(0.1..=50.0).contains(&sigma) || !(0..=255).contains(&threshold) =>
+        {
+            Some((
+                "operations.sharpen",
+                "sigma must be 0.1-50 and threshold 0-255",
+            ))
+        }
+        Operation::Brightness { value } if !(-255..=255).contains(&value) => {
+            Some(("operations.brightness", "value must be -255-255"))
+        }
+        Operation::Contrast { value } if !(-100.0..=100.0).contains(&value) => {
+            Some(("operations.contrast", "value must be -100-100"))
+        }
+        _ => None,
     }
 }
 

@@ -6,7 +6,7 @@ use anyhow::Context;
 use aws_config::BehaviorVersion;
 use clap::Args;
 use minilab_api::limits::RateLimits;
-use minilab_api::{ApiState, Readiness};
+use minilab_api::{ApiConfig, ApiDeps, ApiState, Word};
 use minilab_worker::Worker;
 use minilab_worker::runner::RunOptions;
 use minilab_worker::sqs::SqsQueue;
@@ -238,13 +238,7 @@ pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let readiness = Readiness::default();
-    let peer_secret = args.peer_secret.secret()?;
-    let config = ApiState {
-        tracker,
-        metrics: Default::default(),
-        s3,
-        signer: Arc::new(minilab_api::signing::Signer::new(credentials)),
+    let config = ApiConfig {
         region,
         uploads_bucket: storage.uploads_bucket.clone(),
         processed_bucket: storage.processed_bucket.clone(),
@@ -254,46 +248,69 @@ pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
         upload_ttl: args.presign.upload_ttl(),
         download_ttl: args.presign.download_ttl(),
         serve_web: args.serve_web,
-        readiness: readiness.clone(),
         rate_limits: args.client_limits.rate_limits(RateLimits::API),
-        sign_in: args.sign_in.sign_in().await?,
-        sign_in_failures: Default::default(),
-        // Word from the workers, when they are told where this instance is.
-        changes: peer_secret.is_some().then(Default::default),
-        peer_words: peer_secret.map(|secret| Arc::new(minilab_api::peers::PeerWords::new(secret))),
-        event_streams: Default::default(),
-        waits: Default::default(),
         webhooks: args.webhooks.allow_list()?,
     };
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
-    let metrics = minilab_api::internal_router(config.clone());
-    let (router, metrics_server) = match args.metrics_listen {
-        Some(addr) => {
-            let metrics_listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("listening on {addr}"))?;
-            (
-                minilab_api::router(config),
-                Some((metrics_listener, metrics)),
-            )
-        }
-        None => (minilab_api::router(config).merge(metrics), None),
+    let deps = ApiDeps {
+        s3,
+        signer: Arc::new(minilab_api::signing::Signer::new(credentials)),
+        tracker,
+        sign_in: args.sign_in.sign_in().await?,
+        // Word from the workers, when they are told where this instance is.
+        word: match args.peer_secret.secret()? {
+            Some(secret) => Word::FromPeers(secret),
+            None => Word::None,
+        },
     };
+    serve_api(
+        ApiState::new(config, deps),
+        args.listen,
+        args.metrics_listen,
+        args.shutdown_delay,
+    )
+    .await
+}
+
+/// The API on `listen` and its internal routes (/metrics, the workers' word) on
+/// `metrics_listen`, or beside it; at SIGTERM not ready at once, serving for
+/// `shutdown_delay` seconds more.
+async fn serve_api(
+    state: ApiState,
+    listen: SocketAddr,
+    metrics_listen: Option<SocketAddr>,
+    shutdown_delay: u64,
+) -> anyhow::Result<()> {
+    let readiness = state.readiness.clone();
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let internal = minilab_api::internal_router(state.clone());
+    let metrics_listener = match metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr}"))?,
+        ),
+        None => None,
+    };
+    // The API's address first: tools wait for these two lines in this order.
     println!("minilab api listening on http://{}", listener.local_addr()?);
-    if let Some((metrics_listener, metrics)) = metrics_server {
-        println!(
-            "minilab api metrics on http://{}",
-            metrics_listener.local_addr()?
-        );
-        tokio::spawn(async move {
-            if let Err(err) = axum::serve(metrics_listener, metrics).await {
-                tracing::error!(error = %err, "the metrics server stopped");
-            }
-        });
-    }
-    let delay = Duration::from_secs(args.shutdown_delay);
+    let router = match metrics_listener {
+        Some(metrics_listener) => {
+            println!(
+                "minilab api metrics on http://{}",
+                metrics_listener.local_addr()?
+            );
+            tokio::spawn(async move {
+                if let Err(err) = axum::serve(metrics_listener, internal).await {
+                    tracing::error!(error = %err, "the metrics server stopped");
+                }
+            });
+            minilab_api::router(state)
+        }
+        None => minilab_api::router(state).merge(internal),
+    };
+    let delay = Duration::from_secs(shutdown_delay);
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),

@@ -6,10 +6,10 @@ use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use axum::http::HeaderValue;
 use clap::Args;
-use minilab_api::ApiState;
+use minilab_api::{ApiConfig, ApiDeps, ApiState, Word};
 use minilab_core::event::object_created_body;
 use minilab_worker::Worker;
-use minilab_worker::queue::LocalQueue;
+use minilab_worker::queue::{LocalQueue, LocalSender};
 use minilab_worker::runner::RunOptions;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -52,30 +52,15 @@ pub struct UpArgs {
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
-    // The photos, outputs and the store's credentials: the owner's only.
-    create_private_dir(&args.data_dir)
-        .with_context(|| format!("creating {}", args.data_dir.display()))?;
-    let s3_root = args.data_dir.join("s3");
-    for bucket in [UPLOADS_BUCKET, PROCESSED_BUCKET] {
-        let dir = s3_root.join(bucket);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let credentials = load_or_create_credentials(&args.data_dir)?;
-
+    let (s3_root, credentials) = prepare_data_dir(&args.data_dir)?;
     // Bind both first: with port 0 the real addresses are only known now, and the
     // store's CORS needs the page's origin.
-    let api_listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
-    let s3_listener = TcpListener::bind(args.s3_listen)
-        .await
-        .with_context(|| format!("listening on {}", args.s3_listen))?;
+    let api_listener = bind(args.listen).await?;
+    let s3_listener = bind(args.s3_listen).await?;
     let api_addr = api_listener.local_addr()?;
-    let s3_addr = s3_listener.local_addr()?;
-    let s3_url = format!("http://{s3_addr}");
+    let s3_url = format!("http://{}", s3_listener.local_addr()?);
 
     let max_upload_bytes = args.upload_size.max_upload_bytes;
-    let limits = args.limits.limits(max_upload_bytes);
     let (events, queue) = LocalQueue::new(10_000);
     let store = store::router(StoreConfig {
         root: &s3_root,
@@ -95,31 +80,117 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         None,
         "minilab-up",
     ));
-    let s3 = aws_sdk_s3::Client::from_conf(
+    let s3 = store_client(&s3_url, provider.clone());
+    let recipes = args.recipes.load()?;
+    requeue_unfinished(&s3, events).await?;
+
+    let shutdown = CancellationToken::new();
+    // The worker tells the API's waiting requests the moment an upload changes.
+    let changes = minilab_service::changes::Changes::default();
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let worker = Worker {
+        s3: s3.clone(),
+        uploads_bucket: UPLOADS_BUCKET.into(),
+        processed_bucket: PROCESSED_BUCKET.into(),
+        recipes: recipes.clone(),
+        limits: args.limits.limits(max_upload_bytes),
+        metrics: Arc::default(),
+        announce: Some(Arc::new(changes.clone())),
+        webhooks: args.webhooks.webhooks()?,
+    };
+    start_workers(worker, queue, workers, &shutdown);
+
+    let config = api_config(&args, &s3_url, recipes)?;
+    let deps = ApiDeps {
+        s3,
+        signer: Arc::new(minilab_api::signing::Signer::new(provider)),
+        tracker: None,
+        sign_in: None,
+        // The worker is in this process: nothing else announces.
+        word: Word::InProcess(changes),
+    };
+    let config = ApiState::new(config, deps);
+    let api = minilab_api::router(config.clone()).merge(minilab_api::internal_router(config));
+    tokio::spawn(serve(api_listener, api, "api"));
+
+    greet(api_addr, &s3_url, &args.data_dir, workers);
+    crate::shutdown_signal().await;
+    tracing::info!("stopping");
+    shutdown.cancel();
+    Ok(())
+}
+
+/// The API's settings on the embedded store: its buckets, the page served, the
+/// per-client limits (none on loopback unless asked for).
+fn api_config(
+    args: &UpArgs,
+    s3_url: &str,
+    recipes: Arc<minilab_core::RecipeBook>,
+) -> anyhow::Result<ApiConfig> {
+    Ok(ApiConfig {
+        region: REGION.into(),
+        uploads_bucket: UPLOADS_BUCKET.into(),
+        processed_bucket: PROCESSED_BUCKET.into(),
+        upload_url: format!("{s3_url}/{UPLOADS_BUCKET}"),
+        recipes,
+        max_upload_bytes: args.upload_size.max_upload_bytes,
+        upload_ttl: args.presign.upload_ttl(),
+        download_ttl: args.presign.download_ttl(),
+        serve_web: true,
+        rate_limits: args
+            .client_limits
+            .rate_limits(default_client_limits(args.listen)),
+        webhooks: args.webhooks.allow_list()?,
+    })
+}
+
+/// The data directory (the owner's only: photos, outputs, the store's credentials)
+/// with a folder per bucket; the store's root and its credentials.
+fn prepare_data_dir(data_dir: &Path) -> anyhow::Result<(PathBuf, StoreCredentials)> {
+    create_private_dir(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let s3_root = data_dir.join("s3");
+    for bucket in [UPLOADS_BUCKET, PROCESSED_BUCKET] {
+        let dir = s3_root.join(bucket);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let credentials = load_or_create_credentials(data_dir)?;
+    Ok((s3_root, credentials))
+}
+
+async fn bind(address: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address)
+        .await
+        .with_context(|| format!("listening on {address}"))
+}
+
+/// A client of the embedded store: on loopback, plain HTTP, path-style.
+fn store_client(s3_url: &str, provider: SharedCredentialsProvider) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::Config::builder()
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            // The embedded store is on loopback: plain HTTP, no TLS stack.
             .http_client(aws_smithy_http_client::Builder::new().build_http())
             .region(aws_sdk_s3::config::Region::new(REGION))
-            .endpoint_url(&s3_url)
+            .endpoint_url(s3_url)
             .force_path_style(true)
-            .credentials_provider(provider.clone())
+            .credentials_provider(provider)
             .build(),
-    );
-    let recipes = args.recipes.load()?;
+    )
+}
 
-    // Uploads that arrived before a stop but never finished: process them now.
+/// Uploads that arrived before a stop but never finished, put on the queue again.
+async fn requeue_unfinished(s3: &aws_sdk_s3::Client, events: LocalSender) -> anyhow::Result<()> {
     let unfinished =
-        minilab_worker::recovery::unfinished_uploads(&s3, UPLOADS_BUCKET, PROCESSED_BUCKET)
+        minilab_worker::recovery::unfinished_uploads(s3, UPLOADS_BUCKET, PROCESSED_BUCKET)
             .await
-            .map_err(|e| anyhow::anyhow!("listing unfinished uploads: {e}"))?;
+            .context("listing unfinished uploads")?;
     if !unfinished.is_empty() {
         tracing::info!(
             count = unfinished.len(),
             "re-enqueueing uploads that have no manifest"
         );
     }
-    let recovery = events.clone();
     tokio::spawn(async move {
         for object in unfinished {
             let body = object_created_body(
@@ -129,84 +200,46 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 object.size,
                 chrono::Utc::now(),
             );
-            if recovery.send(body).await.is_err() {
+            if events.send(body).await.is_err() {
                 return;
             }
         }
     });
+    Ok(())
+}
 
-    let shutdown = CancellationToken::new();
-    // The worker tells the API's waiting requests the moment an upload changes.
-    let changes = minilab_service::changes::Changes::default();
-    let workers = args
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    if workers > 0 {
-        let worker = Arc::new(Worker {
-            s3: s3.clone(),
-            uploads_bucket: UPLOADS_BUCKET.into(),
-            processed_bucket: PROCESSED_BUCKET.into(),
-            recipes: recipes.clone(),
-            limits,
-            metrics: Arc::default(),
-            announce: Some(Arc::new(changes.clone())),
-            webhooks: args.webhooks.webhooks()?,
-        });
-        let options = RunOptions {
-            concurrency: workers,
-            visibility: Duration::from_secs(60),
-            drain: Duration::from_secs(0),
-            hold: RunOptions::hold_for(
-                Duration::from_millis(limits.time_budget_ms),
-                Duration::from_secs(60),
-            ),
-        };
-        tokio::spawn(minilab_worker::runner::run(
-            worker,
-            Arc::new(queue),
-            options,
-            shutdown.clone(),
-        ));
-    } else {
+/// `workers` images processed at once from the in-process queue, until `shutdown`;
+/// none: uploads wait in the queue until the next start.
+fn start_workers(worker: Worker, queue: LocalQueue, workers: usize, shutdown: &CancellationToken) {
+    if workers == 0 {
         tracing::warn!("--workers 0: uploads are stored but not processed until the next start");
         // Keep the receiving side alive so the store's events wait instead of failing.
         std::mem::forget(queue);
+        return;
     }
-
-    let config = ApiState {
-        tracker: None,
-        metrics: Default::default(),
-        s3,
-        signer: Arc::new(minilab_api::signing::Signer::new(provider)),
-        region: REGION.into(),
-        uploads_bucket: UPLOADS_BUCKET.into(),
-        processed_bucket: PROCESSED_BUCKET.into(),
-        upload_url: format!("{s3_url}/{UPLOADS_BUCKET}"),
-        recipes,
-        max_upload_bytes,
-        upload_ttl: args.presign.upload_ttl(),
-        download_ttl: args.presign.download_ttl(),
-        serve_web: true,
-        readiness: Default::default(),
-        rate_limits: args
-            .client_limits
-            .rate_limits(default_client_limits(args.listen)),
-        sign_in: None,
-        sign_in_failures: Default::default(),
-        changes: Some(changes),
-        // The worker is in this process: nothing else announces.
-        peer_words: None,
-        event_streams: Default::default(),
-        waits: Default::default(),
-        webhooks: args.webhooks.allow_list()?,
+    let options = RunOptions {
+        concurrency: workers,
+        visibility: Duration::from_secs(60),
+        drain: Duration::from_secs(0),
+        hold: RunOptions::hold_for(
+            Duration::from_millis(worker.limits.time_budget_ms),
+            Duration::from_secs(60),
+        ),
     };
-    let api = minilab_api::router(config.clone()).merge(minilab_api::internal_router(config));
-    tokio::spawn(serve(api_listener, api, "api"));
+    tokio::spawn(minilab_worker::runner::run(
+        Arc::new(worker),
+        Arc::new(queue),
+        options,
+        shutdown.clone(),
+    ));
+}
 
+/// What `up` tells the person who started it.
+fn greet(api_addr: SocketAddr, s3_url: &str, data_dir: &Path, workers: usize) {
     println!("minilab is up: open http://{api_addr}/");
     println!(
         "S3-compatible store: {s3_url} (data in {})",
-        args.data_dir.display()
+        data_dir.display()
     );
     let decoder = if minilab_core::pipeline::uses_libjpeg_turbo() {
         "libjpeg-turbo"
@@ -216,11 +249,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     println!(
         "processing {workers} image(s) at a time, JPEGs decoded by {decoder}; press Ctrl-C to stop"
     );
-
-    crate::shutdown_signal().await;
-    tracing::info!("stopping");
-    shutdown.cancel();
-    Ok(())
 }
 
 /// Serves `router` to requests for its address ([`crate::hosts`]), telling it each

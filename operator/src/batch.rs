@@ -128,19 +128,56 @@ pub struct Plan {
     pub more: bool,
 }
 
+/// The work item of one source object of a batch: its outputs under the
+/// destination prefix, in a folder of its own named after its key.
+fn work_item(job: &ImageJob, prefix: &str, key: &str) -> WorkItem {
+    let spec = &job.spec;
+    let destination_prefix =
+        keys::batch_item_prefix(&spec.destination.prefix, prefix, key).unwrap_or_default();
+    WorkItem {
+        job: format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any()),
+        bucket: spec.source.bucket.clone(),
+        key: key.to_owned(),
+        recipe: spec.recipe.clone(),
+        destination_bucket: spec.destination.bucket.clone(),
+        destination_prefix,
+    }
+}
+
+/// Every image has a manifest: Succeeded, or Failed naming how many failed (or that
+/// the prefix held nothing).
+fn finished(verdict: &mut Verdict, bucket: &str, prefix: &str) {
+    let (total, failed) = (verdict.total, verdict.failed);
+    verdict.phase = if failed == 0 {
+        Phase::Succeeded
+    } else {
+        Phase::Failed
+    };
+    verdict.reason = if failed == 0 {
+        "Processed"
+    } else {
+        "ImagesFailed"
+    };
+    verdict.message = match (total, failed) {
+        (0, _) => Some(format!("no objects under s3://{bucket}/{prefix}")),
+        (_, 0) => None,
+        (total, failed) => Some(format!("{failed} of {total} images failed")),
+    };
+}
+
 /// The pure step of a batch: counts from the manifests, then the next items in key
 /// order (unless suspended), or a retry of the unfinished ones once `retry_after` has
 /// passed since the last enqueue, up to `backoffLimit` times.
 pub fn plan(
     job: &ImageJob,
-    prefix: &str,
     status: &ImageJobStatus,
     observed: &BatchObservation,
     settings: &Settings,
-    suspended: bool,
     now: Timestamp,
 ) -> Plan {
     let spec = &job.spec;
+    let prefix = spec.source.prefix.as_deref().unwrap_or_default();
+    let suspended = spec.suspend == Some(true);
     let total = observed.keys.len() as i64;
     let mut verdict = Verdict::new(Phase::Running, total);
     verdict.failed = observed.finished.values().filter(|failed| **failed).count() as i64;
@@ -160,39 +197,10 @@ pub fn plan(
         retries: status.retries,
         more: false,
     };
-    let item = |key: &String| {
-        let destination_prefix =
-            keys::batch_item_prefix(&spec.destination.prefix, prefix, key).unwrap_or_default();
-        WorkItem {
-            job: format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any()),
-            bucket: spec.source.bucket.clone(),
-            key: key.clone(),
-            recipe: spec.recipe.clone(),
-            destination_bucket: spec.destination.bucket.clone(),
-            destination_prefix,
-        }
-    };
+    let item = |key: &String| work_item(job, prefix, key);
 
     if pending.is_empty() {
-        let failed = plan.verdict.failed;
-        plan.verdict.phase = if failed == 0 {
-            Phase::Succeeded
-        } else {
-            Phase::Failed
-        };
-        plan.verdict.reason = if failed == 0 {
-            "Processed"
-        } else {
-            "ImagesFailed"
-        };
-        plan.verdict.message = match (total, failed) {
-            (0, _) => Some(format!(
-                "no objects under s3://{}/{prefix}",
-                spec.source.bucket
-            )),
-            (_, 0) => None,
-            (total, failed) => Some(format!("{failed} of {total} images failed")),
-        };
+        finished(&mut plan.verdict, &spec.source.bucket, prefix);
         return plan;
     }
     if suspended {
@@ -202,8 +210,8 @@ pub fn plan(
         return plan;
     }
     if enqueued < observed.keys.len() {
-        // At most `rate` items a second: a reconcile the watch triggers sooner (every
-        // status patch is a change) only looks.
+        // At most `rate` items a second: a reconcile sooner (a spec change, say)
+        // only looks.
         if status
             .last_enqueue_time
             .as_ref()

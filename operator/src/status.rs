@@ -149,63 +149,107 @@ pub fn next_status(
     settings: &Settings,
     now: Timestamp,
 ) -> Decision {
-    let old = job.status.clone().unwrap_or_default();
     let generation = job.metadata.generation;
     let suspended = job.spec.suspend == Some(true);
-    let mut status = old.clone();
+    let mut status = job.status.clone().unwrap_or_default();
     status.observed_generation = generation;
     status.source = Some(source_display(&job.spec));
     suspension(&mut status, suspended, generation, now);
 
-    let mut work = Vec::new();
-    let mut more = false;
-    let mut verdict = match (observed, &job.spec.source) {
+    let (mut verdict, mut work, mut more) =
+        source_verdict(job, observed, &mut status, settings, now);
+    if deadline_passed(job, &status, &verdict, suspended, now) {
+        verdict.phase = Phase::Failed;
+        verdict.reason = "DeadlineExceeded";
+        verdict.message = Some(format!(
+            "the job ran longer than its {} s deadline",
+            job.spec.active_deadline_seconds.unwrap_or_default()
+        ));
+        work.clear();
+        more = false;
+    }
+    record(&mut status, verdict, generation, now);
+    let requeue = if more {
+        Duration::from_secs(1)
+    } else {
+        poll_interval(job, &status, now, settings)
+    };
+    Decision {
+        status,
+        work,
+        requeue,
+    }
+}
+
+/// What the source says: an upload's arrival and manifest, a batch's counts and its
+/// next work (its enqueue bookkeeping written into `status`), or why there is none.
+fn source_verdict(
+    job: &ImageJob,
+    observed: &Observed,
+    status: &mut ImageJobStatus,
+    settings: &Settings,
+    now: Timestamp,
+) -> (Verdict, Vec<WorkItem>, bool) {
+    let old = job.status.clone().unwrap_or_default();
+    match (observed, &job.spec.source) {
         (Observed::Upload(observation), source) => {
             let expires = source
                 .upload_expires_at
                 .as_ref()
                 .map_or(Timestamp::MAX, |t| t.0);
-            upload::verdict(observation, expires, now)
+            (
+                upload::verdict(observation, expires, now),
+                Vec::new(),
+                false,
+            )
         }
-        (Observed::Batch(observation), source) => {
-            let prefix = source.prefix.as_deref().unwrap_or_default();
-            let plan = batch::plan(job, prefix, &old, observation, settings, suspended, now);
+        (Observed::Batch(observation), _) => {
+            let plan = batch::plan(job, &old, observation, settings, now);
             if !plan.work.is_empty() {
                 status.last_enqueue_time = Some(Time(now));
             }
             status.enqueued = plan.enqueued;
             status.retries = plan.retries;
-            work = plan.work;
-            more = plan.more;
-            plan.verdict
+            (plan.verdict, plan.work, plan.more)
         }
         (Observed::NoQueue, _) => {
             let mut verdict = Verdict::new(Phase::Pending, old.total);
             verdict.message =
                 Some("no work queue configured (minilab operator --queue-url)".into());
-            verdict
+            (verdict, Vec::new(), false)
         }
         (Observed::Invalid(message), _) => {
             let mut verdict = Verdict::new(Phase::Failed, 0);
             verdict.reason = "InvalidSpec";
             verdict.message = Some(message.clone());
-            verdict
+            (verdict, Vec::new(), false)
         }
-    };
+    }
+}
 
-    if let (false, Some(deadline), Some(start)) = (
+/// Whether an unfinished, running job has passed its `activeDeadlineSeconds`.
+fn deadline_passed(
+    job: &ImageJob,
+    status: &ImageJobStatus,
+    verdict: &Verdict,
+    suspended: bool,
+    now: Timestamp,
+) -> bool {
+    match (
         verdict.phase.is_finished() || suspended,
         job.spec.active_deadline_seconds,
         status.start_time.as_ref(),
-    ) && now >= after(start.0, SignedDuration::from_secs(deadline))
-    {
-        verdict.phase = Phase::Failed;
-        verdict.reason = "DeadlineExceeded";
-        verdict.message = Some(format!("the job ran longer than its {deadline} s deadline"));
-        work.clear();
-        more = false;
+    ) {
+        (false, Some(deadline), Some(start)) => {
+            now >= after(start.0, SignedDuration::from_secs(deadline))
+        }
+        _ => false,
     }
+}
 
+/// The verdict written into the status: counts, outputs, progress, the phase and,
+/// once finished, the completion time and the Complete or Failed condition.
+fn record(status: &mut ImageJobStatus, verdict: Verdict, generation: Option<i64>, now: Timestamp) {
     status.total = verdict.total;
     status.succeeded = verdict.succeeded;
     status.failed = verdict.failed;
@@ -227,7 +271,7 @@ pub fn next_status(
         };
         let message = status.message.clone().unwrap_or_default();
         set_condition(
-            &mut status,
+            status,
             type_,
             "True",
             verdict.reason,
@@ -235,16 +279,6 @@ pub fn next_status(
             now,
             generation,
         );
-    }
-    let requeue = if more {
-        Duration::from_secs(1)
-    } else {
-        poll_interval(job, &status, now, settings)
-    };
-    Decision {
-        status,
-        work,
-        requeue,
     }
 }
 

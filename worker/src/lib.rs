@@ -220,135 +220,128 @@ impl Worker {
         }
     }
 
+    /// One image, in named steps: fetch the source, transform it, store the outputs,
+    /// then the manifest (the pure [`manifest`]) and what follows it.
     async fn process(&self, task: &Task) -> Result<Outcome, Transient> {
         let started = Instant::now();
-        let id = task.id;
-        let key = &task.key;
-        let Some(source) = self.download(task).await? else {
-            tracing::warn!(key, "the source is gone; nothing to process");
+        let Some(mut source) = self.download(task).await? else {
+            tracing::warn!(key = task.key, "the source is gone; nothing to process");
             return Ok(Outcome::Skipped("source-gone"));
         };
-        let download_ms = ms(started);
-        let recipe_name = task
+        let mut timings = StageTimings {
+            download_ms: ms(started),
+            ..StageTimings::default()
+        };
+        let recipe = task
             .recipe
             .clone()
             .or_else(|| source.recipe.clone())
             .unwrap_or_default();
-        let mut record = Source {
-            bucket: task.bucket.clone(),
-            key: task.key.clone(),
-            bytes: source.size,
-            filename: source.filename.clone(),
-            format: None,
-            width: None,
-            height: None,
-        };
-        let mut timings = StageTimings {
-            download_ms,
-            ..StageTimings::default()
-        };
-
-        let result = match (self.recipes.get(&recipe_name).cloned(), source.bytes) {
-            (None, _) => Err(ImageError::new(
-                ErrorCode::UnknownRecipe,
-                format!("this deployment has no recipe named {recipe_name:?}"),
-            )),
-            (Some(_), None) => Err(ImageError::new(
-                ErrorCode::FileTooLarge,
-                format!(
-                    "the file has {} bytes; the limit is {}",
-                    source.size, self.limits.max_bytes
-                ),
-            )),
-            (Some(recipe), Some(bytes)) => {
-                let limits = self.limits;
-                // The pipeline is CPU-bound: keep it off the async runtime.
-                tokio::task::spawn_blocking(move || pipeline::process(&bytes, &recipe, &limits))
-                    .await
-                    .unwrap_or_else(|join| {
-                        // The pipeline catches its own panics; this is the task lost.
-                        tracing::error!(key, error = %join, "the pipeline task failed");
-                        Err(ImageError::new(
-                            ErrorCode::Internal,
-                            "the image could not be processed",
-                        ))
-                    })
-            }
-        };
-
-        let manifest = match result {
+        let bytes = source.bytes.take();
+        let result = match self.transform(&task.key, &recipe, source.size, bytes).await {
             Ok(processed) => {
-                let Processed {
-                    source: info,
+                let stored = Instant::now();
+                let outputs = self.store_outputs(task, processed.outputs).await?;
+                timings.upload_ms = ms(stored);
+                Ok(Made {
+                    info: processed.source,
                     outputs,
-                    placeholder,
-                    timings: t,
-                } = processed;
-                record.format = Some(info.format.to_owned());
-                record.width = Some(info.width);
-                record.height = Some(info.height);
-                timings.decode_ms = t.decode.as_secs_f64() * 1e3;
-                timings.transform_ms = t.transform.as_secs_f64() * 1e3;
-                timings.encode_ms = t.encode.as_secs_f64() * 1e3;
-                let started = Instant::now();
-                let mut records = Vec::with_capacity(outputs.len());
-                for output in outputs {
-                    let key =
-                        keys::output_key_in(&task.prefix, &output.name, output.format.extension());
-                    records.push(OutputRecord {
-                        name: output.name,
-                        key: key.clone(),
-                        width: output.width,
-                        height: output.height,
-                        bytes: output.bytes.len() as u64,
-                        content_type: output.format.content_type().to_owned(),
-                    });
-                    self.s3
-                        .put_object()
-                        .bucket(&self.processed_bucket)
-                        .key(&key)
-                        .content_type(output.format.content_type())
-                        .cache_control("public, max-age=31536000, immutable")
-                        .body(ByteStream::from(output.bytes))
-                        .send()
-                        .await
-                        .map_err(|e| transient("writing an output", e))?;
-                }
-                timings.upload_ms = ms(started);
-                Manifest {
-                    version: Manifest::VERSION,
-                    id,
-                    state: ManifestState::Succeeded,
-                    recipe: recipe_name,
-                    source: record,
-                    outputs: records,
-                    placeholder: Some(placeholder),
-                    error: None,
-                    timings,
-                    finished_at: Utc::now(),
-                }
+                    placeholder: processed.placeholder,
+                    timings: processed.timings,
+                })
             }
             Err(err) => {
-                tracing::info!(key, code = %err.code, message = err.message, "image failed");
-                Manifest {
-                    version: Manifest::VERSION,
-                    id,
-                    state: ManifestState::Failed,
-                    recipe: recipe_name,
-                    source: record,
-                    outputs: Vec::new(),
-                    placeholder: None,
-                    error: Some(ErrorRecord::from(&err)),
-                    timings,
-                    finished_at: Utc::now(),
-                }
+                tracing::info!(key = task.key, code = %err.code, message = err.message, "image failed");
+                Err(err)
             }
         };
-        self.write_manifest(task, &manifest).await?;
-        if let (Some(webhooks), Some(url), Some(_)) = (&self.webhooks, &source.webhook, id) {
-            webhooks.send(url, &manifest, &self.metrics);
+        let manifest = manifest(task, recipe, source_record(task, &source), timings, result);
+        self.finish(task, source.webhook.as_deref(), &manifest, started)
+            .await
+    }
+
+    /// The pipeline on the source under its recipe, off the async runtime (it is
+    /// CPU-bound); an unknown recipe or an oversized file fails the image.
+    async fn transform(
+        &self,
+        key: &str,
+        recipe_name: &str,
+        size: u64,
+        bytes: Option<Vec<u8>>,
+    ) -> Result<Processed, ImageError> {
+        let Some(recipe) = self.recipes.get(recipe_name).cloned() else {
+            return Err(ImageError::new(
+                ErrorCode::UnknownRecipe,
+                format!("this deployment has no recipe named {recipe_name:?}"),
+            ));
+        };
+        let Some(bytes) = bytes else {
+            return Err(ImageError::new(
+                ErrorCode::FileTooLarge,
+                format!(
+                    "the file has {size} bytes; the limit is {}",
+                    self.limits.max_bytes
+                ),
+            ));
+        };
+        let limits = self.limits;
+        tokio::task::spawn_blocking(move || pipeline::process(&bytes, &recipe, &limits))
+            .await
+            .unwrap_or_else(|join| {
+                // The pipeline catches its own panics; this is the task lost.
+                tracing::error!(key, error = %join, "the pipeline task failed");
+                Err(ImageError::new(
+                    ErrorCode::Internal,
+                    "the image could not be processed",
+                ))
+            })
+    }
+
+    /// Each output under the task's prefix, immutable (its key never holds other
+    /// bytes); their records for the manifest.
+    async fn store_outputs(
+        &self,
+        task: &Task,
+        outputs: Vec<pipeline::EncodedOutput>,
+    ) -> Result<Vec<OutputRecord>, Transient> {
+        let mut records = Vec::with_capacity(outputs.len());
+        for output in outputs {
+            let key = keys::output_key_in(&task.prefix, &output.name, output.format.extension());
+            records.push(OutputRecord {
+                name: output.name,
+                key: key.clone(),
+                width: output.width,
+                height: output.height,
+                bytes: output.bytes.len() as u64,
+                content_type: output.format.content_type().to_owned(),
+            });
+            self.s3
+                .put_object()
+                .bucket(&self.processed_bucket)
+                .key(&key)
+                .content_type(output.format.content_type())
+                .cache_control("public, max-age=31536000, immutable")
+                .body(ByteStream::from(output.bytes))
+                .send()
+                .await
+                .map_err(|e| transient("writing an output", e))?;
         }
-        tracing::info!(key, state = ?manifest.state, ms = ms(started), "image finished");
+        Ok(records)
+    }
+
+    /// The manifest written, the webhook asked for sent, the image logged and timed.
+    async fn finish(
+        &self,
+        task: &Task,
+        webhook: Option<&str>,
+        manifest: &Manifest,
+        started: Instant,
+    ) -> Result<Outcome, Transient> {
+        self.write_manifest(task, manifest).await?;
+        if let (Some(webhooks), Some(url), Some(_)) = (&self.webhooks, webhook, task.id) {
+            webhooks.send(url, manifest, &self.metrics);
+        }
+        tracing::info!(key = task.key, state = ?manifest.state, ms = ms(started), "image finished");
         let t = &manifest.timings;
         for (stage, ms) in [
             ("download", t.download_ms),
@@ -494,6 +487,170 @@ struct Download {
     webhook: Option<String>,
 }
 
+/// What the pipeline made of an image, its outputs stored.
+struct Made {
+    info: pipeline::SourceInfo,
+    outputs: Vec<OutputRecord>,
+    placeholder: minilab_core::manifest::Placeholder,
+    timings: pipeline::Timings,
+}
+
+/// The source as the manifest records it, before the pipeline read it.
+fn source_record(task: &Task, source: &Download) -> Source {
+    Source {
+        bucket: task.bucket.clone(),
+        key: task.key.clone(),
+        bytes: source.size,
+        filename: source.filename.clone(),
+        format: None,
+        width: None,
+        height: None,
+    }
+}
+
+/// The manifest of one image: what was read, and what came out or why nothing did.
+fn manifest(
+    task: &Task,
+    recipe: String,
+    mut source: Source,
+    mut timings: StageTimings,
+    result: Result<Made, ImageError>,
+) -> Manifest {
+    let (state, outputs, placeholder, error) = match result {
+        Ok(made) => {
+            source.format = Some(made.info.format.to_owned());
+            source.width = Some(made.info.width);
+            source.height = Some(made.info.height);
+            timings.decode_ms = made.timings.decode.as_secs_f64() * 1e3;
+            timings.transform_ms = made.timings.transform.as_secs_f64() * 1e3;
+            timings.encode_ms = made.timings.encode.as_secs_f64() * 1e3;
+            (
+                ManifestState::Succeeded,
+                made.outputs,
+                Some(made.placeholder),
+                None,
+            )
+        }
+        Err(err) => (
+            ManifestState::Failed,
+            Vec::new(),
+            None,
+            Some(ErrorRecord::from(&err)),
+        ),
+    };
+    Manifest {
+        version: Manifest::VERSION,
+        id: task.id,
+        state,
+        recipe,
+        source,
+        outputs,
+        placeholder,
+        error,
+        timings,
+        finished_at: Utc::now(),
+    }
+}
+
 fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1e3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use minilab_core::manifest::Placeholder;
+    use std::time::Duration;
+
+    fn task() -> Task {
+        Task {
+            id: None,
+            bucket: "up".into(),
+            key: "uploads/x/a.jpg".into(),
+            recipe: None,
+            prefix: "x/".into(),
+        }
+    }
+
+    fn source() -> Source {
+        let download = Download {
+            size: 1234,
+            bytes: None,
+            recipe: None,
+            filename: Some("a.jpg".into()),
+            webhook: None,
+        };
+        source_record(&task(), &download)
+    }
+
+    fn fetched() -> StageTimings {
+        StageTimings {
+            download_ms: 5.0,
+            upload_ms: 7.0,
+            ..StageTimings::default()
+        }
+    }
+
+    #[test]
+    fn a_made_image_records_what_was_read_and_its_outputs() {
+        let made = Made {
+            info: pipeline::SourceInfo {
+                format: "jpeg",
+                width: 4000,
+                height: 3000,
+            },
+            outputs: vec![OutputRecord {
+                name: "large".into(),
+                key: "x/large.jpg".into(),
+                width: 1024,
+                height: 768,
+                bytes: 120_000,
+                content_type: "image/jpeg".into(),
+            }],
+            placeholder: Placeholder {
+                thumbhash: "hash".into(),
+                dominant_color: "#808080".into(),
+            },
+            timings: pipeline::Timings {
+                decode: Duration::from_millis(10),
+                transform: Duration::from_millis(3),
+                encode: Duration::from_millis(20),
+            },
+        };
+        let m = manifest(&task(), "web".into(), source(), fetched(), Ok(made));
+        assert_eq!(m.state, ManifestState::Succeeded);
+        assert_eq!(
+            (m.source.format.as_deref(), m.source.width, m.source.height),
+            (Some("jpeg"), Some(4000), Some(3000))
+        );
+        assert_eq!(
+            (m.source.bytes, m.source.filename.as_deref()),
+            (1234, Some("a.jpg"))
+        );
+        assert_eq!(m.outputs.len(), 1);
+        assert!(m.placeholder.is_some() && m.error.is_none());
+        let t = &m.timings;
+        assert_eq!(
+            (
+                t.download_ms,
+                t.decode_ms,
+                t.transform_ms,
+                t.encode_ms,
+                t.upload_ms
+            ),
+            (5.0, 10.0, 3.0, 20.0, 7.0)
+        );
+        assert_eq!((m.recipe.as_str(), m.version), ("web", Manifest::VERSION));
+    }
+
+    #[test]
+    fn a_failed_image_records_its_error_and_nothing_made() {
+        let error = ImageError::new(ErrorCode::UnknownRecipe, "no such recipe");
+        let m = manifest(&task(), "nope".into(), source(), fetched(), Err(error));
+        assert_eq!(m.state, ManifestState::Failed);
+        assert_eq!(m.error.map(|e| e.code), Some(ErrorCode::UnknownRecipe));
+        assert!(m.outputs.is_empty() && m.placeholder.is_none());
+        assert_eq!((m.source.format, m.source.width), (None, None));
+        assert_eq!(m.timings.download_ms, 5.0);
+    }
 }

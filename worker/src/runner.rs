@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -52,19 +52,9 @@ pub async fn run(
 
     'receiving: loop {
         while tasks.try_join_next().is_some() {}
-        let Ok(first) = (tokio::select! {
-            _ = shutdown.cancelled() => break 'receiving,
-            permit = slots.clone().acquire_owned() => permit,
-        }) else {
+        let Some(permits) = free_slots(&slots, &shutdown).await else {
             break;
         };
-        let mut permits = vec![first];
-        while permits.len() < 10 {
-            match slots.clone().try_acquire_owned() {
-                Ok(permit) => permits.push(permit),
-                Err(_) => break,
-            }
-        }
         let received = tokio::select! {
             _ = shutdown.cancelled() => break 'receiving,
             received = queue.receive(permits.len()) => received,
@@ -103,24 +93,7 @@ pub async fn run(
         }
     }
 
-    tracing::info!(in_flight = tasks.len(), "draining");
-    let drained = tokio::time::timeout(options.drain, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tasks.abort_all();
-        let unfinished: Vec<Delivery> = lock(&held).drain().map(|(_, d)| d).collect();
-        tracing::warn!(
-            count = unfinished.len(),
-            "drain timed out; handing unfinished messages back"
-        );
-        for delivery in unfinished {
-            if let Err(err) = queue.release(&delivery).await {
-                tracing::warn!(error = %err, "could not hand a message back; it returns after its visibility timeout");
-            }
-        }
-    }
+    drain(tasks, &held, queue.as_ref(), options.drain).await;
     drop(done);
     if tokio::time::timeout(Duration::from_secs(10), deleter)
         .await
@@ -129,6 +102,53 @@ pub async fn run(
         tracing::warn!(
             "deleting handled messages did not finish; they will be redelivered and skipped"
         );
+    }
+}
+
+/// At least one free slot, and up to 10 (one receive's most), waited for; `None`
+/// at shutdown.
+async fn free_slots(
+    slots: &Arc<Semaphore>,
+    shutdown: &CancellationToken,
+) -> Option<Vec<OwnedSemaphorePermit>> {
+    let first = tokio::select! {
+        _ = shutdown.cancelled() => return None,
+        permit = slots.clone().acquire_owned() => permit.ok()?,
+    };
+    let mut permits = vec![first];
+    while permits.len() < 10 {
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => permits.push(permit),
+            Err(_) => break,
+        }
+    }
+    Some(permits)
+}
+
+/// Lets the images in flight finish within `limit`; past it, hands their messages
+/// back to the queue for another worker.
+async fn drain(
+    mut tasks: JoinSet<()>,
+    held: &Mutex<HashMap<u64, Delivery>>,
+    queue: &dyn Queue,
+    limit: Duration,
+) {
+    tracing::info!(in_flight = tasks.len(), "draining");
+    let drained =
+        tokio::time::timeout(limit, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_ok() {
+        return;
+    }
+    tasks.abort_all();
+    let unfinished: Vec<Delivery> = lock(held).drain().map(|(_, d)| d).collect();
+    tracing::warn!(
+        count = unfinished.len(),
+        "drain timed out; handing unfinished messages back"
+    );
+    for delivery in unfinished {
+        if let Err(err) = queue.release(&delivery).await {
+            tracing::warn!(error = %err, "could not hand a message back; it returns after its visibility timeout");
+        }
     }
 }
 

@@ -76,7 +76,15 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<UploadTicket>)> {
     let Json(request) = body
         .map_err(|e| ApiError::new(Code::InvalidRequest, e.body_text()).with_status(e.status()))?;
-    if state.recipes.get(&request.recipe).is_none() {
+    check(&state, &request)?;
+    charge(&state, client, budget, &request)?;
+    issue(&state, subject, &request).await
+}
+
+/// Refuses a request no upload could come of: an unknown recipe, a type not
+/// accepted, an empty or too large file, a webhook not allowed, a long file name.
+fn check(state: &ApiState, request: &CreateUpload) -> Result<()> {
+    if state.config.recipes.get(&request.recipe).is_none() {
         return Err(ApiError::new(
             Code::UnknownRecipe,
             format!("there is no recipe named {:?}", truncate(&request.recipe)),
@@ -95,17 +103,17 @@ pub async fn create(
     if request.size == 0 {
         return Err(ApiError::new(Code::EmptyFile, "the file is empty"));
     }
-    if request.size > state.max_upload_bytes {
+    if request.size > state.config.max_upload_bytes {
         return Err(ApiError::new(
             Code::TooLarge,
             format!(
                 "the file has {} bytes; the limit is {}",
-                request.size, state.max_upload_bytes
+                request.size, state.config.max_upload_bytes
             ),
         ));
     }
     if let Some(url) = &request.webhook
-        && !state.webhooks.allows(url)
+        && !state.config.webhooks.allows(url)
     {
         return Err(ApiError::new(
             Code::WebhookNotAllowed,
@@ -121,7 +129,16 @@ pub async fn create(
             "the file name is longer than 1024 bytes",
         ));
     }
+    Ok(())
+}
 
+/// Takes the file's bytes from the client's upload budget (when limits are on).
+fn charge(
+    state: &ApiState,
+    client: Option<Extension<Client>>,
+    budget: Option<Extension<UploadBudget>>,
+    request: &CreateUpload,
+) -> Result<()> {
     if let (Some(Extension(Client(client))), Some(Extension(UploadBudget(budget)))) =
         (client, budget)
         && let Err(wait) = budget.take(client, std::time::Instant::now(), request.size as f64)
@@ -137,7 +154,16 @@ pub async fn create(
             seconds,
         ));
     }
+    Ok(())
+}
 
+/// The ticket: a new id (its owner's, when signed in), the POST policy for exactly
+/// this file signed for as long as the credentials allow, and the upload tracked.
+async fn issue(
+    state: &ApiState,
+    subject: Option<Extension<Subject>>,
+    request: &CreateUpload,
+) -> Result<(StatusCode, Json<UploadTicket>)> {
     let now = Utc::now();
     let id = match &subject {
         Some(Extension(Subject(owner))) => UploadId::owned_by(now, owner),
@@ -149,7 +175,7 @@ pub async fn create(
         .credentials()
         .await
         .map_err(ApiError::internal)?;
-    let ttl = signing::lifetime(state.upload_ttl, credentials.expiry(), now.into());
+    let ttl = signing::lifetime(state.config.upload_ttl, credentials.expiry(), now.into());
     let expires_at = now + chrono::Duration::from_std(ttl).map_err(ApiError::internal)?;
     let stem = minilab_core::safe_file_stem(&request.filename);
     let mut metadata = vec![(minilab_core::RECIPE_METADATA, request.recipe.as_str())];
@@ -160,14 +186,14 @@ pub async fn create(
         metadata.push((minilab_core::webhook::WEBHOOK_METADATA, url.as_str()));
     }
     let policy = PostPolicy {
-        bucket: &state.uploads_bucket,
+        bucket: &state.config.uploads_bucket,
         key: &key,
         content_type: &request.content_type,
         size: request.size,
         metadata: &metadata,
         expires_at,
     };
-    let fields = policy.sign(&credentials, &state.region, now);
+    let fields = policy.sign(&credentials, &state.config.region, now);
     tracing::info!(%id, recipe = request.recipe, size = request.size, "upload issued");
     state.metrics.issued();
     if let Some(tracker) = &state.tracker {
@@ -177,9 +203,9 @@ pub async fn create(
             crate::tracking::TrackedUpload {
                 id,
                 recipe: request.recipe.clone(),
-                uploads_bucket: state.uploads_bucket.clone(),
+                uploads_bucket: state.config.uploads_bucket.clone(),
                 key: key.clone(),
-                processed_bucket: state.processed_bucket.clone(),
+                processed_bucket: state.config.processed_bucket.clone(),
                 prefix: keys::upload_prefix(id),
                 expires_at,
             },
@@ -190,12 +216,12 @@ pub async fn create(
         Json(UploadTicket {
             id,
             upload: PresignedPost {
-                url: state.upload_url.clone(),
+                url: state.config.upload_url.clone(),
                 fields,
             },
             expires_at,
             status_url: format!("/api/v1/uploads/{id}"),
-            max_bytes: state.max_upload_bytes,
+            max_bytes: state.config.max_upload_bytes,
         }),
     ))
 }

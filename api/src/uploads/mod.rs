@@ -13,7 +13,7 @@ use std::sync::Arc;
 /// The uploads routes, each behind sign-in (when on) and the per-client limits:
 /// tickets by count and bytes, reads by count.
 pub fn router(state: &ApiState) -> Router<ApiState> {
-    let limits = state.rate_limits;
+    let limits = state.config.rate_limits;
     let guard = |rate| limits::Guard::new(rate, limits.trusted_hops, state.metrics.clone());
     let limited =
         |guard: limits::Guard| axum::middleware::from_fn_with_state(Arc::new(guard), limits::guard);

@@ -230,7 +230,7 @@ pub async fn current_status(state: &ApiState, id: UploadId) -> Result<UploadStat
     let stored = source_stored(state, id).await?;
     Ok(UploadStatus {
         id,
-        state: pending_state(id, stored, state.upload_ttl, Utc::now()),
+        state: pending_state(id, stored, state.config.upload_ttl, Utc::now()),
         created_at: id.created_at(),
         recipe: None,
         source: None,
@@ -242,15 +242,23 @@ pub async fn current_status(state: &ApiState, id: UploadId) -> Result<UploadStat
 }
 
 async fn read_manifest(state: &ApiState, id: UploadId) -> Result<Option<Manifest>> {
-    objects::read_manifest(&state.s3, &state.processed_bucket, &keys::manifest_key(id))
-        .await
-        .map_err(ApiError::internal)
+    objects::read_manifest(
+        &state.s3,
+        &state.config.processed_bucket,
+        &keys::manifest_key(id),
+    )
+    .await
+    .map_err(ApiError::internal)
 }
 
 async fn source_stored(state: &ApiState, id: UploadId) -> Result<bool> {
-    objects::exists(&state.s3, &state.uploads_bucket, &keys::source_key(id))
-        .await
-        .map_err(ApiError::internal)
+    objects::exists(
+        &state.s3,
+        &state.config.uploads_bucket,
+        &keys::source_key(id),
+    )
+    .await
+    .map_err(ApiError::internal)
 }
 
 async fn status_from_manifest(
@@ -266,7 +274,7 @@ async fn status_from_manifest(
         .await
         .map_err(ApiError::internal)?;
     let ttl = signing::lifetime(
-        state.download_ttl,
+        state.config.download_ttl,
         credentials.expiry(),
         std::time::SystemTime::now(),
     );
@@ -286,7 +294,7 @@ async fn status_from_manifest(
         let url = state
             .s3
             .get_object()
-            .bucket(&state.processed_bucket)
+            .bucket(&state.config.processed_bucket)
             .key(&output.key)
             .response_content_disposition(format!("attachment; filename=\"{download_name}\""))
             .customize()

@@ -13,93 +13,114 @@ pub(super) fn encode(
     spec: &OutputSpec,
     icc: Option<&[u8]>,
 ) -> Result<Vec<u8>, ImageError> {
-    let failed = |e: &dyn std::fmt::Display| {
+    let icc = icc.filter(|_| image.color().has_color());
+    match spec.format {
+        Format::Jpeg => jpeg(image, spec, icc),
+        Format::Png => png(image, icc),
+        Format::Webp if spec.lossless => webp_lossless(image, icc),
+        Format::Webp => webp_lossy(image, spec, icc),
+        Format::Avif => avif(image, spec, icc),
+    }
+    .map_err(|e| {
         ImageError::new(
             ErrorCode::EncodeFailed,
             format!("encoding {} failed: {e}", spec.name),
         )
+    })
+}
+
+/// JPEG has no alpha: flattened onto the background (white by default), as a
+/// browser shows a transparent image.
+fn jpeg(image: &DynamicImage, spec: &OutputSpec, icc: Option<&[u8]>) -> Result<Vec<u8>, String> {
+    let flat;
+    let image = if image.color().has_alpha() {
+        flat = flatten_onto(image, spec.background);
+        &flat
+    } else {
+        image
     };
-    let icc = icc.filter(|_| image.color().has_color());
-    let mut out = Vec::new();
-    match spec.format {
-        Format::Jpeg => {
-            // JPEG has no alpha: flatten onto white, as a browser shows a transparent image.
-            let flat;
-            let image = if image.color().has_alpha() {
-                flat = flatten_onto(image, spec.background);
-                &flat
-            } else {
-                image
-            };
-            if image.width() > u32::from(u16::MAX) || image.height() > u32::from(u16::MAX) {
-                return Err(failed(&"JPEG is limited to 65535 pixels a side"));
-            }
-            let encoded = if super::decode::uses_libjpeg_turbo() {
-                encode_jpeg_turbo(image, spec, icc)
-            } else {
-                encode_jpeg_rust(image, spec, icc)
-            };
-            out = encoded.map_err(|e| failed(&e))?;
-        }
-        Format::Png => {
-            let mut encoder = image::codecs::png::PngEncoder::new(&mut out);
-            if let Some(icc) = icc {
-                encoder
-                    .set_icc_profile(icc.to_vec())
-                    .map_err(|e| failed(&e))?;
-            }
-            image.write_with_encoder(encoder).map_err(|e| failed(&e))?;
-        }
-        Format::Webp if spec.lossless => {
-            let mut encoder = image::codecs::webp::WebPEncoder::new_lossless(&mut out);
-            if let Some(icc) = icc {
-                encoder
-                    .set_icc_profile(icc.to_vec())
-                    .map_err(|e| failed(&e))?;
-            }
-            image.write_with_encoder(encoder).map_err(|e| failed(&e))?;
-        }
-        Format::Webp => {
-            // libwebp at its defaults (method 4, as cwebp and libvips use), RGB or
-            // RGBA; grey is widened to RGB since WebP has no grey mode.
-            if image.width() > 16_383 || image.height() > 16_383 {
-                return Err(failed(&"WebP is limited to 16383 pixels a side"));
-            }
-            let (alpha, data) = rgb_or_rgba(image);
-            let layout = if alpha {
-                webp::PixelLayout::Rgba
-            } else {
-                webp::PixelLayout::Rgb
-            };
-            let mut config =
-                webp::WebPConfig::new().map_err(|()| failed(&"libwebp version mismatch"))?;
-            config.quality = f32::from(spec.quality);
-            let encoded = webp::Encoder::new(&data, layout, image.width(), image.height())
-                .encode_advanced(&config)
-                .map_err(|e| failed(&format!("{e:?}")))?;
-            match icc {
-                Some(icc) => out = with_iccp(&encoded, icc, image),
-                None => out.extend_from_slice(&encoded),
-            }
-        }
-        Format::Avif => {
-            // libavif with libaom, one thread, 4:2:0; recipes bound the size
-            // (recipe.rs: MAX_AVIF_PIXELS).
-            let (alpha, data) = rgb_or_rgba(image);
-            let pixels = minilab_avif::Pixels {
-                width: image.width(),
-                height: image.height(),
-                alpha,
-                data: &data,
-            };
-            let settings = minilab_avif::Settings {
-                quantizer: minilab_avif::quantizer_for_quality(spec.quality),
-                speed: spec.speed,
-            };
-            out = minilab_avif::encode(&pixels, settings, icc).map_err(|e| failed(&e))?;
-        }
+    if image.width() > u32::from(u16::MAX) || image.height() > u32::from(u16::MAX) {
+        return Err("JPEG is limited to 65535 pixels a side".into());
     }
+    if super::decode::uses_libjpeg_turbo() {
+        encode_jpeg_turbo(image, spec, icc)
+    } else {
+        encode_jpeg_rust(image, spec, icc)
+    }
+}
+
+fn png(image: &DynamicImage, icc: Option<&[u8]>) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    write_with(image, icc, image::codecs::png::PngEncoder::new(&mut out))?;
     Ok(out)
+}
+
+fn webp_lossless(image: &DynamicImage, icc: Option<&[u8]>) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    write_with(
+        image,
+        icc,
+        image::codecs::webp::WebPEncoder::new_lossless(&mut out),
+    )?;
+    Ok(out)
+}
+
+/// The image through one of the `image` crate's encoders, the profile attached.
+fn write_with(
+    image: &DynamicImage,
+    icc: Option<&[u8]>,
+    mut encoder: impl ImageEncoder,
+) -> Result<(), String> {
+    if let Some(icc) = icc {
+        encoder
+            .set_icc_profile(icc.to_vec())
+            .map_err(|e| e.to_string())?;
+    }
+    image.write_with_encoder(encoder).map_err(|e| e.to_string())
+}
+
+/// libwebp at its defaults (method 4, as cwebp and libvips use), RGB or RGBA; grey
+/// is widened to RGB since WebP has no grey mode.
+fn webp_lossy(
+    image: &DynamicImage,
+    spec: &OutputSpec,
+    icc: Option<&[u8]>,
+) -> Result<Vec<u8>, String> {
+    if image.width() > 16_383 || image.height() > 16_383 {
+        return Err("WebP is limited to 16383 pixels a side".into());
+    }
+    let (alpha, data) = rgb_or_rgba(image);
+    let layout = if alpha {
+        webp::PixelLayout::Rgba
+    } else {
+        webp::PixelLayout::Rgb
+    };
+    let mut config = webp::WebPConfig::new().map_err(|()| "libwebp version mismatch")?;
+    config.quality = f32::from(spec.quality);
+    let encoded = webp::Encoder::new(&data, layout, image.width(), image.height())
+        .encode_advanced(&config)
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(match icc {
+        Some(icc) => with_iccp(&encoded, icc, image),
+        None => encoded.to_vec(),
+    })
+}
+
+/// libavif with libaom, one thread, 4:2:0; recipes bound the size (recipe.rs:
+/// MAX_AVIF_PIXELS).
+fn avif(image: &DynamicImage, spec: &OutputSpec, icc: Option<&[u8]>) -> Result<Vec<u8>, String> {
+    let (alpha, data) = rgb_or_rgba(image);
+    let pixels = minilab_avif::Pixels {
+        width: image.width(),
+        height: image.height(),
+        alpha,
+        data: &data,
+    };
+    let settings = minilab_avif::Settings {
+        quantizer: minilab_avif::quantizer_for_quality(spec.quality),
+        speed: spec.speed,
+    };
+    minilab_avif::encode(&pixels, settings, icc).map_err(|e| e.to_string())
 }
 
 /// Chroma at half resolution below q90, as libjpeg's defaults and browsers expect.
