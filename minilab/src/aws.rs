@@ -7,9 +7,9 @@ use aws_config::BehaviorVersion;
 use clap::Args;
 use minilab_api::limits::RateLimits;
 use minilab_api::{ApiConfig, ApiDeps, ApiState, Word};
-use minilab_worker::Worker;
 use minilab_worker::runner::RunOptions;
 use minilab_worker::sqs::SqsQueue;
+use minilab_worker::{Worker, WorkerConfig, WorkerDeps};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -342,16 +342,20 @@ pub async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let worker = Arc::new(Worker {
-        s3,
-        uploads_bucket: storage.uploads_bucket.clone(),
-        processed_bucket: storage.processed_bucket.clone(),
-        recipes: storage.recipes.load()?,
-        limits: args.limits.limits(storage.upload_size.max_upload_bytes),
-        metrics,
-        announce,
-        webhooks: args.webhooks.webhooks()?,
-    });
+    let worker = Arc::new(Worker::new(
+        WorkerConfig {
+            uploads_bucket: storage.uploads_bucket.clone(),
+            processed_bucket: storage.processed_bucket.clone(),
+            recipes: storage.recipes.load()?,
+            limits: args.limits.limits(storage.upload_size.max_upload_bytes),
+        },
+        WorkerDeps {
+            s3,
+            metrics,
+            announce,
+            webhooks: args.webhooks.webhooks()?,
+        },
+    ));
     let queue: Arc<dyn minilab_worker::queue::Queue> = Arc::new(SqsQueue::new(
         sqs,
         &args.queue_url,
@@ -378,7 +382,7 @@ pub async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         visibility: Duration::from_secs(args.visibility_timeout.max(1)),
         drain: Duration::from_secs(args.drain_timeout),
         hold: RunOptions::hold_for(
-            Duration::from_millis(worker.limits.time_budget_ms),
+            worker.time_budget(),
             Duration::from_secs(args.visibility_timeout.max(1)),
         ),
     };

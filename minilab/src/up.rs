@@ -8,9 +8,9 @@ use axum::http::HeaderValue;
 use clap::Args;
 use minilab_api::{ApiConfig, ApiDeps, ApiState, Word};
 use minilab_core::event::object_created_body;
-use minilab_worker::Worker;
 use minilab_worker::queue::{LocalQueue, LocalSender};
 use minilab_worker::runner::RunOptions;
+use minilab_worker::{Worker, WorkerConfig, WorkerDeps};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -90,16 +90,20 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let worker = Worker {
-        s3: s3.clone(),
-        uploads_bucket: UPLOADS_BUCKET.into(),
-        processed_bucket: PROCESSED_BUCKET.into(),
-        recipes: recipes.clone(),
-        limits: args.limits.limits(max_upload_bytes),
-        metrics: Arc::default(),
-        announce: Some(Arc::new(changes.clone())),
-        webhooks: args.webhooks.webhooks()?,
-    };
+    let worker = Worker::new(
+        WorkerConfig {
+            uploads_bucket: UPLOADS_BUCKET.into(),
+            processed_bucket: PROCESSED_BUCKET.into(),
+            recipes: recipes.clone(),
+            limits: args.limits.limits(max_upload_bytes),
+        },
+        WorkerDeps {
+            s3: s3.clone(),
+            metrics: Arc::default(),
+            announce: Some(Arc::new(changes.clone())),
+            webhooks: args.webhooks.webhooks()?,
+        },
+    );
     start_workers(worker, queue, workers, &shutdown);
 
     let config = api_config(&args, &s3_url, recipes)?;
@@ -221,10 +225,7 @@ fn start_workers(worker: Worker, queue: LocalQueue, workers: usize, shutdown: &C
         concurrency: workers,
         visibility: Duration::from_secs(60),
         drain: Duration::from_secs(0),
-        hold: RunOptions::hold_for(
-            Duration::from_millis(worker.limits.time_budget_ms),
-            Duration::from_secs(60),
-        ),
+        hold: RunOptions::hold_for(worker.time_budget(), Duration::from_secs(60)),
     };
     tokio::spawn(minilab_worker::runner::run(
         Arc::new(worker),

@@ -32,13 +32,19 @@ use minilab_service::changes::Announce;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Processes uploads; cheap to share between tasks.
-pub struct Worker {
-    pub s3: aws_sdk_s3::Client,
+/// What a worker is told: where sources and outputs live, the recipes it knows,
+/// the limits every image runs under.
+pub struct WorkerConfig {
     pub uploads_bucket: String,
     pub processed_bucket: String,
     pub recipes: Arc<RecipeBook>,
     pub limits: Limits,
+}
+
+/// What a worker talks to.
+pub struct WorkerDeps {
+    pub s3: aws_sdk_s3::Client,
+    /// Shared with whatever else counts for the worker (the announcer's drops).
     pub metrics: Arc<Metrics>,
     /// Told when an upload starts and finishes, so the API answers at once (in
     /// `minilab up`: the API in the same process); best effort.
@@ -47,14 +53,59 @@ pub struct Worker {
     pub webhooks: Option<Arc<webhooks::Webhooks>>,
 }
 
+/// Processes uploads; cheap to share between tasks.
+pub struct Worker {
+    s3: aws_sdk_s3::Client,
+    uploads_bucket: String,
+    processed_bucket: String,
+    recipes: Arc<RecipeBook>,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+    announce: Option<Arc<dyn Announce>>,
+    webhooks: Option<Arc<webhooks::Webhooks>>,
+}
+
 /// How one created object ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Succeeded,
     Failed(ErrorCode),
-    /// Nothing to do, and why: `duplicate`, `second-upload`, `foreign-object` or
-    /// `source-gone`.
-    Skipped(&'static str),
+    /// Nothing to do, and why.
+    Skipped(SkipReason),
+}
+
+/// Why a message or object was left alone; the `reason` label of
+/// `minilab_worker_jobs_total{outcome="skipped"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// S3's `s3:TestEvent` when a notification is set up.
+    TestEvent,
+    /// A message that is neither an S3 event nor a work item.
+    NotAnEvent,
+    /// A work item for another bucket or without a prefix.
+    ForeignDestination,
+    /// An object minilab did not issue a ticket for.
+    ForeignObject,
+    /// The manifest exists: a redelivered event.
+    Duplicate,
+    /// Another write of the same ticket claimed the upload.
+    SecondUpload,
+    /// The source was deleted before it was read.
+    SourceGone,
+}
+
+impl SkipReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TestEvent => "test-event",
+            Self::NotAnEvent => "not-an-event",
+            Self::ForeignDestination => "foreign-destination",
+            Self::ForeignObject => "foreign-object",
+            Self::Duplicate => "duplicate",
+            Self::SecondUpload => "second-upload",
+            Self::SourceGone => "source-gone",
+        }
+    }
 }
 
 /// What to do with a message once handled.
@@ -82,11 +133,29 @@ where
 pub use minilab_service::objects::describe;
 
 impl Worker {
+    pub fn new(config: WorkerConfig, deps: WorkerDeps) -> Self {
+        Self {
+            s3: deps.s3,
+            uploads_bucket: config.uploads_bucket,
+            processed_bucket: config.processed_bucket,
+            recipes: config.recipes,
+            limits: config.limits,
+            metrics: deps.metrics,
+            announce: deps.announce,
+            webhooks: deps.webhooks,
+        }
+    }
+
+    /// The most one image may take; a message's visibility is held that long.
+    pub fn time_budget(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.limits.time_budget_ms)
+    }
+
     /// Handles one queue message body.
     pub async fn handle_message(&self, body: &str) -> Disposition {
         let objects = match parse_message(body) {
             Ok(Message::Test) => {
-                self.metrics.job("skipped", "test-event");
+                self.metrics.job("skipped", SkipReason::TestEvent.as_str());
                 return Disposition::Done;
             }
             Ok(Message::Created(objects)) => objects,
@@ -105,7 +174,7 @@ impl Worker {
             }
             Err(err) => {
                 tracing::warn!(error = %err, "dropping a message that is not an S3 event");
-                self.metrics.job("skipped", "not-an-event");
+                self.metrics.job("skipped", SkipReason::NotAnEvent.as_str());
                 return Disposition::Done;
             }
         };
@@ -127,7 +196,7 @@ impl Worker {
         match outcome {
             Outcome::Succeeded => self.metrics.job("succeeded", "none"),
             Outcome::Failed(code) => self.metrics.job("failed", code.as_str()),
-            Outcome::Skipped(why) => self.metrics.job("skipped", why),
+            Outcome::Skipped(why) => self.metrics.job("skipped", why.as_str()),
         }
     }
 
@@ -144,7 +213,7 @@ impl Worker {
                 prefix = item.destination_prefix,
                 "ignoring a work item for another bucket or without a prefix"
             );
-            return Ok(Outcome::Skipped("foreign-destination"));
+            return Ok(Outcome::Skipped(SkipReason::ForeignDestination));
         }
         let task = Task {
             id: None,
@@ -166,7 +235,7 @@ impl Worker {
                 key = object.key,
                 "ignoring an object minilab did not issue"
             );
-            return Ok(Outcome::Skipped("foreign-object"));
+            return Ok(Outcome::Skipped(SkipReason::ForeignObject));
         };
         let task = Task {
             id: Some(id),
@@ -190,7 +259,7 @@ impl Worker {
     ) -> Result<Outcome, Transient> {
         if self.manifest_exists(task).await? {
             tracing::debug!(key = task.key, "already finished; duplicate delivery");
-            return Ok(Outcome::Skipped("duplicate"));
+            return Ok(Outcome::Skipped(SkipReason::Duplicate));
         }
         if let Some(write) = write
             && !self.claim(task, write).await?
@@ -199,7 +268,7 @@ impl Worker {
                 key = task.key,
                 "another upload with this ticket is processed; skipping"
             );
-            return Ok(Outcome::Skipped("second-upload"));
+            return Ok(Outcome::Skipped(SkipReason::SecondUpload));
         }
         if let Some(lag) = event_time.and_then(|t| (Utc::now() - t).to_std().ok()) {
             self.metrics.event_lag(lag);
@@ -226,7 +295,7 @@ impl Worker {
         let started = Instant::now();
         let Some(mut source) = self.download(task).await? else {
             tracing::warn!(key = task.key, "the source is gone; nothing to process");
-            return Ok(Outcome::Skipped("source-gone"));
+            return Ok(Outcome::Skipped(SkipReason::SourceGone));
         };
         let mut timings = StageTimings {
             download_ms: ms(started),
