@@ -11,12 +11,12 @@ use axum::routing::{get, post};
 use clap::Args;
 use kube::api::{Api, ApiResource, PostParams};
 use kube::runtime::events::{Recorder, Reporter};
-use kube_lease_manager::LeaseManagerBuilder;
 use minilab_api::tracking::{TrackError, TrackedUpload, UploadTracker};
 use minilab_core::UploadId;
 use minilab_core::webhook::SIGNATURE_HEADER;
 use minilab_operator::ImageJob;
-use minilab_operator::controller::{self, Context, Watched};
+use minilab_operator::controller::{Context, Watched};
+use minilab_operator::leader::Lease;
 use minilab_operator::metrics::Metrics;
 use minilab_operator::observe::{S3Observer, SqsWorkQueue, WorkQueue};
 use minilab_operator::status::Settings;
@@ -120,38 +120,18 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         signal_stop.cancel();
     });
 
-    let identity = args
-        .identity
-        .clone()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| format!("minilab-operator-{}", std::process::id()));
-    let lease_namespace = args
-        .lease_namespace
-        .clone()
-        .unwrap_or_else(|| client.default_namespace().to_owned());
-    let lease = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-        .with_namespace(&lease_namespace)
-        .with_identity(&identity)
-        .with_duration(15)
-        .with_grace(5)
-        .build()
-        .await
-        .context("setting up the Lease")?;
-    let (is_leader, lease_task) = lease.watch().await;
-
+    let lease = lease(&args, &client);
     let settings = settings(&args, words.is_some())?;
-    let context = context(&args, &client, &sdk, settings, metrics, &identity).await;
+    let context = context(&args, &client, &sdk, settings, metrics, &lease.identity).await;
     println!(
-        "minilab operator {identity}: metrics on http://{metrics_address}, waiting for the Lease {lease_namespace}/{}",
-        args.lease_name
+        "minilab operator {}: metrics on http://{metrics_address}, waiting for the Lease {}/{}",
+        lease.identity, lease.namespace, lease.name
     );
     let api: Api<Watched> = match &args.watch_namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    lead_while_elected(is_leader, api, context, &told, &identity, &shutdown).await?;
-    // The Lease task, its receiver dropped, releases the Lease for the next replica.
-    let _ = lease_task.await;
+    minilab_operator::run(client, &lease, api, context, &told, &shutdown).await?;
     println!("minilab operator stopped");
     Ok(())
 }
@@ -180,6 +160,23 @@ fn health_router(
             post(take_word).with_state((words.clone(), told.clone())),
         ),
         None => router,
+    }
+}
+
+/// The Lease and this replica's name in it: by default the pod's namespace and
+/// name (the host name).
+fn lease(args: &OperatorArgs, client: &kube::Client) -> Lease {
+    Lease {
+        name: args.lease_name.clone(),
+        namespace: args
+            .lease_namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_owned()),
+        identity: args
+            .identity
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| format!("minilab-operator-{}", std::process::id())),
     }
 }
 
@@ -238,45 +235,6 @@ async fn context(
     ))
 }
 
-/// Reconciles while this replica holds the Lease, stands by while it does not,
-/// until shutdown; the receiver is dropped at the end, which releases the Lease.
-async fn lead_while_elected(
-    mut is_leader: tokio::sync::watch::Receiver<bool>,
-    api: Api<Watched>,
-    context: Arc<Context>,
-    told: &broadcast::Sender<UploadId>,
-    identity: &str,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<()> {
-    while !shutdown.is_cancelled() {
-        // Wait to lead.
-        while !*is_leader.borrow_and_update() {
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                changed = is_leader.changed() => changed.context("the Lease watcher stopped")?,
-            }
-        }
-        tracing::info!(%identity, "leading: reconciling ImageJobs");
-        println!("minilab operator {identity}: leading");
-        // Stop reconciling at shutdown or when the Lease is lost, whichever is first.
-        let stop = shutdown.child_token();
-        let controller = controller::run(api.clone(), context.clone(), heard(told), stop.clone());
-        tokio::pin!(controller);
-        loop {
-            tokio::select! {
-                () = &mut controller => break,
-                changed = is_leader.changed() => {
-                    if changed.is_err() || !*is_leader.borrow_and_update() {
-                        tracing::warn!("lost the Lease: standing by");
-                        stop.cancel();
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
 /// A worker's word that an upload changed: its job is reconciled now.
 async fn take_word(
     State((words, told)): State<(Arc<PeerWords>, broadcast::Sender<UploadId>)>,
@@ -297,20 +255,6 @@ async fn take_word(
         Err(Refused::Replayed) => StatusCode::CONFLICT,
         Err(Refused::BadBody) => StatusCode::BAD_REQUEST,
     }
-}
-
-/// The words heard from now on; one that falls behind skips ahead (the fallback
-/// poll covers what it missed).
-fn heard(told: &broadcast::Sender<UploadId>) -> impl futures::Stream<Item = UploadId> + use<> {
-    futures::stream::unfold(told.subscribe(), |mut receiver| async move {
-        loop {
-            match receiver.recv().await {
-                Ok(id) => return Some((id, receiver)),
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    })
 }
 
 /// `minilab api --kube-tracking`: ImageJobs in the pod's namespace, deleted

@@ -16,7 +16,8 @@ use crate::crd::{ImageJob, ImageJobStatus, Phase};
 use crate::metrics::Metrics;
 use crate::observe::{ObserveError, Observer, QueueError, WorkQueue};
 use crate::status::{
-    Decision, Observed, Settings, Work, deletion_due, next_status, status_patch, validate,
+    ConditionType, Decision, Observed, Settings, Work, deletion_due, next_status, status_patch,
+    validate,
 };
 use crate::tracker::job_name;
 use crate::upload;
@@ -110,6 +111,7 @@ pub async fn run(
     told: impl Stream<Item = UploadId> + Send + 'static,
     stop: CancellationToken,
 ) {
+    let namespace = api.namespace().map(str::to_owned);
     let (reader, writer) = reflector::store();
     let jobs = watcher(api, watcher::Config::default())
         .default_backoff()
@@ -120,7 +122,11 @@ pub async fn run(
     // A word for a job not seen yet is dropped: its first reconcile reads S3 anyway.
     let told = told.filter_map(move |id| {
         let name = job_name(&id);
-        let found = store.find(|job| job.name_any() == name);
+        // Watching one namespace, the job is looked up by key; else searched for.
+        let found = match &namespace {
+            Some(ns) => store.get(&ObjectRef::new(&name).within(ns)),
+            None => store.find(|job| job.name_any() == name),
+        };
         futures::future::ready(found.map(|job| ObjectRef::from_obj(&*job)))
     });
     Controller::for_stream(jobs, reader)
@@ -189,7 +195,7 @@ async fn reconcile_job(job: &ImageJob, ctx: &Context) -> Result<Action, Error> {
 async fn observe(job: &ImageJob, ctx: &Context) -> Result<Observed, Error> {
     let spec = &job.spec;
     Ok(match validate(spec, &ctx.settings) {
-        Err(message) => Observed::Invalid(message),
+        Err(invalid) => Observed::Invalid(invalid),
         Ok(Work::Batch { .. }) if ctx.queue.is_none() => Observed::NoQueue,
         Ok(Work::Batch { prefix }) => Observed::Batch(
             batch::observe(
@@ -278,7 +284,12 @@ fn condition_reason(status: &ImageJobStatus) -> Option<&str> {
     status
         .conditions
         .iter()
-        .find(|c| c.status == "True" && (c.type_ == "Failed" || c.type_ == "Complete"))
+        .find(|c| {
+            c.status == "True"
+                && [ConditionType::Failed, ConditionType::Complete]
+                    .iter()
+                    .any(|t| c.type_ == t.as_str())
+        })
         .map(|c| c.reason.as_str())
 }
 

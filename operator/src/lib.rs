@@ -3,12 +3,14 @@
 //!
 //! A reconcile (in [`controller`]) observes the buckets, takes the pure step of
 //! [`status`] (with [`upload`] and [`batch`] jobs in their own modules), enqueues
-//! batch work and writes the status.
+//! batch work and writes the status. [`run`] reconciles while this replica holds
+//! the Lease ([`leader`]).
 
 pub mod aws_resources;
 pub mod batch;
 pub mod controller;
 pub mod crd;
+pub mod leader;
 pub mod metrics;
 pub mod observe;
 pub mod status;
@@ -16,3 +18,4 @@ pub mod tracker;
 pub mod upload;
 
 pub use crd::{ImageJob, ImageJobSpec, ImageJobStatus, Phase};
+pub use leader::run;
