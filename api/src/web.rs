@@ -9,11 +9,17 @@ use axum::routing::get;
 pub const INDEX_HTML: &str = include_str!("../../web/index.html");
 pub const APP_JS: &str = include_str!("../../web/app.js");
 pub const STYLE_CSS: &str = include_str!("../../web/style.css");
+/// evanw's ThumbHash decoder (MIT, web/vendor/LICENSE-thumbhash).
+pub const THUMBHASH_JS: &str = include_str!("../../web/vendor/thumbhash.js");
 
-/// Every file of the page: path, content type, body.
+const SCRIPT: &str = "text/javascript; charset=utf-8";
+
+/// Every file of the page: path, content type, body; index.html first, then the
+/// files it names.
 pub const FILES: &[(&str, &str, &str)] = &[
     ("index.html", "text/html; charset=utf-8", INDEX_HTML),
-    ("app.js", "text/javascript; charset=utf-8", APP_JS),
+    ("vendor/thumbhash.js", SCRIPT, THUMBHASH_JS),
+    ("app.js", SCRIPT, APP_JS),
     ("style.css", "text/css; charset=utf-8", STYLE_CSS),
 ];
 
@@ -85,61 +91,85 @@ pub struct SiteFile {
 pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 pub const REVALIDATE: &str = "no-cache";
 
-/// The page for a bucket behind a CDN: `app.{hash}.js` and `style.{hash}.css`, then
-/// `index.html` pointing at them with `api_base` in its `minilab-api` meta tag ("" for
-/// the page's own origin, as behind CloudFront with `/api/*` routed to the API). In
-/// upload order: index.html last, so it never names a file not yet there.
-pub fn site(api_base: &str) -> Result<Vec<SiteFile>, String> {
+/// Why the page could not be made for a bucket.
+#[derive(Debug, thiserror::Error)]
+pub enum SiteError {
+    #[error(
+        "the API base URL must be empty (the page's own origin) or an http(s) URL without quotes, spaces or markup; got {0:?}"
+    )]
+    BadApiBase(String),
+    #[error("web/index.html must contain {0} exactly once")]
+    IndexLacks(String),
+}
+
+/// The page for a bucket behind a CDN: each file index.html names under a name with
+/// its content's hash (`app.{hash}.js`, `style.{hash}.css`, ...), then `index.html`
+/// pointing at them with `api_base` in its `minilab-api` meta tag ("" for the page's
+/// own origin, as behind CloudFront with `/api/*` routed to the API). In upload
+/// order: index.html last, so it never names a file not yet there.
+pub fn site(api_base: &str) -> Result<Vec<SiteFile>, SiteError> {
+    let api_base = checked_api_base(api_base)?;
+    let (index, assets) = FILES.split_first().expect("index.html and its files");
+    let mut html = index.2.to_owned();
+    let mut files = Vec::with_capacity(FILES.len());
+    for &(name, content_type, body) in assets {
+        let key = hashed_name(name, body);
+        let attribute = if name.ends_with(".css") {
+            "href"
+        } else {
+            "src"
+        };
+        html = replace_once(
+            &html,
+            &format!(r#"{attribute}="{name}""#),
+            &format!(r#"{attribute}="{key}""#),
+        )?;
+        files.push(SiteFile {
+            key,
+            content_type,
+            cache_control: IMMUTABLE,
+            body: body.as_bytes().to_vec(),
+        });
+    }
+    html = replace_once(
+        &html,
+        r#"<meta name="minilab-api" content="">"#,
+        &format!(r#"<meta name="minilab-api" content="{api_base}">"#),
+    )?;
+    files.push(SiteFile {
+        key: index.0.to_owned(),
+        content_type: index.1,
+        cache_control: REVALIDATE,
+        body: html.into_bytes(),
+    });
+    Ok(files)
+}
+
+/// `api_base` without its trailing slashes, if it cannot break out of an attribute.
+fn checked_api_base(api_base: &str) -> Result<&str, SiteError> {
     let api_base = api_base.trim_end_matches('/');
-    if !(api_base.is_empty()
-        || ((api_base.starts_with("https://") || api_base.starts_with("http://"))
-            && !api_base.contains(|c: char| c.is_whitespace() || "\"'<>&\\`".contains(c))))
-    {
-        return Err(format!(
-            "the API base URL must be empty (the page's own origin) or an http(s) URL without quotes, spaces or markup; got {api_base:?}"
-        ));
+    let is_url = (api_base.starts_with("https://") || api_base.starts_with("http://"))
+        && !api_base.contains(|c: char| c.is_whitespace() || "\"'<>&\\`".contains(c));
+    if api_base.is_empty() || is_url {
+        Ok(api_base)
+    } else {
+        Err(SiteError::BadApiBase(api_base.to_owned()))
     }
-    let hashed = |stem: &str, extension: &str, body: &str| {
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(body.as_bytes());
-        format!("{stem}.{}.{extension}", &hex::encode(digest)[..12])
-    };
-    let script = hashed("app", "js", APP_JS);
-    let style = hashed("style", "css", STYLE_CSS);
-    let mut index = INDEX_HTML.to_owned();
-    for (from, to) in [
-        (r#"src="app.js""#, format!(r#"src="{script}""#)),
-        (r#"href="style.css""#, format!(r#"href="{style}""#)),
-        (
-            r#"<meta name="minilab-api" content="">"#,
-            format!(r#"<meta name="minilab-api" content="{api_base}">"#),
-        ),
-    ] {
-        if index.matches(from).count() != 1 {
-            return Err(format!("web/index.html must contain {from} exactly once"));
-        }
-        index = index.replace(from, &to);
+}
+
+/// `dir/stem.{sha256:12}.ext` for `dir/stem.ext`.
+fn hashed_name(name: &str, body: &str) -> String {
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(body.as_bytes()));
+    let (stem, extension) = name.rsplit_once('.').expect("page files have extensions");
+    format!("{stem}.{}.{extension}", &digest[..12])
+}
+
+fn replace_once(html: &str, from: &str, to: &str) -> Result<String, SiteError> {
+    if html.matches(from).count() != 1 {
+        return Err(SiteError::IndexLacks(from.to_owned()));
     }
-    Ok(vec![
-        SiteFile {
-            key: script,
-            content_type: FILES[1].1,
-            cache_control: IMMUTABLE,
-            body: APP_JS.as_bytes().to_vec(),
-        },
-        SiteFile {
-            key: style,
-            content_type: FILES[2].1,
-            cache_control: IMMUTABLE,
-            body: STYLE_CSS.as_bytes().to_vec(),
-        },
-        SiteFile {
-            key: "index.html".to_owned(),
-            content_type: FILES[0].1,
-            cache_control: REVALIDATE,
-            body: index.into_bytes(),
-        },
-    ])
+    Ok(html.replace(from, to))
 }
 
 #[cfg(test)]
@@ -153,13 +183,13 @@ mod tests {
     #[test]
     fn the_published_page_names_its_hashed_files_and_the_api_base() {
         let files = site("https://api.example.com/").unwrap();
-        let [script, style, index] = files.as_slice() else {
-            panic!("three files: {files:?}");
+        let [thumbhash, script, style, index] = files.as_slice() else {
+            panic!("four files: {files:?}");
         };
         assert_eq!(index.key, "index.html");
         assert_eq!(index.cache_control, "no-cache");
         assert!(index.content_type.starts_with("text/html"));
-        for asset in [script, style] {
+        for asset in [thumbhash, script, style] {
             assert_eq!(asset.cache_control, IMMUTABLE);
             assert!(
                 text(index).contains(&format!("\"{}\"", asset.key)),
@@ -170,16 +200,20 @@ mod tests {
         assert!(
             script.key.starts_with("app.") && script.content_type.starts_with("text/javascript")
         );
+        assert!(thumbhash.key.starts_with("vendor/thumbhash.") && thumbhash.key.ends_with(".js"));
         assert!(style.key.starts_with("style.") && style.content_type.starts_with("text/css"));
         assert_eq!(script.body, APP_JS.as_bytes());
         assert!(
             text(index).contains(r#"<meta name="minilab-api" content="https://api.example.com">"#)
         );
         assert!(!text(index).contains(r#"src="app.js""#));
+        // The decoder loads before the page's script, which calls it.
+        let at = |key: &str| text(index).find(key).unwrap();
+        assert!(at(&thumbhash.key) < at(&script.key));
         // Same content, same names; the page's own origin by default.
         let again = site("").unwrap();
-        assert_eq!(again[0].key, script.key);
-        assert!(text(&again[2]).contains(r#"<meta name="minilab-api" content="">"#));
+        assert_eq!(again[1].key, script.key);
+        assert!(text(&again[3]).contains(r#"<meta name="minilab-api" content="">"#));
     }
 
     #[test]

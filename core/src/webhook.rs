@@ -17,6 +17,20 @@ pub const SIGNATURE_HEADER: &str = "minilab-signature";
 /// The longest webhook URL accepted.
 pub const MAX_URL_BYTES: usize = 512;
 
+/// Why an allow-list entry was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AllowListError {
+    #[error("webhook prefix {0:?} is not an http:// or https:// URL")]
+    NotHttp(String),
+    #[error("webhook prefix {0:?} must be scheme://host[:port]/path/ (ending in /)")]
+    NotAPrefix(String),
+}
+
+/// A signing secret too short to sign with; names the secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0} must have at least {MIN_SECRET_BYTES} bytes")]
+pub struct SecretTooShort(pub &'static str);
+
 /// URL prefixes webhooks may be sent to; empty: webhooks are off. Each is kept
 /// parsed: a URL is allowed when, parsed and normalised the same way (WHATWG: dot
 /// segments resolved, `%2e%2e` included), it has a prefix's scheme, host and port
@@ -27,7 +41,7 @@ pub struct AllowList(Vec<url::Url>);
 impl AllowList {
     /// Each entry is `http://` or `https://`, a host (and port), and a path ending in
     /// `/`, without user, query or fragment.
-    pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<Self, String> {
+    pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<Self, AllowListError> {
         let mut prefixes = Vec::new();
         for entry in entries {
             let entry = entry.as_ref().trim();
@@ -37,9 +51,7 @@ impl AllowList {
             let prefix = url::Url::parse(entry)
                 .ok()
                 .filter(|u| matches!(u.scheme(), "http" | "https"))
-                .ok_or_else(|| {
-                    format!("webhook prefix {entry:?} is not an http:// or https:// URL")
-                })?;
+                .ok_or_else(|| AllowListError::NotHttp(entry.to_owned()))?;
             if prefix.host_str().is_none_or(str::is_empty)
                 || !prefix.username().is_empty()
                 || prefix.password().is_some()
@@ -48,9 +60,7 @@ impl AllowList {
                 || !entry.ends_with('/')
                 || !prefix.path().ends_with('/')
             {
-                return Err(format!(
-                    "webhook prefix {entry:?} must be scheme://host[:port]/path/ (ending in /)"
-                ));
+                return Err(AllowListError::NotAPrefix(entry.to_owned()));
             }
             prefixes.push(prefix);
         }
@@ -90,11 +100,9 @@ impl AllowList {
 pub const MIN_SECRET_BYTES: usize = 16;
 
 /// `secret`, if it is long enough to sign with; `what` names it in the error.
-pub fn signing_secret(secret: &[u8], what: &str) -> Result<Vec<u8>, String> {
+pub fn signing_secret(secret: &[u8], what: &'static str) -> Result<Vec<u8>, SecretTooShort> {
     if secret.len() < MIN_SECRET_BYTES {
-        return Err(format!(
-            "{what} must have at least {MIN_SECRET_BYTES} bytes"
-        ));
+        return Err(SecretTooShort(what));
     }
     Ok(secret.to_vec())
 }
@@ -153,7 +161,10 @@ mod tests {
     #[test]
     fn a_secret_too_short_to_sign_with_is_refused() {
         let refused = signing_secret(&[7; 15], "the test secret").unwrap_err();
-        assert_eq!(refused, "the test secret must have at least 16 bytes");
+        assert_eq!(
+            refused.to_string(),
+            "the test secret must have at least 16 bytes"
+        );
         assert_eq!(
             signing_secret(&[7; 16], "the test secret").unwrap(),
             [7; 16]

@@ -101,7 +101,7 @@ impl PeerSecretArgs {
                     "--peer-secret (MINILAB_PEER_SECRET)",
                 )
                 .map(Arc::from)
-                .map_err(anyhow::Error::msg)
+                .map_err(Into::into)
             })
             .transpose()
     }

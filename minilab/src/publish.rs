@@ -24,7 +24,7 @@ pub struct PublishWebArgs {
 /// index.html (revalidated on every visit), and prints each key it wrote. Files of
 /// earlier releases stay, so a page loaded just before the switch keeps working.
 pub async fn run(args: PublishWebArgs) -> anyhow::Result<()> {
-    let files = minilab_api::web::site(&args.api_base).map_err(anyhow::Error::msg)?;
+    let files = minilab_api::web::site(&args.api_base)?;
     if args.prefix.starts_with('/') || args.prefix.contains("..") {
         anyhow::bail!(
             "the prefix must be relative and without `..`: {:?}",

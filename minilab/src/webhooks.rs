@@ -25,9 +25,7 @@ pub struct WebhookArgs {
 
 impl WebhookArgs {
     pub fn allow_list(&self) -> anyhow::Result<AllowList> {
-        AllowList::parse(&self.allow)
-            .map_err(anyhow::Error::msg)
-            .context("--webhook-allow")
+        AllowList::parse(&self.allow).context("--webhook-allow")
     }
 
     /// What the worker sends with; `None` when no webhook is allowed.
@@ -40,8 +38,7 @@ impl WebhookArgs {
             .webhook_secret
             .clone()
             .context("--webhook-allow needs --webhook-secret (MINILAB_WEBHOOK_SECRET)")?;
-        let webhooks = Webhooks::new(allow, secret.into_bytes(), Retry::default())
-            .map_err(anyhow::Error::msg)?;
+        let webhooks = Webhooks::new(allow, secret.into_bytes(), Retry::default())?;
         Ok(Some(Arc::new(webhooks)))
     }
 }

@@ -5,7 +5,7 @@
 
 use crate::crd::{ImageJob, ImageJobStatus, Phase};
 use crate::observe::{ObserveError, Observer};
-use crate::status::{Settings, Verdict, after};
+use crate::status::{Reason, Settings, Verdict, after};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 use minilab_core::event::WorkItem;
@@ -154,9 +154,9 @@ fn finished(verdict: &mut Verdict, bucket: &str, prefix: &str) {
         Phase::Failed
     };
     verdict.reason = if failed == 0 {
-        "Processed"
+        Reason::Processed
     } else {
-        "ImagesFailed"
+        Reason::ImagesFailed
     };
     verdict.message = match (total, failed) {
         (0, _) => Some(format!("no objects under s3://{bucket}/{prefix}")),
@@ -232,7 +232,7 @@ pub fn plan(
         let limit = spec.backoff_limit.unwrap_or(DEFAULT_BACKOFF_LIMIT);
         if status.retries >= limit {
             plan.verdict.phase = Phase::Failed;
-            plan.verdict.reason = "BackoffLimitExceeded";
+            plan.verdict.reason = Reason::BackoffLimitExceeded;
             plan.verdict.message = Some(format!(
                 "{} of {total} images never finished after {} retries",
                 pending.len(),

@@ -58,7 +58,80 @@ pub enum Observed {
     /// A batch, but the operator has no work queue to put it on.
     NoQueue,
     /// The spec passed the schema but makes no sense (see [`validate`]).
-    Invalid(String),
+    Invalid(InvalidSpec),
+}
+
+/// The `reason` of a job's condition, in the API's CamelCase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Not finished (never written: a condition is set once finished).
+    Processing,
+    /// Complete: every image processed.
+    Processed,
+    /// Failed: the upload's image failed.
+    ImageFailed,
+    /// Failed: some of a batch's images failed.
+    ImagesFailed,
+    /// Failed: nothing arrived before the ticket expired.
+    UploadExpired,
+    /// Failed: past `activeDeadlineSeconds`.
+    DeadlineExceeded,
+    /// Failed: the spec makes no sense ([`validate`]).
+    InvalidSpec,
+    /// Failed: a batch's images stayed unfinished past `backoffLimit` retries.
+    BackoffLimitExceeded,
+    /// Suspended True.
+    JobSuspended,
+    /// Suspended False.
+    JobResumed,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Processing => "Processing",
+            Self::Processed => "Processed",
+            Self::ImageFailed => "ImageFailed",
+            Self::ImagesFailed => "ImagesFailed",
+            Self::UploadExpired => "UploadExpired",
+            Self::DeadlineExceeded => "DeadlineExceeded",
+            Self::InvalidSpec => "InvalidSpec",
+            Self::BackoffLimitExceeded => "BackoffLimitExceeded",
+            Self::JobSuspended => "JobSuspended",
+            Self::JobResumed => "JobResumed",
+        }
+    }
+}
+
+/// The `type` of a job's condition, as a Job's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConditionType {
+    Complete,
+    Failed,
+    Suspended,
+}
+
+impl ConditionType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Complete => "Complete",
+            Self::Failed => "Failed",
+            Self::Suspended => "Suspended",
+        }
+    }
+}
+
+/// Why a spec that passed the schema makes no sense.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidSpec {
+    #[error("spec.source needs exactly one of key and prefix")]
+    KeyOrPrefix,
+    #[error(
+        "spec.source.key is for uploads (with uploadExpiresAt); name existing objects with spec.source.prefix"
+    )]
+    KeyWithoutExpiry,
+    #[error("unknown recipe {recipe:?} (known: {known})")]
+    UnknownRecipe { recipe: String, known: String },
 }
 
 /// What a job's source says, before the job's own rules (suspension, deadline).
@@ -67,7 +140,7 @@ pub struct Verdict {
     pub phase: Phase,
     /// The condition's reason once finished: never empty (the API server refuses an
     /// empty required string).
-    pub reason: &'static str,
+    pub reason: Reason,
     pub total: i64,
     pub succeeded: i64,
     pub failed: i64,
@@ -81,7 +154,7 @@ impl Verdict {
     pub fn new(phase: Phase, total: i64) -> Self {
         Verdict {
             phase,
-            reason: "Processing",
+            reason: Reason::Processing,
             total,
             succeeded: 0,
             failed: 0,
@@ -114,29 +187,24 @@ pub enum Work<'a> {
 
 /// The recipe must be known and the source exactly one of an upload's `key` (with
 /// `uploadExpiresAt`) or a batch's `prefix`.
-pub fn validate<'a>(spec: &'a ImageJobSpec, settings: &Settings) -> Result<Work<'a>, String> {
+pub fn validate<'a>(spec: &'a ImageJobSpec, settings: &Settings) -> Result<Work<'a>, InvalidSpec> {
     let source = &spec.source;
     let work = match (&source.key, &source.prefix, &source.upload_expires_at) {
-        (Some(_), Some(_), _) | (None, None, _) => {
-            return Err("spec.source needs exactly one of key and prefix".into());
-        }
-        (Some(_), None, None) => {
-            return Err("spec.source.key is for uploads (with uploadExpiresAt); name existing objects with spec.source.prefix".into());
-        }
+        (Some(_), Some(_), _) | (None, None, _) => return Err(InvalidSpec::KeyOrPrefix),
+        (Some(_), None, None) => return Err(InvalidSpec::KeyWithoutExpiry),
         (Some(key), None, Some(_)) => Work::Upload { key },
         (None, Some(prefix), _) => Work::Batch { prefix },
     };
     if !settings.recipes.contains(&spec.recipe) {
-        return Err(format!(
-            "unknown recipe {:?} (known: {})",
-            spec.recipe,
-            settings
+        return Err(InvalidSpec::UnknownRecipe {
+            recipe: spec.recipe.clone(),
+            known: settings
                 .recipes
                 .iter()
                 .cloned()
                 .collect::<Vec<_>>()
-                .join(", ")
-        ));
+                .join(", "),
+        });
     }
     Ok(work)
 }
@@ -160,7 +228,7 @@ pub fn next_status(
         source_verdict(job, observed, &mut status, settings, now);
     if deadline_passed(job, &status, &verdict, suspended, now) {
         verdict.phase = Phase::Failed;
-        verdict.reason = "DeadlineExceeded";
+        verdict.reason = Reason::DeadlineExceeded;
         verdict.message = Some(format!(
             "the job ran longer than its {} s deadline",
             job.spec.active_deadline_seconds.unwrap_or_default()
@@ -218,10 +286,10 @@ fn source_verdict(
                 Some("no work queue configured (minilab operator --queue-url)".into());
             (verdict, Vec::new(), false)
         }
-        (Observed::Invalid(message), _) => {
+        (Observed::Invalid(invalid), _) => {
             let mut verdict = Verdict::new(Phase::Failed, 0);
-            verdict.reason = "InvalidSpec";
-            verdict.message = Some(message.clone());
+            verdict.reason = Reason::InvalidSpec;
+            verdict.message = Some(invalid.to_string());
             (verdict, Vec::new(), false)
         }
     }
@@ -265,9 +333,9 @@ fn record(status: &mut ImageJobStatus, verdict: Verdict, generation: Option<i64>
     if verdict.phase.is_finished() {
         status.completion_time = Some(Time(verdict.finished_at.unwrap_or(now)));
         let type_ = if verdict.phase == Phase::Succeeded {
-            "Complete"
+            ConditionType::Complete
         } else {
-            "Failed"
+            ConditionType::Failed
         };
         let message = status.message.clone().unwrap_or_default();
         set_condition(
@@ -293,13 +361,13 @@ fn suspension(
     let was_suspended = status
         .conditions
         .iter()
-        .any(|c| c.type_ == "Suspended" && c.status == "True");
+        .any(|c| c.type_ == ConditionType::Suspended.as_str() && c.status == "True");
     if suspended {
         set_condition(
             status,
-            "Suspended",
+            ConditionType::Suspended,
             "True",
-            "JobSuspended",
+            Reason::JobSuspended,
             "suspended",
             now,
             generation,
@@ -307,9 +375,9 @@ fn suspension(
     } else if was_suspended {
         set_condition(
             status,
-            "Suspended",
+            ConditionType::Suspended,
             "False",
-            "JobResumed",
+            Reason::JobResumed,
             "resumed",
             now,
             generation,
@@ -401,22 +469,26 @@ fn source_display(spec: &ImageJobSpec) -> String {
 /// Sets a condition, keeping its transition time when only the reason or message moved.
 fn set_condition(
     status: &mut ImageJobStatus,
-    type_: &str,
+    type_: ConditionType,
     value: &str,
-    reason: &str,
+    reason: Reason,
     message: &str,
     now: Timestamp,
     generation: Option<i64>,
 ) {
     let condition = Condition {
-        type_: type_.into(),
+        type_: type_.as_str().into(),
         status: value.into(),
-        reason: reason.into(),
+        reason: reason.as_str().into(),
         message: message.into(),
         last_transition_time: Time(now),
         observed_generation: generation,
     };
-    match status.conditions.iter_mut().find(|c| c.type_ == type_) {
+    match status
+        .conditions
+        .iter_mut()
+        .find(|c| c.type_ == type_.as_str())
+    {
         Some(existing) if existing.status == value => {
             existing.reason = condition.reason;
             existing.message = condition.message;
@@ -751,19 +823,22 @@ pub(crate) mod tests {
     fn specs_the_schema_accepts_but_that_make_no_sense_are_invalid() {
         let settings = settings();
         let both = job(json!({"source": {"prefix": "p/"}}), Value::Null);
-        assert!(
-            validate(&both.spec, &settings)
-                .unwrap_err()
-                .contains("exactly one of key and prefix")
+        assert_eq!(
+            validate(&both.spec, &settings),
+            Err(InvalidSpec::KeyOrPrefix)
         );
         let unknown = batch_job(json!({"recipe": "sepia"}), Value::Null);
-        let message = validate(&unknown.spec, &settings).unwrap_err();
+        let invalid = validate(&unknown.spec, &settings).unwrap_err();
+        let message = invalid.to_string();
         assert!(
             message.contains("unknown recipe \"sepia\"") && message.contains("thumbnail"),
             "{message}"
         );
         let key_only = job(json!({"source": {"uploadExpiresAt": null}}), Value::Null);
-        assert!(validate(&key_only.spec, &settings).is_err());
+        assert_eq!(
+            validate(&key_only.spec, &settings),
+            Err(InvalidSpec::KeyWithoutExpiry)
+        );
         let upload = job(json!({}), Value::Null);
         assert_eq!(
             validate(&upload.spec, &settings),
@@ -775,11 +850,7 @@ pub(crate) mod tests {
             Ok(Work::Batch { prefix: "shoot/" })
         );
 
-        let s = stored(&decide(
-            &unknown,
-            &Observed::Invalid(message.clone()),
-            at(1),
-        ));
+        let s = stored(&decide(&unknown, &Observed::Invalid(invalid), at(1)));
         assert_eq!(s["phase"], "Failed");
         assert_eq!(s["conditions"][0]["type"], "Failed");
         assert_eq!(s["conditions"][0]["reason"], "InvalidSpec");

@@ -3,7 +3,7 @@
 
 use crate::crd::{JobOutput, JobPlaceholder, Phase};
 use crate::observe::{ObserveError, Observer};
-use crate::status::Verdict;
+use crate::status::{Reason, Verdict};
 use k8s_openapi::jiff::Timestamp;
 use minilab_core::arrival::{Arrival, arrival};
 use minilab_core::keys;
@@ -55,7 +55,7 @@ pub fn verdict(observation: &UploadObservation, expires: Timestamp, now: Timesta
         Arrival::Awaiting => verdict.phase = Phase::AwaitingUpload,
         Arrival::Expired => {
             verdict.phase = Phase::Expired;
-            verdict.reason = "UploadExpired";
+            verdict.reason = Reason::UploadExpired;
             verdict.message = Some(format!(
                 "the upload did not arrive before its URL expired at {expires}"
             ));
@@ -81,7 +81,7 @@ fn from_manifest(manifest: &Manifest) -> Verdict {
     match manifest.state {
         ManifestState::Succeeded => {
             verdict.phase = Phase::Succeeded;
-            verdict.reason = "Processed";
+            verdict.reason = Reason::Processed;
             verdict.succeeded = 1;
             verdict.outputs = manifest
                 .outputs
@@ -102,7 +102,7 @@ fn from_manifest(manifest: &Manifest) -> Verdict {
         }
         ManifestState::Failed => {
             verdict.phase = Phase::Failed;
-            verdict.reason = "ImageFailed";
+            verdict.reason = Reason::ImageFailed;
             verdict.failed = 1;
             verdict.message = manifest
                 .error

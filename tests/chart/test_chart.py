@@ -502,7 +502,10 @@ class ChartTest(unittest.TestCase):
         services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
         # Only the API and the page's files are routed: never the probes or /metrics.
         paths = {(p["path"], p["pathType"]) for p in rule["http"]["paths"]}
-        page = {("/", "Exact")} | {(f"/{f.name}", "Exact") for f in (ROOT / "web").iterdir()}
+        web = ROOT / "web"
+        page = {("/", "Exact")} | {
+            (f"/{f.relative_to(web)}", "Exact") for f in web.rglob("*") if f.suffix in {".html", ".js", ".css"}
+        }
         self.assertEqual(paths, {("/api/", "Prefix")} | page)
         for path in rule["http"]["paths"]:
             backend = path["backend"]["service"]

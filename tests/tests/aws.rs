@@ -540,9 +540,9 @@ async fn publish_web_puts_the_page_with_its_types_cache_headers_and_api_base() {
         .lines()
         .map(|line| line.split_whitespace().nth(1).unwrap())
         .collect();
-    assert_eq!(written.len(), 3, "{stdout}");
+    assert_eq!(written.len(), 4, "{stdout}");
     assert_eq!(
-        written[2],
+        written[3],
         format!("s3://{bucket}/index.html"),
         "index.html goes last"
     );
@@ -567,13 +567,22 @@ async fn publish_web_puts_the_page_with_its_types_cache_headers_and_api_base() {
 
     let web = std::path::Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"))
         .join("../web");
+    let in_bucket = format!("s3://{bucket}/");
     for (source, prefix, content_type) in [
+        (
+            "vendor/thumbhash.js",
+            "vendor/thumbhash.",
+            "text/javascript; charset=utf-8",
+        ),
         ("app.js", "app.", "text/javascript; charset=utf-8"),
         ("style.css", "style.", "text/css; charset=utf-8"),
     ] {
         let key = written
             .iter()
-            .find_map(|uri| uri.rsplit('/').next().filter(|k| k.starts_with(prefix)))
+            .find_map(|uri| {
+                uri.strip_prefix(&in_bucket)
+                    .filter(|k| k.starts_with(prefix))
+            })
             .unwrap()
             .to_owned();
         assert_ne!(key, source, "a content-hashed name");
@@ -595,7 +604,7 @@ async fn publish_web_puts_the_page_with_its_types_cache_headers_and_api_base() {
     // the same page).
     let again = stack.publish_web(&bucket, &[]).await;
     assert!(again.status.success());
-    assert_eq!(stack.keys(&bucket, "").await.len(), 3);
+    assert_eq!(stack.keys(&bucket, "").await.len(), 4);
 
     // A base URL that could break out of the attribute is refused before anything is
     // written; a missing bucket is a clear error naming what failed.

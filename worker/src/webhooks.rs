@@ -6,7 +6,7 @@
 
 use crate::metrics::Metrics;
 use minilab_core::Manifest;
-use minilab_core::webhook::{AllowList, SIGNATURE_HEADER, sign, signing_secret};
+use minilab_core::webhook::{AllowList, SIGNATURE_HEADER, SecretTooShort, sign, signing_secret};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +36,15 @@ impl Default for Retry {
 /// Most deliveries under way at once; more are dropped (and counted).
 const MAX_PENDING: usize = 256;
 
+/// Why the sender could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhooksError {
+    #[error(transparent)]
+    Secret(#[from] SecretTooShort),
+    #[error("building the webhook client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
 pub struct Webhooks {
     allow: AllowList,
     secret: Vec<u8>,
@@ -45,15 +54,14 @@ pub struct Webhooks {
 }
 
 impl Webhooks {
-    pub fn new(allow: AllowList, secret: Vec<u8>, retry: Retry) -> Result<Self, String> {
+    pub fn new(allow: AllowList, secret: Vec<u8>, retry: Retry) -> Result<Self, WebhooksError> {
         let secret = signing_secret(&secret, "the webhook secret")?;
         let client = reqwest::Client::builder()
             // A redirect could lead anywhere: the allow-list is for the URL given.
             .redirect(reqwest::redirect::Policy::none())
             .timeout(retry.timeout)
             .user_agent("minilab-webhook")
-            .build()
-            .map_err(|e| format!("building the webhook client: {e}"))?;
+            .build()?;
         Ok(Self {
             allow,
             secret,
