@@ -4,24 +4,33 @@
 //! The API keeps no state of its own: an upload id carries its creation time, the
 //! uploads bucket says whether the file arrived, and the manifest says how it ended.
 
+// What the binary and the tests use: sign-in, error codes, limits, the POST
+// policy, signing, tracking and the page.
 pub mod auth;
 pub mod error;
 pub mod limits;
-pub mod openapi;
-pub mod peers;
 pub mod post_policy;
-pub mod probes;
-pub mod recipes;
 pub mod signing;
 pub mod tracking;
-pub mod uploads;
 pub mod web;
+
+// The handlers and what only they use.
+pub(crate) mod metrics;
+pub(crate) mod openapi;
+pub(crate) mod peers;
+pub(crate) mod probes;
+pub(crate) mod recipes;
+pub(crate) mod uploads;
+
+pub use error::{ApiError, Code};
+pub use metrics::ApiMetrics;
+pub use signing::Signer;
+pub use tracking::{TrackError, TrackedUpload, UploadTracker};
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::{BoxError, Router};
-use error::{ApiError, Code};
 use minilab_core::RecipeBook;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,29 +41,29 @@ use tower::ServiceBuilder;
 pub struct ApiState {
     /// What this instance was told: buckets, signing lifetimes, limits, recipes.
     pub config: Arc<ApiConfig>,
-    pub s3: aws_sdk_s3::Client,
+    pub(crate) s3: aws_sdk_s3::Client,
     /// Signs upload policies and download URLs, and says how long they may live.
-    pub signer: Arc<signing::Signer>,
+    pub(crate) signer: Arc<signing::Signer>,
     /// Told about every upload (an ImageJob each, on a cluster); `None` off-cluster.
-    pub tracker: Option<Arc<dyn tracking::UploadTracker>>,
-    pub metrics: Arc<tracking::ApiMetrics>,
+    pub(crate) tracker: Option<Arc<dyn tracking::UploadTracker>>,
+    pub(crate) metrics: Arc<metrics::ApiMetrics>,
     /// Whether this instance still takes new requests (`/readyz`).
     pub readiness: Readiness,
     /// Sign-in for uploads and their status (`None`: open to anyone, the default).
-    pub sign_in: Option<Arc<dyn auth::Authenticator>>,
+    pub(crate) sign_in: Option<Arc<dyn auth::Authenticator>>,
     /// Refused sign-ins per address, bounded.
-    pub sign_in_failures: Arc<auth::SignInFailures>,
+    pub(crate) sign_in_failures: Arc<auth::SignInFailures>,
     /// Word of uploads' changes, when something announces them to this instance (the
     /// worker of `minilab up`); `None`: waiting requests read S3 at a steady rate.
-    pub changes: Option<minilab_service::changes::Changes>,
+    pub(crate) changes: Option<minilab_service::changes::Changes>,
     /// The secret workers sign word of changes with (`POST /internal/v1/changes`),
     /// and the words taken lately; `None`: this instance takes no word from other
     /// processes.
-    pub peer_words: Option<Arc<peers::PeerWords>>,
+    pub(crate) peer_words: Option<Arc<peers::PeerWords>>,
     /// The Server-Sent Event streams open now, bounded.
-    pub event_streams: uploads::events::EventStreams,
+    pub(crate) event_streams: uploads::events::EventStreams,
     /// Long polls and event streams open now per client, bounded.
-    pub waits: limits::Waits,
+    pub(crate) waits: limits::Waits,
 }
 
 /// What an API instance is told: its buckets, what it signs, its limits.

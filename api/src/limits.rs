@@ -291,14 +291,14 @@ pub struct Guard {
     limiter: std::sync::Arc<Limiter>,
     budget: Option<UploadBudget>,
     trusted_hops: usize,
-    metrics: std::sync::Arc<crate::tracking::ApiMetrics>,
+    metrics: std::sync::Arc<crate::metrics::ApiMetrics>,
 }
 
 impl Guard {
     pub fn new(
         rate: Rate,
         trusted_hops: usize,
-        metrics: std::sync::Arc<crate::tracking::ApiMetrics>,
+        metrics: std::sync::Arc<crate::metrics::ApiMetrics>,
     ) -> Self {
         Self {
             limiter: std::sync::Arc::new(Limiter::new(rate)),

@@ -19,7 +19,9 @@ use minilab_service::peer_words::Refused;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
+/// The word's body, as the OpenAPI document shows it; `PeerWords` reads it.
 #[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)] // read by minilab_service::peer_words, described here
 pub struct Change {
     /// The upload that changed.
     pub id: String,

@@ -106,7 +106,7 @@ fn check(result: c_int, what: &str) -> Result<(), Error> {
     })
 }
 
-/// An image libavif allocated, destroyed on drop.
+/// An image libavif allocated (never NULL), destroyed on drop.
 struct Image(*mut ImagePrefix);
 
 impl Drop for Image {
@@ -116,7 +116,7 @@ impl Drop for Image {
     }
 }
 
-/// An encoder libavif allocated, destroyed on drop.
+/// An encoder libavif allocated (never NULL), destroyed on drop.
 struct Encoder(*mut EncoderPrefix);
 
 impl Drop for Encoder {
@@ -127,15 +127,26 @@ impl Drop for Encoder {
 }
 
 pub fn encode(pixels: &Pixels, settings: Settings, icc: Option<&[u8]>) -> Result<Vec<u8>, Error> {
-    let failed = |what: &str| Error {
+    let image = yuv_image(pixels, icc)?;
+    let encoder = encoder(settings)?;
+    write(&encoder, &image)
+}
+
+fn failed(what: &str) -> Error {
+    Error {
         message: format!("libavif could not {what}"),
-    };
+    }
+}
+
+/// `pixels` as a 4:2:0 sRGB image, tagged with `icc` when given.
+fn yuv_image(pixels: &Pixels, icc: Option<&[u8]>) -> Result<Image, Error> {
     // SAFETY: no preconditions; NULL on failure.
-    let image =
-        Image(unsafe { avifImageCreate(pixels.width, pixels.height, 8, AVIF_PIXEL_FORMAT_YUV420) });
-    if image.0.is_null() {
+    let created =
+        unsafe { avifImageCreate(pixels.width, pixels.height, 8, AVIF_PIXEL_FORMAT_YUV420) };
+    if created.is_null() {
         return Err(failed("create an image"));
     }
+    let image = Image(created);
     // SAFETY: the image is live and these fields are its leading ones (ImagePrefix).
     unsafe {
         (*image.0).color_primaries = AVIF_COLOR_PRIMARIES_BT709;
@@ -175,12 +186,17 @@ pub fn encode(pixels: &Pixels, settings: Settings, icc: Option<&[u8]>) -> Result
     // libavif only reads (its field is not const, the conversion never writes it).
     let converted = unsafe { avifImageRGBToYUV(image.0, &rgb) };
     check(converted, "converting to YUV")?;
+    Ok(image)
+}
 
+/// An AOM encoder on one thread at `settings`' speed and quantizer.
+fn encoder(settings: Settings) -> Result<Encoder, Error> {
     // SAFETY: no preconditions; NULL on failure.
-    let encoder = Encoder(unsafe { avifEncoderCreate() });
-    if encoder.0.is_null() {
+    let created = unsafe { avifEncoderCreate() };
+    if created.is_null() {
         return Err(failed("create an encoder"));
     }
+    let encoder = Encoder(created);
     let quantizer = c_int::from(settings.quantizer.min(63));
     // SAFETY: the encoder is live and these are its leading fields (EncoderPrefix).
     unsafe {
@@ -190,6 +206,11 @@ pub fn encode(pixels: &Pixels, settings: Settings, icc: Option<&[u8]>) -> Result
         (*encoder.0).min_quantizer = quantizer;
         (*encoder.0).max_quantizer = quantizer;
     }
+    Ok(encoder)
+}
+
+/// The AVIF file of `image`.
+fn write(encoder: &Encoder, image: &Image) -> Result<Vec<u8>, Error> {
     let mut output = RwData {
         data: std::ptr::null_mut(),
         size: 0,

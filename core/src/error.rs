@@ -12,7 +12,8 @@ pub enum ErrorCode {
     EmptyFile,
     /// The object is larger than the configured maximum number of bytes.
     FileTooLarge,
-    /// The bytes are not an image in a format minilab accepts (JPEG, PNG, WebP, GIF).
+    /// The bytes are not an image in a format minilab accepts (JPEG, PNG, WebP, GIF,
+    /// and HEIC in builds with libheif).
     UnsupportedFormat,
     /// The bytes start like a supported image but do not decode (truncated, damaged).
     CorruptImage,

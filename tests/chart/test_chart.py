@@ -627,7 +627,7 @@ class ChartTest(unittest.TestCase):
         # What each crate registers: Registry::with_prefix("p") and register("name", ...)
         # in the same file; counters get _total, histograms _bucket/_sum/_count.
         exported = set()
-        for source in ["api/src/tracking.rs", "worker/src/metrics.rs", "operator/src/metrics.rs"]:
+        for source in ["api/src/metrics.rs", "worker/src/metrics.rs", "operator/src/metrics.rs"]:
             text = (ROOT / source).read_text()
             [prefix] = re.findall(r'Registry::with_prefix\("(\w+)"\)', text)
             for name in re.findall(r'register\(\s*"(\w+)"', text):

@@ -191,7 +191,7 @@ pub struct Watch {
     id: UploadId,
     /// Word of changes, when something announces them here.
     changes: Option<Subscription>,
-    metrics: std::sync::Arc<crate::tracking::ApiMetrics>,
+    metrics: std::sync::Arc<crate::metrics::ApiMetrics>,
 }
 
 impl Watch {
