@@ -318,6 +318,69 @@ function showOutputs(card, status, original) {
   }
   const largest = largestOutput(outputs);
   if (original && largest) showComparison(card, original, largest);
+  showEmbed(card, outputs);
+}
+
+/** Escapes text for an HTML attribute value in double quotes. */
+function attribute(text) {
+  return String(text).replace(/&/g, "&amp;").replace(/"/g, "&quot;").replace(/</g, "&lt;");
+}
+
+/**
+ * Markup for a website, from the outputs' stable addresses (`imageUrl`): outputs of
+ * one type and shape become one `srcset` by width; the JPEG or PNG set with the
+ * largest image is the `<img>`, other types of the same shape (AVIF, then WebP) its
+ * `<source>`s in a `<picture>`. `null` when no output has a stable address.
+ */
+function embedMarkup(outputs, base) {
+  const stable = outputs.filter((o) => o.imageUrl);
+  if (stable.length === 0) return null;
+  const shape = (o) => Math.round((o.width / o.height) * 50);
+  const sets = new Map();
+  for (const output of stable) {
+    const key = `${output.contentType} ${shape(output)}`;
+    if (!sets.has(key)) sets.set(key, []);
+    sets.get(key).push(output);
+  }
+  const largest = (set) => set.reduce((a, b) => (b.width > a.width ? b : a));
+  const srcset = (set) =>
+    [...set].sort((a, b) => a.width - b.width).map((o) => `${new URL(o.imageUrl, base).href} ${o.width}w`).join(", ");
+  const candidates = [...sets.values()];
+  const fallbacks = candidates.filter((set) => /^image\/(jpeg|png)$/.test(set[0].contentType));
+  const biggest = (list) => list.reduce((a, b) => (largest(b).width > largest(a).width ? b : a));
+  const fallback = biggest(fallbacks.length ? fallbacks : candidates);
+  const top = largest(fallback);
+  const order = ["image/avif", "image/webp", "image/png", "image/jpeg"];
+  const sources = candidates
+    .filter((set) => set !== fallback && shape(set[0]) === shape(top))
+    .sort((a, b) => order.indexOf(a[0].contentType) - order.indexOf(b[0].contentType));
+  // Each <source> needs its own sizes: without one it is 100vw, not the <img>'s.
+  const sizes = `sizes="(max-width: ${top.width}px) 100vw, ${top.width}px"`;
+  const img = `<img src="${attribute(new URL(top.imageUrl, base).href)}" srcset="${attribute(srcset(fallback))}" ` +
+    `${sizes} width="${top.width}" height="${top.height}" alt="" loading="lazy" decoding="async">`;
+  if (sources.length === 0) return img;
+  const lines = sources.map((set) => `  <source type="${attribute(set[0].contentType)}" srcset="${attribute(srcset(set))}" ${sizes}>`);
+  return ["<picture>", ...lines, `  ${img}`, "</picture>"].join("\n");
+}
+
+/** "Use on a website": the markup to copy, when the outputs have stable addresses. */
+function showEmbed(card, outputs) {
+  const markup = embedMarkup(outputs, API_BASE ? `${API_BASE}/` : location.href);
+  const box = $(".embed", card);
+  if (!markup) return;
+  const code = $("textarea", box);
+  code.value = markup;
+  code.rows = markup.split("\n").length;
+  const copy = $(".copy", box);
+  copy.addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText(markup);
+      copy.textContent = "Copied";
+    } catch {
+      code.select(); // no clipboard here: selected, for the keyboard's copy
+    }
+  });
+  box.hidden = false;
 }
 
 /**

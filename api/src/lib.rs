@@ -15,6 +15,7 @@ pub mod tracking;
 pub mod web;
 
 // The handlers and what only they use.
+pub(crate) mod images;
 pub(crate) mod metrics;
 pub(crate) mod openapi;
 pub(crate) mod peers;
@@ -81,6 +82,12 @@ pub struct ApiConfig {
     pub download_ttl: Duration,
     /// Serve the upload page at `/`.
     pub serve_web: bool,
+    /// Serve outputs at stable addresses, `GET /i/{id}/{output}.{ext}` (never with
+    /// sign-in: the address is the only key), and name them in statuses.
+    pub serve_images: bool,
+    /// What a status puts before `/i/...` (the CDN's `https://host`); empty: the
+    /// path alone, relative to the API.
+    pub image_base_url: String,
     pub rate_limits: limits::RateLimits,
     /// Where uploads may ask their final status to be sent.
     pub webhooks: minilab_core::webhook::AllowList,

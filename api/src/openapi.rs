@@ -3,7 +3,7 @@
 //! A test (tests/openapi.rs) fails when a route is served that the document lacks.
 
 use crate::error::{Code, ErrorBody, ErrorDetail};
-use crate::{peers, probes, recipes, uploads, web};
+use crate::{images, peers, probes, recipes, uploads, web};
 use axum::Json;
 use utoipa::OpenApi;
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem};
@@ -22,6 +22,7 @@ use utoipa::openapi::{ContentBuilder, ResponseBuilder};
         uploads::create::create,
         uploads::status::status,
         uploads::events::events,
+        images::image,
         recipes::recipes,
         document,
         probes::livez,
@@ -32,6 +33,7 @@ use utoipa::openapi::{ContentBuilder, ResponseBuilder};
     components(schemas(Code, ErrorBody, ErrorDetail, uploads::status::UploadStatus)),
     tags(
         (name = "uploads", description = "Issue an upload, follow it, read its outputs"),
+        (name = "images", description = "Outputs at stable, cacheable addresses (`minilab up`; `minilab api --serve-images`)"),
         (name = "recipes", description = "What a photo can be turned into"),
         (name = "probes", description = "Liveness, readiness and metrics"),
         (name = "internal", description = "Between minilab's own processes, on the metrics address"),

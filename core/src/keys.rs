@@ -7,6 +7,7 @@
 //! is `manifest.json`.
 
 use crate::UploadId;
+use crate::recipe::{Format, is_name};
 
 const UPLOAD_PREFIX: &str = "uploads/";
 const MANIFEST: &str = "manifest.json";
@@ -70,6 +71,20 @@ pub fn manifest_key(id: UploadId) -> String {
     manifest_key_in(&upload_prefix(id))
 }
 
+/// Where an upload's output is served at a stable address (`/i/{id}/{output}.{ext}`,
+/// on the API or behind the CDN): the path of [`output_key`] under `/i/`.
+pub fn image_path(id: UploadId, output: &str, extension: &str) -> String {
+    format!("/i/{}", output_key(id, output, extension))
+}
+
+/// The output name and format a file name under an upload's results prefix can be
+/// (`large.jpg`), or `None`: only outputs, never the manifest or the claim.
+pub fn parse_output_file(file: &str) -> Option<(&str, Format)> {
+    let (name, extension) = file.rsplit_once('.')?;
+    let format = Format::from_extension(extension)?;
+    (is_name(name) && name != "manifest").then_some((name, format))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,5 +111,33 @@ mod tests {
         assert!(is_manifest_key(&manifest_key_in(&item)));
         assert!(!is_manifest_key("out/a/notmanifest.json"));
         assert!(!is_manifest_key("out/a/b.jpg/large.jpg"));
+    }
+
+    #[test]
+    fn only_outputs_parse_as_files_served_at_a_stable_address() {
+        let id = UploadId::new(Utc::now());
+        assert_eq!(image_path(id, "large", "jpg"), format!("/i/{id}/large.jpg"));
+        assert_eq!(
+            parse_output_file("large.jpg"),
+            Some(("large", Format::Jpeg))
+        );
+        assert_eq!(
+            parse_output_file("thumb-webp.webp"),
+            Some(("thumb-webp", Format::Webp))
+        );
+        for not_an_output in [
+            "manifest.json",
+            "claim",
+            "manifest.jpg",
+            "large.JPG",
+            "large.jpeg",
+            ".jpg",
+            "../x/large.jpg",
+            "Large.jpg",
+            "a.b.jpg",
+            "large.jpg.json",
+        ] {
+            assert_eq!(parse_output_file(not_an_output), None, "{not_an_output}");
+        }
     }
 }

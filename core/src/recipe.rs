@@ -212,6 +212,13 @@ pub enum Format {
 }
 
 impl Format {
+    pub const ALL: [Format; 4] = [Format::Jpeg, Format::Png, Format::Webp, Format::Avif];
+
+    /// The format whose files end in `.{extension}`.
+    pub fn from_extension(extension: &str) -> Option<Format> {
+        Self::ALL.into_iter().find(|f| f.extension() == extension)
+    }
+
     pub fn extension(self) -> &'static str {
         match self {
             Format::Jpeg => "jpg",
@@ -363,7 +370,8 @@ fn avif_problem(output: &OutputSpec) -> Option<(&'static str, &'static str)> {
     None
 }
 
-fn is_name(s: &str) -> bool {
+/// A recipe's or an output's name: 1-40 lowercase letters, digits and `-`.
+pub(crate) fn is_name(s: &str) -> bool {
     (1..=40).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')

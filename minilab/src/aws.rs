@@ -44,6 +44,15 @@ pub struct ApiArgs {
     /// Serve the upload page at `/` too (on EKS the page is in the site bucket).
     #[arg(long, env = "MINILAB_SERVE_WEB", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     serve_web: bool,
+    /// Serve outputs at stable addresses, `GET /i/{id}/{output}.{ext}`, cacheable for
+    /// a year (for `<img src>` and a CDN); statuses name them as `imageUrl`. Not with
+    /// sign-in: such uploads are private, and the address would be their only key.
+    #[arg(long, env = "MINILAB_SERVE_IMAGES", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    serve_images: bool,
+    /// What statuses put before `/i/...`: the site's `https://host` behind a CDN;
+    /// empty: the path alone, relative to the API.
+    #[arg(long, env = "MINILAB_IMAGE_BASE_URL", default_value = "")]
+    image_base_url: String,
     /// The URL browsers POST uploads to [default: the uploads bucket's S3 URL].
     #[arg(long, env = "MINILAB_UPLOAD_URL")]
     upload_url: Option<String>,
@@ -248,14 +257,22 @@ pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
         upload_ttl: args.presign.upload_ttl(),
         download_ttl: args.presign.download_ttl(),
         serve_web: args.serve_web,
+        serve_images: args.serve_images,
+        image_base_url: image_base_url(&args.image_base_url)?,
         rate_limits: args.client_limits.rate_limits(RateLimits::API),
         webhooks: args.webhooks.allow_list()?,
     };
+    let sign_in = args.sign_in.sign_in().await?;
+    if args.serve_images && sign_in.is_some() {
+        anyhow::bail!(
+            "--serve-images with sign-in: signed-in uploads are private, and an image's stable address would be open to anyone who has it"
+        );
+    }
     let deps = ApiDeps {
         s3,
         signer: Arc::new(minilab_api::signing::Signer::new(credentials)),
         tracker,
-        sign_in: args.sign_in.sign_in().await?,
+        sign_in,
         // Word from the workers, when they are told where this instance is.
         word: match args.peer_secret.secret()? {
             Some(secret) => Word::FromPeers(secret),
@@ -323,6 +340,17 @@ async fn serve_api(
     })
     .await?;
     Ok(())
+}
+
+/// `base` without its trailing `/`, if it is empty or an http(s) URL.
+fn image_base_url(base: &str) -> anyhow::Result<String> {
+    let base = base.trim_end_matches('/');
+    let is_url = base.starts_with("https://") || base.starts_with("http://");
+    anyhow::ensure!(
+        base.is_empty() || (is_url && !base.contains(char::is_whitespace)),
+        "--image-base-url must be empty or an http(s) URL; got {base:?}"
+    );
+    Ok(base.to_owned())
 }
 
 pub async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {

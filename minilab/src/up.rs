@@ -143,6 +143,8 @@ fn api_config(
         upload_ttl: args.presign.upload_ttl(),
         download_ttl: args.presign.download_ttl(),
         serve_web: true,
+        serve_images: true,
+        image_base_url: String::new(),
         rate_limits: args
             .client_limits
             .rate_limits(default_client_limits(args.listen)),

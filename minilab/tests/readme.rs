@@ -219,12 +219,19 @@ async fn every_route_in_the_api_table_answers_on_up() {
     let routes = api_table();
     assert!(routes.len() >= 8, "{routes:?}");
     let mut id = String::new();
+    let mut ticket = Value::Null;
     // The workers' signed word is refused unsigned: the peers tests cover it.
     for (method, path) in routes
         .iter()
         .filter(|(_, path)| !path.starts_with("/internal/"))
     {
-        let url = format!("{}{}", lab.url, path.replace("{id}", &id));
+        // An output's stable address: the ticket's photo, uploaded and processed.
+        if path.contains("{file}") {
+            lab.upload(&ticket, small.clone(), "image/jpeg").await;
+            lab.wait_final(&id).await;
+        }
+        let path = path.replace("{id}", &id).replace("{file}", "large.jpg");
+        let url = format!("{}{path}", lab.url);
         let answer = match method.as_str() {
             "POST" => lab
                 .http
@@ -245,10 +252,8 @@ async fn every_route_in_the_api_table_answers_on_up() {
             answer.status()
         );
         if method == "POST" {
-            id = answer.json::<Value>().await.unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_owned();
+            ticket = answer.json::<Value>().await.unwrap();
+            id = ticket["id"].as_str().unwrap().to_owned();
         }
     }
     // ... and every route of the API's contract is in the table.

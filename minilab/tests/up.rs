@@ -107,6 +107,83 @@ async fn a_photo_goes_up_through_the_web_recipe_and_comes_back_in_both_sizes_and
     }
 }
 
+/// Each output stays at a stable address a website can put in `<img src>`: the same
+/// bytes as the download, its type, a year's immutable caching and an ETag that
+/// answers 304; nothing but an upload's outputs is served there.
+#[tokio::test(flavor = "multi_thread")]
+async fn outputs_are_served_at_stable_cacheable_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start(dir.path(), &[]);
+    let id = lab
+        .upload_jpeg("stable.jpg", &photo("photo-small.jpg"), "web")
+        .await;
+    let status = lab.wait_final(&id).await;
+    assert_eq!(state(&status), "succeeded", "{status}");
+    let downloads = lab.download_outputs(&status).await;
+    for (output, (name, downloaded)) in status["outputs"].as_array().unwrap().iter().zip(downloads)
+    {
+        let path = output["imageUrl"].as_str().unwrap();
+        let extension = output["contentType"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("image/");
+        let extension = if extension == "jpeg" {
+            "jpg"
+        } else {
+            extension
+        };
+        assert_eq!(path, format!("/i/{id}/{name}.{extension}"));
+        let response = lab.get(path).await;
+        assert_eq!(response.status(), 200, "{path}");
+        let headers = response.headers().clone();
+        assert_eq!(
+            headers["content-type"],
+            output["contentType"].as_str().unwrap()
+        );
+        assert_eq!(
+            headers["cache-control"],
+            "public, max-age=31536000, immutable"
+        );
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert!(
+            headers.get("content-disposition").is_none(),
+            "shown, not downloaded"
+        );
+        assert_eq!(
+            response.bytes().await.unwrap().to_vec(),
+            downloaded,
+            "{path}"
+        );
+
+        let etag = headers["etag"].to_str().unwrap();
+        let again = lab
+            .http
+            .get(format!("{}{path}", lab.url))
+            .header("if-none-match", etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 304, "{path}");
+        assert!(again.bytes().await.unwrap().is_empty());
+    }
+
+    let other = minilab_core::UploadId::new(chrono::Utc::now());
+    for path in [
+        format!("/i/{id}/manifest.json"),
+        format!("/i/{id}/claim"),
+        format!("/i/{id}/large.png"),
+        format!("/i/{id}/nothing.jpg"),
+        format!("/i/{other}/large.jpg"),
+        "/i/not-an-id/large.jpg".to_owned(),
+        format!("/i/{id}/..%2Fmanifest.json"),
+    ] {
+        let response = lab.get(&path).await;
+        assert_eq!(response.status(), 404, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "not-found", "{path}");
+    }
+}
+
 /// The upload's progress comes as Server-Sent Events, one per state, ending after the
 /// final one; the stream is woken by the worker's word (in `minilab up`, the same
 /// process), not by its next read of the store.
@@ -505,12 +582,7 @@ async fn the_api_answers_bad_requests_with_stable_codes() {
     assert_eq!(response.status(), 413);
 
     for id in ["nope", "../../etc/passwd", "zzzzzzzzzzzzzzzzzzzzzzzzzz"] {
-        let response = lab
-            .http
-            .get(format!("{}/api/v1/uploads/{id}", lab.url))
-            .send()
-            .await
-            .unwrap();
+        let response = lab.get(&format!("/api/v1/uploads/{id}")).await;
         assert_eq!(response.status(), 404, "{id}");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error"]["code"], "not-found");

@@ -95,13 +95,18 @@ async function openPage(options = {}) {
   return { page, problems };
 }
 
-test("a photo is uploaded, processed, previewed and downloaded", async () => {
-  const { page, problems } = await openPage();
-  await page.selectOption("#recipe", "web");
-  await page.setInputFiles("#file", path.join(photos, "photo-12mp.jpg"));
-
+/** Picks `photo` under `recipe` on `page`; resolves with its card once succeeded. */
+async function processed(page, recipe, photo) {
+  await page.selectOption("#recipe", recipe);
+  await page.setInputFiles("#file", path.join(photos, photo));
   const card = page.locator("article.upload").first();
   await expectFinal(card, "succeeded");
+  return card;
+}
+
+test("a photo is uploaded, processed, previewed and downloaded", async () => {
+  const { page, problems } = await openPage();
+  const card = await processed(page, "web", "photo-12mp.jpg");
   const figures = card.locator("figure.output");
   assert.equal(await figures.count(), 4);
   // The lossy WebP previews in Chromium too, at its stated size.
@@ -148,6 +153,30 @@ test("a photo is uploaded, processed, previewed and downloaded", async () => {
   await compare.locator("input[type=range]").fill("20");
   assert.equal(await after.evaluate((img) => img.style.clipPath), "inset(0px 0px 0px 20%)");
   assert.ok(await compare.locator("img.before").evaluate((img) => img.naturalWidth > 0), "the original shows");
+  assert.deepEqual(problems, []);
+});
+
+test("the outputs' markup for a website loads from their stable addresses", async () => {
+  const { page, problems } = await openPage();
+  const card = await processed(page, "web", "photo-12mp.jpg");
+  const embed = card.locator("details.embed");
+  await embed.locator("summary").click();
+  const markup = await embed.locator("textarea").inputValue();
+  const images = `${lab.url.replace(/\/$/, "")}/i/`;
+  // JPEG is the <img>, WebP its <source>; each a srcset of both widths.
+  assert.match(markup, /^<picture>\n  <source type="image\/webp" srcset="\S+\/thumb-webp\.webp 256w, \S+\/large-webp\.webp 1024w" sizes="\(max-width: 1024px\) 100vw, 1024px">\n/);
+  assert.match(markup, /<img src="\S+\/large\.jpg" srcset="\S+\/thumb\.jpg 256w, \S+\/large\.jpg 1024w" sizes="\(max-width: 1024px\) 100vw, 1024px" width="1024" height="768"/);
+  for (const url of markup.match(/http:\/\/[^\s"]+/g)) assert.ok(url.startsWith(images), url);
+
+  // Put on another page, as a website would: the browser picks the WebP and shows it.
+  const site = await (await browser.newContext()).newPage();
+  await site.setContent(`<!doctype html><body>${markup}</body>`);
+  const shown = await site.locator("img").evaluate(async (img) => {
+    await img.decode();
+    return { src: img.currentSrc, width: img.naturalWidth };
+  });
+  assert.match(shown.src, /\/large-webp\.webp$/);
+  assert.equal(shown.width, 1024);
   assert.deepEqual(problems, []);
 });
 

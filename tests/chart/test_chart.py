@@ -192,6 +192,8 @@ VALUE_SETS["pod-identity-and-placement"] = merged(VALUE_SETS["aws"], {
     "podAnnotations": {"example.com/owner": "media"},
     "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy.internal:3128"}],
     "worker": {"nodeSelector": {"pool": "compute"}, "extraEnv": [{"name": "RUST_LOG", "value": "info"}]},
+    # Images at stable addresses, through the Ingress and CloudFront.
+    "api": {"serveImages": True},
 })
 ACCOUNT = "111122223333"
 
@@ -1255,6 +1257,41 @@ class ChartTest(unittest.TestCase):
         self.assertIn("webhooks.secretName is required", str(refused.exception))
         with self.assertRaises(hp.HelmValuesError):
             render(merged(BASE, {"webhooks": {"allow": ["https://hooks.example.com"], "secretName": "s"}}))
+
+    def test_images_at_stable_addresses_are_routed_and_cached_at_the_edge(self):
+        def api_env(docs):
+            container = by_kind(docs, "Deployment")["demo-minilab-api"]["spec"]["template"]["spec"]["containers"][0]
+            return {e["name"]: e.get("value") for e in container["env"]}
+        off = render(VALUE_SETS["aws"])
+        self.assertNotIn("MINILAB_SERVE_IMAGES", api_env(off))
+        [distribution] = by_kind(off, "Distribution").values()
+        self.assertNotIn("/i/*", [b["pathPattern"] for b in distribution["spec"]["distributionConfig"]["cacheBehaviors"]["items"]])
+
+        docs = render(merged(VALUE_SETS["aws"], {"api": {"serveImages": True}}))
+        env = api_env(docs)
+        self.assertEqual(env["MINILAB_SERVE_IMAGES"], "true")
+        # Statuses name the images on the site's domain, where CloudFront serves them.
+        self.assertEqual(env["MINILAB_IMAGE_BASE_URL"], "https://photos.example.com")
+        [ingress] = by_kind(docs, "Ingress").values()
+        paths = {(p["path"], p["pathType"]) for p in ingress["spec"]["rules"][0]["http"]["paths"]}
+        self.assertIn(("/i/", "Prefix"), paths)
+        [distribution] = by_kind(docs, "Distribution").values()
+        config = distribution["spec"]["distributionConfig"]
+        behaviours = {b["pathPattern"]: b for b in config["cacheBehaviors"]["items"]}
+        images = behaviours["/i/*"]
+        self.assertEqual(images["targetOriginID"], behaviours["/api/*"]["targetOriginID"])
+        self.assertEqual(images["cachePolicyID"], "658327ea-f89d-4fab-a63d-7e88639e58f6")  # Managed-CachingOptimized
+        self.assertEqual(images["allowedMethods"]["items"], ["GET", "HEAD"])
+        self.assertNotIn("originRequestPolicyID", images, "no cookies or headers forwarded: one cached copy")
+
+        # Without CloudFront the addresses are the API's own: no base URL.
+        plain = render(merged(VALUE_SETS["ingress-netpol-monitor"], {"api": {"serveImages": True}}))
+        self.assertNotIn("MINILAB_IMAGE_BASE_URL", api_env(plain))
+        # Signed-in uploads are private: no stable addresses for them.
+        sign_in = {"issuer": "https://id.example.com", "audience": "minilab", "jwksUrl": "https://id.example.com/jwks"}
+        with self.assertRaises(Exception) as refused:
+            render(merged(BASE, {"api": {"serveImages": True, "signIn": sign_in}}))
+        self.assertIn("api.serveImages cannot be on with api.signIn", str(refused.exception))
 
     def test_sign_in_is_off_by_default_and_complete_when_on(self):
         def api_env(values):

@@ -259,6 +259,15 @@ impl Api {
         response.json().await.expect("JSON")
     }
 
+    /// `GET {url}{path}`, whatever it answers.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("GET")
+    }
+
     pub fn new(url: String) -> Api {
         Self::client(url, reqwest::Client::builder())
     }

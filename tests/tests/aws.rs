@@ -41,7 +41,14 @@ where
 async fn an_upload_goes_through_s3_and_sqs_and_comes_back_presigned() {
     let stack = Stack::connect().await;
     let env = stack.env(EnvOptions::default()).await;
-    let (_api, api) = stack.api(&env, &[]);
+    let (_api, api) = stack.api(
+        &env,
+        &[
+            "--serve-images",
+            "--image-base-url",
+            "https://photos.example.com/",
+        ],
+    );
     let (_worker, metrics) = stack.worker(&env, &[]);
 
     let bytes = photo("photo-12mp.jpg");
@@ -58,6 +65,28 @@ async fn an_upload_goes_through_s3_and_sqs_and_comes_back_presigned() {
     assert_eq!(state(&status), "succeeded", "{status}");
     let outputs = api.download_outputs(&status).await;
     assert_eq!(outputs, expected_outputs(&bytes, "web"));
+    // The same bytes at each output's stable address, read from S3 by the API; the
+    // status names it on the CDN's host.
+    for (output, (name, downloaded)) in status["outputs"].as_array().unwrap().iter().zip(&outputs) {
+        let image_url = output["imageUrl"].as_str().unwrap();
+        let path = image_url
+            .strip_prefix("https://photos.example.com")
+            .unwrap();
+        assert!(path.starts_with(&format!("/i/{id}/{name}.")), "{image_url}");
+        let served = api.get(path).await;
+        assert_eq!(served.status(), 200, "{path}");
+        assert_eq!(
+            served.headers()["content-type"],
+            output["contentType"].as_str().unwrap()
+        );
+        assert_eq!(
+            &served.bytes().await.unwrap().to_vec(),
+            downloaded,
+            "{path}"
+        );
+    }
+    let manifest = api.get(&format!("/i/{id}/manifest.json")).await;
+    assert_eq!(manifest.status(), 404);
     assert_eq!(
         stack.keys(&env.processed, &id).await,
         [

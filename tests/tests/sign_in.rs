@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use minilab_api::auth::test_issuer::TestIssuer;
-use minilab_tests::aws::{EnvOptions, Stack, metric};
+use minilab_tests::aws::{Env, EnvOptions, Stack, metric};
 use minilab_tests::photo;
 use serde_json::{Value, json};
 
@@ -52,6 +52,27 @@ async fn status(api: &minilab_tests::Api, id: &str, token: &str) -> (u16, Value)
     (response.status().as_u16(), response.json().await.unwrap())
 }
 
+/// An issuer, its keys served on loopback, and a LocalStack environment for the API.
+async fn issuer_and_stack() -> (TestIssuer, String, Stack, Env) {
+    let issuer = TestIssuer::new(ISSUER, "key-1");
+    let jwks_url = serve_jwks(issuer.jwks()).await;
+    let stack = Stack::connect().await;
+    let env = stack.env(EnvOptions::default()).await;
+    (issuer, jwks_url, stack, env)
+}
+
+/// The flags that turn sign-in on with the issuer whose keys are at `jwks_url`.
+fn sign_in_args(jwks_url: &str) -> [&str; 6] {
+    [
+        "--oidc-issuer",
+        ISSUER,
+        "--oidc-audience",
+        AUDIENCE,
+        "--oidc-jwks-url",
+        jwks_url,
+    ]
+}
+
 fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or_default()
 }
@@ -59,27 +80,17 @@ fn code(body: &Value) -> &str {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs LocalStack: ./tests/run starts it and runs this"]
 async fn with_sign_in_uploads_need_a_good_token_and_belong_to_their_subject() {
-    let issuer = TestIssuer::new(ISSUER, "key-1");
-    let jwks_url = serve_jwks(issuer.jwks()).await;
-    let stack = Stack::connect().await;
-    let env = stack.env(EnvOptions::default()).await;
-    let (mut process, api) = stack.api(
-        &env,
-        &[
-            "--oidc-issuer",
-            ISSUER,
-            "--oidc-audience",
-            AUDIENCE,
-            "--oidc-jwks-url",
-            &jwks_url,
-            "--tickets-per-minute",
-            "60",
-            "--ticket-burst",
-            "2",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ],
-    );
+    let (issuer, jwks_url, stack, env) = issuer_and_stack().await;
+    let mut args = sign_in_args(&jwks_url).to_vec();
+    args.extend([
+        "--tickets-per-minute",
+        "60",
+        "--ticket-burst",
+        "2",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]);
+    let (mut process, api) = stack.api(&env, &args);
     let metrics = process.wait_line("minilab api metrics on ");
     let photo = photo("photo-small.jpg");
 
@@ -151,4 +162,26 @@ async fn with_sign_in_uploads_need_a_good_token_and_belong_to_their_subject() {
     assert_eq!((limited, code(&body)), (429, "rate-limited"), "{body}");
     let elsewhere = api.from_another_address();
     assert_eq!(ticket(&elsewhere, Some(&bob), 1000).await.0, 201);
+}
+
+/// Signed-in uploads are private: an API with sign-in does not start serving images
+/// at stable addresses, which anyone holding one could read.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs LocalStack: ./tests/run starts it and runs this"]
+async fn stable_image_addresses_are_refused_with_sign_in() {
+    let (_issuer, jwks_url, stack, env) = issuer_and_stack().await;
+    let mut command = stack.command("api", &env);
+    command
+        .args(["--listen", "127.0.0.1:0", "--serve-images"])
+        .args(sign_in_args(&jwks_url));
+    let output = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        tokio::process::Command::from(command).output(),
+    )
+    .await
+    .expect("minilab api did not stop")
+    .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--serve-images with sign-in"), "{stderr}");
 }

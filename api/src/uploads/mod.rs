@@ -19,7 +19,7 @@ pub fn router(state: &ApiState) -> Router<ApiState> {
         |guard: limits::Guard| axum::middleware::from_fn_with_state(Arc::new(guard), limits::guard);
     // Sign-in runs first (the outer layer), so the limits key by its subject.
     let signed_in = axum::middleware::from_fn_with_state(state.clone(), auth::require);
-    Router::new()
+    let router = Router::new()
         .route(
             "/api/v1/uploads",
             post(create::create)
@@ -39,5 +39,14 @@ pub fn router(state: &ApiState) -> Router<ApiState> {
             get(events::events)
                 .route_layer(limited(guard(limits.reads)))
                 .route_layer(signed_in),
+        );
+    // Outputs at stable addresses: read like statuses, without sign-in.
+    if state.config.serve_images {
+        router.route(
+            "/i/{id}/{file}",
+            get(crate::images::image).route_layer(limited(guard(limits.reads))),
         )
+    } else {
+        router
+    }
 }

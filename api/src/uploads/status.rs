@@ -99,6 +99,10 @@ pub struct OutputView {
     pub name: String,
     /// A presigned GET that downloads the output as an attachment.
     pub url: String,
+    /// Where the output stays, for `<img src>` and CDNs (`{base}/i/{id}/{output}.{ext}`),
+    /// when this deployment serves images.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_url: Option<String>,
     pub width: u32,
     pub height: u32,
     pub bytes: u64,
@@ -302,9 +306,14 @@ async fn status_from_manifest(
             .presigned(presigning.clone())
             .await
             .map_err(ApiError::internal)?;
+        let image_url = state.config.serve_images.then(|| {
+            let path = keys::image_path(id, &output.name, extension);
+            format!("{}{path}", state.config.image_base_url)
+        });
         outputs.push(OutputView {
             name: output.name.clone(),
             url: url.uri().to_owned(),
+            image_url,
             width: output.width,
             height: output.height,
             bytes: output.bytes,

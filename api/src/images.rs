@@ -1,0 +1,132 @@
+//! `GET /i/{id}/{output}.{ext}`: an upload's output at a stable address a website can
+//! use in `<img src>` and a CDN can cache for a year, instead of an expiring
+//! download link. The address is the capability (the id's 80 random bits), so it is
+//! served only where uploads are not private: never with sign-in on (see
+//! docs/architecture.md, "Delivery").
+
+use crate::ApiState;
+use crate::error::{ApiError, Code, ErrorBody, Result};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use minilab_core::recipe::Format;
+use minilab_core::{UploadId, keys};
+
+/// Outputs never change under their key: a year, immutable.
+pub const CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
+
+/// One output's bytes, streamed from the processed bucket, with its type (from its
+/// extension, never from the object's metadata), its ETag and a year's caching; an
+/// `If-None-Match` naming its ETag gets 304. Anything that is not an output of an
+/// upload (the manifest, the claim, a batch's results, a malformed name) is
+/// `not-found`, like an output that does not exist (yet).
+#[utoipa::path(get, path = "/i/{id}/{file}", tag = "images",
+    params(
+        ("id" = String, Path, description = "The upload's id"),
+        ("file" = String, Path, description = "An output's name and its format's extension: `large.jpg`"),
+    ),
+    responses(
+        (status = 200, description = "The output's bytes, `Cache-Control: public, max-age=31536000, immutable`", content_type = "image/*"),
+        (status = 304, description = "Not modified: `If-None-Match` named its ETag"),
+        (status = 404, description = "`not-found`: no such output (or not yet)", body = ErrorBody),
+        (status = 429, description = "`rate-limited` (with `Retry-After`)", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
+pub async fn image(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path((id, file)): Path<(String, String)>,
+) -> Result<Response> {
+    let (id, name, format) = output_named(&id, &file)?;
+    let key = keys::output_key(id, name, format.extension());
+    let if_none_match = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok());
+    let object = state
+        .s3
+        .get_object()
+        .bucket(&state.config.processed_bucket)
+        .key(&key)
+        .set_if_none_match(if_none_match.map(str::to_owned))
+        .send()
+        .await;
+    let object = match object {
+        Ok(object) => object,
+        Err(err) if err.raw_response().map(|r| r.status().as_u16()) == Some(304) => {
+            return Ok(not_modified(if_none_match));
+        }
+        Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
+            return Err(not_found());
+        }
+        Err(err) => return Err(ApiError::internal(format!("GetObject {key}: {err}"))),
+    };
+    let etag = object.e_tag().map(str::to_owned);
+    // A store that ignores the condition: the answer is the same.
+    if etag.is_some() && etag.as_deref() == if_none_match {
+        return Ok(not_modified(if_none_match));
+    }
+    let length = object.content_length();
+    let body = futures::stream::unfold(object.body, |mut body| async move {
+        body.next().await.map(|chunk| (chunk, body))
+    });
+    let mut response = Body::from_stream(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    if let Some(length) = length.and_then(|l| HeaderValue::try_from(l.to_string()).ok()) {
+        headers.insert(header::CONTENT_LENGTH, length);
+    }
+    if let Some(etag) = etag.and_then(|e| HeaderValue::try_from(e).ok()) {
+        headers.insert(header::ETAG, etag);
+    }
+    cacheable(headers);
+    Ok(response)
+}
+
+/// The upload, output name and format `/i/{id}/{file}` names, or `not-found`.
+fn output_named<'a>(id: &str, file: &'a str) -> Result<(UploadId, &'a str, Format)> {
+    let id: UploadId = id.parse().map_err(|_| not_found())?;
+    let (name, format) = keys::parse_output_file(file).ok_or_else(not_found)?;
+    Ok((id, name, format))
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(Code::NotFound, "there is no such image")
+}
+
+fn not_modified(etag: Option<&str>) -> Response {
+    let mut response = StatusCode::NOT_MODIFIED.into_response();
+    if let Some(etag) = etag.and_then(|e| HeaderValue::try_from(e).ok()) {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    cacheable(response.headers_mut());
+    response
+}
+
+/// Cached for a year by browsers and CDNs, usable from any site (`<img>`, canvas),
+/// never sniffed as anything but its type.
+fn cacheable(headers: &mut HeaderMap) {
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(CACHE_CONTROL),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::HeaderName::from_static("cross-origin-resource-policy"),
+        HeaderValue::from_static("cross-origin"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'"),
+    );
+}
