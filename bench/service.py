@@ -86,11 +86,11 @@ def wait_for(predicate, what, limit=60.0):
 class Minilab:
     """`minilab up` on free loopback ports in a scratch data directory."""
 
-    def __init__(self, scratch):
+    def __init__(self, scratch, extra=()):
         env = {**os.environ, "MINILAB_LOG": "warn,s3s=off"}
         self.process = subprocess.Popen(
             [str(MINILAB), "up", "--listen", "127.0.0.1:0", "--s3-listen", "127.0.0.1:0",
-             "--data-dir", str(Path(scratch) / "minilab-data")],
+             "--data-dir", str(Path(scratch) / "minilab-data"), *extra],
             stdout=subprocess.PIPE, text=True, env=env)
         deadline = time.monotonic() + 60
         self.url = None

@@ -327,13 +327,23 @@ function attribute(text) {
 }
 
 /**
- * Markup for a website, from the outputs' stable addresses (`imageUrl`): outputs of
- * one type and shape become one `srcset` by width; the JPEG or PNG set with the
+ * Markup for a website, from the outputs' stable addresses (`imageUrl`, and the
+ * smaller `widths` each is made at on demand): outputs of one type and shape become
+ * one `srcset` by width; the JPEG or PNG set with the
  * largest image is the `<img>`, other types of the same shape (AVIF, then WebP) its
  * `<source>`s in a `<picture>`. `null` when no output has a stable address.
  */
 function embedMarkup(outputs, base) {
-  const stable = outputs.filter((o) => o.imageUrl);
+  // Each output, and each smaller width it is served at (`large.w640.jpg`).
+  const stable = outputs.filter((o) => o.imageUrl).flatMap((o) => [
+    o,
+    ...(o.widths || []).map((w) => ({
+      ...o,
+      imageUrl: o.imageUrl.replace(/(\.[a-z]+)$/, `.w${w}$1`),
+      width: w,
+      height: Math.max(1, Math.round((o.height * w) / o.width)),
+    })),
+  ]);
   if (stable.length === 0) return null;
   const shape = (o) => Math.round((o.width / o.height) * 50);
   const sets = new Map();

@@ -6,10 +6,14 @@
 
 use crate::ApiState;
 use crate::error::{ApiError, Code, ErrorBody, Result};
+use crate::limits::Client;
+use crate::renders;
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use minilab_core::keys::OutputFile;
 use minilab_core::recipe::Format;
 use minilab_core::{UploadId, keys};
 
@@ -18,28 +22,31 @@ pub const CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
 
 /// One output's bytes, streamed from the processed bucket, with its type (from its
 /// extension, never from the object's metadata), its ETag and a year's caching; an
-/// `If-None-Match` naming its ETag gets 304. Anything that is not an output of an
-/// upload (the manifest, the claim, a batch's results, a malformed name) is
-/// `not-found`, like an output that does not exist (yet).
+/// `If-None-Match` naming its ETag gets 304. `{output}.w{width}.{ext}` is the output
+/// at a width its recipe allows (`widths`), made on the first request
+/// ([`renders`]). Anything that is not an output of an upload (the manifest, the
+/// claim, a batch's results, a malformed name, a width not allowed) is `not-found`,
+/// like an output that does not exist (yet).
 #[utoipa::path(get, path = "/i/{id}/{file}", tag = "images",
     params(
         ("id" = String, Path, description = "The upload's id"),
-        ("file" = String, Path, description = "An output's name and its format's extension: `large.jpg`"),
+        ("file" = String, Path, description = "An output's name and its format's extension (`large.jpg`), or with a width its recipe allows (`large.w640.jpg`)"),
     ),
     responses(
         (status = 200, description = "The output's bytes, `Cache-Control: public, max-age=31536000, immutable`", content_type = "image/*"),
         (status = 304, description = "Not modified: `If-None-Match` named its ETag"),
         (status = 404, description = "`not-found`: no such output (or not yet)", body = ErrorBody),
-        (status = 429, description = "`rate-limited` (with `Retry-After`)", body = ErrorBody),
+        (status = 429, description = "`rate-limited` (with `Retry-After`): reads, or widths made for this client", body = ErrorBody),
         (status = 500, description = "`internal`", body = ErrorBody),
     ))]
 pub async fn image(
     State(state): State<ApiState>,
+    client: Option<Extension<Client>>,
     headers: HeaderMap,
     Path((id, file)): Path<(String, String)>,
 ) -> Result<Response> {
-    let (id, name, format) = output_named(&id, &file)?;
-    let key = keys::output_key(id, name, format.extension());
+    let (id, file) = output_named(&id, &file)?;
+    let key = file.key(id);
     let if_none_match = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok());
@@ -56,8 +63,16 @@ pub async fn image(
         Err(err) if err.raw_response().map(|r| r.status().as_u16()) == Some(304) => {
             return Ok(not_modified(if_none_match));
         }
+        // A width the recipe allows, asked for the first time: made now.
         Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
-            return Err(not_found());
+            let client = client.map(|Extension(Client(client))| client);
+            let made = renders::make(&state, client, id, file).await?;
+            return Ok(image_response(
+                Body::from(made.bytes),
+                file.format,
+                None,
+                made.etag,
+            ));
         }
         Err(err) => return Err(ApiError::internal(format!("GetObject {key}: {err}"))),
     };
@@ -70,7 +85,22 @@ pub async fn image(
     let body = futures::stream::unfold(object.body, |mut body| async move {
         body.next().await.map(|chunk| (chunk, body))
     });
-    let mut response = Body::from_stream(body).into_response();
+    Ok(image_response(
+        Body::from_stream(body),
+        file.format,
+        length,
+        etag,
+    ))
+}
+
+/// `body` as an image of `format`, cacheable.
+fn image_response(
+    body: Body,
+    format: Format,
+    length: Option<i64>,
+    etag: Option<String>,
+) -> Response {
+    let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -83,14 +113,14 @@ pub async fn image(
         headers.insert(header::ETAG, etag);
     }
     cacheable(headers);
-    Ok(response)
+    response
 }
 
-/// The upload, output name and format `/i/{id}/{file}` names, or `not-found`.
-fn output_named<'a>(id: &str, file: &'a str) -> Result<(UploadId, &'a str, Format)> {
+/// The upload and the output file `/i/{id}/{file}` names, or `not-found`.
+fn output_named<'a>(id: &str, file: &'a str) -> Result<(UploadId, OutputFile<'a>)> {
     let id: UploadId = id.parse().map_err(|_| not_found())?;
-    let (name, format) = keys::parse_output_file(file).ok_or_else(not_found)?;
-    Ok((id, name, format))
+    let file = keys::parse_output_file(file).ok_or_else(not_found)?;
+    Ok((id, file))
 }
 
 fn not_found() -> ApiError {

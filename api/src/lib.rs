@@ -21,6 +21,7 @@ pub(crate) mod openapi;
 pub(crate) mod peers;
 pub(crate) mod probes;
 pub(crate) mod recipes;
+pub(crate) mod renders;
 pub(crate) mod uploads;
 
 pub use error::{ApiError, Code};
@@ -65,6 +66,8 @@ pub struct ApiState {
     pub(crate) event_streams: uploads::events::EventStreams,
     /// Long polls and event streams open now per client, bounded.
     pub(crate) waits: limits::Waits,
+    /// Outputs being made at other widths, and how many each client may have made.
+    pub(crate) renders: Arc<renders::Renders>,
 }
 
 /// What an API instance is told: its buckets, what it signs, its limits.
@@ -125,6 +128,7 @@ impl ApiState {
                 Some(Arc::new(peers::PeerWords::new(secret))),
             ),
         };
+        let renders = Arc::new(renders::Renders::new(config.rate_limits.tickets));
         ApiState {
             config: Arc::new(config),
             s3: deps.s3,
@@ -138,6 +142,7 @@ impl ApiState {
             peer_words,
             event_streams: Default::default(),
             waits: Default::default(),
+            renders,
         }
     }
 }

@@ -77,12 +77,51 @@ pub fn image_path(id: UploadId, output: &str, extension: &str) -> String {
     format!("/i/{}", output_key(id, output, extension))
 }
 
-/// The output name and format a file name under an upload's results prefix can be
-/// (`large.jpg`), or `None`: only outputs, never the manifest or the claim.
-pub fn parse_output_file(file: &str) -> Option<(&str, Format)> {
-    let (name, extension) = file.rsplit_once('.')?;
+/// Where an output made at another width on demand is kept: `{id}/{output}.w{width}.{ext}`
+/// (a `.` is in no output's name, so no output's key can be one).
+pub fn variant_key(id: UploadId, output: &str, width: u32, extension: &str) -> String {
+    output_key(id, &format!("{output}.w{width}"), extension)
+}
+
+/// A file name under an upload's results prefix that is an output or an output at
+/// another width ([`parse_output_file`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutputFile<'a> {
+    pub name: &'a str,
+    /// `Some` for `{name}.w{width}.{ext}`.
+    pub width: Option<u32>,
+    pub format: Format,
+}
+
+impl OutputFile<'_> {
+    /// The file's key under `id`'s results prefix.
+    pub fn key(&self, id: UploadId) -> String {
+        let extension = self.format.extension();
+        match self.width {
+            Some(width) => variant_key(id, self.name, width, extension),
+            None => output_key(id, self.name, extension),
+        }
+    }
+}
+
+/// What a file name under an upload's results prefix names, if it can be an output
+/// (`large.jpg`) or one at another width (`large.w640.jpg`), or `None`: never the
+/// manifest or the claim.
+pub fn parse_output_file(file: &str) -> Option<OutputFile<'_>> {
+    let (stem, extension) = file.rsplit_once('.')?;
     let format = Format::from_extension(extension)?;
-    (is_name(name) && name != "manifest").then_some((name, format))
+    let (name, width) = match stem.rsplit_once(".w") {
+        Some((name, digits)) if !digits.starts_with('0') => {
+            (name, Some(digits.parse::<u32>().ok()?))
+        }
+        Some(_) => return None,
+        None => (stem, None),
+    };
+    (is_name(name) && name != "manifest").then_some(OutputFile {
+        name,
+        width,
+        format,
+    })
 }
 
 #[cfg(test)]
@@ -117,18 +156,33 @@ mod tests {
     fn only_outputs_parse_as_files_served_at_a_stable_address() {
         let id = UploadId::new(Utc::now());
         assert_eq!(image_path(id, "large", "jpg"), format!("/i/{id}/large.jpg"));
+        let output = |name, width, format| {
+            Some(OutputFile {
+                name,
+                width,
+                format,
+            })
+        };
         assert_eq!(
             parse_output_file("large.jpg"),
-            Some(("large", Format::Jpeg))
+            output("large", None, Format::Jpeg)
         );
         assert_eq!(
             parse_output_file("thumb-webp.webp"),
-            Some(("thumb-webp", Format::Webp))
+            output("thumb-webp", None, Format::Webp)
+        );
+        let variant = parse_output_file("large.w640.jpg");
+        assert_eq!(variant, output("large", Some(640), Format::Jpeg));
+        assert_eq!(variant.unwrap().key(id), format!("{id}/large.w640.jpg"));
+        assert_eq!(
+            parse_output_file("large.jpg").unwrap().key(id),
+            output_key(id, "large", "jpg")
         );
         for not_an_output in [
             "manifest.json",
             "claim",
             "manifest.jpg",
+            "manifest.w640.jpg",
             "large.JPG",
             "large.jpeg",
             ".jpg",
@@ -136,6 +190,12 @@ mod tests {
             "Large.jpg",
             "a.b.jpg",
             "large.jpg.json",
+            "large.w.jpg",
+            "large.w0640.jpg",
+            "large.w-1.jpg",
+            "large.w99999999999.jpg",
+            "large.w640.w320.jpg",
+            ".w640.jpg",
         ] {
             assert_eq!(parse_output_file(not_an_output), None, "{not_an_output}");
         }

@@ -57,7 +57,16 @@ pub struct OutputSpec {
     /// The colour transparent pixels are flattened onto for JPEG, `#rrggbb`.
     #[serde(default = "default_background", with = "hex_colour")]
     pub background: [u8; 3],
+    /// Smaller widths (px) this output may also be served at, on demand:
+    /// `/i/{id}/{name}.w{width}.{ext}` is made from the output the first time it is
+    /// asked for, then stored. Any other width is `not-found`. At most
+    /// [`MAX_WIDTHS`], each 16–4096.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub widths: Vec<u32>,
 }
+
+/// The most on-demand widths one output may allow.
+pub const MAX_WIDTHS: usize = 8;
 
 fn default_background() -> [u8; 3] {
     [255, 255, 255]
@@ -76,6 +85,7 @@ impl OutputSpec {
             progressive: false,
             speed: default_avif_speed(),
             background: default_background(),
+            widths: Vec::new(),
         }
     }
 }
@@ -290,6 +300,15 @@ impl Recipe {
             }
             if let Some((field, problem)) = avif_problem(output) {
                 return Err(fail(Some(output), field, problem));
+            }
+            if output.widths.len() > MAX_WIDTHS
+                || output.widths.iter().any(|w| !(16..=4096).contains(w))
+            {
+                return Err(fail(
+                    Some(output),
+                    "widths",
+                    "at most 8 widths, each 16-4096",
+                ));
             }
             for op in &output.operations {
                 if let Some((field, problem)) = operation_problem(op) {

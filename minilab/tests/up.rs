@@ -184,6 +184,89 @@ async fn outputs_are_served_at_stable_cacheable_addresses() {
     }
 }
 
+/// A width the output's recipe allows is made the first time it is asked for (once,
+/// however many ask at once), stored and then served as stored; widths not allowed
+/// are not-found, a width past the output's is the output, and each client's makes
+/// are limited like its tickets.
+#[tokio::test(flavor = "multi_thread")]
+async fn allowed_widths_are_made_once_on_demand_and_others_are_not_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipes = dir.path().join("recipes.yaml");
+    std::fs::write(
+        &recipes,
+        "recipes:\n  - name: sizes\n    outputs:\n      - name: large\n        \
+         operations: [{op: resize, width: 1024, height: 1024, fit: fit}]\n        \
+         format: jpeg\n        widths: [320, 640, 800, 2000]\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let lab = Lab::start(
+        &data,
+        &[
+            "--recipes",
+            recipes.to_str().unwrap(),
+            "--tickets-per-minute",
+            "1",
+            "--ticket-burst",
+            "2",
+        ],
+    );
+    let id = lab
+        .upload_jpeg("sizes.jpg", &photo("photo-12mp.jpg"), "sizes")
+        .await;
+    assert_eq!(state(&lab.wait_final(&id).await), "succeeded");
+    let jpeg = |bytes: &[u8]| {
+        image::load_from_memory_with_format(bytes, image::ImageFormat::Jpeg).unwrap()
+    };
+
+    // Asked for twice at once: made once (one make charged), the same bytes to both.
+    let path = format!("/i/{id}/large.w320.jpg");
+    let (first, second) = tokio::join!(lab.get(&path), lab.get(&path));
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    assert_eq!(first.headers()["content-type"], "image/jpeg");
+    assert_eq!(
+        first.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    let (first, second) = (first.bytes().await.unwrap(), second.bytes().await.unwrap());
+    assert_eq!(first, second);
+    let small = jpeg(&first);
+    assert_eq!((small.width(), small.height()), (320, 240));
+    let stored = data.join(format!("s3/minilab-processed/{id}/large.w320.jpg"));
+    assert_eq!(std::fs::read(&stored).unwrap(), first.to_vec(), "stored");
+
+    let wider = lab.get(&format!("/i/{id}/large.w640.jpg")).await;
+    assert_eq!(wider.status(), 200);
+    assert_eq!(jpeg(&wider.bytes().await.unwrap()).width(), 640);
+    // Not allowed, or not this output's format: nothing is made.
+    for path in [
+        format!("/i/{id}/large.w480.jpg"),
+        format!("/i/{id}/large.w640.webp"),
+        format!("/i/{id}/thumb.w320.jpg"),
+    ] {
+        let refused = lab.get(&path).await;
+        assert_eq!(refused.status(), 404, "{path}");
+    }
+    // Past the output's width: the output itself, never enlarged, nothing made.
+    let past = lab.get(&format!("/i/{id}/large.w2000.jpg")).await;
+    assert_eq!(past.status(), 200);
+    assert_eq!(
+        jpeg(&past.bytes().await.unwrap()).width(),
+        1024,
+        "never enlarged"
+    );
+    // The allowance (a burst of 2; tickets have their own) is spent: the next make is
+    // refused, while what is stored is still served.
+    let spent = lab.get(&format!("/i/{id}/large.w800.jpg")).await;
+    assert_eq!(spent.status(), 429);
+    let body: Value = spent.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate-limited");
+    assert_eq!(lab.get(&path).await.status(), 200, "stored, not made again");
+}
+
 /// The upload's progress comes as Server-Sent Events, one per state, ending after the
 /// final one; the stream is woken by the worker's word (in `minilab up`, the same
 /// process), not by its next read of the store.

@@ -28,7 +28,9 @@ let lab, browser, dataDir;
 
 /** Starts `minilab up` on free loopback ports; resolves with its page URL. */
 function startLab(dir) {
-  const child = spawn(bin, ["up", "--listen", "127.0.0.1:0", "--s3-listen", "127.0.0.1:0", "--data-dir", dir], {
+  const recipes = path.join(here, "recipes.yaml");
+  const args = ["up", "--listen", "127.0.0.1:0", "--s3-listen", "127.0.0.1:0", "--data-dir", dir, "--recipes", recipes];
+  const child = spawn(bin, args, {
     stdio: ["ignore", "pipe", "inherit"],
     env: { ...process.env, MINILAB_LOG: process.env.MINILAB_TEST_LOG || "warn,s3s=off" },
   });
@@ -177,6 +179,31 @@ test("the outputs' markup for a website loads from their stable addresses", asyn
   });
   assert.match(shown.src, /\/large-webp\.webp$/);
   assert.equal(shown.width, 1024);
+  assert.deepEqual(problems, []);
+});
+
+test("a website's small screen gets a smaller width, made on demand", async () => {
+  const { page, problems } = await openPage();
+  const card = await processed(page, "site", "photo-12mp.jpg");
+  await card.locator("details.embed summary").click();
+  const markup = await card.locator("details.embed textarea").inputValue();
+  assert.match(markup, /srcset="\S+\/large-webp\.w320\.webp 320w, \S+\/large-webp\.w640\.webp 640w, \S+\/large-webp\.webp 1024w"/);
+  assert.match(markup, /srcset="\S+\/large\.w320\.jpg 320w, \S+\/large\.w640\.jpg 640w, \S+\/large\.jpg 1024w"/);
+
+  // A 400 px wide screen: the browser asks for the 640 px WebP, which is made then.
+  const site = await (await browser.newContext({ viewport: { width: 400, height: 800 } })).newPage();
+  await site.setContent(`<!doctype html><body style="margin:0">${markup}</body>`);
+  const shown = await site.locator("img").evaluate(async (img) => {
+    await img.decode();
+    return { src: img.currentSrc, width: img.naturalWidth };
+  });
+  assert.match(shown.src, /\/large-webp\.w640\.webp$/);
+  const made = await site.evaluate(async (src) => {
+    const response = await fetch(src);
+    const bitmap = await createImageBitmap(await response.blob());
+    return { type: response.headers.get("content-type"), width: bitmap.width, height: bitmap.height };
+  }, shown.src);
+  assert.deepEqual(made, { type: "image/webp", width: 640, height: 480 });
   assert.deepEqual(problems, []);
 });
 

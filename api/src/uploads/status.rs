@@ -103,6 +103,10 @@ pub struct OutputView {
     /// when this deployment serves images.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_url: Option<String>,
+    /// Smaller widths the output is also served at (`{name}.w{width}.{ext}` beside
+    /// `imageUrl`), made on the first request: its recipe's `widths` below its own.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub widths: Vec<u32>,
     pub width: u32,
     pub height: u32,
     pub bytes: u64,
@@ -265,13 +269,12 @@ async fn source_stored(state: &ApiState, id: UploadId) -> Result<bool> {
     .map_err(ApiError::internal)
 }
 
-async fn status_from_manifest(
+/// How download links are signed: for how long, and with what. Signed with the
+/// signer's credentials, not the client's own cache, so that a link's lifetime can be
+/// capped at what exactly these credentials have left.
+async fn download_signing(
     state: &ApiState,
-    id: UploadId,
-    manifest: Manifest,
-) -> Result<UploadStatus> {
-    // Signed with the signer's credentials, not the client's own cache, so that the
-    // URL's lifetime can be capped at what exactly these credentials have left.
+) -> Result<(PresigningConfig, aws_sdk_s3::config::Builder)> {
     let credentials = state
         .signer
         .credentials()
@@ -286,11 +289,40 @@ async fn status_from_manifest(
     let signed_by = aws_sdk_s3::Config::builder()
         .credentials_provider(credentials)
         .identity_cache(aws_sdk_s3::config::IdentityCache::no_cache());
+    Ok((presigning, signed_by))
+}
+
+/// Where `output` stays, when this deployment serves images, and the smaller widths
+/// it is served at too.
+fn stable_address(
+    config: &crate::ApiConfig,
+    id: UploadId,
+    output: &minilab_core::manifest::OutputRecord,
+    extension: &str,
+    recipe: Option<&minilab_core::Recipe>,
+) -> (Option<String>, Vec<u32>) {
+    if !config.serve_images {
+        return (None, Vec::new());
+    }
+    let path = keys::image_path(id, &output.name, extension);
+    let widths = recipe
+        .map(|recipe| smaller_widths(recipe, &output.name, output.width))
+        .unwrap_or_default();
+    (Some(format!("{}{path}", config.image_base_url)), widths)
+}
+
+async fn status_from_manifest(
+    state: &ApiState,
+    id: UploadId,
+    manifest: Manifest,
+) -> Result<UploadStatus> {
+    let (presigning, signed_by) = download_signing(state).await?;
     let stem = manifest
         .source
         .filename
         .clone()
         .unwrap_or_else(|| id.to_string());
+    let recipe = state.config.recipes.get(&manifest.recipe);
     let mut outputs = Vec::with_capacity(manifest.outputs.len());
     for output in &manifest.outputs {
         let extension = output.key.rsplit_once('.').map_or("bin", |(_, ext)| ext);
@@ -306,14 +338,12 @@ async fn status_from_manifest(
             .presigned(presigning.clone())
             .await
             .map_err(ApiError::internal)?;
-        let image_url = state.config.serve_images.then(|| {
-            let path = keys::image_path(id, &output.name, extension);
-            format!("{}{path}", state.config.image_base_url)
-        });
+        let (image_url, widths) = stable_address(&state.config, id, output, extension, recipe);
         outputs.push(OutputView {
             name: output.name.clone(),
             url: url.uri().to_owned(),
             image_url,
+            widths,
             width: output.width,
             height: output.height,
             bytes: output.bytes,
@@ -341,9 +371,40 @@ async fn status_from_manifest(
     })
 }
 
+/// The widths `recipe` allows its output `name` at on demand, below `width`
+/// (its own), smallest first.
+fn smaller_widths(recipe: &minilab_core::Recipe, name: &str, width: u32) -> Vec<u32> {
+    let mut widths: Vec<u32> = recipe
+        .outputs
+        .iter()
+        .find(|o| o.name == name)
+        .map(|o| o.widths.iter().copied().filter(|&w| w < width).collect())
+        .unwrap_or_default();
+    widths.sort_unstable();
+    widths.dedup();
+    widths
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_status_lists_the_allowed_widths_below_the_outputs_own() {
+        use minilab_core::recipe::{Format, OutputSpec, Recipe};
+        let recipe = Recipe {
+            name: "r".into(),
+            description: String::new(),
+            colorspace: Default::default(),
+            outputs: vec![OutputSpec {
+                widths: vec![1200, 640, 320, 640, 1024],
+                ..OutputSpec::new("large", Format::Jpeg, Vec::new())
+            }],
+        };
+        assert_eq!(smaller_widths(&recipe, "large", 1024), [320, 640]);
+        assert_eq!(smaller_widths(&recipe, "large", 300), Vec::<u32>::new());
+        assert_eq!(smaller_widths(&recipe, "other", 1024), Vec::<u32>::new());
+    }
 
     #[test]
     fn an_upload_that_never_arrives_expires_after_its_url_and_a_grace() {

@@ -21,7 +21,7 @@ pub use probe::{MAX_JPEG_SCANS, MAX_PNG_PROFILE_BYTES};
 use crate::error::{ErrorCode, ImageError};
 use crate::limits::Limits;
 use crate::manifest::Placeholder;
-use crate::recipe::{Format, Recipe};
+use crate::recipe::{Format, OutputSpec, Recipe};
 use fast_image_resize::Resizer;
 use image::DynamicImage;
 use std::time::{Duration, Instant};
@@ -73,6 +73,40 @@ pub struct Timings {
 /// build has it, else jpeg-encoder).
 pub fn process(bytes: &[u8], recipe: &Recipe, limits: &Limits) -> Result<Processed, ImageError> {
     contained(|| run(bytes, recipe, limits))
+}
+
+/// `output` (an output's own bytes, as `spec` made them) at `width`, keeping its
+/// aspect: decoded, resized (Lanczos3) and encoded as `spec` says. `None` when the
+/// output is no wider than `width`: it is served as it is, never enlarged. A
+/// `colorspace: keep` output's profile is applied on decoding, so its variants are
+/// sRGB.
+pub fn variant(
+    output: &[u8],
+    spec: &OutputSpec,
+    width: u32,
+    limits: &Limits,
+) -> Result<Option<EncodedOutput>, ImageError> {
+    contained(|| {
+        let (_, image) = decode::decode(output, limits)?;
+        if width >= image.width() {
+            return Ok(None);
+        }
+        let to = Resize {
+            width,
+            height: image.height(),
+            fit: crate::recipe::Fit::Fit,
+            enlarge: false,
+        };
+        let resized = operations::resample(&image, to, &mut Resizer::new())?;
+        let bytes = encode::encode(&resized, spec, None)?;
+        Ok(Some(EncodedOutput {
+            name: spec.name.clone(),
+            format: spec.format,
+            width: resized.width(),
+            height: resized.height(),
+            bytes,
+        }))
+    })
 }
 
 /// `step`'s result, or `internal` if it panics. Unwinding is safe here: the step
@@ -249,5 +283,47 @@ mod tests {
         ]);
         let processed = process(&testing::png_of(&red), &recipe, &Limits::default()).unwrap();
         assert_eq!(processed.placeholder.dominant_color, "#c81414");
+    }
+
+    #[test]
+    fn a_variant_is_the_output_at_a_smaller_width_in_its_format() {
+        let recipe = RecipeBook::builtin().get("web").cloned().unwrap();
+        let processed = process(
+            &testing::test_photo("photo-12mp.jpg"),
+            &recipe,
+            &Limits::default(),
+        )
+        .unwrap();
+        for (spec, output) in recipe.outputs.iter().zip(&processed.outputs) {
+            let smaller = variant(&output.bytes, spec, 200, &Limits::default())
+                .unwrap()
+                .unwrap();
+            let expected = fitted_size(
+                output.width,
+                output.height,
+                200,
+                output.height,
+                crate::recipe::Fit::Fit,
+                false,
+            );
+            assert_eq!((smaller.width, smaller.height), expected, "{}", spec.name);
+            let format = ImageFormat::from_extension(spec.format.extension()).unwrap();
+            let decoded = image::load_from_memory_with_format(&smaller.bytes, format).unwrap();
+            assert_eq!((decoded.width(), decoded.height()), expected);
+            // The same picture, smaller: close to the output resized.
+            let reference = image::load_from_memory(&output.bytes)
+                .unwrap()
+                .resize_exact(
+                    expected.0,
+                    expected.1,
+                    image::imageops::FilterType::Lanczos3,
+                )
+                .to_luma8();
+            let score = testing::ssim(&decoded.to_luma8(), &reference);
+            assert!(score > 0.95, "{}: SSIM {score}", spec.name);
+            // Never enlarged: at or past the output's width it is served as it is.
+            let at_width = variant(&output.bytes, spec, output.width, &Limits::default()).unwrap();
+            assert!(at_width.is_none(), "{}", spec.name);
+        }
     }
 }

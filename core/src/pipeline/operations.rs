@@ -143,7 +143,7 @@ fn resize(
     })
 }
 
-fn resample(
+pub(super) fn resample(
     image: &DynamicImage,
     to: Resize,
     resizer: &mut Resizer,

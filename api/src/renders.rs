@@ -1,0 +1,229 @@
+//! Sizes on demand: an output at a width its recipe allows (`widths`), made from the
+//! output the first time it is asked for, stored beside it, then served like it.
+//! Only allowed (output, width) pairs of a succeeded upload are made; each client's
+//! renders are limited like its tickets, and at most [`RENDERS_AT_ONCE`] run at once
+//! on an instance (they are CPU work in the API's process). Asked for twice at once,
+//! a variant is made once: the second request waits for the first and reads it.
+
+use crate::ApiState;
+use crate::error::{ApiError, Code, Result};
+use crate::limits::{ClientKey, Limiter, Rate};
+use aws_sdk_s3::primitives::ByteStream;
+use minilab_core::keys::{self, OutputFile};
+use minilab_core::manifest::ManifestState;
+use minilab_core::recipe::OutputSpec;
+use minilab_core::{Limits, UploadId};
+use minilab_service::objects;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::Semaphore;
+
+/// Renders one API instance runs at once.
+pub const RENDERS_AT_ONCE: usize = 2;
+/// The largest output a variant is made from.
+const MAX_OUTPUT_BYTES: i64 = 64 << 20;
+
+/// What renders share on an instance: the per-client limit, the slots, and the
+/// variants being made now.
+pub struct Renders {
+    limiter: Limiter,
+    slots: Semaphore,
+    making: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Renders {
+    pub fn new(rate: Rate) -> Self {
+        Self {
+            limiter: Limiter::new(rate),
+            slots: Semaphore::new(RENDERS_AT_ONCE),
+            making: Mutex::default(),
+        }
+    }
+
+    /// The lock of the variant at `key`, shared by whoever asks for it now.
+    fn lock_of(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut making = self.making.lock().unwrap_or_else(|e| e.into_inner());
+        making.entry(key.to_owned()).or_default().clone()
+    }
+
+    /// Forgets `key`'s lock once nobody else holds it.
+    fn done(&self, key: &str, lock: Arc<tokio::sync::Mutex<()>>) {
+        let mut making = self.making.lock().unwrap_or_else(|e| e.into_inner());
+        // The map's reference and ours: nobody else is waiting.
+        if Arc::strong_count(&lock) <= 2 {
+            making.remove(key);
+        }
+    }
+}
+
+/// A variant's bytes, and whether they are the output's own (it is no wider).
+pub struct Made {
+    pub bytes: Vec<u8>,
+    pub etag: Option<String>,
+}
+
+/// Makes and stores the variant `file` names (its width `Some`) for `client`, or
+/// says why not: `not-found` when the upload, its output or the width is not there
+/// to make, `rate-limited` when the client made too many.
+pub async fn make(
+    state: &ApiState,
+    client: Option<ClientKey>,
+    id: UploadId,
+    file: OutputFile<'_>,
+) -> Result<Made> {
+    let Some(width) = file.width else {
+        return Err(not_found());
+    };
+    let (spec, output_width) = allowed_spec(state, id, file, width).await?;
+    // No narrower than the output: the output itself, never enlarged, nothing made.
+    if width >= output_width {
+        let output_key = keys::output_key(id, &spec.name, spec.format.extension());
+        return read(state, &output_key).await?.ok_or_else(not_found);
+    }
+    let key = file.key(id);
+    let lock = state.renders.lock_of(&key);
+    let made = {
+        let _making = lock.lock().await;
+        made_or_make(state, client, id, &spec, width, &key).await
+    };
+    state.renders.done(&key, lock);
+    made
+}
+
+/// Takes one make from `client`'s allowance, or answers `rate-limited`.
+fn charge(state: &ApiState, client: Option<ClientKey>) -> Result<()> {
+    let Some(client) = client else {
+        return Ok(());
+    };
+    state
+        .renders
+        .limiter
+        .check(client, Instant::now())
+        .map_err(|wait| {
+            state.metrics.refused(Code::RateLimited);
+            let seconds = crate::limits::retry_after(wait);
+            ApiError::too_many(
+                Code::RateLimited,
+                format!("too many images made for this client; try again in {seconds} s"),
+                seconds,
+            )
+        })
+}
+
+/// The output's spec and width, if `id` succeeded under a recipe whose output `file`
+/// names, in its format, allows `width`.
+async fn allowed_spec(
+    state: &ApiState,
+    id: UploadId,
+    file: OutputFile<'_>,
+    width: u32,
+) -> Result<(OutputSpec, u32)> {
+    let manifest = objects::read_manifest(
+        &state.s3,
+        &state.config.processed_bucket,
+        &keys::manifest_key(id),
+    )
+    .await
+    .map_err(ApiError::internal)?
+    .filter(|m| m.state == ManifestState::Succeeded)
+    .ok_or_else(not_found)?;
+    let spec = state
+        .config
+        .recipes
+        .get(&manifest.recipe)
+        .and_then(|recipe| recipe.outputs.iter().find(|o| o.name == file.name))
+        .filter(|spec| spec.format == file.format && spec.widths.contains(&width))
+        .ok_or_else(not_found)?;
+    let made = manifest
+        .outputs
+        .iter()
+        .find(|o| o.name == file.name)
+        .ok_or_else(not_found)?;
+    Ok((spec.clone(), made.width))
+}
+
+/// The variant at `key` if another request made it meanwhile, else made now from
+/// the output (charged to `client`) and stored.
+async fn made_or_make(
+    state: &ApiState,
+    client: Option<ClientKey>,
+    id: UploadId,
+    spec: &OutputSpec,
+    width: u32,
+    key: &str,
+) -> Result<Made> {
+    if let Some(made) = read(state, key).await? {
+        return Ok(made);
+    }
+    charge(state, client)?;
+    let output_key = keys::output_key(id, &spec.name, spec.format.extension());
+    let output = read(state, &output_key).await?.ok_or_else(not_found)?;
+    let _slot = state
+        .renders
+        .slots
+        .acquire()
+        .await
+        .map_err(ApiError::internal)?;
+    let (spec_owned, bytes) = (spec.clone(), output.bytes.clone());
+    let variant = tokio::task::spawn_blocking(move || {
+        minilab_core::pipeline::variant(&bytes, &spec_owned, width, &Limits::default())
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(|e| ApiError::internal(format!("{key}: {e}")))?;
+    // No wider than asked after all (the manifest said otherwise): the output.
+    let Some(variant) = variant else {
+        return Ok(output);
+    };
+    let stored = state
+        .s3
+        .put_object()
+        .bucket(&state.config.processed_bucket)
+        .key(key)
+        .content_type(spec.format.content_type())
+        .cache_control(crate::images::CACHE_CONTROL)
+        .body(ByteStream::from(variant.bytes.clone()))
+        .send()
+        .await
+        .map_err(|e| ApiError::internal(format!("PutObject {key}: {e}")))?;
+    Ok(Made {
+        bytes: variant.bytes,
+        etag: stored.e_tag().map(str::to_owned),
+    })
+}
+
+/// The object at `key`, `None` when there is none.
+async fn read(state: &ApiState, key: &str) -> Result<Option<Made>> {
+    let object = match state
+        .s3
+        .get_object()
+        .bucket(&state.config.processed_bucket)
+        .key(key)
+        .send()
+        .await
+    {
+        Ok(object) => object,
+        Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
+            return Ok(None);
+        }
+        Err(err) => return Err(ApiError::internal(format!("GetObject {key}: {err}"))),
+    };
+    if object.content_length().unwrap_or(0) > MAX_OUTPUT_BYTES {
+        return Err(ApiError::internal(format!(
+            "{key} is larger than {MAX_OUTPUT_BYTES} bytes"
+        )));
+    }
+    let etag = object.e_tag().map(str::to_owned);
+    let bytes = object
+        .body
+        .collect()
+        .await
+        .map_err(|e| ApiError::internal(format!("reading {key}: {e}")))?
+        .to_vec();
+    Ok(Some(Made { bytes, etag }))
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(Code::NotFound, "there is no such image")
+}
