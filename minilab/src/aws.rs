@@ -49,10 +49,8 @@ pub struct ApiArgs {
     /// sign-in: such uploads are private, and the address would be their only key.
     #[arg(long, env = "MINILAB_SERVE_IMAGES", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     serve_images: bool,
-    /// What statuses put before `/i/...`: the site's `https://host` behind a CDN;
-    /// empty: the path alone, relative to the API.
-    #[arg(long, env = "MINILAB_IMAGE_BASE_URL", default_value = "")]
-    image_base_url: String,
+    #[command(flatten)]
+    images: crate::flags::ImageBaseArgs,
     /// The URL browsers POST uploads to [default: the uploads bucket's S3 URL].
     #[arg(long, env = "MINILAB_UPLOAD_URL")]
     upload_url: Option<String>,
@@ -168,6 +166,9 @@ pub struct WorkerArgs {
     limits: crate::limits::LimitArgs,
     #[command(flatten)]
     webhooks: crate::webhooks::WebhookArgs,
+    /// Webhooks name each output's stable address under this base.
+    #[command(flatten)]
+    images: crate::flags::ImageBaseArgs,
     /// The API instances to tell when an upload starts and finishes, comma-separated
     /// `host:port` of their metrics address, each name resolved to all its addresses
     /// (a headless Service: every API pod); needs --peer-secret.
@@ -258,7 +259,7 @@ pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
         download_ttl: args.presign.download_ttl(),
         serve_web: args.serve_web,
         serve_images: args.serve_images,
-        image_base_url: image_base_url(&args.image_base_url)?,
+        image_base_url: args.images.base()?,
         rate_limits: args.client_limits.rate_limits(RateLimits::API),
         webhooks: args.webhooks.allow_list()?,
     };
@@ -342,17 +343,6 @@ async fn serve_api(
     Ok(())
 }
 
-/// `base` without its trailing `/`, if it is empty or an http(s) URL.
-fn image_base_url(base: &str) -> anyhow::Result<String> {
-    let base = base.trim_end_matches('/');
-    let is_url = base.starts_with("https://") || base.starts_with("http://");
-    anyhow::ensure!(
-        base.is_empty() || (is_url && !base.contains(char::is_whitespace)),
-        "--image-base-url must be empty or an http(s) URL; got {base:?}"
-    );
-    Ok(base.to_owned())
-}
-
 pub async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
     let sdk = sdk_config().await;
     let storage = &args.storage;
@@ -381,7 +371,7 @@ pub async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
             s3,
             metrics,
             announce,
-            webhooks: args.webhooks.webhooks()?,
+            webhooks: args.webhooks.webhooks(Some(args.images.base()?))?,
         },
     ));
     let queue: Arc<dyn minilab_worker::queue::Queue> = Arc::new(SqsQueue::new(

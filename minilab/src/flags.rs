@@ -106,3 +106,29 @@ impl PeerSecretArgs {
             .transpose()
     }
 }
+
+/// Where images are served at stable addresses, for the names statuses (`api`) and
+/// webhooks (`worker`) give them.
+#[cfg(feature = "cluster")]
+#[derive(Args, Debug, Clone)]
+pub struct ImageBaseArgs {
+    /// What outputs' stable addresses are under: `{base}/i/{id}/{output}.{ext}` (the
+    /// site's `https://host` behind a CDN). On `api`, empty names the path alone,
+    /// relative to the API; on `worker`, empty leaves `imageUrl` out of webhooks.
+    #[arg(long, env = "MINILAB_IMAGE_BASE_URL", default_value = "")]
+    image_base_url: String,
+}
+
+#[cfg(feature = "cluster")]
+impl ImageBaseArgs {
+    /// The base without its trailing `/`, if it is empty or an http(s) URL.
+    pub fn base(&self) -> anyhow::Result<String> {
+        let base = self.image_base_url.trim_end_matches('/');
+        let is_url = base.starts_with("https://") || base.starts_with("http://");
+        anyhow::ensure!(
+            base.is_empty() || (is_url && !base.contains(char::is_whitespace)),
+            "--image-base-url must be empty or an http(s) URL; got {base:?}"
+        );
+        Ok(base.to_owned())
+    }
+}

@@ -101,7 +101,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             s3: s3.clone(),
             metrics: Arc::default(),
             announce: Some(Arc::new(changes.clone())),
-            webhooks: args.webhooks.webhooks()?,
+            // Images are served at this process's API address.
+            webhooks: args.webhooks.webhooks(Some(format!("http://{api_addr}")))?,
         },
     );
     start_workers(worker, queue, workers, &shutdown);

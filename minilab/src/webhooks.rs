@@ -28,8 +28,9 @@ impl WebhookArgs {
         AllowList::parse(&self.allow).context("--webhook-allow")
     }
 
-    /// What the worker sends with; `None` when no webhook is allowed.
-    pub fn webhooks(&self) -> anyhow::Result<Option<Arc<Webhooks>>> {
+    /// What the worker sends with, naming outputs' stable addresses under
+    /// `image_base` (when not empty); `None` when no webhook is allowed.
+    pub fn webhooks(&self, image_base: Option<String>) -> anyhow::Result<Option<Arc<Webhooks>>> {
         let allow = self.allow_list()?;
         if allow.is_empty() {
             return Ok(None);
@@ -38,7 +39,8 @@ impl WebhookArgs {
             .webhook_secret
             .clone()
             .context("--webhook-allow needs --webhook-secret (MINILAB_WEBHOOK_SECRET)")?;
-        let webhooks = Webhooks::new(allow, secret.into_bytes(), Retry::default())?;
+        let webhooks = Webhooks::new(allow, secret.into_bytes(), Retry::default())?
+            .with_image_base(image_base.filter(|base| !base.is_empty()));
         Ok(Some(Arc::new(webhooks)))
     }
 }

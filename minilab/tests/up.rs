@@ -398,6 +398,16 @@ async fn the_final_status_goes_to_the_uploads_webhook_signed_and_retried() {
     assert_eq!(status["state"], "succeeded");
     assert_eq!(status["outputs"].as_array().unwrap().len(), 4);
     assert_eq!(status["statusUrl"], format!("/api/v1/uploads/{id}"));
+    // Each output's stable address, where this process serves it.
+    let large = &status["outputs"][0];
+    let image_url = large["imageUrl"].as_str().unwrap();
+    assert_eq!(image_url, format!("{}/i/{id}/large.jpg", lab.url));
+    let served = lab.http.get(image_url).send().await.unwrap();
+    assert_eq!(served.status(), 200);
+    assert_eq!(
+        served.bytes().await.unwrap().len() as u64,
+        large["bytes"].as_u64().unwrap()
+    );
 }
 
 /// An iPhone's HEIC goes up as `image/heic` and comes back turned by its `irot`.

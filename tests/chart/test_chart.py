@@ -1284,9 +1284,14 @@ class ChartTest(unittest.TestCase):
         self.assertEqual(images["allowedMethods"]["items"], ["GET", "HEAD"])
         self.assertNotIn("originRequestPolicyID", images, "no cookies or headers forwarded: one cached copy")
 
-        # Without CloudFront the addresses are the API's own: no base URL.
+        # The worker names them in webhooks under the same base.
+        worker = by_kind(docs, "Deployment")["demo-minilab-worker"]["spec"]["template"]["spec"]["containers"][0]
+        self.assertIn({"name": "MINILAB_IMAGE_BASE_URL", "value": "https://photos.example.com"}, worker["env"])
+        # Without CloudFront, on the Ingress's host; without either, no base URL.
         plain = render(merged(VALUE_SETS["ingress-netpol-monitor"], {"api": {"serveImages": True}}))
-        self.assertNotIn("MINILAB_IMAGE_BASE_URL", api_env(plain))
+        self.assertEqual(api_env(plain)["MINILAB_IMAGE_BASE_URL"], "https://api.photos.example.com")
+        self.assertNotIn("MINILAB_IMAGE_BASE_URL", api_env(render(merged(BASE, {"api": {"serveImages": True}}))))
+        self.assertNotIn("MINILAB_IMAGE_BASE_URL", api_env(render(merged(VALUE_SETS["ingress-netpol-monitor"], {}))))
         # Signed-in uploads are private: no stable addresses for them.
         sign_in = {"issuer": "https://id.example.com", "audience": "minilab", "jwksUrl": "https://id.example.com/jwks"}
         with self.assertRaises(Exception) as refused:

@@ -51,6 +51,8 @@ pub struct Webhooks {
     retry: Retry,
     client: reqwest::Client,
     pending: Arc<Semaphore>,
+    /// Where outputs are served at stable addresses, if they are.
+    image_base: Option<String>,
 }
 
 impl Webhooks {
@@ -68,7 +70,15 @@ impl Webhooks {
             retry,
             client,
             pending: Arc::new(Semaphore::new(MAX_PENDING)),
+            image_base: None,
         })
+    }
+
+    /// Names each output's stable address, `{base}/i/{id}/{output}.{ext}`, in the
+    /// payload (`None`: outputs are not served there).
+    pub fn with_image_base(mut self, base: Option<String>) -> Self {
+        self.image_base = base;
+        self
     }
 
     /// Sends `manifest`'s status to `url` in the background, if `url` is allowed.
@@ -84,7 +94,9 @@ impl Webhooks {
             metrics.webhook("dropped");
             return;
         };
-        let body = payload(manifest).to_string().into_bytes();
+        let body = payload(manifest, self.image_base.as_deref())
+            .to_string()
+            .into_bytes();
         let delivery = manifest.id.map(|id| id.to_string()).unwrap_or_default();
         let (client, secret, retry) = (self.client.clone(), self.secret.clone(), self.retry);
         let (url, metrics) = (url.to_string(), metrics.clone());
@@ -123,8 +135,16 @@ impl Webhooks {
 
 /// What a webhook receives: the upload's final status, without download links
 /// (they expire; `statusUrl` gives fresh ones).
-pub fn payload(manifest: &Manifest) -> serde_json::Value {
+pub fn payload(manifest: &Manifest, image_base: Option<&str>) -> serde_json::Value {
     let id = manifest.id.map(|id| id.to_string());
+    let image_url = |output: &minilab_core::manifest::OutputRecord| {
+        let (id, base) = (manifest.id?, image_base?);
+        let extension = output.key.rsplit_once('.').map(|(_, e)| e)?;
+        Some(format!(
+            "{base}{}",
+            minilab_core::keys::image_path(id, &output.name, extension)
+        ))
+    };
     json!({
         "event": "upload.finished",
         "id": id,
@@ -136,13 +156,19 @@ pub fn payload(manifest: &Manifest) -> serde_json::Value {
             "height": manifest.source.height,
             "format": manifest.source.format,
         },
-        "outputs": manifest.outputs.iter().map(|o| json!({
-            "name": o.name,
-            "width": o.width,
-            "height": o.height,
-            "bytes": o.bytes,
-            "contentType": o.content_type,
-        })).collect::<Vec<_>>(),
+        "outputs": manifest.outputs.iter().map(|o| {
+            let mut output = json!({
+                "name": o.name,
+                "width": o.width,
+                "height": o.height,
+                "bytes": o.bytes,
+                "contentType": o.content_type,
+            });
+            if let Some(url) = image_url(o) {
+                output["imageUrl"] = url.into();
+            }
+            output
+        }).collect::<Vec<_>>(),
         "placeholder": manifest.placeholder,
         "processingMs": manifest.timings.total_ms(),
         "error": manifest.error,

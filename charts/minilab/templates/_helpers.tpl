@@ -425,3 +425,16 @@ Every address but the instance metadata service's (IPv4 and IPv6): NetworkPolicy
 {{- $send := dict "Sid" "UploadsBucketOnly" "Effect" "Allow" "Principal" (dict "Service" "s3.amazonaws.com") "Action" "sqs:SendMessage" "Resource" $queueArn "Condition" (dict "ArnEquals" (dict "aws:SourceArn" (printf "arn:aws:s3:::%s" .Values.buckets.uploads)) "StringEquals" (dict "aws:SourceAccount" $account)) -}}
 {{- dict "Version" "2012-10-17" "Statement" (list $send) | toJson -}}
 {{- end }}
+
+{{/* Where outputs are served at stable addresses (api.serveImages): the site's domain
+   behind CloudFront, else the Ingress's host; empty: nowhere absolute (statuses name
+   the path alone, webhooks no address). */}}
+{{- define "minilab.imageBaseUrl" -}}
+{{- $v := .Values -}}
+{{- if not $v.api.serveImages -}}
+{{- else if and $v.ack.enabled $v.ack.cloudfront.enabled -}}
+{{- printf "https://%s" $v.domain -}}
+{{- else if and $v.ingress.enabled $v.ingress.host -}}
+{{- printf "%s://%s" (ternary "https" "http" (not (empty $v.ingress.certificateArn))) $v.ingress.host -}}
+{{- end -}}
+{{- end -}}
