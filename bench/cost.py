@@ -35,6 +35,7 @@ import boto3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from operator_cost import install, kubectl, service_account_kubeconfig  # noqa: E402
+import service  # noqa: E402  (bench/service.py: sharp's bare pipeline)
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = Path(os.environ.get("MINILAB_IMAGES", ROOT / "tests" / "data" / "images"))
@@ -328,16 +329,7 @@ class Bench:
 
 
 def sharp_ms(recipe, rounds):
-    sharp = Path(os.environ.get("SHARP_DIR", "/var/tmp/minilab-bench/sharp/node_modules/sharp"))
-    if not sharp.exists():
-        print(f"installing sharp 0.34 into {sharp.parent.parent} ...", file=sys.stderr)
-        sharp.parent.parent.mkdir(parents=True, exist_ok=True)
-        (sharp.parent.parent / "package.json").write_text('{"private": true}\n')
-        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", "sharp@0.34"],
-                       cwd=sharp.parent.parent, check=True)
-    out = subprocess.run(["node", str(ROOT / "bench" / "sharp_pipeline.mjs"), str(IMAGES / PHOTO), recipe, str(rounds)],
-                         env={**os.environ, "SHARP_DIR": str(sharp)}, check=True, capture_output=True, text=True)
-    return json.loads(out.stdout)
+    return service.sharp_cpu(IMAGES / PHOTO, recipe, rounds)
 
 
 def dollars(requests, cpu_seconds, prices, arch, market):

@@ -12,12 +12,15 @@ client concurrency, in interleaved rounds:
 - thumbor: GET /unsafe/fit-in/1024x1024/filters:quality(80)/<photo>. Latency is the
   whole request: thumbor has no upload step.
 
-Both make one 1024-pixel JPEG at quality 80 from a 12 MP photo (minilab's `large`
+Both make one 1024-pixel JPEG at quality 80 from the photo (minilab's `large`
 recipe). It prints img/s and latency p50/p99 for each and the throughput ratio, and
 the CPU `minilab up` spends per image (from /proc, all its threads) against `minilab
-process` on the same photo and recipe. Not a test: the numbers depend on the machine.
+process` and against sharp's bare pipeline (sharp 0.34 from npm, the library AWS's
+Lambda image solution runs: a warm Node process, one image at a time, same photo,
+same task; bench/sharp_pipeline.mjs), with the goals' ratios. Not a test: the
+numbers depend on the machine.
 
-    bench/service.py [--rounds 3] [--images 40] [--concurrency 1,2,8]
+    bench/service.py [--photo photo-12mp.jpg] [--rounds 3] [--images 40] [--concurrency 1,2,8]
 
 Needs python3-venv; installs thumbor (pip) into /var/tmp/minilab-bench/thumbor-venv
 the first time ($THUMBOR_VENV to put it elsewhere).
@@ -227,10 +230,9 @@ class MinilabClient:
 
 
 class ThumborClient:
-    PATH = f"/unsafe/fit-in/1024x1024/filters:quality(80)/{PHOTO}"
-
     def __init__(self, thumbor):
         self.thumbor = thumbor
+        self.PATH = f"/unsafe/fit-in/1024x1024/filters:quality(80)/{PHOTO}"
 
     def connect(self):
         return http.client.HTTPConnection("127.0.0.1", self.thumbor.port, timeout=60)
@@ -283,6 +285,22 @@ def percentile(values, p):
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
+def sharp_cpu(photo, recipe, rounds):
+    """sharp's bare pipeline on `photo` for `recipe` (large or web), warm, one image at a
+    time: {sharp, vips, cpu_ms, wall_ms} per image. Installs sharp 0.34 (npm's prebuilt
+    libvips) into /var/tmp/minilab-bench/sharp the first time ($SHARP_DIR: elsewhere)."""
+    sharp = Path(os.environ.get("SHARP_DIR", "/var/tmp/minilab-bench/sharp/node_modules/sharp"))
+    if not sharp.exists():
+        print(f"installing sharp 0.34 into {sharp.parent.parent} ...", file=sys.stderr)
+        sharp.parent.parent.mkdir(parents=True, exist_ok=True)
+        (sharp.parent.parent / "package.json").write_text('{"private": true}\n')
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", "sharp@0.34"],
+                       cwd=sharp.parent.parent, check=True)
+    out = subprocess.run(["node", str(ROOT / "bench" / "sharp_pipeline.mjs"), str(photo), recipe, str(rounds)],
+                         env={**os.environ, "SHARP_DIR": str(sharp)}, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
 def process_cpu(runs, scratch):
     """CPU seconds per image of `minilab process` on the photo with the recipe."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -295,12 +313,15 @@ def process_cpu(runs, scratch):
 
 
 def main():
+    global PHOTO
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--images", type=int, default=40, help="images per round and concurrency")
     parser.add_argument("--concurrency", default="1,2,8")
+    parser.add_argument("--photo", default=PHOTO, help="a photo in tests/data/images ($MINILAB_IMAGES)")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
+    PHOTO = args.photo
 
     build_minilab()
     thumbor_bin = install_thumbor()
@@ -331,6 +352,7 @@ def main():
                     entry["cpu"] += cpu
             print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
         process = process_cpu(max(10, args.images // 2), scratch)
+        sharp = sharp_cpu(IMAGES / PHOTO, RECIPE, max(10, args.images // 2))
     finally:
         for server in (lab, thumbor):
             if server:
@@ -354,6 +376,15 @@ def main():
     per_image = statistics.median(cpu_up)
     print(f"\nCPU per image inside `minilab up` (median over concurrencies): {per_image * 1e3:.0f} ms; "
           f"`minilab process --recipe {RECIPE}`: {process * 1e3:.0f} ms → {per_image / process:.2f}×")
+    sharp_ms = sharp["cpu_ms"] / 1e3
+    print(f"sharp {sharp['sharp']} (libvips {sharp['vips']}), bare pipeline, warm, one image at a time: "
+          f"{sharp['cpu_ms']:.0f} ms CPU per image → minilab up / sharp: {per_image / sharp_ms:.2f}× "
+          f"(goal ≤ 0.67×); minilab process / sharp: {process / sharp_ms:.2f}×")
+    best = max(results[("minilab", c)]["images"] / results[("minilab", c)]["seconds"]
+               / (results[("thumbor", c)]["images"] / results[("thumbor", c)]["seconds"]) for c in levels)
+    worst = min(results[("minilab", c)]["images"] / results[("minilab", c)]["seconds"]
+                / (results[("thumbor", c)]["images"] / results[("thumbor", c)]["seconds"]) for c in levels)
+    print(f"throughput against thumbor: {worst:.2f}× to {best:.2f}× (goal ≥ 1.5× at every concurrency)")
     print("minilab latency: upload finished → the API answers succeeded; "
           "thumbor latency: the whole request.")
 

@@ -102,26 +102,15 @@ async fn uploads_become_image_jobs_that_reach_their_final_phase() {
     assert_eq!(condition(&job, "Failed")["reason"], "UploadExpired");
 }
 
-/// Waits (at most 20 s) for a counter on `/metrics` to reach `value`.
-async fn wait_metric(metrics_url: &str, sample: &str, value: f64) {
-    let http = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while metric(&http, metrics_url, sample).await < value {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{sample} never reached {value}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Waits (at most 20 s) for a gauge on `/metrics` to read exactly `value`.
-async fn wait_gauge(metrics_url: &str, sample: &str, value: f64) {
+/// Waits (at most 20 s, reading every 50 ms) until a sample on `/metrics` is at
+/// least `value` (a counter) or, with `exactly`, is `value` (a gauge, which can go
+/// down).
+async fn wait_sample(metrics_url: &str, sample: &str, value: f64, exactly: bool) {
     let http = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let now = metric(&http, metrics_url, sample).await;
-        if now == value {
+        if now == value || (!exactly && now > value) {
             return;
         }
         assert!(
@@ -130,6 +119,16 @@ async fn wait_gauge(metrics_url: &str, sample: &str, value: f64) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Waits for a counter on `/metrics` to reach `value`.
+async fn wait_metric(metrics_url: &str, sample: &str, value: f64) {
+    wait_sample(metrics_url, sample, value, false).await;
+}
+
+/// Waits for a gauge on `/metrics` to read exactly `value`.
+async fn wait_gauge(metrics_url: &str, sample: &str, value: f64) {
+    wait_sample(metrics_url, sample, value, true).await;
 }
 
 /// What the ACK controllers write into the conditions of the release's AWS
