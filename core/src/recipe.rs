@@ -127,13 +127,16 @@ pub const MAX_AVIF_PIXELS: u64 = 2048 * 2048;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Operation {
-    /// Scale to `width`×`height` as `fit` says; never enlarges unless `enlarge`.
+    /// Scale to `width`×`height` as `fit` says; never enlarges unless `enlarge`. A
+    /// `cover` keeps the part `gravity` names (the centre by default).
     Resize {
         width: u32,
         height: u32,
         fit: Fit,
         #[serde(default)]
         enlarge: bool,
+        #[serde(default, skip_serializing_if = "Gravity::is_center")]
+        gravity: Gravity,
     },
     /// Cut a `width`×`height` window (at most the image), placed by `gravity`.
     Crop {
@@ -186,6 +189,17 @@ pub enum Gravity {
     NorthWest,
     SouthEast,
     SouthWest,
+    /// What has the most information: strips with the fewest grey levels are cut
+    /// first (as libvips's smartcrop `entropy`).
+    Entropy,
+    /// What draws the eye: edges, saturated colour and skin tones (no model).
+    Attention,
+}
+
+impl Gravity {
+    pub fn is_center(&self) -> bool {
+        *self == Gravity::Center
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -328,6 +342,12 @@ fn operation_problem(op: &Operation) -> Option<(&'static str, &'static str)> {
         {
             Some(("operations.resize", "width and height must be 1-8192"))
         }
+        Operation::Resize { fit, gravity, .. } if fit != Fit::Cover && !gravity.is_center() => {
+            Some((
+                "operations.resize",
+                "gravity is for fit: cover (the others cut nothing)",
+            ))
+        }
         Operation::Crop { width, height, .. }
             if !(1..=65_535).contains(&width) || !(1..=65_535).contains(&height) =>
         {
@@ -429,6 +449,7 @@ impl RecipeBook {
             height: size,
             fit: Fit::Fit,
             enlarge: false,
+            gravity: Gravity::Center,
         };
         let recipes = vec![
             Recipe {
@@ -460,6 +481,7 @@ impl RecipeBook {
                         height: 256,
                         fit: Fit::Cover,
                         enlarge: false,
+                        gravity: Gravity::Center,
                     }],
                 )],
             },
@@ -563,11 +585,18 @@ recipes:
     description: a square avatar
     outputs:
       - name: square
-        operations: [{op: resize, width: 96, height: 96, fit: cover}, {op: grayscale}]
+        operations: [{op: resize, width: 96, height: 96, fit: cover, gravity: attention}, {op: grayscale}]
         format: png
 "##,
         )
         .unwrap();
+        assert!(matches!(
+            book.get("avatar").unwrap().outputs[0].operations[0],
+            Operation::Resize {
+                gravity: Gravity::Attention,
+                ..
+            }
+        ));
         let medium = &book.get("web").unwrap().outputs[0];
         assert_eq!(medium.name, "medium");
         assert!(medium.progressive);
@@ -628,6 +657,16 @@ recipes:
     fn operation_parameters_are_validated() {
         let mut recipe = RecipeBook::builtin().get("web").cloned().unwrap();
         for (op, field) in [
+            (
+                Operation::Resize {
+                    width: 10,
+                    height: 10,
+                    fit: Fit::Fit,
+                    enlarge: false,
+                    gravity: Gravity::Attention,
+                },
+                "operations.resize",
+            ),
             (Operation::Rotate { degrees: 45 }, "operations.rotate"),
             (Operation::Blur { sigma: 0.0 }, "operations.blur"),
             (
@@ -669,6 +708,7 @@ recipes:
             height: 4096,
             fit: Fit::Fit,
             enlarge: false,
+            gravity: Gravity::Center,
         }];
         assert_eq!(huge.validate().unwrap_err().field, "operations");
     }

@@ -8,7 +8,7 @@
 
 use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 use minilab_core::pipeline;
-use minilab_core::recipe::{Colorspace, Fit, Format, Operation, OutputSpec, Recipe};
+use minilab_core::recipe::{Colorspace, Fit, Format, Gravity, Operation, OutputSpec, Recipe};
 use minilab_core::{Limits, RecipeBook};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -34,6 +34,7 @@ fn keep() -> Recipe {
             height: 1024,
             fit: Fit::Fit,
             enlarge: false,
+            gravity: Gravity::Center,
         };
         OutputSpec {
             lossless,

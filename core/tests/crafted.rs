@@ -4,7 +4,7 @@
 
 use image::{DynamicImage, Rgb, RgbImage};
 use minilab_core::error::ErrorCode;
-use minilab_core::recipe::{Fit, Format, Operation, OutputSpec, Recipe};
+use minilab_core::recipe::{Fit, Format, Gravity, Operation, OutputSpec, Recipe};
 use minilab_core::{Limits, RecipeBook, pipeline};
 
 fn web() -> Recipe {
@@ -217,6 +217,7 @@ fn every_exif_orientation_is_applied_on_both_decode_paths() {
         height: 100,
         fit: Fit::Fit,
         enlarge: false,
+        gravity: Gravity::Center,
     }]);
     for (orientation, (qx, qy), swapped) in ORIENTATIONS {
         let bytes = jpeg(&source, Some(orientation));

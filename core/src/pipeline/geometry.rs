@@ -22,6 +22,7 @@ impl Resize {
                 height,
                 fit,
                 enlarge,
+                ..
             } => Some(Self {
                 width,
                 height,

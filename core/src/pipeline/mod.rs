@@ -5,6 +5,7 @@
 mod colour;
 mod decode;
 mod encode;
+mod focus;
 mod geometry;
 mod operations;
 mod placeholder;
@@ -97,7 +98,12 @@ pub fn variant(
             fit: crate::recipe::Fit::Fit,
             enlarge: false,
         };
-        let resized = operations::resample(&image, to, &mut Resizer::new())?;
+        let resized = operations::resample(
+            &image,
+            to,
+            crate::recipe::Gravity::Center,
+            &mut Resizer::new(),
+        )?;
         let bytes = encode::encode(&resized, spec, None)?;
         Ok(Some(EncodedOutput {
             name: spec.name.clone(),

@@ -1,6 +1,7 @@
 //! One output's operations on the oriented source: resizes (the first may start
 //! from a larger output's pixels), crops, turns, flips and tone adjustments.
 
+use super::focus;
 use super::geometry::Resize;
 use crate::error::{ErrorCode, ImageError};
 use crate::recipe::{Direction, Fit, Gravity, Operation, OutputSpec};
@@ -25,7 +26,11 @@ pub(super) fn transform(
                 Some(d) if d.width() >= need_w && d.height() >= need_h => d,
                 _ => source,
             };
-            let resized = resize(start, first, spec.background, resizer)?;
+            let gravity = match spec.operations.first() {
+                Some(&Operation::Resize { gravity, .. }) => gravity,
+                _ => Gravity::Center,
+            };
+            let resized = resize(start, first, gravity, spec.background, resizer)?;
             // Only a downscaled fit serves smaller outputs (an enlarged one has no
             // more detail than the source).
             if derived.is_none()
@@ -58,6 +63,7 @@ fn apply(
             height,
             fit,
             enlarge,
+            gravity,
         } => {
             let to = Resize {
                 width,
@@ -65,7 +71,7 @@ fn apply(
                 fit,
                 enlarge,
             };
-            resize(&image, to, background, resizer)?
+            resize(&image, to, gravity, background, resizer)?
         }
         Operation::Grayscale => {
             if image.color().has_alpha() {
@@ -98,17 +104,7 @@ fn apply(
 /// A `width`×`height` window (clamped to the image) placed by `gravity`.
 fn crop(image: &DynamicImage, width: u32, height: u32, gravity: Gravity) -> DynamicImage {
     let (w, h) = (width.min(image.width()), height.min(image.height()));
-    let (free_x, free_y) = (image.width() - w, image.height() - h);
-    let x = match gravity {
-        Gravity::West | Gravity::NorthWest | Gravity::SouthWest => 0,
-        Gravity::East | Gravity::NorthEast | Gravity::SouthEast => free_x,
-        Gravity::Center | Gravity::North | Gravity::South => free_x / 2,
-    };
-    let y = match gravity {
-        Gravity::North | Gravity::NorthEast | Gravity::NorthWest => 0,
-        Gravity::South | Gravity::SouthEast | Gravity::SouthWest => free_y,
-        Gravity::Center | Gravity::East | Gravity::West => free_y / 2,
-    };
+    let (x, y) = focus::window(image, w, h, gravity);
     image.crop_imm(x, y, w, h)
 }
 
@@ -117,11 +113,12 @@ fn crop(image: &DynamicImage, width: u32, height: u32, gravity: Gravity) -> Dyna
 fn resize(
     image: &DynamicImage,
     to: Resize,
+    gravity: Gravity,
     background: [u8; 3],
     resizer: &mut Resizer,
 ) -> Result<DynamicImage, ImageError> {
     let (box_w, box_h) = (to.width, to.height);
-    let resized = resample(image, to, resizer)?;
+    let resized = resample(image, to, gravity, resizer)?;
     if to.fit != Fit::Contain || (resized.width(), resized.height()) == (box_w, box_h) {
         return Ok(resized);
     }
@@ -146,6 +143,7 @@ fn resize(
 pub(super) fn resample(
     image: &DynamicImage,
     to: Resize,
+    gravity: Gravity,
     resizer: &mut Resizer,
 ) -> Result<DynamicImage, ImageError> {
     let (w, h) = to.fitted(image.width(), image.height());
@@ -158,7 +156,7 @@ pub(super) fn resample(
     // the exact aspect ratio by a fraction of a pixel, and cropping to that would
     // shift and scale the picture slightly.
     if to.fit == Fit::Cover {
-        options = options.fit_into_destination(Some((0.5, 0.5)));
+        options = options.fit_into_destination(Some(centering(image, w, h, gravity)));
     }
     resizer
         .resize(image, &mut out, &options)
@@ -166,6 +164,34 @@ pub(super) fn resample(
         // which the steps before rule out: a failure here is minilab's own.
         .map_err(|e| ImageError::new(ErrorCode::Internal, format!("resizing failed: {e}")))?;
     Ok(out)
+}
+
+/// Where a cover's crop of `image` to the `w`:`h` aspect sits, as the share of what
+/// is cut that is cut before it (left, top): (0.5, 0.5) for the centre.
+fn centering(image: &DynamicImage, w: u32, h: u32, gravity: Gravity) -> (f64, f64) {
+    if gravity.is_center() {
+        return (0.5, 0.5);
+    }
+    let (src_w, src_h) = (u64::from(image.width()), u64::from(image.height()));
+    // The largest window of the box's aspect inside the image.
+    let (win_w, win_h) = if src_w * u64::from(h) > src_h * u64::from(w) {
+        ((src_h * u64::from(w) / u64::from(h)).max(1), src_h)
+    } else {
+        (src_w, (src_w * u64::from(h) / u64::from(w)).max(1))
+    };
+    let (win_w, win_h) = (win_w as u32, win_h as u32);
+    let (x, y) = focus::window(image, win_w, win_h, gravity);
+    let share = |at: u32, free: u32| {
+        if free == 0 {
+            0.5
+        } else {
+            f64::from(at) / f64::from(free)
+        }
+    };
+    (
+        share(x, image.width() - win_w),
+        share(y, image.height() - win_h),
+    )
 }
 
 #[cfg(test)]
@@ -186,6 +212,7 @@ mod tests {
             height: 400,
             fit: Fit::Fit,
             enlarge,
+            gravity: Gravity::Center,
         };
         let kept = run_ops(&source, vec![resize(false)]);
         assert_eq!(kept.to_rgb8(), source.to_rgb8());
@@ -259,6 +286,46 @@ mod tests {
     }
 
     #[test]
+    fn a_cover_and_a_crop_keep_what_their_smart_gravity_finds() {
+        // Flat grey but for a detailed, colourful square at the right.
+        let mut picture = image::RgbImage::from_pixel(600, 200, image::Rgb([128, 128, 128]));
+        for y in 40..160 {
+            for x in 440..560 {
+                let shade = if (x / 3 + y / 3) % 2 == 0 { 40 } else { 220 };
+                picture.put_pixel(x, y, image::Rgb([shade, 255 - shade, 30]));
+            }
+        }
+        let source = DynamicImage::ImageRgb8(picture);
+        let cover = |gravity| Operation::Resize {
+            width: 100,
+            height: 100,
+            fit: Fit::Cover,
+            enlarge: false,
+            gravity,
+        };
+        let crop = |gravity| Operation::Crop {
+            width: 200,
+            height: 200,
+            gravity,
+        };
+        assert!(variance(&run_ops(&source, vec![cover(Gravity::Center)])) < 1.0);
+        assert!(variance(&run_ops(&source, vec![crop(Gravity::Center)])) < 1.0);
+        for gravity in [Gravity::Entropy, Gravity::Attention] {
+            let covered = run_ops(&source, vec![cover(gravity)]);
+            assert_eq!((covered.width(), covered.height()), (100, 100));
+            assert!(
+                variance(&covered) > 100.0,
+                "{gravity:?}: the detail is kept"
+            );
+            let cropped = run_ops(&source, vec![crop(gravity)]);
+            assert!(
+                variance(&cropped) > 100.0,
+                "{gravity:?}: the detail is kept"
+            );
+        }
+    }
+
+    #[test]
     fn crop_keeps_the_window_its_gravity_names() {
         // 100×60 with one white pixel in each corner region's corner.
         let source = DynamicImage::ImageRgb8(image::RgbImage::from_fn(100, 60, |x, y| {
@@ -317,6 +384,7 @@ mod tests {
                 height: 100,
                 fit: Fit::Fill,
                 enlarge: false,
+                gravity: Gravity::Center,
             }],
         )
         .to_rgb8();
@@ -328,6 +396,7 @@ mod tests {
             height: 100,
             fit: Fit::Contain,
             enlarge: false,
+            gravity: Gravity::Center,
         };
         let recipe = testing::recipe(vec![OutputSpec {
             background: [10, 200, 30],

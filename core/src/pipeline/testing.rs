@@ -3,7 +3,7 @@
 
 use super::process;
 use crate::limits::Limits;
-use crate::recipe::{Format, Operation, OutputSpec, Recipe};
+use crate::recipe::{Format, Gravity, Operation, OutputSpec, Recipe};
 use image::DynamicImage;
 
 pub fn png(width: u32, height: u32, color: image::ColorType) -> Vec<u8> {
@@ -37,6 +37,7 @@ pub fn fit(size: u32) -> Operation {
         height: size,
         fit: crate::recipe::Fit::Fit,
         enlarge: false,
+        gravity: Gravity::Center,
     }
 }
 
