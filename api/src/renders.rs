@@ -41,23 +41,41 @@ impl Renders {
         }
     }
 
-    /// The lock of the variant at `key`, shared by whoever asks for it now.
-    fn lock_of(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+    /// A share in the lock of the variant at `key`, with whoever asks for it now.
+    fn share(&self, key: &str) -> Share<'_> {
         let mut making = self.making.lock().unwrap_or_else(|e| e.into_inner());
-        making.entry(key.to_owned()).or_default().clone()
-    }
-
-    /// Forgets `key`'s lock once nobody else holds it.
-    fn done(&self, key: &str, lock: Arc<tokio::sync::Mutex<()>>) {
-        let mut making = self.making.lock().unwrap_or_else(|e| e.into_inner());
-        // The map's reference and ours: nobody else is waiting.
-        if Arc::strong_count(&lock) <= 2 {
-            making.remove(key);
+        let lock = making.entry(key.to_owned()).or_default().clone();
+        Share {
+            renders: self,
+            key: key.to_owned(),
+            lock,
         }
     }
 }
 
-/// A variant's bytes, and whether they are the output's own (it is no wider).
+/// One request's share in a variant's lock; the last share dropped (done, failed or
+/// cancelled with its client) forgets the lock.
+struct Share<'a> {
+    renders: &'a Renders,
+    key: String,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for Share<'_> {
+    fn drop(&mut self) {
+        let mut making = self
+            .renders
+            .making
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // The map's reference and ours: nobody else shares it.
+        if Arc::strong_count(&self.lock) <= 2 {
+            making.remove(&self.key);
+        }
+    }
+}
+
+/// A variant's bytes and ETag.
 pub struct Made {
     pub bytes: Vec<u8>,
     pub etag: Option<String>,
@@ -82,13 +100,9 @@ pub async fn make(
         return read(state, &output_key).await?.ok_or_else(not_found);
     }
     let key = file.key(id);
-    let lock = state.renders.lock_of(&key);
-    let made = {
-        let _making = lock.lock().await;
-        made_or_make(state, client, id, &spec, width, &key).await
-    };
-    state.renders.done(&key, lock);
-    made
+    let share = state.renders.share(&key);
+    let _making = share.lock.lock().await;
+    made_or_make(state, client, id, &spec, width, &key).await
 }
 
 /// Takes one make from `client`'s allowance, or answers `rate-limited`.
@@ -226,4 +240,31 @@ async fn read(state: &ApiState, key: &str) -> Result<Option<Made>> {
 
 fn not_found() -> ApiError {
     ApiError::new(Code::NotFound, "there is no such image")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_variants_lock_is_forgotten_when_its_last_share_goes() {
+        let renders = Renders::new(Rate {
+            per_minute: 0,
+            burst: 0,
+        });
+        let count = || renders.making.lock().unwrap().len();
+        let first = renders.share("a");
+        let second = renders.share("a");
+        assert!(
+            Arc::ptr_eq(&first.lock, &second.lock),
+            "one lock per variant"
+        );
+        let other = renders.share("b");
+        assert_eq!(count(), 2);
+        drop(first);
+        assert_eq!(count(), 2, "still shared");
+        drop(second);
+        drop(other);
+        assert_eq!(count(), 0, "cancelled or done, nothing left behind");
+    }
 }
