@@ -13,7 +13,6 @@ use minilab_core::keys::{self, OutputFile};
 use minilab_core::manifest::ManifestState;
 use minilab_core::recipe::OutputSpec;
 use minilab_core::{Limits, UploadId};
-use minilab_service::objects;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -133,15 +132,10 @@ async fn allowed_spec(
     file: OutputFile<'_>,
     width: u32,
 ) -> Result<(OutputSpec, u32)> {
-    let manifest = objects::read_manifest(
-        &state.s3,
-        &state.config.processed_bucket,
-        &keys::manifest_key(id),
-    )
-    .await
-    .map_err(ApiError::internal)?
-    .filter(|m| m.state == ManifestState::Succeeded)
-    .ok_or_else(not_found)?;
+    let manifest = crate::uploads::status::read_manifest(state, id)
+        .await?
+        .filter(|m| m.state == ManifestState::Succeeded)
+        .ok_or_else(not_found)?;
     let spec = state
         .config
         .recipes

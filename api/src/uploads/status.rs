@@ -249,7 +249,8 @@ pub async fn current_status(state: &ApiState, id: UploadId) -> Result<UploadStat
     })
 }
 
-async fn read_manifest(state: &ApiState, id: UploadId) -> Result<Option<Manifest>> {
+/// The upload's manifest, `None` before the worker wrote one.
+pub(crate) async fn read_manifest(state: &ApiState, id: UploadId) -> Result<Option<Manifest>> {
     objects::read_manifest(
         &state.s3,
         &state.config.processed_bucket,
