@@ -356,11 +356,11 @@ function embedMarkup(outputs, base) {
   const srcset = (set) =>
     [...set].sort((a, b) => a.width - b.width).map((o) => `${new URL(o.imageUrl, base).href} ${o.width}w`).join(", ");
   const candidates = [...sets.values()];
-  const fallbacks = candidates.filter((set) => /^image\/(jpeg|png)$/.test(set[0].contentType));
+  const fallbacks = candidates.filter((set) => /^image\/(jpeg|png|gif)$/.test(set[0].contentType));
   const biggest = (list) => list.reduce((a, b) => (largest(b).width > largest(a).width ? b : a));
   const fallback = biggest(fallbacks.length ? fallbacks : candidates);
   const top = largest(fallback);
-  const order = ["image/avif", "image/webp", "image/png", "image/jpeg"];
+  const order = ["image/avif", "image/webp", "image/png", "image/jpeg", "image/gif"];
   const sources = candidates
     .filter((set) => set !== fallback && shape(set[0]) === shape(top))
     .sort((a, b) => order.indexOf(a[0].contentType) - order.indexOf(b[0].contentType));

@@ -14,7 +14,8 @@ pub struct Limits {
     pub max_height: u32,
     /// Most pixels (width × height) in a source image.
     pub max_pixels: u64,
-    /// Most frames in an animated source (only the first is processed).
+    /// Most frames in an animated source. An animation kept by WebP and GIF
+    /// outputs counts its frames × pixels against `max_pixels`, in and out.
     pub max_frames: u32,
     /// Most milliseconds one image may take, checked between stages.
     pub time_budget_ms: u64,

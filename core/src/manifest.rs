@@ -55,6 +55,9 @@ pub struct Source {
     pub width: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub height: Option<u32>,
+    /// An animation's frames (absent for a still image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frames: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +69,9 @@ pub struct OutputRecord {
     pub height: u32,
     pub bytes: u64,
     pub content_type: String,
+    /// An animation's frames (absent for a still image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frames: Option<u32>,
 }
 
 /// A placeholder for an image that has not loaded yet.

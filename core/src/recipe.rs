@@ -63,6 +63,15 @@ pub struct OutputSpec {
     /// [`MAX_WIDTHS`], each 16–4096.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub widths: Vec<u32>,
+    /// WebP and GIF outputs of an animated GIF or WebP keep its frames, delays and
+    /// loop count (within the limits' frames and pixels); `false` takes the first
+    /// frame, as every other format does.
+    #[serde(default = "default_animated")]
+    pub animated: bool,
+}
+
+fn default_animated() -> bool {
+    true
 }
 
 /// The most on-demand widths one output may allow.
@@ -86,6 +95,7 @@ impl OutputSpec {
             speed: default_avif_speed(),
             background: default_background(),
             widths: Vec::new(),
+            animated: default_animated(),
         }
     }
 }
@@ -233,10 +243,18 @@ pub enum Format {
     /// AV1 in HEIF (libavif with libaom) at `quality` and `speed`; needs a build
     /// with libavif (the `avif` cargo feature) and a resize to at most 4 MP first.
     Avif,
+    /// A palette of up to 256 colours per frame; keeps an animated source's frames.
+    Gif,
 }
 
 impl Format {
-    pub const ALL: [Format; 4] = [Format::Jpeg, Format::Png, Format::Webp, Format::Avif];
+    pub const ALL: [Format; 5] = [
+        Format::Jpeg,
+        Format::Png,
+        Format::Webp,
+        Format::Avif,
+        Format::Gif,
+    ];
 
     /// The format whose files end in `.{extension}`.
     pub fn from_extension(extension: &str) -> Option<Format> {
@@ -249,6 +267,7 @@ impl Format {
             Format::Png => "png",
             Format::Webp => "webp",
             Format::Avif => "avif",
+            Format::Gif => "gif",
         }
     }
 
@@ -258,6 +277,7 @@ impl Format {
             Format::Png => "image/png",
             Format::Webp => "image/webp",
             Format::Avif => "image/avif",
+            Format::Gif => "image/gif",
         }
     }
 }

@@ -20,7 +20,8 @@ pub struct LimitArgs {
     #[arg(long, env = "MINILAB_MAX_PIXELS", default_value_t = Limits::default().max_pixels,
           value_parser = clap::value_parser!(u64).range(1..))]
     max_pixels: u64,
-    /// Most frames in an animated GIF or WebP (`too-many-frames`); the first is processed.
+    /// Most frames in an animated GIF or WebP (`too-many-frames`); WebP and GIF
+    /// outputs keep them, their frames × pixels counted against --max-pixels.
     #[arg(long, env = "MINILAB_MAX_FRAMES", default_value_t = Limits::default().max_frames,
           value_parser = clap::value_parser!(u32).range(1..))]
     max_frames: u32,

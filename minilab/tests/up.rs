@@ -438,6 +438,64 @@ async fn a_heic_photo_is_accepted_and_processed() {
     );
 }
 
+/// An animated GIF of four 480×320 windows moving across a real photo, 120 ms each.
+fn animated_gif() -> Vec<u8> {
+    use image::codecs::gif::{GifEncoder, Repeat};
+    let photo = image::load_from_memory(&photo("photo-small.jpg")).unwrap();
+    let mut out = Vec::new();
+    {
+        let mut encoder = GifEncoder::new_with_speed(&mut out, 10);
+        encoder.set_repeat(Repeat::Infinite).unwrap();
+        for step in 0..4 {
+            let window = photo.crop_imm(step * 40, step * 20, 480, 320).to_rgba8();
+            let delay = image::Delay::from_numer_denom_ms(120, 1);
+            encoder
+                .encode_frame(image::Frame::from_parts(window, 0, 0, delay))
+                .unwrap();
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_animated_gif_is_served_as_animated_webp_beside_a_still_jpeg() {
+    use image::AnimationDecoder;
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start(dir.path(), &[]);
+    let bytes = animated_gif();
+    let ticket = lab.ticket("moving.gif", "image/gif", &bytes, "web").await;
+    lab.upload(&ticket, bytes, "image/gif").await;
+    let status = lab.wait_final(ticket["id"].as_str().unwrap()).await;
+    assert_eq!(state(&status), "succeeded", "{status}");
+    assert_eq!(status["source"]["frames"], 4, "{status}");
+    for output in status["outputs"].as_array().unwrap() {
+        let path = output["imageUrl"].as_str().unwrap();
+        let served = lab.get(path).await.bytes().await.unwrap();
+        if output["contentType"] == "image/jpeg" {
+            assert!(output.get("frames").is_none(), "{output}");
+            continue;
+        }
+        assert_eq!(output["frames"], 4, "{output}");
+        let decoder =
+            image::codecs::webp::WebPDecoder::new(std::io::Cursor::new(&served[..])).unwrap();
+        let frames = decoder.into_frames().collect_frames().unwrap();
+        let delays: Vec<_> = frames.iter().map(|f| f.delay().numer_denom_ms()).collect();
+        assert_eq!(delays, [(120, 1); 4], "{path}");
+        assert_eq!(
+            frames[0].buffer().dimensions(),
+            (
+                output["width"].as_u64().unwrap() as u32,
+                output["height"].as_u64().unwrap() as u32
+            )
+        );
+        assert_ne!(
+            frames[0].buffer(),
+            frames[3].buffer(),
+            "{path}: the frames differ"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn files_that_are_not_good_images_fail_with_distinct_codes() {
     let dir = tempfile::tempdir().unwrap();

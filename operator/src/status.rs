@@ -575,6 +575,7 @@ pub(crate) mod tests {
                 format: Some("jpeg".into()),
                 width: Some(4000),
                 height: Some(3000),
+                frames: None,
             },
             outputs: if failed {
                 Vec::new()
@@ -586,6 +587,7 @@ pub(crate) mod tests {
                     height: 768,
                     bytes: 120_000,
                     content_type: "image/jpeg".into(),
+                    frames: None,
                 }]
             },
             placeholder: (!failed).then(|| Placeholder {

@@ -383,6 +383,7 @@ impl Worker {
                 height: output.height,
                 bytes: output.bytes.len() as u64,
                 content_type: output.format.content_type().to_owned(),
+                frames: (output.frames > 1).then_some(output.frames),
             });
             self.s3
                 .put_object()
@@ -574,6 +575,7 @@ fn source_record(task: &Task, source: &Download) -> Source {
         format: None,
         width: None,
         height: None,
+        frames: None,
     }
 }
 
@@ -590,6 +592,7 @@ fn manifest(
             source.format = Some(made.info.format.to_owned());
             source.width = Some(made.info.width);
             source.height = Some(made.info.height);
+            source.frames = (made.info.frames > 1).then_some(made.info.frames);
             timings.decode_ms = made.timings.decode.as_secs_f64() * 1e3;
             timings.transform_ms = made.timings.transform.as_secs_f64() * 1e3;
             timings.encode_ms = made.timings.encode.as_secs_f64() * 1e3;
@@ -667,6 +670,7 @@ mod tests {
                 format: "jpeg",
                 width: 4000,
                 height: 3000,
+                frames: 1,
             },
             outputs: vec![OutputRecord {
                 name: "large".into(),
@@ -675,6 +679,7 @@ mod tests {
                 height: 768,
                 bytes: 120_000,
                 content_type: "image/jpeg".into(),
+                frames: None,
             }],
             placeholder: Placeholder {
                 thumbhash: "hash".into(),

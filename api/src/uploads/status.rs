@@ -91,6 +91,9 @@ pub struct SourceView {
     /// The format the file turned out to be (`jpeg`, `png`, `heic`, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
+    /// An animation's frames (absent for a still image).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frames: Option<u32>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -111,6 +114,9 @@ pub struct OutputView {
     pub height: u32,
     pub bytes: u64,
     pub content_type: String,
+    /// An animation's frames (absent for a still image).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frames: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -349,6 +355,7 @@ async fn status_from_manifest(
             height: output.height,
             bytes: output.bytes,
             content_type: output.content_type.clone(),
+            frames: output.frames,
         });
     }
     Ok(UploadStatus {
@@ -364,6 +371,7 @@ async fn status_from_manifest(
             width: manifest.source.width,
             height: manifest.source.height,
             format: manifest.source.format,
+            frames: manifest.source.frames,
         }),
         outputs,
         placeholder: manifest.placeholder,

@@ -30,6 +30,19 @@ pub fn decode_scaled(
     Ok((decoded.info, decoded.image))
 }
 
+/// The width and height `bytes` declare, once probed (an output's: no orientation).
+pub(super) fn dimensions(bytes: &[u8], limits: &Limits) -> Result<(u32, u32), ImageError> {
+    let Sniffed::Image(format, _) = probe(bytes, limits)? else {
+        return Err(ImageError::new(
+            ErrorCode::UnsupportedFormat,
+            "outputs are never HEIC",
+        ));
+    };
+    ImageReader::with_format(Cursor::new(bytes), format)
+        .into_dimensions()
+        .map_err(decode_error)
+}
+
 /// A decoded, oriented source.
 pub(super) struct Decoded {
     pub info: SourceInfo,
@@ -48,8 +61,8 @@ pub(super) fn decode_in(
     scale: f64,
     colorspace: Colorspace,
 ) -> Result<Decoded, ImageError> {
-    let format = match probe(bytes, limits)? {
-        Sniffed::Image(format) => format,
+    let (format, frames) = match probe(bytes, limits)? {
+        Sniffed::Image(format, frames) => (format, frames),
         Sniffed::Heic => return decode_heic(bytes, limits, colorspace),
     };
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
@@ -92,6 +105,7 @@ pub(super) fn decode_in(
         format: format.extensions_str().first().copied().unwrap_or("image"),
         width,
         height,
+        frames,
     };
     Ok(Decoded {
         info,
@@ -183,6 +197,7 @@ fn decode_heic(
             format: "heic",
             width: header.width,
             height: header.height,
+            frames: 1,
         },
         image,
         icc,

@@ -5,7 +5,7 @@
 
 use crate::error::{ErrorCode, ImageError};
 use crate::recipe::{Format, OutputSpec};
-use image::{DynamicImage, ImageEncoder};
+use image::{DynamicImage, ImageEncoder, RgbaImage};
 use std::borrow::Cow;
 
 pub(super) fn encode(
@@ -20,13 +20,99 @@ pub(super) fn encode(
         Format::Webp if spec.lossless => webp_lossless(image, icc),
         Format::Webp => webp_lossy(image, spec, icc),
         Format::Avif => avif(image, spec, icc),
+        Format::Gif => gif(std::iter::once((image.to_rgba8(), 0)), 0),
     }
-    .map_err(|e| {
-        ImageError::new(
-            ErrorCode::EncodeFailed,
-            format!("encoding {} failed: {e}", spec.name),
-        )
-    })
+    .map_err(|e| encode_failed(spec, e))
+}
+
+fn encode_failed(spec: &OutputSpec, e: String) -> ImageError {
+    ImageError::new(
+        ErrorCode::EncodeFailed,
+        format!("encoding {} failed: {e}", spec.name),
+    )
+}
+
+/// Frames of one size, each shown for its delay, in an animated WebP or GIF;
+/// `loops` 0 repeats forever.
+pub(super) fn animated(
+    spec: &OutputSpec,
+    frames: &[RgbaImage],
+    delays_ms: &[u32],
+    loops: u32,
+) -> Result<Vec<u8>, ImageError> {
+    match spec.format {
+        Format::Gif => gif(frames.iter().cloned().zip(delays_ms.iter().copied()), loops),
+        _ => webp_animated(spec, frames, delays_ms, loops),
+    }
+    .map_err(|e| encode_failed(spec, e))
+}
+
+/// GIF: a palette of up to 256 colours per frame (NeuQuant at speed 10, as the
+/// `image` crate's fast setting); fully transparent pixels stay transparent.
+fn gif(frames: impl Iterator<Item = (RgbaImage, u32)>, loops: u32) -> Result<Vec<u8>, String> {
+    use image::codecs::gif::{GifEncoder, Repeat};
+    let mut out = Vec::new();
+    {
+        let mut encoder = GifEncoder::new_with_speed(&mut out, 10);
+        let repeat = match u16::try_from(loops) {
+            Ok(0) => Repeat::Infinite,
+            Ok(n) => Repeat::Finite(n),
+            Err(_) => Repeat::Infinite,
+        };
+        encoder.set_repeat(repeat).map_err(|e| e.to_string())?;
+        for (image, delay_ms) in frames {
+            if image.width() > u32::from(u16::MAX) || image.height() > u32::from(u16::MAX) {
+                return Err("GIF is limited to 65535 pixels a side".into());
+            }
+            let delay = image::Delay::from_numer_denom_ms(delay_ms, 1);
+            encoder
+                .encode_frame(image::Frame::from_parts(image, 0, 0, delay))
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(out)
+}
+
+/// libwebp's animation encoder, lossy at the spec's quality or lossless. It takes
+/// each frame's start time and, after the last, the time the last one ends; the
+/// webp crate passes 0 for that end, so the start times are counted back from 0
+/// (libwebp allows the wrap-around) and the last frame keeps its own delay.
+fn webp_animated(
+    spec: &OutputSpec,
+    frames: &[RgbaImage],
+    delays_ms: &[u32],
+    loops: u32,
+) -> Result<Vec<u8>, String> {
+    let (width, height) = frames.first().ok_or("no frames")?.dimensions();
+    if width > 16_383 || height > 16_383 {
+        return Err("WebP is limited to 16383 pixels a side".into());
+    }
+    // WebP stores each frame's duration in 24 bits.
+    let delays: Vec<i64> = delays_ms
+        .iter()
+        .map(|&d| i64::from(d.min((1 << 24) - 1)))
+        .collect();
+    let total: i64 = delays.iter().sum();
+    let mut start = i32::try_from(-total).map_err(|_| "the animation is too long")?;
+    let mut config = webp::WebPConfig::new().map_err(|()| "libwebp version mismatch")?;
+    config.quality = f32::from(spec.quality);
+    config.lossless = i32::from(spec.lossless);
+    let mut encoder = webp::AnimEncoder::new(width, height, &config);
+    encoder.set_loop_count(i32::try_from(loops).unwrap_or(0));
+    for (image, delay) in frames.iter().zip(&delays) {
+        encoder.add_frame(webp::AnimFrame::from_rgba(
+            image.as_raw(),
+            width,
+            height,
+            start,
+        ));
+        start += *delay as i32;
+    }
+    let encoded = encoder.try_encode().map_err(|e| format!("{e:?}"))?;
+    if encoded.len() < 12 || &encoded[..4] != b"RIFF" {
+        return Err("libwebp assembled no animation".into());
+    }
+    Ok(encoded.to_vec())
 }
 
 /// JPEG has no alpha: flattened onto the background (white by default), as a

@@ -2,6 +2,7 @@
 //! limits), decode (scaled where the recipe allows), then for each output its
 //! operations and its encoding. Bytes in, bytes out; no I/O.
 
+mod animation;
 mod colour;
 mod decode;
 mod encode;
@@ -45,6 +46,8 @@ pub struct SourceInfo {
     /// libheif reports the size with its `irot` transform applied).
     pub width: u32,
     pub height: u32,
+    /// 1, or an animation's frames.
+    pub frames: u32,
 }
 
 #[derive(Debug)]
@@ -53,6 +56,8 @@ pub struct EncodedOutput {
     pub format: Format,
     pub width: u32,
     pub height: u32,
+    /// 1, or the frames of an output that kept the source's animation.
+    pub frames: u32,
     pub bytes: Vec<u8>,
 }
 
@@ -77,10 +82,10 @@ pub fn process(bytes: &[u8], recipe: &Recipe, limits: &Limits) -> Result<Process
 }
 
 /// `output` (an output's own bytes, as `spec` made them) at `width`, keeping its
-/// aspect: decoded, resized (Lanczos3) and encoded as `spec` says. `None` when the
-/// output is no wider than `width`: it is served as it is, never enlarged. A
-/// `colorspace: keep` output's profile is applied on decoding, so its variants are
-/// sRGB.
+/// aspect: resized (Lanczos3) and encoded as `spec` says, its animation kept. `None`
+/// when the output is no wider than `width`: it is served as it is, never enlarged.
+/// A `colorspace: keep` output's profile is applied on decoding, so its variants
+/// are sRGB.
 pub fn variant(
     output: &[u8],
     spec: &OutputSpec,
@@ -88,30 +93,27 @@ pub fn variant(
     limits: &Limits,
 ) -> Result<Option<EncodedOutput>, ImageError> {
     contained(|| {
-        let (_, image) = decode::decode(output, limits)?;
-        if width >= image.width() {
+        let (output_width, output_height) = decode::dimensions(output, limits)?;
+        if width >= output_width {
             return Ok(None);
         }
-        let to = Resize {
+        let resize = crate::recipe::Operation::Resize {
             width,
-            height: image.height(),
+            height: output_height,
             fit: crate::recipe::Fit::Fit,
             enlarge: false,
+            gravity: crate::recipe::Gravity::Center,
         };
-        let resized = operations::resample(
-            &image,
-            to,
-            crate::recipe::Gravity::Center,
-            &mut Resizer::new(),
-        )?;
-        let bytes = encode::encode(&resized, spec, None)?;
-        Ok(Some(EncodedOutput {
+        let recipe = Recipe {
             name: spec.name.clone(),
-            format: spec.format,
-            width: resized.width(),
-            height: resized.height(),
-            bytes,
-        }))
+            colorspace: crate::recipe::Colorspace::Srgb,
+            description: String::new(),
+            outputs: vec![OutputSpec {
+                operations: vec![resize],
+                ..spec.clone()
+            }],
+        };
+        Ok(run(output, &recipe, limits)?.outputs.pop())
     })
 }
 
@@ -143,57 +145,131 @@ fn run(bytes: &[u8], recipe: &Recipe, limits: &Limits) -> Result<Processed, Imag
         decode::needed_scale(recipe, bytes),
         recipe.colorspace,
     )?;
-    let (source, image, icc) = (decoded.info, decoded.image, decoded.icc);
     let mut timings = Timings {
         decode: started.elapsed(),
         ..Timings::default()
     };
     budget.check()?;
 
-    let mut resizer = Resizer::new();
-    let mut derived: Option<DynamicImage> = None;
-    let mut outputs: Vec<Option<EncodedOutput>> = (0..recipe.outputs.len()).map(|_| None).collect();
-    let mut smallest: Option<DynamicImage> = None;
-    for index in largest_first(recipe, &image) {
-        let spec = &recipe.outputs[index];
-        let started = Instant::now();
-        let pixels = operations::transform(&image, spec, &mut resizer, &mut derived)?;
-        timings.transform += started.elapsed();
+    let (animated, still): (Vec<usize>, Vec<usize>) = (0..recipe.outputs.len())
+        .partition(|&i| animation::keeps_animation(&recipe.outputs[i], decoded.info.frames));
+    let (mut outputs, smallest) = stills(&decoded, recipe, still, &budget, &mut timings)?;
+    outputs.extend(animations(
+        bytes,
+        &decoded.info,
+        recipe,
+        animated,
+        limits,
+        &budget,
+        &mut timings,
+    )?);
+    outputs.sort_by_key(|(index, _)| *index);
 
-        let started = Instant::now();
-        let encoded = encode::encode(&pixels, spec, icc.as_deref())?;
-        timings.encode += started.elapsed();
-        budget.check()?;
-        outputs[index] = Some(EncodedOutput {
-            name: spec.name.clone(),
-            format: spec.format,
-            width: pixels.width(),
-            height: pixels.height(),
-            bytes: encoded,
-        });
-        let area = |image: &DynamicImage| u64::from(image.width()) * u64::from(image.height());
-        if smallest.as_ref().is_none_or(|s| area(&pixels) < area(s)) {
-            smallest = Some(pixels);
-        }
-    }
     let started = Instant::now();
-    let placeholder = placeholder::placeholder(smallest.as_ref().unwrap_or(&image));
+    let placeholder = placeholder::placeholder(smallest.as_ref().unwrap_or(&decoded.image));
     timings.encode += started.elapsed();
     Ok(Processed {
-        source,
-        outputs: outputs.into_iter().flatten().collect(),
+        source: decoded.info,
+        outputs: outputs.into_iter().map(|(_, output)| output).collect(),
         placeholder,
         timings,
     })
 }
 
+/// An output and its index in the recipe.
+type Indexed = (usize, EncodedOutput);
+
+/// The outputs at `indexes` made from the decoded (first) frame, each with its
+/// index, largest first; and the smallest one's pixels, for the placeholder.
+fn stills(
+    decoded: &decode::Decoded,
+    recipe: &Recipe,
+    mut indexes: Vec<usize>,
+    budget: &Budget,
+    timings: &mut Timings,
+) -> Result<(Vec<Indexed>, Option<DynamicImage>), ImageError> {
+    let image = &decoded.image;
+    let mut resizer = Resizer::new();
+    let mut derived: Option<DynamicImage> = None;
+    let mut outputs = Vec::with_capacity(indexes.len());
+    let mut smallest: Option<DynamicImage> = None;
+    sort_largest_first(&mut indexes, recipe, image);
+    for index in indexes {
+        let spec = &recipe.outputs[index];
+        let started = Instant::now();
+        let pixels = operations::transform(image, spec, &mut resizer, &mut derived)?;
+        timings.transform += started.elapsed();
+
+        let started = Instant::now();
+        let encoded = encode::encode(&pixels, spec, decoded.icc.as_deref())?;
+        timings.encode += started.elapsed();
+        budget.check()?;
+        outputs.push((
+            index,
+            EncodedOutput {
+                name: spec.name.clone(),
+                format: spec.format,
+                width: pixels.width(),
+                height: pixels.height(),
+                frames: 1,
+                bytes: encoded,
+            },
+        ));
+        let area = |image: &DynamicImage| u64::from(image.width()) * u64::from(image.height());
+        if smallest.as_ref().is_none_or(|s| area(&pixels) < area(s)) {
+            smallest = Some(pixels);
+        }
+    }
+    Ok((outputs, smallest))
+}
+
+/// The outputs at `indexes`, which keep the source's animation, each with its index.
+fn animations(
+    bytes: &[u8],
+    source: &SourceInfo,
+    recipe: &Recipe,
+    indexes: Vec<usize>,
+    limits: &Limits,
+    budget: &Budget,
+    timings: &mut Timings,
+) -> Result<Vec<Indexed>, ImageError> {
+    if indexes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let specs: Vec<&OutputSpec> = indexes.iter().map(|&i| &recipe.outputs[i]).collect();
+    let canvas = (source.width, source.height);
+    let rendered = animation::render(
+        bytes,
+        canvas,
+        source.frames,
+        &specs,
+        limits,
+        budget,
+        timings,
+    )?;
+    Ok(indexes
+        .into_iter()
+        .zip(specs)
+        .zip(rendered)
+        .map(|((index, spec), rendered)| {
+            let output = EncodedOutput {
+                name: spec.name.clone(),
+                format: spec.format,
+                width: rendered.width,
+                height: rendered.height,
+                frames: rendered.frames,
+                bytes: rendered.bytes,
+            };
+            (index, output)
+        })
+        .collect())
+}
+
 /// The outputs' indexes, largest first: its resized pixels can serve the smaller ones.
-fn largest_first(recipe: &Recipe, image: &DynamicImage) -> Vec<usize> {
+fn sort_largest_first(indexes: &mut [usize], recipe: &Recipe, image: &DynamicImage) {
     let share =
         |index: usize| geometry::first_share(&recipe.outputs[index], image.width(), image.height());
-    let mut order: Vec<usize> = (0..recipe.outputs.len()).collect();
-    order.sort_by(|&a, &b| share(b).total_cmp(&share(a)));
-    order
+    indexes.sort_by(|&a, &b| share(b).total_cmp(&share(a)));
 }
 
 /// The time one image may take, checked between steps.
@@ -251,6 +327,7 @@ mod tests {
                 Format::Webp => ImageFormat::WebP,
                 Format::Png => ImageFormat::Png,
                 Format::Avif => ImageFormat::Avif,
+                Format::Gif => ImageFormat::Gif,
             };
             assert_eq!(image::guess_format(&output.bytes).unwrap(), format);
             let decoded = image::load_from_memory_with_format(&output.bytes, format).unwrap();

@@ -19,8 +19,8 @@ const ACCEPTED: &[ImageFormat] = &[
 /// What the bytes are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Sniffed {
-    /// A format the `image` crate reads.
-    Image(ImageFormat),
+    /// A format the `image` crate reads, and its frames (1 unless animated).
+    Image(ImageFormat, u32),
     /// HEIC (HEVC in HEIF), read by libheif.
     Heic,
 }
@@ -81,7 +81,8 @@ pub(super) fn probe(bytes: &[u8], limits: &Limits) -> Result<Sniffed, ImageError
             ),
         ));
     }
-    Ok(Sniffed::Image(format))
+    // Within `max_frames`, a u32.
+    Ok(Sniffed::Image(format, frames as u32))
 }
 
 /// The `ANMF` (animation frame) chunks of a WebP, counted by walking the RIFF
