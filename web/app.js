@@ -120,7 +120,7 @@ function storeError(xml, status) {
   return new UploadError(`storage-${code}`, `${code}${message ? `: ${message}` : ""}`);
 }
 
-const FINAL_STATES = ["succeeded", "failed", "expired"];
+const FINAL_STATES = ["succeeded", "failed", "expired", "deleted"];
 
 /**
  * The upload's final status, reporting each state on the way: from the API's event
@@ -209,6 +209,7 @@ const STATE_LABELS = {
   expired: "Expired",
   refused: "Refused",
   cancelled: "Cancelled",
+  deleted: "Deleted",
 };
 
 function setState(card, state) {
@@ -432,15 +433,37 @@ function newCard(filename) {
   return card;
 }
 
-/** Waits for the upload's final status and shows it on its card. */
-async function finish(card, statusUrl, original) {
+/** Waits for the upload's final status and shows it on its card; a finished upload
+ * can be deleted by whoever holds its delete token (kept in this browser), or by
+ * its signed-in owner. */
+async function finish(card, upload, original) {
   const progress = $(".progress", card);
   setState(card, "processing");
-  const status = await waitForResult(statusUrl, (state) => setState(card, state));
+  const status = await waitForResult(upload.statusUrl, (state) => setState(card, state));
   progress.hidden = true;
   if (status.state === "succeeded") showOutputs(card, status, original);
   else if (status.state === "failed") showError(card, new UploadError(status.error.code, status.error.message));
   else if (status.state === "expired") showError(card, new UploadError("upload-expired", ""));
+  else if (status.state === "deleted") forget(upload.id);
+  if (["succeeded", "failed"].includes(status.state) && (upload.deleteToken || TOKEN)) {
+    offer(card, ".delete", () => deleteUpload(card, upload));
+  }
+}
+
+/** DELETE the upload: its source, outputs and sizes are gone, and so is its card's
+ * content and its place among the recent uploads. */
+async function deleteUpload(card, upload) {
+  const token = upload.deleteToken ? { "x-delete-token": upload.deleteToken } : {};
+  try {
+    await api(`/api/v1/uploads/${encodeURIComponent(upload.id)}`, { method: "DELETE", headers: token });
+  } catch (error) {
+    showError(card, error);
+    return;
+  }
+  for (const part of [".outputs", ".summary"]) $(part, card).replaceChildren();
+  for (const part of [".compare", ".embed", ".error"]) $(part, card).hidden = true;
+  setState(card, "deleted");
+  forget(upload.id);
 }
 
 function refused(card, error) {
@@ -475,13 +498,20 @@ function recentUploads() {
   }
 }
 
-function remember(upload) {
-  const list = [upload, ...recentUploads().filter((u) => u.id !== upload.id)].slice(0, MAX_RECENT);
+function keepRecent(list) {
   try {
     localStorage.setItem(RECENT_KEY, JSON.stringify(list));
   } catch {
     // Storage full or disabled: the upload still works, it is just not kept.
   }
+}
+
+function remember(upload) {
+  keepRecent([upload, ...recentUploads().filter((u) => u.id !== upload.id)].slice(0, MAX_RECENT));
+}
+
+function forget(id) {
+  keepRecent(recentUploads().filter((u) => u.id !== id));
 }
 
 async function handleFile(file, recipe) {
@@ -499,12 +529,13 @@ async function handleFile(file, recipe) {
         recipe,
       }),
     });
-    remember({ id: ticket.id, statusUrl: ticket.statusUrl, filename: file.name });
+    const upload = { id: ticket.id, statusUrl: ticket.statusUrl, filename: file.name, deleteToken: ticket.deleteToken };
+    remember(upload);
     setState(card, "uploading");
     await postToStore(ticket.upload, file, (fraction) => (progress.value = fraction), cancel.signal);
     cancelButton.hidden = true;
     progress.value = 1;
-    await finish(card, ticket.statusUrl, file);
+    await finish(card, upload, file);
   } catch (error) {
     refused(card, error);
   }
@@ -522,7 +553,7 @@ function showRecent() {
   for (const upload of recentUploads().reverse()) {
     const card = newCard(upload.filename || upload.id);
     $(".progress", card).hidden = true;
-    finish(card, upload.statusUrl).catch((error) => refused(card, error));
+    finish(card, upload).catch((error) => refused(card, error));
   }
 }
 

@@ -24,6 +24,10 @@ pub enum Code {
     WebhookNotAllowed,
     /// No such upload (or not this subject's), or no such endpoint.
     NotFound,
+    /// A DELETE without the upload's delete token.
+    DeleteTokenInvalid,
+    /// A DELETE of an upload still being processed.
+    NotFinished,
     /// Too many requests from this client; see `Retry-After`.
     RateLimited,
     /// This client's upload bytes per hour are spent; see `Retry-After`.
@@ -59,7 +63,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, for documentation and tests.
-    pub const ALL: [Code; 25] = [
+    pub const ALL: [Code; 27] = [
         Code::InvalidRequest,
         Code::UnknownRecipe,
         Code::UnsupportedType,
@@ -67,6 +71,8 @@ impl Code {
         Code::TooLarge,
         Code::WebhookNotAllowed,
         Code::NotFound,
+        Code::DeleteTokenInvalid,
+        Code::NotFinished,
         Code::RateLimited,
         Code::UploadBudgetExceeded,
         Code::TokenMissing,
@@ -97,6 +103,8 @@ impl Code {
             Code::TooLarge => "too-large",
             Code::WebhookNotAllowed => "webhook-not-allowed",
             Code::NotFound => "not-found",
+            Code::DeleteTokenInvalid => "delete-token-invalid",
+            Code::NotFinished => "not-finished",
             Code::RateLimited => "rate-limited",
             Code::UploadBudgetExceeded => "upload-budget-exceeded",
             Code::TokenMissing => "token-missing",
@@ -128,6 +136,8 @@ impl Code {
             Code::UnsupportedType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Code::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::NotFound => StatusCode::NOT_FOUND,
+            Code::DeleteTokenInvalid => StatusCode::FORBIDDEN,
+            Code::NotFinished => StatusCode::CONFLICT,
             Code::Replayed => StatusCode::CONFLICT,
             Code::HostNotAllowed => StatusCode::MISDIRECTED_REQUEST,
             Code::RateLimited | Code::UploadBudgetExceeded => StatusCode::TOO_MANY_REQUESTS,

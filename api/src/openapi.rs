@@ -22,6 +22,7 @@ use utoipa::openapi::{ContentBuilder, ResponseBuilder};
         uploads::create::create,
         uploads::status::status,
         uploads::events::events,
+        uploads::delete::delete,
         images::image,
         recipes::recipes,
         document,

@@ -4,6 +4,7 @@
 
 use crate::metrics::ApiMetrics;
 use async_trait::async_trait;
+use minilab_core::UploadId;
 pub use minilab_core::upload::TrackedUpload;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,9 @@ pub type TrackError = Box<dyn std::error::Error + Send + Sync>;
 #[async_trait]
 pub trait UploadTracker: Send + Sync {
     async fn track(&self, upload: &TrackedUpload) -> Result<(), TrackError>;
+    /// Removes the upload's record (its ImageJob): the upload was deleted. A record
+    /// that is gone already is no error.
+    async fn forget(&self, id: UploadId) -> Result<(), TrackError>;
 }
 
 /// The longest a tracker may take before the attempt counts as failed.
@@ -40,4 +44,21 @@ pub fn spawn_tracking(
         };
         metrics.tracked(result);
     });
+}
+
+/// Forgets the upload `id` with `tracker`, bounded like tracking; a failure is
+/// logged and counted (the operator deletes a finished job after its TTL anyway).
+pub async fn forget(tracker: &dyn UploadTracker, metrics: &ApiMetrics, id: UploadId) {
+    let result = match tokio::time::timeout(TRACKING_TIMEOUT, tracker.forget(id)).await {
+        Ok(Ok(())) => "forgotten",
+        Ok(Err(e)) => {
+            tracing::warn!(%id, error = %e, "could not delete the upload's ImageJob");
+            "forget-failed"
+        }
+        Err(_) => {
+            tracing::warn!(%id, "deleting the upload's ImageJob timed out");
+            "forget-timeout"
+        }
+    };
+    metrics.tracked(result);
 }

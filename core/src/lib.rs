@@ -5,6 +5,7 @@
 //! and benchmarked without any service.
 
 pub mod arrival;
+pub mod deletion;
 pub mod error;
 pub mod event;
 pub mod id;

@@ -38,6 +38,9 @@ impl Manifest {
 pub enum ManifestState {
     Succeeded,
     Failed,
+    /// Deleted by its owner: the source, outputs and sizes made on demand are gone,
+    /// and this record stays so that the upload reads as deleted.
+    Deleted,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -58,6 +61,10 @@ pub struct Source {
     /// An animation's frames (absent for a still image).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frames: Option<u32>,
+    /// The SHA-256 of the upload's delete token ([`crate::deletion`]), from the
+    /// source's metadata; absent for batch images and uploads issued before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_key: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

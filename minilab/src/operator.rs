@@ -285,4 +285,13 @@ impl UploadTracker for KubeTracker {
             .map(|_| ())
             .map_err(Into::into)
     }
+
+    async fn forget(&self, id: minilab_core::UploadId) -> Result<(), TrackError> {
+        let name = minilab_operator::tracker::job_name(&id);
+        match self.api.delete(&name, &Default::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(response)) if response.code == 404 => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
 }

@@ -88,6 +88,7 @@ async fn the_openapi_document_covers_every_route_and_error_code() {
                     .send()
                     .await
                     .unwrap(),
+                "delete" => lab.http.delete(&url).send().await.unwrap(),
                 other => panic!("{path}: a {other} the test does not try"),
             };
             // (An event stream's body is not read: it stays open.)

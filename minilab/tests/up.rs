@@ -271,6 +271,89 @@ async fn allowed_widths_are_made_once_on_demand_and_others_are_not_found() {
 /// final one; the stream is woken by the worker's word (in `minilab up`, the same
 /// process), not by its next read of the store.
 #[tokio::test(flavor = "multi_thread")]
+async fn an_upload_is_deleted_with_its_token_and_nothing_of_it_is_served_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipes = dir.path().join("recipes.yaml");
+    std::fs::write(
+        &recipes,
+        "recipes:\n  - name: sizes\n    outputs:\n      - name: large\n        \
+         operations: [{op: resize, width: 640, height: 640, fit: fit}]\n        \
+         format: jpeg\n        widths: [320]\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let lab = Lab::start(&data, &["--recipes", recipes.to_str().unwrap()]);
+    let bytes = photo("photo-small.jpg");
+    let ticket = lab.ticket("gone.jpg", "image/jpeg", &bytes, "sizes").await;
+    let id = ticket["id"].as_str().unwrap().to_owned();
+    let token = ticket["deleteToken"].as_str().unwrap().to_owned();
+    let delete = |token: Option<&str>| {
+        let mut request = lab.http.delete(format!("{}/api/v1/uploads/{id}", lab.url));
+        if let Some(token) = token {
+            request = request.header("x-delete-token", token);
+        }
+        async move { request.send().await.unwrap() }
+    };
+    // Nothing to delete before the upload.
+    assert_eq!(delete(Some(&token)).await.status(), 404);
+    lab.upload(&ticket, bytes, "image/jpeg").await;
+    let status = lab.wait_final(&id).await;
+    assert_eq!(state(&status), "succeeded", "{status}");
+    let image = status["outputs"][0]["imageUrl"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let smaller = image.replace(".jpg", ".w320.jpg");
+    assert_eq!(lab.get(&smaller).await.status(), 200, "made on demand");
+    let stored = |what: &str| {
+        walk(&data)
+            .into_iter()
+            .filter(|path| path.contains(&id) && path.contains(what))
+            .count()
+    };
+    assert_eq!(stored(".jpg"), 2, "the output and its smaller size");
+    assert_eq!(stored("uploads"), 1, "the source");
+
+    for wrong in [None, Some("not-the-token"), Some(id.as_str())] {
+        let refused = delete(wrong).await;
+        assert_eq!(refused.status(), 403);
+        let body: Value = refused.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "delete-token-invalid", "{body}");
+    }
+    assert_eq!(lab.get(&image).await.status(), 200, "still there");
+
+    assert_eq!(delete(Some(&token)).await.status(), 204);
+    let status = lab.status(&id, 0).await;
+    assert_eq!(state(&status), "deleted", "{status}");
+    assert_eq!(status["outputs"], Value::Array(Vec::new()));
+    for path in [&image, &smaller] {
+        let gone = lab.get(path).await;
+        assert_eq!(gone.status(), 404, "{path}");
+    }
+    assert_eq!(stored(".jpg"), 0, "outputs and sizes made on demand");
+    assert_eq!(stored("uploads"), 0, "the source");
+    // Deleting again is no error.
+    assert_eq!(delete(Some(&token)).await.status(), 204);
+}
+
+/// Every file under `dir`, as paths.
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path.to_string_lossy().into_owned());
+            }
+        }
+    }
+    files
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_event_stream_follows_an_upload_to_its_end_on_the_workers_word() {
     let dir = tempfile::tempdir().unwrap();
     let lab = Lab::start(dir.path(), &[]);

@@ -80,6 +80,8 @@ pub enum Reason {
     InvalidSpec,
     /// Failed: a batch's images stayed unfinished past `backoffLimit` retries.
     BackoffLimitExceeded,
+    /// Failed: the upload was deleted by its owner (`DELETE /api/v1/uploads/{id}`).
+    UploadDeleted,
     /// Suspended True.
     JobSuspended,
     /// Suspended False.
@@ -94,6 +96,7 @@ impl Reason {
             Self::ImageFailed => "ImageFailed",
             Self::ImagesFailed => "ImagesFailed",
             Self::UploadExpired => "UploadExpired",
+            Self::UploadDeleted => "UploadDeleted",
             Self::DeadlineExceeded => "DeadlineExceeded",
             Self::InvalidSpec => "InvalidSpec",
             Self::BackoffLimitExceeded => "BackoffLimitExceeded",
@@ -576,6 +579,7 @@ pub(crate) mod tests {
                 width: Some(4000),
                 height: Some(3000),
                 frames: None,
+                delete_key: None,
             },
             outputs: if failed {
                 Vec::new()

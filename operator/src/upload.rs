@@ -109,6 +109,12 @@ fn from_manifest(manifest: &Manifest) -> Verdict {
                 .as_ref()
                 .map(|error| format!("{}: {}", error.code, error.message));
         }
+        ManifestState::Deleted => {
+            verdict.phase = Phase::Failed;
+            verdict.reason = Reason::UploadDeleted;
+            verdict.failed = 1;
+            verdict.message = Some("deleted by its owner".to_owned());
+        }
     }
     verdict
 }

@@ -327,6 +327,27 @@ test("recent uploads come back after a reload, placeholders first, links fresh",
   assert.deepEqual(problems, []);
 });
 
+test("an upload is deleted from its card: its images are gone, and so is its card after a reload", async () => {
+  const { page, problems } = await openPage();
+  const card = await processed(page, "web", "photo-small.jpg");
+  const markup = await card.locator(".embed textarea").inputValue();
+  const address = markup.match(/https?:\/\/[^" ]+\/i\/[^" ]+\.jpg/)[0];
+  // What the server answers: a browser (or CDN) that kept the image keeps it.
+  const served = (url) => page.evaluate(async (url) => (await fetch(url, { cache: "no-store" })).status, url);
+  assert.equal(await served(address), 200);
+
+  await card.locator("button.delete").click();
+  await card.locator(".state[data-state=deleted]").waitFor({ timeout: FINISH_TIMEOUT_MS });
+  assert.equal(await card.locator("figure.output").count(), 0);
+  assert.equal(await card.locator(".embed").isVisible(), false);
+  assert.equal(await served(address), 404);
+
+  await page.reload();
+  await page.waitForSelector("body[data-ready=true]");
+  assert.equal(await page.locator("article.upload").count(), 0, "no longer among the recent uploads");
+  assert.deepEqual(problems, []);
+});
+
 test("progress comes over the event stream, and by polling when the stream breaks", async () => {
   const { page, problems } = await openPage();
   const asked = [];

@@ -295,7 +295,7 @@ class ChartTest(unittest.TestCase):
             for rule in role_rules:
                 for field in ("apiGroups", "resources", "verbs"):
                     self.assertNotIn("*", rule[field], f"{name}: {rule}")
-        self.assertEqual(rules["demo-minilab-api"], [{"apiGroups": ["minilab.dev"], "resources": ["imagejobs"], "verbs": ["create"]}])
+        self.assertEqual(rules["demo-minilab-api"], [{"apiGroups": ["minilab.dev"], "resources": ["imagejobs"], "verbs": ["create", "delete"]}])
         bound = {s["name"] for d in docs if d["kind"] in ("RoleBinding", "ClusterRoleBinding") for s in d["subjects"]}
         self.assertNotIn("demo-minilab-worker", bound, "the worker gets no Kubernetes permissions")
         no_tracking = render(VALUE_SETS["no-tracking"])
@@ -835,7 +835,13 @@ class ChartTest(unittest.TestCase):
         self.assertEqual(len(json.loads(own["demo-minilab-worker"]["spec"]["assumeRolePolicyDocument"])["Statement"]), 1)
         queue = f"arn:aws:sqs:eu-west-1:{ACCOUNT}:media-demo-minilab-events"
         self.assertIn(("s3:PutObject", "arn:aws:s3:::photos-up/uploads/*"), allowed("demo-minilab-api"))
-        self.assertFalse({a for a, _ in allowed("demo-minilab-api")} & {"sqs:SendMessage", "sqs:ReceiveMessage", "s3:DeleteObject"})
+        # The API deletes uploads (DELETE /api/v1/uploads/{id}: the source, the outputs,
+        # a tombstone manifest written) and stores the sizes it makes on demand.
+        for grant in [("s3:DeleteObject", "arn:aws:s3:::photos-up/uploads/*"), ("s3:DeleteObject", "arn:aws:s3:::photos-out/*"),
+                      ("s3:PutObject", "arn:aws:s3:::photos-out/*")]:
+            self.assertIn(grant, allowed("demo-minilab-api"))
+        self.assertFalse({a for a, _ in allowed("demo-minilab-api")} & {"sqs:SendMessage", "sqs:ReceiveMessage"})
+        self.assertFalse({a for a, _ in allowed("demo-minilab-worker") | allowed("demo-minilab-operator")} & {"s3:DeleteObject"})
         self.assertIn(("sqs:ReceiveMessage", queue), allowed("demo-minilab-worker"))
         self.assertIn(("s3:PutObject", "arn:aws:s3:::photos-out/*"), allowed("demo-minilab-worker"))
         self.assertIn(("s3:GetObject", "arn:aws:s3:::archive/*"), allowed("demo-minilab-worker"))

@@ -360,6 +360,50 @@ async fn a_briefly_missing_processed_bucket_is_retried_and_then_succeeds() {
 /// both at once processes the image once and skips the other write's event.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs LocalStack: ./tests/run starts it and runs this"]
+async fn an_upload_is_deleted_only_when_finished_and_only_with_its_token() {
+    let stack = Stack::connect().await;
+    let env = stack.env(EnvOptions::default()).await;
+    let (_api, api) = stack.api(&env, &["--serve-images"]);
+    let bytes = photo("photo-small.jpg");
+    let ticket = api.ticket("d.jpg", "image/jpeg", &bytes, "web").await;
+    let id = ticket["id"].as_str().unwrap().to_owned();
+    let token = ticket["deleteToken"].as_str().unwrap();
+    let delete = |token: &str| {
+        api.http
+            .delete(format!("{}/api/v1/uploads/{id}", api.url))
+            .header("x-delete-token", token)
+            .send()
+    };
+    api.upload(&ticket, bytes, "image/jpeg").await;
+    // Stored, no worker yet: deleting under a worker would leave its outputs behind.
+    let early = delete(token).await.unwrap();
+    assert_eq!(early.status(), 409);
+    let body: Value = early.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not-finished", "{body}");
+
+    let (_worker, _) = stack.worker(&env, &[]);
+    let status = api.wait_final(&id).await;
+    assert_eq!(state(&status), "succeeded", "{status}");
+    assert_eq!(stack.keys(&env.processed, &id).await.len(), 6);
+    assert_eq!(
+        delete("0123456789abcdefghijkl").await.unwrap().status(),
+        403
+    );
+    assert_eq!(delete(token).await.unwrap().status(), 204);
+    assert_eq!(
+        stack.keys(&env.processed, &id).await,
+        [format!("{id}/manifest.json")],
+        "a tombstone only"
+    );
+    let source = minilab_core::keys::source_key(id.parse().unwrap());
+    assert!(stack.keys(&env.uploads, &source).await.is_empty());
+    let status = api.status(&id, 0).await;
+    assert_eq!(state(&status), "deleted", "{status}");
+    assert_eq!(api.get(&format!("/i/{id}/large.jpg")).await.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs LocalStack: ./tests/run starts it and runs this"]
 async fn a_ticket_posted_twice_is_processed_once() {
     let stack = Stack::connect().await;
     let env = stack.env(EnvOptions::default()).await;

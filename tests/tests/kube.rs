@@ -304,6 +304,30 @@ async fn tracking_records_each_upload_and_a_failing_cluster_never_fails_one() {
     let drift = time(&spec["source"]["uploadExpiresAt"]) - time(&ticket["expiresAt"]);
     assert!(drift.num_milliseconds().abs() < 1000, "{drift}");
 
+    // Deleting the upload deletes its ImageJob, as the chart's Role allows the API.
+    api.upload(&ticket, photo.clone(), "image/jpeg").await;
+    let (_worker, _) = stack.worker(&env, &[]);
+    assert_eq!(api.wait_final(id).await["state"], "succeeded");
+    let deleted = api
+        .http
+        .delete(format!("{}/api/v1/uploads/{id}", api.url))
+        .header("x-delete-token", ticket["deleteToken"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    wait_metric(
+        &api.url,
+        "minilab_api_kube_tracking_total{result=\"forgotten\"}",
+        1.0,
+    )
+    .await;
+    let gone = cluster.try_kubectl(&["get", "imagejob", &format!("upload-{id}")], None);
+    assert!(
+        !gone.status.success(),
+        "the ImageJob of deleted upload {id}"
+    );
+
     // Refused by RBAC: the worker's ServiceAccount may not create ImageJobs.
     let worker_config = cluster.kubeconfig("worker");
     let (_refused, refused) = stack.api_with(

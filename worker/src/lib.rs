@@ -514,6 +514,9 @@ impl Worker {
             webhook: metadata
                 .get(minilab_core::webhook::WEBHOOK_METADATA)
                 .cloned(),
+            delete_key: metadata
+                .get(minilab_core::deletion::DELETE_KEY_METADATA)
+                .cloned(),
         }))
     }
 
@@ -555,6 +558,8 @@ struct Download {
     filename: Option<String>,
     /// Where the uploader asked the final status to be sent.
     webhook: Option<String>,
+    /// The SHA-256 of the upload's delete token.
+    delete_key: Option<String>,
 }
 
 /// What the pipeline made of an image, its outputs stored.
@@ -576,6 +581,7 @@ fn source_record(task: &Task, source: &Download) -> Source {
         width: None,
         height: None,
         frames: None,
+        delete_key: source.delete_key.clone(),
     }
 }
 
@@ -651,6 +657,7 @@ mod tests {
             recipe: None,
             filename: Some("a.jpg".into()),
             webhook: None,
+            delete_key: Some("0123abcd".into()),
         };
         source_record(&task(), &download)
     }
@@ -701,6 +708,7 @@ mod tests {
             (m.source.bytes, m.source.filename.as_deref()),
             (1234, Some("a.jpg"))
         );
+        assert_eq!(m.source.delete_key.as_deref(), Some("0123abcd"));
         assert_eq!(m.outputs.len(), 1);
         assert!(m.placeholder.is_some() && m.error.is_none());
         let t = &m.timings;

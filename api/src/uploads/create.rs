@@ -12,7 +12,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
-use minilab_core::{UploadId, accepted_content_types, keys};
+use minilab_core::{UploadId, accepted_content_types, deletion, keys};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -43,6 +43,9 @@ pub struct UploadTicket {
     pub expires_at: DateTime<Utc>,
     pub status_url: String,
     pub max_bytes: u64,
+    /// Send it in `X-Delete-Token` to `DELETE /api/v1/uploads/{id}`; kept nowhere
+    /// else (only its SHA-256 goes with the upload), so keep it to delete later.
+    pub delete_token: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -185,6 +188,9 @@ async fn issue(
     if let Some(url) = &request.webhook {
         metadata.push((minilab_core::webhook::WEBHOOK_METADATA, url.as_str()));
     }
+    let delete_token = deletion::new_token();
+    let delete_key = deletion::key_of(&delete_token);
+    metadata.push((deletion::DELETE_KEY_METADATA, delete_key.as_str()));
     let policy = PostPolicy {
         bucket: &state.config.uploads_bucket,
         key: &key,
@@ -222,6 +228,7 @@ async fn issue(
             expires_at,
             status_url: format!("/api/v1/uploads/{id}"),
             max_bytes: state.config.max_upload_bytes,
+            delete_token,
         }),
     ))
 }

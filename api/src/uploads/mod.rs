@@ -1,13 +1,15 @@
 //! The uploads area of the API: issuing an upload ([`create`]), its status
-//! ([`status`], with a long poll) and its progress as Server-Sent Events ([`events`]).
+//! ([`status`], with a long poll), its progress as Server-Sent Events ([`events`])
+//! and deleting it ([`delete`]).
 
 pub mod create;
+pub mod delete;
 pub mod events;
 pub mod status;
 
 use crate::{ApiState, auth, limits};
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use std::sync::Arc;
 
 /// The uploads routes, each behind sign-in (when on) and the per-client limits:
@@ -32,6 +34,7 @@ pub fn router(state: &ApiState) -> Router<ApiState> {
             "/api/v1/uploads/{id}",
             get(status::status)
                 .route_layer(limited(guard(limits.reads)))
+                .merge(delete(delete::delete).route_layer(limited(guard(limits.tickets))))
                 .route_layer(signed_in.clone()),
         )
         .route(

@@ -29,6 +29,8 @@ pub enum UploadState {
     Succeeded,
     Failed,
     Expired,
+    /// Deleted by its owner: nothing of it is kept but this state.
+    Deleted,
 }
 
 impl UploadState {
@@ -266,7 +268,7 @@ pub(crate) async fn read_manifest(state: &ApiState, id: UploadId) -> Result<Opti
     .map_err(ApiError::internal)
 }
 
-async fn source_stored(state: &ApiState, id: UploadId) -> Result<bool> {
+pub(crate) async fn source_stored(state: &ApiState, id: UploadId) -> Result<bool> {
     objects::exists(
         &state.s3,
         &state.config.uploads_bucket,
@@ -363,6 +365,7 @@ async fn status_from_manifest(
         state: match manifest.state {
             ManifestState::Succeeded => UploadState::Succeeded,
             ManifestState::Failed => UploadState::Failed,
+            ManifestState::Deleted => UploadState::Deleted,
         },
         created_at: id.created_at(),
         recipe: Some(manifest.recipe),
