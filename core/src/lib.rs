@@ -47,6 +47,10 @@ pub const RECIPE_METADATA: &str = "recipe";
 /// The user-metadata name that carries the upload's (safe) file name stem.
 pub const FILENAME_METADATA: &str = "filename";
 
+/// The user-metadata name that carries the uploader's focal point
+/// ([`recipe::FocalPoint::to_metadata`]).
+pub const FOCUS_METADATA: &str = "focus";
+
 /// Reduces a browser's file name to a stem safe in metadata, keys and
 /// Content-Disposition: ASCII letters, digits, `-` and `_`, at most 64 characters.
 /// `None` when nothing is left.

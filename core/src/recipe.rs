@@ -204,11 +204,79 @@ pub enum Gravity {
     Entropy,
     /// What draws the eye: edges, saturated colour and skin tones (no model).
     Attention,
+    /// The focal point the upload's ticket names (`focus`), else as `attention`.
+    Focus,
+    /// What `focus` becomes for one image whose ticket names a point: its place in
+    /// ten-thousandths of the width and height. Never in a recipe.
+    #[serde(skip)]
+    Point {
+        x: u16,
+        y: u16,
+    },
 }
 
 impl Gravity {
     pub fn is_center(&self) -> bool {
         *self == Gravity::Center
+    }
+}
+
+/// Where the subject of a photo is, as its uploader says: fractions (0-1) of the
+/// width and height as the photo is shown (EXIF orientation applied), from the top
+/// left. Crops and covers with `gravity: focus` keep it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FocalPoint {
+    pub x: f64,
+    pub y: f64,
+}
+
+impl FocalPoint {
+    /// The point, if both coordinates are within 0-1.
+    pub fn new(x: f64, y: f64) -> Option<Self> {
+        ((0.0..=1.0).contains(&x) && (0.0..=1.0).contains(&y)).then_some(Self { x, y })
+    }
+
+    /// As user metadata carries it: `x,y` with four decimals.
+    pub fn to_metadata(self) -> String {
+        format!("{:.4},{:.4}", self.x, self.y)
+    }
+
+    /// From [`FocalPoint::to_metadata`]; `None` for anything else.
+    pub fn from_metadata(value: &str) -> Option<Self> {
+        let (x, y) = value.split_once(',')?;
+        Self::new(x.trim().parse().ok()?, y.trim().parse().ok()?)
+    }
+
+    fn gravity(self) -> Gravity {
+        let part = |f: f64| (f * 10_000.0).round() as u16;
+        Gravity::Point {
+            x: part(self.x),
+            y: part(self.y),
+        }
+    }
+}
+
+impl Recipe {
+    /// The recipe for one image: every `gravity: focus` placed at `point` (as
+    /// `attention` without one).
+    pub fn focused_on(&self, point: Option<FocalPoint>) -> Recipe {
+        let to = point.map_or(Gravity::Attention, FocalPoint::gravity);
+        let mut recipe = self.clone();
+        for output in &mut recipe.outputs {
+            for op in &mut output.operations {
+                match op {
+                    Operation::Resize { gravity, .. } | Operation::Crop { gravity, .. }
+                        if *gravity == Gravity::Focus =>
+                    {
+                        *gravity = to;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        recipe
     }
 }
 
@@ -563,6 +631,54 @@ impl RecipeBook {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_focal_point_is_fractions_carried_as_metadata_and_placed_where_focus_is_asked() {
+        let point = FocalPoint::new(0.25, 1.0).unwrap();
+        assert_eq!(point.to_metadata(), "0.2500,1.0000");
+        assert_eq!(FocalPoint::from_metadata(&point.to_metadata()), Some(point));
+        for bad in ["", "0.5", "1.5,0.5", "-0.1,0.5", "x,y", "NaN,0.5"] {
+            assert_eq!(FocalPoint::from_metadata(bad), None, "{bad:?}");
+        }
+        let crop = |gravity| Operation::Crop {
+            width: 10,
+            height: 10,
+            gravity,
+        };
+        let recipe = Recipe {
+            name: "r".into(),
+            colorspace: Colorspace::Srgb,
+            description: String::new(),
+            outputs: vec![OutputSpec::new(
+                "o",
+                Format::Png,
+                vec![crop(Gravity::Focus), crop(Gravity::North)],
+            )],
+        };
+        let gravities = |recipe: &Recipe| -> Vec<Gravity> {
+            recipe.outputs[0]
+                .operations
+                .iter()
+                .map(|op| match op {
+                    Operation::Crop { gravity, .. } => *gravity,
+                    _ => unreachable!(),
+                })
+                .collect()
+        };
+        assert_eq!(
+            gravities(&recipe.focused_on(Some(point))),
+            [Gravity::Point { x: 2500, y: 10_000 }, Gravity::North]
+        );
+        assert_eq!(
+            gravities(&recipe.focused_on(None)),
+            [Gravity::Attention, Gravity::North]
+        );
+        // A recipe may say `focus`, never a point.
+        let yaml = "{op: crop, width: 10, height: 10, gravity: focus}";
+        assert!(serde_yaml::from_str::<Operation>(yaml).is_ok());
+        let point = "{op: crop, width: 10, height: 10, gravity: point}";
+        assert!(serde_yaml::from_str::<Operation>(point).is_err());
+    }
 
     #[test]
     fn builtins_include_web_and_grayscale() {

@@ -354,6 +354,68 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_tickets_focal_point_places_the_crops_its_recipe_asks_to_focus() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipes = dir.path().join("recipes.yaml");
+    std::fs::write(
+        &recipes,
+        "recipes:\n  - name: square\n    outputs:\n      - name: square\n        \
+         operations: [{op: crop, width: 200, height: 200, gravity: focus}]\n        \
+         format: png\n",
+    )
+    .unwrap();
+    let lab = Lab::start(
+        &dir.path().join("data"),
+        &["--recipes", recipes.to_str().unwrap()],
+    );
+    let bytes = photo("photo-small.jpg");
+    let (_, source) = minilab_core::pipeline::decode(&bytes, &Limits::default()).unwrap();
+    assert_eq!((source.width(), source.height()), (800, 600));
+    let ask = |focus: Value| {
+        let body = serde_json::json!({
+            "filename": "f.jpg", "contentType": "image/jpeg", "size": bytes.len(),
+            "recipe": "square", "focus": focus,
+        });
+        let request = lab
+            .http
+            .post(format!("{}/api/v1/uploads", lab.url))
+            .json(&body);
+        async move { request.send().await.unwrap() }
+    };
+    // Centred on the point as nearly as the edges allow: x 80 → 0, x 720 → 600.
+    for (x, left) in [(0.1, 0), (0.9, 600)] {
+        let ticket: Value = ask(serde_json::json!({"x": x, "y": 0.5}))
+            .await
+            .json()
+            .await
+            .unwrap();
+        lab.upload(&ticket, bytes.clone(), "image/jpeg").await;
+        let status = lab.wait_final(ticket["id"].as_str().unwrap()).await;
+        assert_eq!(state(&status), "succeeded", "{status}");
+        let path = status["outputs"][0]["imageUrl"].as_str().unwrap();
+        let made = image::load_from_memory(&lab.get(path).await.bytes().await.unwrap())
+            .unwrap()
+            .to_rgb8();
+        let expected = source.crop_imm(left, 200, 200, 200).to_rgb8();
+        let difference = made
+            .as_raw()
+            .iter()
+            .zip(expected.as_raw())
+            .map(|(a, b)| f64::from(a.abs_diff(*b)))
+            .sum::<f64>()
+            / made.as_raw().len() as f64;
+        assert!(
+            difference < 1.0,
+            "x {x}: {difference} from the window at {left}"
+        );
+    }
+    let refused = ask(serde_json::json!({"x": 1.5, "y": 0.5})).await;
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid-request", "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_event_stream_follows_an_upload_to_its_end_on_the_workers_word() {
     let dir = tempfile::tempdir().unwrap();
     let lab = Lab::start(dir.path(), &[]);

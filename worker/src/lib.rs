@@ -27,6 +27,7 @@ use minilab_core::error::{ErrorCode, ImageError};
 use minilab_core::event::{Message, ObjectCreated, WorkItem, parse_message};
 use minilab_core::manifest::{ErrorRecord, ManifestState, OutputRecord, Source, StageTimings};
 use minilab_core::pipeline::{self, Processed};
+use minilab_core::recipe::FocalPoint;
 use minilab_core::{Limits, Manifest, RecipeBook, UploadId, keys};
 use minilab_service::changes::Announce;
 use std::sync::Arc;
@@ -307,7 +308,10 @@ impl Worker {
             .or_else(|| source.recipe.clone())
             .unwrap_or_default();
         let bytes = source.bytes.take();
-        let result = match self.transform(&task.key, &recipe, source.size, bytes).await {
+        let result = match self
+            .transform(&task.key, &recipe, source.focus, source.size, bytes)
+            .await
+        {
             Ok(processed) => {
                 let stored = Instant::now();
                 let outputs = self.store_outputs(task, processed.outputs).await?;
@@ -329,16 +333,18 @@ impl Worker {
             .await
     }
 
-    /// The pipeline on the source under its recipe, off the async runtime (it is
-    /// CPU-bound); an unknown recipe or an oversized file fails the image.
+    /// The pipeline on the source under its recipe (its `gravity: focus` at the
+    /// uploader's focal point), off the async runtime (it is CPU-bound); an unknown
+    /// recipe or an oversized file fails the image.
     async fn transform(
         &self,
         key: &str,
         recipe_name: &str,
+        focus: Option<FocalPoint>,
         size: u64,
         bytes: Option<Vec<u8>>,
     ) -> Result<Processed, ImageError> {
-        let Some(recipe) = self.recipes.get(recipe_name).cloned() else {
+        let Some(recipe) = self.recipes.get(recipe_name).map(|r| r.focused_on(focus)) else {
             return Err(ImageError::new(
                 ErrorCode::UnknownRecipe,
                 format!("this deployment has no recipe named {recipe_name:?}"),
@@ -517,6 +523,9 @@ impl Worker {
             delete_key: metadata
                 .get(minilab_core::deletion::DELETE_KEY_METADATA)
                 .cloned(),
+            focus: metadata
+                .get(minilab_core::FOCUS_METADATA)
+                .and_then(|f| FocalPoint::from_metadata(f)),
         }))
     }
 
@@ -560,6 +569,8 @@ struct Download {
     webhook: Option<String>,
     /// The SHA-256 of the upload's delete token.
     delete_key: Option<String>,
+    /// Where the uploader says the subject is.
+    focus: Option<FocalPoint>,
 }
 
 /// What the pipeline made of an image, its outputs stored.
@@ -658,6 +669,7 @@ mod tests {
             filename: Some("a.jpg".into()),
             webhook: None,
             delete_key: Some("0123abcd".into()),
+            focus: None,
         };
         source_record(&task(), &download)
     }

@@ -12,6 +12,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
+use minilab_core::recipe::FocalPoint;
 use minilab_core::{UploadId, accepted_content_types, deletion, keys};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -31,6 +32,10 @@ pub struct CreateUpload {
     /// Only URLs under a prefix the deployment allows (`--webhook-allow`).
     #[serde(default)]
     pub webhook: Option<String>,
+    /// Where the photo's subject is: fractions (0-1) of its width and height as
+    /// shown, from the top left. Crops and covers with `gravity: focus` keep it.
+    #[serde(default)]
+    pub focus: Option<FocalPoint>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -126,6 +131,15 @@ fn check(state: &ApiState, request: &CreateUpload) -> Result<()> {
             ),
         ));
     }
+    if request
+        .focus
+        .is_some_and(|f| FocalPoint::new(f.x, f.y).is_none())
+    {
+        return Err(ApiError::new(
+            Code::InvalidRequest,
+            "focus: x and y are fractions of the width and height, 0-1",
+        ));
+    }
     if request.filename.len() > 1024 {
         return Err(ApiError::new(
             Code::InvalidRequest,
@@ -187,6 +201,10 @@ async fn issue(
     }
     if let Some(url) = &request.webhook {
         metadata.push((minilab_core::webhook::WEBHOOK_METADATA, url.as_str()));
+    }
+    let focus = request.focus.map(FocalPoint::to_metadata);
+    if let Some(focus) = &focus {
+        metadata.push((minilab_core::FOCUS_METADATA, focus.as_str()));
     }
     let delete_token = deletion::new_token();
     let delete_key = deletion::key_of(&delete_token);

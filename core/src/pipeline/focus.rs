@@ -32,6 +32,8 @@ pub(super) fn window(
         Gravity::East | Gravity::NorthEast | Gravity::SouthEast => free_x,
         Gravity::Center | Gravity::North | Gravity::South => free_x / 2,
         Gravity::Entropy | Gravity::Attention => return smart(image, w, h, gravity),
+        Gravity::Focus => return smart(image, w, h, Gravity::Attention),
+        Gravity::Point { x, y } => return around(x, y, (free_x, free_y), (w, h), image),
     };
     let y = match gravity {
         Gravity::North | Gravity::NorthEast | Gravity::NorthWest => 0,
@@ -39,6 +41,25 @@ pub(super) fn window(
         _ => free_y / 2,
     };
     (x, y)
+}
+
+/// [`window`] centred on the point (`x`, `y` in ten-thousandths of the image) as
+/// nearly as the image's edges allow.
+fn around(
+    x: u16,
+    y: u16,
+    free: (u32, u32),
+    window: (u32, u32),
+    image: &DynamicImage,
+) -> (u32, u32) {
+    let corner = |at: u16, side: u32, w: u32, free: u32| {
+        let centre = f64::from(at) / 10_000.0 * f64::from(side);
+        ((centre - f64::from(w) / 2.0).round().max(0.0) as u32).min(free)
+    };
+    (
+        corner(x, image.width(), window.0, free.0),
+        corner(y, image.height(), window.1, free.1),
+    )
 }
 
 /// [`window`] for `entropy` and `attention`: found on a small copy, mapped back.

@@ -200,7 +200,7 @@ mod tests {
     use crate::limits::Limits;
     use crate::pipeline::process;
     use crate::pipeline::testing::{self, mean, png, png_of, run_ops, variance};
-    use crate::recipe::{Format, RecipeBook};
+    use crate::recipe::{FocalPoint, Format, RecipeBook};
 
     #[test]
     fn a_fit_enlarges_only_when_asked_and_stretches_the_whole_picture() {
@@ -322,6 +322,68 @@ mod tests {
                 variance(&cropped) > 100.0,
                 "{gravity:?}: the detail is kept"
             );
+        }
+    }
+
+    #[test]
+    fn a_focal_point_places_crops_and_covers_around_it() {
+        // Flat grey but for a detailed square at the right, centred at x 500 of 600.
+        let mut picture = image::RgbImage::from_pixel(600, 200, image::Rgb([128, 128, 128]));
+        for y in 40..160 {
+            for x in 440..560 {
+                let shade = if (x / 3 + y / 3) % 2 == 0 { 40 } else { 220 };
+                picture.put_pixel(x, y, image::Rgb([shade, 255 - shade, 30]));
+            }
+        }
+        let png = testing::png_of(&DynamicImage::ImageRgb8(picture));
+        let recipe = testing::recipe(vec![
+            testing::output(
+                "crop",
+                Format::Png,
+                vec![Operation::Crop {
+                    width: 120,
+                    height: 120,
+                    gravity: Gravity::Focus,
+                }],
+            ),
+            testing::output(
+                "cover",
+                Format::Png,
+                vec![Operation::Resize {
+                    width: 100,
+                    height: 100,
+                    fit: Fit::Cover,
+                    enlarge: false,
+                    gravity: Gravity::Focus,
+                }],
+            ),
+        ]);
+        recipe.validate().unwrap();
+        let made = |point: Option<FocalPoint>| {
+            let processed = process(&png, &recipe.focused_on(point), &Limits::default()).unwrap();
+            processed
+                .outputs
+                .iter()
+                .map(|o| image::load_from_memory(&o.bytes).unwrap())
+                .collect::<Vec<_>>()
+        };
+        for image in made(FocalPoint::new(0.1, 0.5)) {
+            assert!(variance(&image) < 1.0, "the flat left is kept");
+        }
+        for image in made(FocalPoint::new(500.0 / 600.0, 0.5)) {
+            assert!(variance(&image) > 100.0, "the detail is kept");
+        }
+        // Centred on the point: the crop is exactly the square.
+        let crop = made(FocalPoint::new(500.0 / 600.0, 0.5))
+            .remove(0)
+            .to_rgb8();
+        assert!(
+            crop.pixels().all(|p| p[2] == 30),
+            "no grey around the square"
+        );
+        // No point: as attention, which finds the detail.
+        for image in made(None) {
+            assert!(variance(&image) > 100.0, "attention keeps the detail");
         }
     }
 
