@@ -4,9 +4,10 @@
 //! The API keeps no state of its own: an upload id carries its creation time, the
 //! uploads bucket says whether the file arrived, and the manifest says how it ended.
 
-// What the binary and the tests use: sign-in, error codes, limits, the POST
-// policy, signing, tracking and the page.
+// What the binary and the tests use: sign-in, the CDN, error codes, limits, the
+// POST policy, signing, tracking and the page.
 pub mod auth;
+pub mod cdn;
 pub mod error;
 pub mod limits;
 pub mod post_policy;
@@ -48,6 +49,7 @@ pub struct ApiState {
     pub(crate) signer: Arc<signing::Signer>,
     /// Told about every upload (an ImageJob each, on a cluster); `None` off-cluster.
     pub(crate) tracker: Option<Arc<dyn tracking::UploadTracker>>,
+    pub(crate) cdn: Option<Arc<dyn cdn::CdnPurge>>,
     pub(crate) metrics: Arc<metrics::ApiMetrics>,
     /// Whether this instance still takes new requests (`/readyz`).
     pub readiness: Readiness,
@@ -101,6 +103,8 @@ pub struct ApiDeps {
     pub s3: aws_sdk_s3::Client,
     pub signer: Arc<signing::Signer>,
     pub tracker: Option<Arc<dyn tracking::UploadTracker>>,
+    /// The CDN in front of `/i/`, told when an upload is deleted.
+    pub cdn: Option<Arc<dyn cdn::CdnPurge>>,
     pub sign_in: Option<Arc<dyn auth::Authenticator>>,
     pub word: Word,
 }
@@ -134,6 +138,7 @@ impl ApiState {
             s3: deps.s3,
             signer: deps.signer,
             tracker: deps.tracker,
+            cdn: deps.cdn,
             metrics: Default::default(),
             readiness: Default::default(),
             sign_in: deps.sign_in,

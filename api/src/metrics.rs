@@ -28,6 +28,7 @@ struct WakeLabels {
 pub struct ApiMetrics {
     registry: Registry,
     tracking: Family<ResultLabels, Counter>,
+    invalidations: Family<ResultLabels, Counter>,
     uploads: Counter,
     refused: Family<ReasonLabels, Counter>,
     wakes: Family<WakeLabels, Counter>,
@@ -50,6 +51,12 @@ impl Default for ApiMetrics {
             "Attempts to record an upload as an ImageJob, by result",
             tracking.clone(),
         );
+        let invalidations = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "cdn_invalidations",
+            "Requests to the CDN to forget a deleted upload's images, by result",
+            invalidations.clone(),
+        );
         let wakes = Family::<WakeLabels, Counter>::default();
         registry.register(
             "status_wakes",
@@ -59,6 +66,7 @@ impl Default for ApiMetrics {
         Self {
             registry,
             tracking,
+            invalidations,
             uploads,
             refused,
             wakes,
@@ -90,6 +98,14 @@ impl ApiMetrics {
     /// `timeout`.
     pub fn tracked(&self, result: &'static str) {
         self.tracking.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// A request to the CDN to forget a deleted upload's images ended: `asked`,
+    /// `failed` or `timeout`.
+    pub fn invalidated(&self, result: &'static str) {
+        self.invalidations
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     pub fn registry(&self) -> &Registry {

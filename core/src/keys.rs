@@ -77,6 +77,11 @@ pub fn image_path(id: UploadId, output: &str, extension: &str) -> String {
     format!("/i/{}", output_key(id, output, extension))
 }
 
+/// Where every image of an upload is served under: `/i/{id}/`.
+pub fn image_prefix(id: UploadId) -> String {
+    format!("/i/{}", upload_prefix(id))
+}
+
 /// Where an output made at another width on demand is kept: `{id}/{output}.w{width}.{ext}`
 /// (a `.` is in no output's name, so no output's key can be one).
 pub fn variant_key(id: UploadId, output: &str, width: u32, extension: &str) -> String {

@@ -85,6 +85,13 @@ pub struct ApiArgs {
     /// S3 only every 2 s as a safety net (without it, every 200 ms).
     #[command(flatten)]
     peer_secret: crate::flags::PeerSecretArgs,
+    /// The CloudFront distribution in front of /i/: asked to forget a deleted
+    /// upload's images (an invalidation of /i/{id}/*, with the API's credentials).
+    #[arg(long, env = "MINILAB_CDN_DISTRIBUTION_ID")]
+    cdn_distribution_id: Option<String>,
+    /// Where CloudFront's API is (tests point it elsewhere).
+    #[arg(long, env = "MINILAB_CLOUDFRONT_ENDPOINT", default_value = crate::cdn::ENDPOINT)]
+    cloudfront_endpoint: String,
 }
 
 /// Optional sign-in (see docs/architecture.md): off unless --oidc-issuer is given.
@@ -269,10 +276,20 @@ pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
             "--serve-images with sign-in: signed-in uploads are private, and an image's stable address would be open to anyone who has it"
         );
     }
+    let signer = Arc::new(minilab_api::signing::Signer::new(credentials));
+    let cdn = match &args.cdn_distribution_id {
+        Some(id) => {
+            let cloudfront =
+                crate::cdn::CloudFront::new(&args.cloudfront_endpoint, id, signer.clone())?;
+            Some(Arc::new(cloudfront) as Arc<dyn minilab_api::cdn::CdnPurge>)
+        }
+        None => None,
+    };
     let deps = ApiDeps {
         s3,
-        signer: Arc::new(minilab_api::signing::Signer::new(credentials)),
+        signer,
         tracker,
+        cdn,
         sign_in,
         // Word from the workers, when they are told where this instance is.
         word: match args.peer_secret.secret()? {

@@ -2,6 +2,8 @@
 
 #[cfg(feature = "cluster")]
 mod aws;
+#[cfg(feature = "cluster")]
+mod cdn;
 mod flags;
 mod hosts;
 mod limits;

@@ -112,6 +112,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         s3,
         signer: Arc::new(minilab_api::signing::Signer::new(provider)),
         tracker: None,
+        cdn: None,
         sign_in: None,
         // The worker is in this process: nothing else announces.
         word: Word::InProcess(changes),

@@ -1290,6 +1290,19 @@ class ChartTest(unittest.TestCase):
         self.assertEqual(images["allowedMethods"]["items"], ["GET", "HEAD"])
         self.assertNotIn("originRequestPolicyID", images, "no cookies or headers forwarded: one cached copy")
 
+        # A deleted upload's images are invalidated in the distribution: the API may
+        # (any distribution of the account until it synced), and knows its id once
+        # `helm upgrade` reads it (or the value names it).
+        def api_grants(docs):
+            role = by_kind(docs, "Role", "iam.services.k8s.aws/")["demo-minilab-api"]
+            return {(st["Action"], st["Resource"]) for p in role["spec"]["inlinePolicies"].values()
+                    for st in json.loads(p)["Statement"] if st["Action"] == "cloudfront:CreateInvalidation"}
+        self.assertEqual(api_grants(docs), {("cloudfront:CreateInvalidation", f"arn:aws:cloudfront::{ACCOUNT}:distribution/*")})
+        self.assertNotIn("MINILAB_CDN_DISTRIBUTION_ID", env)
+        named = render(merged(VALUE_SETS["aws"], {"api": {"serveImages": True}, "ack": {"cloudfront": {"distributionId": "E2EXAMPLE1"}}}))
+        self.assertEqual(api_env(named)["MINILAB_CDN_DISTRIBUTION_ID"], "E2EXAMPLE1")
+        self.assertEqual(api_grants(off), set())
+        self.assertNotIn("MINILAB_CDN_DISTRIBUTION_ID", api_env(off))
         # The worker names them in webhooks under the same base.
         worker = by_kind(docs, "Deployment")["demo-minilab-worker"]["spec"]["template"]["spec"]["containers"][0]
         self.assertIn({"name": "MINILAB_IMAGE_BASE_URL", "value": "https://photos.example.com"}, worker["env"])

@@ -400,6 +400,23 @@ impl Api {
         ticket["id"].as_str().expect("id").to_owned()
     }
 
+    /// `DELETE /api/v1/uploads/{id}` with the ticket's delete token.
+    pub async fn delete_upload(&self, ticket: &Value) -> reqwest::Response {
+        self.http
+            .delete(format!(
+                "{}/api/v1/uploads/{}",
+                self.url,
+                ticket["id"].as_str().expect("id")
+            ))
+            .header(
+                "x-delete-token",
+                ticket["deleteToken"].as_str().expect("deleteToken"),
+            )
+            .send()
+            .await
+            .expect("DELETE the upload")
+    }
+
     /// `GET /api/v1/uploads/{id}`.
     pub async fn status(&self, id: &str, wait: u64) -> Value {
         let response = self

@@ -402,6 +402,91 @@ async fn an_upload_is_deleted_only_when_finished_and_only_with_its_token() {
     assert_eq!(api.get(&format!("/i/{id}/large.jpg")).await.status(), 404);
 }
 
+/// What a stand-in for CloudFront's API was asked: path, Authorization, body.
+type Asked = std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>;
+
+/// A stand-in for CloudFront's API on loopback (nothing real runs here): it notes
+/// each request and answers 201, or 500 for distribution `EBROKEN`.
+async fn cloudfront_stand_in() -> (String, Asked) {
+    use axum::extract::{Path, State};
+    let asked = Asked::default();
+    let app = axum::Router::new()
+        .route(
+            "/2020-05-31/distribution/{id}/invalidation",
+            axum::routing::post(
+                |State(asked): State<Asked>,
+                 Path(id): Path<String>,
+                 headers: axum::http::HeaderMap,
+                 body: String| async move {
+                    let authorization = headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    asked
+                        .lock()
+                        .unwrap()
+                        .push((id.clone(), authorization, body));
+                    if id == "EBROKEN" {
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        axum::http::StatusCode::CREATED
+                    }
+                },
+            ),
+        )
+        .with_state(asked.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, asked)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs LocalStack: ./tests/run starts it and runs this"]
+async fn deleting_an_upload_asks_cloudfront_to_forget_its_images() {
+    let stack = Stack::connect().await;
+    let env = stack.env(EnvOptions::default()).await;
+    let (endpoint, asked) = cloudfront_stand_in().await;
+    let (_worker, _) = stack.worker(&env, &[]);
+    let bytes = photo("photo-small.jpg");
+    for (distribution, result) in [("EGOOD1", "asked"), ("EBROKEN", "failed")] {
+        let (_api, api) = stack.api(
+            &env,
+            &[
+                "--serve-images",
+                "--cdn-distribution-id",
+                distribution,
+                "--cloudfront-endpoint",
+                &endpoint,
+            ],
+        );
+        let ticket = api.ticket("c.jpg", "image/jpeg", &bytes, "web").await;
+        let id = ticket["id"].as_str().unwrap().to_owned();
+        api.upload(&ticket, bytes.clone(), "image/jpeg").await;
+        assert_eq!(state(&api.wait_final(&id).await), "succeeded");
+        let deleted = api.delete_upload(&ticket).await;
+        // The images are gone from S3 whatever the CDN answers.
+        assert_eq!(deleted.status(), 204, "{distribution}");
+        let sample = format!("minilab_api_cdn_invalidations_total{{result=\"{result}\"}}");
+        assert_eq!(metric(&api.http, &api.url, &sample).await, 1.0, "{sample}");
+        let (path, authorization, body) = asked.lock().unwrap().pop().unwrap();
+        assert_eq!(path, distribution);
+        assert!(
+            body.contains(&format!(
+                "<Quantity>1</Quantity><Items><Path>/i/{id}/*</Path></Items>"
+            )),
+            "{body}"
+        );
+        assert!(
+            authorization.starts_with("AWS4-HMAC-SHA256 Credential=")
+                && authorization.contains("/us-east-1/cloudfront/aws4_request"),
+            "{authorization}"
+        );
+    }
+    assert!(asked.lock().unwrap().is_empty(), "one request per deletion");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs LocalStack: ./tests/run starts it and runs this"]
 async fn a_ticket_posted_twice_is_processed_once() {

@@ -308,13 +308,7 @@ async fn tracking_records_each_upload_and_a_failing_cluster_never_fails_one() {
     api.upload(&ticket, photo.clone(), "image/jpeg").await;
     let (_worker, _) = stack.worker(&env, &[]);
     assert_eq!(api.wait_final(id).await["state"], "succeeded");
-    let deleted = api
-        .http
-        .delete(format!("{}/api/v1/uploads/{id}", api.url))
-        .header("x-delete-token", ticket["deleteToken"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let deleted = api.delete_upload(&ticket).await;
     assert_eq!(deleted.status(), 204);
     wait_metric(
         &api.url,

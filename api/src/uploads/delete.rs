@@ -3,8 +3,9 @@
 //! ticket carried), make sure it is finished, turn its manifest into a tombstone
 //! (the upload then reads `deleted`, and no size is made on demand any more), delete
 //! everything else under its results prefix (outputs, sizes made on demand, the
-//! claim) and its source, then forget its ImageJob. Each step may run again: a
-//! DELETE that failed half-way is finished by the next one.
+//! claim) and its source, then forget its ImageJob and ask the CDN to forget its
+//! images. Each step may run again: a DELETE that failed half-way is finished by
+//! the next one.
 
 use crate::ApiState;
 use crate::auth::Subject;
@@ -58,6 +59,7 @@ pub async fn delete(
     delete_results(&state, id).await?;
     delete_source(&state, id).await?;
     forget_job(&state, id).await;
+    purge_cdn(&state, id).await;
     tracing::info!(%id, "upload deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -197,6 +199,13 @@ async fn delete_source(state: &ApiState, id: UploadId) -> Result<()> {
         .await
         .map_err(ApiError::internal)?;
     Ok(())
+}
+
+/// The upload's images in the CDN, when one is in front; best effort.
+async fn purge_cdn(state: &ApiState, id: UploadId) {
+    if let Some(cdn) = &state.cdn {
+        crate::cdn::purge(cdn.as_ref(), &state.metrics, id).await;
+    }
 }
 
 /// The upload's ImageJob, when uploads are tracked; best effort, like tracking.

@@ -426,6 +426,16 @@ Every address but the instance metadata service's (IPv4 and IPv6): NetworkPolicy
 {{- dict "Version" "2012-10-17" "Statement" (list $send) | toJson -}}
 {{- end }}
 
+{{/* The CloudFront distribution in front of /i/ (api.serveImages with CloudFront): its
+   id from ack.cloudfront.distributionId or the synced Distribution; empty until known. */}}
+{{- define "minilab.distributionId" -}}
+{{- $v := .Values -}}
+{{- if and $v.api.serveImages $v.ack.enabled $v.ack.cloudfront.enabled -}}
+{{- $distribution := lookup "cloudfront.services.k8s.aws/v1alpha1" "Distribution" .Release.Namespace (printf "%s-site" (include "minilab.fullname" .)) -}}
+{{- $v.ack.cloudfront.distributionId | default (dig "status" "id" "" $distribution) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Where outputs are served at stable addresses (api.serveImages): the site's domain
    behind CloudFront, else the Ingress's host; empty: nowhere absolute (statuses name
    the path alone, webhooks no address). */}}
