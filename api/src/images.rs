@@ -1,6 +1,7 @@
 //! `GET /i/{id}/{output}.{ext}`: an upload's output at a stable address a website can
 //! use in `<img src>` and a CDN can cache for a year, instead of an expiring
-//! download link. The address is the capability (the id's 80 random bits), so it is
+//! download link; `{output}.auto`, the same image in the best format the browser
+//! takes (`Vary: Accept`). The address is the capability (the id's 80 random bits), so it is
 //! served only where uploads are not private: never with sign-in on (see
 //! docs/architecture.md, "Delivery").
 
@@ -8,14 +9,16 @@ use crate::ApiState;
 use crate::error::{ApiError, Code, ErrorBody, Result};
 use crate::limits::Client;
 use crate::renders;
+use crate::uploads::status::read_manifest;
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use minilab_core::keys::OutputFile;
+use minilab_core::keys::{ImageRequest, OutputFile};
+use minilab_core::manifest::ManifestState;
 use minilab_core::recipe::Format;
-use minilab_core::{UploadId, keys};
+use minilab_core::{UploadId, keys, negotiate};
 
 /// Outputs never change under their key: a year, immutable.
 pub const CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
@@ -26,11 +29,14 @@ pub const CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
 /// at a width its recipe allows (`widths`), made on the first request
 /// ([`renders`]). Anything that is not an output of an upload (the manifest, the
 /// claim, a batch's results, a malformed name, a width not allowed) is `not-found`,
-/// like an output that does not exist (yet).
+/// like an output that does not exist (yet). `{output}.auto` (and
+/// `{output}.w{width}.auto`) is, among the upload's outputs of `{output}`'s size, the
+/// AVIF or WebP the request's `Accept` names, else `{output}` itself
+/// ([`minilab_core::negotiate`]), with `Vary: Accept`.
 #[utoipa::path(get, path = "/i/{id}/{file}", tag = "images",
     params(
         ("id" = String, Path, description = "The upload's id"),
-        ("file" = String, Path, description = "An output's name and its format's extension (`large.jpg`), or with a width its recipe allows (`large.w640.jpg`)"),
+        ("file" = String, Path, description = "An output's name and its format's extension (`large.jpg`), or with a width its recipe allows (`large.w640.jpg`); `.auto` instead of the extension for the best format `Accept` names among the outputs of its size (`large.auto`, `large.w640.auto`)"),
     ),
     responses(
         (status = 200, description = "The output's bytes, `Cache-Control: public, max-age=31536000, immutable`", content_type = "image/*"),
@@ -45,7 +51,42 @@ pub async fn image(
     headers: HeaderMap,
     Path((id, file)): Path<(String, String)>,
 ) -> Result<Response> {
-    let (id, file) = output_named(&id, &file)?;
+    let id: UploadId = id.parse().map_err(|_| not_found())?;
+    match keys::parse_image_request(&file).ok_or_else(not_found)? {
+        ImageRequest::File(file) => serve(&state, client, &headers, id, file).await,
+        ImageRequest::Auto { name, width } => {
+            let accept = headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let manifest = read_manifest(&state, id)
+                .await?
+                .filter(|m| m.state == ManifestState::Succeeded)
+                .ok_or_else(not_found)?;
+            let (name, format) =
+                negotiate::choose(&manifest.outputs, name, accept).ok_or_else(not_found)?;
+            let file = OutputFile {
+                name,
+                width,
+                format,
+            };
+            let mut response = serve(&state, client, &headers, id, file).await?;
+            response
+                .headers_mut()
+                .insert(header::VARY, HeaderValue::from_static("Accept"));
+            Ok(response)
+        }
+    }
+}
+
+/// The file's bytes (or a 304), made first if it is a width asked for the first time.
+async fn serve(
+    state: &ApiState,
+    client: Option<Extension<Client>>,
+    headers: &HeaderMap,
+    id: UploadId,
+    file: OutputFile<'_>,
+) -> Result<Response> {
     let key = file.key(id);
     let if_none_match = headers
         .get(header::IF_NONE_MATCH)
@@ -66,7 +107,7 @@ pub async fn image(
         // A width the recipe allows, asked for the first time: made now.
         Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
             let client = client.map(|Extension(Client(client))| client);
-            let made = renders::make(&state, client, id, file).await?;
+            let made = renders::make(state, client, id, file).await?;
             return Ok(image_response(
                 Body::from(made.bytes),
                 file.format,
@@ -114,13 +155,6 @@ fn image_response(
     }
     cacheable(headers);
     response
-}
-
-/// The upload and the output file `/i/{id}/{file}` names, or `not-found`.
-fn output_named<'a>(id: &str, file: &'a str) -> Result<(UploadId, OutputFile<'a>)> {
-    let id: UploadId = id.parse().map_err(|_| not_found())?;
-    let file = keys::parse_output_file(file).ok_or_else(not_found)?;
-    Ok((id, file))
 }
 
 fn not_found() -> ApiError {

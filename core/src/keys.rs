@@ -115,6 +115,40 @@ impl OutputFile<'_> {
 pub fn parse_output_file(file: &str) -> Option<OutputFile<'_>> {
     let (stem, extension) = file.rsplit_once('.')?;
     let format = Format::from_extension(extension)?;
+    let (name, width) = parse_stem(stem)?;
+    Some(OutputFile {
+        name,
+        width,
+        format,
+    })
+}
+
+/// What `/i/{id}/{file}` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageRequest<'a> {
+    /// A file as stored: `large.jpg`, `large.w640.jpg`.
+    File(OutputFile<'a>),
+    /// `large.auto`, `large.w640.auto`: the output of `name`'s size in the best
+    /// format the browser accepts ([`crate::negotiate`]).
+    Auto { name: &'a str, width: Option<u32> },
+}
+
+/// `file` as an [`ImageRequest`], or `None` for anything that names no output.
+pub fn parse_image_request(file: &str) -> Option<ImageRequest<'_>> {
+    match file.strip_suffix(AUTO_EXTENSION) {
+        Some(stem) => {
+            let (name, width) = parse_stem(stem)?;
+            Some(ImageRequest::Auto { name, width })
+        }
+        None => parse_output_file(file).map(ImageRequest::File),
+    }
+}
+
+/// The ending of an address whose format the browser's `Accept` chooses.
+pub const AUTO_EXTENSION: &str = ".auto";
+
+/// An output's name and the width it is asked at, from `{name}` or `{name}.w{width}`.
+fn parse_stem(stem: &str) -> Option<(&str, Option<u32>)> {
     let (name, width) = match stem.rsplit_once(".w") {
         Some((name, digits)) if !digits.starts_with('0') => {
             (name, Some(digits.parse::<u32>().ok()?))
@@ -122,11 +156,7 @@ pub fn parse_output_file(file: &str) -> Option<OutputFile<'_>> {
         Some(_) => return None,
         None => (stem, None),
     };
-    (is_name(name) && name != "manifest").then_some(OutputFile {
-        name,
-        width,
-        format,
-    })
+    (is_name(name) && name != "manifest").then_some((name, width))
 }
 
 #[cfg(test)]

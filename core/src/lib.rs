@@ -12,6 +12,7 @@ pub mod id;
 pub mod keys;
 pub mod limits;
 pub mod manifest;
+pub mod negotiate;
 pub mod pipeline;
 pub mod recipe;
 pub mod upload;

@@ -416,6 +416,91 @@ async fn a_tickets_focal_point_places_the_crops_its_recipe_asks_to_focus() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn one_address_serves_the_format_the_browser_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipes = dir.path().join("recipes.yaml");
+    let output = |name: &str, format: &str, size: u32| {
+        format!(
+            "      - name: {name}\n        operations: [{{op: resize, width: {size}, height: {size}, \
+             fit: fit}}]\n        format: {format}\n        widths: [160]\n"
+        )
+    };
+    let yaml = format!(
+        "recipes:\n  - name: pair\n    outputs:\n{}{}{}",
+        output("large", "jpeg", 640),
+        output("large-webp", "webp", 640),
+        output("thumb", "jpeg", 320)
+    );
+    std::fs::write(&recipes, yaml).unwrap();
+    let lab = Lab::start(
+        &dir.path().join("data"),
+        &["--recipes", recipes.to_str().unwrap()],
+    );
+    let id = lab
+        .upload_jpeg("pair.jpg", &photo("photo-small.jpg"), "pair")
+        .await;
+    assert_eq!(state(&lab.wait_final(&id).await), "succeeded");
+    let get = |path: String, accept: Option<&'static str>| {
+        let mut request = lab.http.get(format!("{}{path}", lab.url));
+        if let Some(accept) = accept {
+            request = request.header("accept", accept);
+        }
+        async move { request.send().await.unwrap() }
+    };
+    let stored = |file: &str| {
+        let response = get(format!("/i/{id}/{file}"), None);
+        async move { response.await.bytes().await.unwrap() }
+    };
+    let webp = Some("image/webp,*/*");
+    for (file, accept, expected_type, same_as) in [
+        ("large.auto", webp, "image/webp", "large-webp.webp"),
+        ("large.auto", Some("*/*"), "image/jpeg", "large.jpg"),
+        ("large.auto", None, "image/jpeg", "large.jpg"),
+        (
+            "large.auto",
+            Some("image/webp;q=0,*/*"),
+            "image/jpeg",
+            "large.jpg",
+        ),
+        // No WebP of thumb's size: its JPEG, whatever the browser takes.
+        ("thumb.auto", webp, "image/jpeg", "thumb.jpg"),
+        // A width on demand, in the format chosen.
+        (
+            "large.w160.auto",
+            webp,
+            "image/webp",
+            "large-webp.w160.webp",
+        ),
+    ] {
+        let response = get(format!("/i/{id}/{file}"), accept).await;
+        assert_eq!(response.status(), 200, "{file} {accept:?}");
+        assert_eq!(
+            response.headers()["content-type"],
+            expected_type,
+            "{file} {accept:?}"
+        );
+        assert_eq!(response.headers()["vary"], "Accept", "{file}");
+        assert_eq!(
+            response.headers()["cache-control"],
+            "public, max-age=31536000, immutable"
+        );
+        let bytes = response.bytes().await.unwrap();
+        assert_eq!(
+            bytes,
+            stored(same_as).await,
+            "{file} {accept:?} is {same_as}"
+        );
+    }
+    for file in ["nothing.auto", "manifest.auto", "large.w7.auto", ".auto"] {
+        assert_eq!(
+            get(format!("/i/{id}/{file}"), webp).await.status(),
+            404,
+            "{file}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_event_stream_follows_an_upload_to_its_end_on_the_workers_word() {
     let dir = tempfile::tempdir().unwrap();
     let lab = Lab::start(dir.path(), &[]);

@@ -1289,6 +1289,24 @@ class ChartTest(unittest.TestCase):
         self.assertEqual(images["cachePolicyID"], "658327ea-f89d-4fab-a63d-7e88639e58f6")  # Managed-CachingOptimized
         self.assertEqual(images["allowedMethods"]["items"], ["GET", "HEAD"])
         self.assertNotIn("originRequestPolicyID", images, "no cookies or headers forwarded: one cached copy")
+        # /i/*.auto (the format Accept names) is matched before /i/*, and cached per
+        # Accept once the cache policy's ID is known; until then not cached at all.
+        patterns = [b["pathPattern"] for b in config["cacheBehaviors"]["items"]]
+        self.assertLess(patterns.index("/i/*.auto"), patterns.index("/i/*"))
+        auto = behaviours["/i/*.auto"]
+        self.assertEqual(auto["cachePolicyID"], "4135ea2d-6df8-44a3-9df3-4b5a84be39ad")  # Managed-CachingDisabled
+        self.assertEqual(auto["originRequestPolicyID"], "b689b0a8-53d0-40ab-baf2-68738e2966ac")  # AllViewerExceptHostHeader
+        [policy] = by_kind(docs, "CachePolicy").values()
+        keyed = policy["spec"]["cachePolicyConfig"]["parametersInCacheKeyAndForwardedToOrigin"]
+        self.assertEqual(keyed["headersConfig"], {"headerBehavior": "whitelist", "headers": {"items": ["Accept"]}})
+        self.assertEqual((keyed["cookiesConfig"]["cookieBehavior"], keyed["queryStringsConfig"]["queryStringBehavior"]), ("none", "none"))
+        known = render(merged(VALUE_SETS["aws"], {"api": {"serveImages": True},
+                                                  "ack": {"cloudfront": {"autoFormatCachePolicyId": "0a1b2c3d-aaaa-bbbb-cccc-0123456789ab"}}}))
+        [distribution] = by_kind(known, "Distribution").values()
+        auto = {b["pathPattern"]: b for b in distribution["spec"]["distributionConfig"]["cacheBehaviors"]["items"]}["/i/*.auto"]
+        self.assertEqual(auto["cachePolicyID"], "0a1b2c3d-aaaa-bbbb-cccc-0123456789ab")
+        self.assertNotIn("originRequestPolicyID", auto)
+        self.assertEqual(by_kind(off, "CachePolicy"), {})
 
         # A deleted upload's images are invalidated in the distribution: the API may
         # (any distribution of the account until it synced), and knows its id once

@@ -153,6 +153,9 @@ readinessProbe:
 {{- if .Values.ack.cloudfront.enabled -}}
 {{- $kinds = append $kinds (list "cloudfront.services.k8s.aws" "Distribution" "distributions") -}}
 {{- $kinds = append $kinds (list "cloudfront.services.k8s.aws" "OriginAccessControl" "originaccesscontrols") -}}
+{{- if .Values.api.serveImages -}}
+{{- $kinds = append $kinds (list "cloudfront.services.k8s.aws" "CachePolicy" "cachepolicies") -}}
+{{- end -}}
 {{- end -}}
 {{- if .Values.ack.route53.enabled -}}
 {{- $kinds = append $kinds (list "route53.services.k8s.aws" "RecordSet" "recordsets") -}}
