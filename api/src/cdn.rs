@@ -51,10 +51,14 @@ mod tests {
         let id = UploadId::new(chrono::Utc::now());
         let pattern = pattern(id);
         assert_eq!(pattern, format!("/i/{id}/*"));
-        for path in [
-            keys::image_path(id, "large", "jpg"),
-            format!("/i/{}", keys::variant_key(id, "large", 320, "jpg")),
-        ] {
+        let file = |revision, width| keys::OutputFile {
+            name: "large",
+            revision,
+            width,
+            format: minilab_core::recipe::Format::Jpeg,
+        };
+        for file in [file(0, None), file(2, Some(320))] {
+            let path = keys::image_path(&file.key(id));
             assert!(path.starts_with(pattern.trim_end_matches('*')), "{path}");
         }
     }

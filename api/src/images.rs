@@ -16,7 +16,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use minilab_core::keys::{ImageRequest, OutputFile};
-use minilab_core::manifest::ManifestState;
+use minilab_core::manifest::{ManifestState, OutputRecord};
 use minilab_core::recipe::Format;
 use minilab_core::{UploadId, keys, negotiate};
 
@@ -36,7 +36,7 @@ pub const CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
 #[utoipa::path(get, path = "/i/{id}/{file}", tag = "images",
     params(
         ("id" = String, Path, description = "The upload's id"),
-        ("file" = String, Path, description = "An output's name and its format's extension (`large.jpg`), or with a width its recipe allows (`large.w640.jpg`); `.auto` instead of the extension for the best format `Accept` names among the outputs of its size (`large.auto`, `large.w640.auto`)"),
+        ("file" = String, Path, description = "An output's name and its format's extension (`large.jpg`), or with a width its recipe allows (`large.w640.jpg`); `.auto` instead of the extension for the best format `Accept` names among the outputs of its size (`large.auto`, `large.w640.auto`); a later revision's (after a reprocessing) with `.r{revision}` after the name (`large.r1.jpg`)"),
     ),
     responses(
         (status = 200, description = "The output's bytes, `Cache-Control: public, max-age=31536000, immutable`", content_type = "image/*"),
@@ -54,7 +54,11 @@ pub async fn image(
     let id: UploadId = id.parse().map_err(|_| not_found())?;
     match keys::parse_image_request(&file).ok_or_else(not_found)? {
         ImageRequest::File(file) => serve(&state, client, &headers, id, file).await,
-        ImageRequest::Auto { name, width } => {
+        ImageRequest::Auto {
+            name,
+            revision,
+            width,
+        } => {
             let accept = headers
                 .get(header::ACCEPT)
                 .and_then(|v| v.to_str().ok())
@@ -63,10 +67,20 @@ pub async fn image(
                 .await?
                 .filter(|m| m.state == ManifestState::Succeeded)
                 .ok_or_else(not_found)?;
+            let outputs = manifest.outputs_of(revision).ok_or_else(not_found)?;
+            // At a width, only a type whose output may be made at it (sizes are made
+            // for the current revision only).
+            let can_serve = |output: &OutputRecord| {
+                width.is_none_or(|width| {
+                    revision == manifest.revision
+                        && renders::allows(&state, &manifest.recipe, &output.name, width)
+                })
+            };
             let (name, format) =
-                negotiate::choose(&manifest.outputs, name, accept).ok_or_else(not_found)?;
+                negotiate::choose(outputs, name, accept, can_serve).ok_or_else(not_found)?;
             let file = OutputFile {
                 name,
+                revision,
                 width,
                 format,
             };

@@ -9,8 +9,8 @@ use crate::ApiState;
 use crate::error::{ApiError, Code, Result};
 use crate::limits::{ClientKey, Limiter, Rate};
 use aws_sdk_s3::primitives::ByteStream;
-use minilab_core::keys::{self, OutputFile};
-use minilab_core::manifest::ManifestState;
+use minilab_core::keys::OutputFile;
+use minilab_core::manifest::{ManifestState, OutputRecord};
 use minilab_core::recipe::OutputSpec;
 use minilab_core::{Limits, UploadId};
 use std::collections::HashMap;
@@ -92,16 +92,37 @@ pub async fn make(
     let Some(width) = file.width else {
         return Err(not_found());
     };
-    let (spec, output_width) = allowed_spec(state, id, file, width).await?;
+    let (spec, output) = allowed_spec(state, id, file, width).await?;
     // No narrower than the output: the output itself, never enlarged, nothing made.
-    if width >= output_width {
-        let output_key = keys::output_key(id, &spec.name, spec.format.extension());
-        return read(state, &output_key).await?.ok_or_else(not_found);
+    if width >= output.width {
+        return read(state, &output.key).await?.ok_or_else(not_found);
     }
     let key = file.key(id);
     let share = state.renders.share(&key);
     let _making = share.lock.lock().await;
-    made_or_make(state, client, id, &spec, width, &key).await
+    made_or_make(state, client, &spec, &output.key, width, &key).await
+}
+
+/// Whether `recipe`'s output `name` may be made at `width` on demand.
+pub fn allows(state: &ApiState, recipe: &str, name: &str, width: u32) -> bool {
+    allowed_output(state, recipe, name, width).is_some()
+}
+
+/// The spec of `recipe`'s output `name`, if it may be made at `width` on demand.
+fn allowed_output<'a>(
+    state: &'a ApiState,
+    recipe: &str,
+    name: &str,
+    width: u32,
+) -> Option<&'a OutputSpec> {
+    state
+        .config
+        .recipes
+        .get(recipe)?
+        .outputs
+        .iter()
+        .find(|o| o.name == name)
+        .filter(|spec| spec.widths.contains(&width))
 }
 
 /// Takes one make from `client`'s allowance, or answers `rate-limited`.
@@ -124,31 +145,27 @@ fn charge(state: &ApiState, client: Option<ClientKey>) -> Result<()> {
         })
 }
 
-/// The output's spec and width, if `id` succeeded under a recipe whose output `file`
-/// names, in its format, allows `width`.
+/// The output's spec and record, if `id` succeeded, `file` is of its current
+/// revision, and its recipe's output `file` names, in its format, allows `width`.
 async fn allowed_spec(
     state: &ApiState,
     id: UploadId,
     file: OutputFile<'_>,
     width: u32,
-) -> Result<(OutputSpec, u32)> {
+) -> Result<(OutputSpec, OutputRecord)> {
     let manifest = crate::uploads::status::read_manifest(state, id)
         .await?
-        .filter(|m| m.state == ManifestState::Succeeded)
+        .filter(|m| m.state == ManifestState::Succeeded && m.revision == file.revision)
         .ok_or_else(not_found)?;
-    let spec = state
-        .config
-        .recipes
-        .get(&manifest.recipe)
-        .and_then(|recipe| recipe.outputs.iter().find(|o| o.name == file.name))
-        .filter(|spec| spec.format == file.format && spec.widths.contains(&width))
+    let spec = allowed_output(state, &manifest.recipe, file.name, width)
+        .filter(|spec| spec.format == file.format)
         .ok_or_else(not_found)?;
     let made = manifest
         .outputs
-        .iter()
+        .into_iter()
         .find(|o| o.name == file.name)
         .ok_or_else(not_found)?;
-    Ok((spec.clone(), made.width))
+    Ok((spec.clone(), made))
 }
 
 /// The variant at `key` if another request made it meanwhile, else made now from
@@ -156,8 +173,8 @@ async fn allowed_spec(
 async fn made_or_make(
     state: &ApiState,
     client: Option<ClientKey>,
-    id: UploadId,
     spec: &OutputSpec,
+    output_key: &str,
     width: u32,
     key: &str,
 ) -> Result<Made> {
@@ -165,8 +182,7 @@ async fn made_or_make(
         return Ok(made);
     }
     charge(state, client)?;
-    let output_key = keys::output_key(id, &spec.name, spec.format.extension());
-    let output = read(state, &output_key).await?.ok_or_else(not_found)?;
+    let output = read(state, output_key).await?.ok_or_else(not_found)?;
     let _slot = state
         .renders
         .slots

@@ -44,6 +44,10 @@ pub struct WorkItem {
     /// Outputs go to `{destinationPrefix}{output}.{ext}`, the manifest to
     /// `{destinationPrefix}manifest.json`.
     pub destination_prefix: String,
+    /// For an ImageJob with `spec.reprocess`: its uid. `key` is then an upload's
+    /// source, processed again as the upload's next revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reprocess: Option<String>,
 }
 
 impl WorkItem {

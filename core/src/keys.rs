@@ -71,53 +71,60 @@ pub fn manifest_key(id: UploadId) -> String {
     manifest_key_in(&upload_prefix(id))
 }
 
-/// Where an upload's output is served at a stable address (`/i/{id}/{output}.{ext}`,
-/// on the API or behind the CDN): the path of [`output_key`] under `/i/`.
-pub fn image_path(id: UploadId, output: &str, extension: &str) -> String {
-    format!("/i/{}", output_key(id, output, extension))
+/// Where an upload's output at `key` (an [`OutputFile`]'s key) is served at a stable
+/// address, on the API or behind the CDN: `/i/{key}`, so `/i/{id}/{file}`.
+pub fn image_path(key: &str) -> String {
+    format!("/i/{key}")
 }
 
 /// Where every image of an upload is served under: `/i/{id}/`.
 pub fn image_prefix(id: UploadId) -> String {
-    format!("/i/{}", upload_prefix(id))
+    image_path(&upload_prefix(id))
 }
 
-/// Where an output made at another width on demand is kept: `{id}/{output}.w{width}.{ext}`
-/// (a `.` is in no output's name, so no output's key can be one).
-pub fn variant_key(id: UploadId, output: &str, width: u32, extension: &str) -> String {
-    output_key(id, &format!("{output}.w{width}"), extension)
-}
-
-/// A file name under an upload's results prefix that is an output or an output at
-/// another width ([`parse_output_file`]).
+/// A file under a results prefix that is an output, of the first processing or of
+/// a later revision, or such an output made at another width on demand:
+/// `{name}[.r{revision}][.w{width}].{ext}` (a `.` is in no output's name, so no two
+/// of them share a key). Revision 0, the first processing, has no `.r`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OutputFile<'a> {
     pub name: &'a str,
-    /// `Some` for `{name}.w{width}.{ext}`.
+    /// Which processing of the image made it: 0 the first, then one more for each
+    /// reprocessing ([`crate::manifest::Manifest::revision`]).
+    pub revision: u32,
+    /// `Some` for a width made on demand.
     pub width: Option<u32>,
     pub format: Format,
 }
 
 impl OutputFile<'_> {
+    /// The file's key under a results prefix.
+    pub fn key_in(&self, prefix: &str) -> String {
+        let mut key = format!("{prefix}{}", self.name);
+        if self.revision > 0 {
+            key.push_str(&format!(".r{}", self.revision));
+        }
+        if let Some(width) = self.width {
+            key.push_str(&format!(".w{width}"));
+        }
+        format!("{key}.{}", self.format.extension())
+    }
+
     /// The file's key under `id`'s results prefix.
     pub fn key(&self, id: UploadId) -> String {
-        let extension = self.format.extension();
-        match self.width {
-            Some(width) => variant_key(id, self.name, width, extension),
-            None => output_key(id, self.name, extension),
-        }
+        self.key_in(&upload_prefix(id))
     }
 }
 
-/// What a file name under an upload's results prefix names, if it can be an output
-/// (`large.jpg`) or one at another width (`large.w640.jpg`), or `None`: never the
-/// manifest or the claim.
+/// The output file `file` names (the part of a key after the results prefix), or
+/// `None` for anything else: the manifest, the claim, a malformed name.
 pub fn parse_output_file(file: &str) -> Option<OutputFile<'_>> {
     let (stem, extension) = file.rsplit_once('.')?;
     let format = Format::from_extension(extension)?;
-    let (name, width) = parse_stem(stem)?;
+    let (name, revision, width) = parse_stem(stem)?;
     Some(OutputFile {
         name,
+        revision,
         width,
         format,
     })
@@ -126,19 +133,27 @@ pub fn parse_output_file(file: &str) -> Option<OutputFile<'_>> {
 /// What `/i/{id}/{file}` asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ImageRequest<'a> {
-    /// A file as stored: `large.jpg`, `large.w640.jpg`.
+    /// A file as stored: `large.jpg`, `large.w640.jpg`, `large.r1.jpg`.
     File(OutputFile<'a>),
-    /// `large.auto`, `large.w640.auto`: the output of `name`'s size in the best
+    /// `large.auto`, `large.r1.w640.auto`: the output of `name`'s size in the best
     /// format the browser accepts ([`crate::negotiate`]).
-    Auto { name: &'a str, width: Option<u32> },
+    Auto {
+        name: &'a str,
+        revision: u32,
+        width: Option<u32>,
+    },
 }
 
 /// `file` as an [`ImageRequest`], or `None` for anything that names no output.
 pub fn parse_image_request(file: &str) -> Option<ImageRequest<'_>> {
     match file.strip_suffix(AUTO_EXTENSION) {
         Some(stem) => {
-            let (name, width) = parse_stem(stem)?;
-            Some(ImageRequest::Auto { name, width })
+            let (name, revision, width) = parse_stem(stem)?;
+            Some(ImageRequest::Auto {
+                name,
+                revision,
+                width,
+            })
         }
         None => parse_output_file(file).map(ImageRequest::File),
     }
@@ -147,16 +162,30 @@ pub fn parse_image_request(file: &str) -> Option<ImageRequest<'_>> {
 /// The ending of an address whose format the browser's `Accept` chooses.
 pub const AUTO_EXTENSION: &str = ".auto";
 
-/// An output's name and the width it is asked at, from `{name}` or `{name}.w{width}`.
-fn parse_stem(stem: &str) -> Option<(&str, Option<u32>)> {
-    let (name, width) = match stem.rsplit_once(".w") {
-        Some((name, digits)) if !digits.starts_with('0') => {
-            (name, Some(digits.parse::<u32>().ok()?))
+/// An output's name, revision and the width it is asked at, from
+/// `{name}[.r{revision}][.w{width}]`: numbers without leading zeros, a revision from 1.
+fn parse_stem(stem: &str) -> Option<(&str, u32, Option<u32>)> {
+    fn number(digits: &str) -> Option<u32> {
+        (!digits.starts_with('0') && digits.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| digits.parse().ok())
+            .flatten()
+    }
+    let mut parts = stem.split('.');
+    let name = parts.next()?;
+    let mut part = parts.next();
+    let revision = match part.and_then(|p| p.strip_prefix('r')) {
+        Some(digits) => {
+            part = parts.next();
+            number(digits)?
         }
-        Some(_) => return None,
-        None => (stem, None),
+        None => 0,
     };
-    (is_name(name) && name != "manifest").then_some((name, width))
+    let width = match part {
+        Some(p) => Some(number(p.strip_prefix('w')?)?),
+        None => None,
+    };
+    let nothing_more = parts.next().is_none();
+    (nothing_more && is_name(name) && name != "manifest").then_some((name, revision, width))
 }
 
 #[cfg(test)]
@@ -190,10 +219,10 @@ mod tests {
     #[test]
     fn only_outputs_parse_as_files_served_at_a_stable_address() {
         let id = UploadId::new(Utc::now());
-        assert_eq!(image_path(id, "large", "jpg"), format!("/i/{id}/large.jpg"));
         let output = |name, width, format| {
             Some(OutputFile {
                 name,
+                revision: 0,
                 width,
                 format,
             })
@@ -213,6 +242,26 @@ mod tests {
             parse_output_file("large.jpg").unwrap().key(id),
             output_key(id, "large", "jpg")
         );
+        assert_eq!(
+            image_path(&variant.unwrap().key(id)),
+            format!("/i/{id}/large.w640.jpg")
+        );
+        // A later revision's outputs, and their sizes on demand.
+        let revised = parse_output_file("large.r2.w640.jpg").unwrap();
+        assert_eq!((revised.name, revised.revision), ("large", 2));
+        assert_eq!(revised.width, Some(640));
+        assert_eq!(revised.key(id), format!("{id}/large.r2.w640.jpg"));
+        let revised = parse_output_file("large.r12.webp").unwrap();
+        assert_eq!((revised.revision, revised.width), (12, None));
+        assert_eq!(revised.key(id), format!("{id}/large.r12.webp"));
+        assert_eq!(
+            parse_image_request("large.r3.auto"),
+            Some(ImageRequest::Auto {
+                name: "large",
+                revision: 3,
+                width: None
+            })
+        );
         for not_an_output in [
             "manifest.json",
             "claim",
@@ -231,6 +280,14 @@ mod tests {
             "large.w99999999999.jpg",
             "large.w640.w320.jpg",
             ".w640.jpg",
+            "large.r0.jpg",
+            "large.r01.jpg",
+            "large.r.jpg",
+            "large.w640.r2.jpg",
+            "large.r2.r3.jpg",
+            "large.r+2.jpg",
+            "large.w+640.jpg",
+            "large.r2.w640.x.jpg",
         ] {
             assert_eq!(parse_output_file(not_an_output), None, "{not_an_output}");
         }

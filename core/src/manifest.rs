@@ -27,10 +27,60 @@ pub struct Manifest {
     pub error: Option<ErrorRecord>,
     pub timings: StageTimings,
     pub finished_at: DateTime<Utc>,
+    /// Which processing of the upload this is: 0 the first, then one more for each
+    /// reprocessing that succeeded (its outputs' keys say `.r{revision}`,
+    /// [`crate::keys::OutputFile`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub revision: u32,
+    /// The last reprocessing asked of the upload; when it failed, the rest of the
+    /// manifest is still the revision before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reprocessed: Option<Reprocessed>,
+    /// The outputs of earlier revisions, still stored and served at their
+    /// addresses (newest first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier: Vec<Revision>,
 }
 
 impl Manifest {
     pub const VERSION: u32 = 1;
+
+    /// The outputs of `revision`: the current ones or an earlier revision's.
+    pub fn outputs_of(&self, revision: u32) -> Option<&[OutputRecord]> {
+        if revision == self.revision {
+            return Some(&self.outputs);
+        }
+        self.earlier
+            .iter()
+            .find(|r| r.revision == revision)
+            .map(|r| r.outputs.as_slice())
+    }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// A reprocessing of an upload by an ImageJob (`spec.reprocess`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Reprocessed {
+    /// The uid of the ImageJob that asked for it: a second delivery of its work
+    /// finds it done.
+    pub job: String,
+    pub recipe: String,
+    /// Why it failed (the upload kept its revision), or absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorRecord>,
+}
+
+/// An earlier revision's outputs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Revision {
+    pub revision: u32,
+    pub recipe: String,
+    pub outputs: Vec<OutputRecord>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -26,11 +26,13 @@ pub fn accepts(accept: &str, media_type: &str) -> bool {
 }
 
 /// The output to serve for `name` under `accept`: its name and format; `None` when
-/// the upload has no output `name`.
+/// the upload has no output `name`. Another type is chosen only among outputs
+/// `can_serve` (at the width asked for, say).
 pub fn choose<'a>(
     outputs: &'a [OutputRecord],
     name: &str,
     accept: &str,
+    can_serve: impl Fn(&OutputRecord) -> bool,
 ) -> Option<(&'a str, Format)> {
     let named = outputs.iter().find(|o| o.name == name)?;
     let format_of = |o: &OutputRecord| {
@@ -46,6 +48,7 @@ pub fn choose<'a>(
         if let Some(output) = outputs
             .iter()
             .filter(same_size)
+            .filter(|o| can_serve(o))
             .find(|o| format_of(o) == Some(preferred))
         {
             return Some((&output.name, preferred));
@@ -84,34 +87,40 @@ mod tests {
         let firefox_without_avif = "image/webp,*/*";
         let curl = "*/*";
         assert_eq!(
-            choose(&outputs, "large", chrome),
+            choose(&outputs, "large", chrome, |_| true),
             Some(("large-avif", Format::Avif))
         );
         assert_eq!(
-            choose(&outputs, "large", old_safari),
+            choose(&outputs, "large", old_safari, |_| true),
             Some(("large-webp", Format::Webp))
         );
         assert_eq!(
-            choose(&outputs, "large", firefox_without_avif),
+            choose(&outputs, "large", firefox_without_avif, |_| true),
             Some(("large-webp", Format::Webp))
         );
         assert_eq!(
-            choose(&outputs, "large", curl),
+            choose(&outputs, "large", curl, |_| true),
             Some(("large", Format::Jpeg))
         );
         // Only of the same size: thumb has no WebP, so a WebP browser gets its JPEG.
         assert_eq!(
-            choose(&outputs, "thumb", old_safari),
+            choose(&outputs, "thumb", old_safari, |_| true),
             Some(("thumb", Format::Jpeg))
         );
         assert_eq!(
-            choose(&outputs, "thumb", chrome),
+            choose(&outputs, "thumb", chrome, |_| true),
             Some(("thumb-avif", Format::Avif))
         );
-        assert_eq!(choose(&outputs, "none", chrome), None);
+        assert_eq!(choose(&outputs, "none", chrome, |_| true), None);
+        // Only among those it can serve: at a width only `large` allows, the JPEG.
+        let only_large = |o: &OutputRecord| o.name == "large";
+        assert_eq!(
+            choose(&outputs, "large", chrome, only_large),
+            Some(("large", Format::Jpeg))
+        );
         // Refused with q=0, and case-insensitive.
         assert_eq!(
-            choose(&outputs, "large", "image/avif;q=0, IMAGE/WEBP"),
+            choose(&outputs, "large", "image/avif;q=0, IMAGE/WEBP", |_| true),
             Some(("large-webp", Format::Webp))
         );
     }

@@ -1,7 +1,9 @@
 //! Batch jobs: every object under a source prefix is one image, its results under
 //! `{destination}{key relative to the prefix}/`. Items are enqueued on the workers'
 //! queue in key order, [`Settings::rate`] a second; progress counts manifests,
-//! so duplicate deliveries cannot inflate it.
+//! so duplicate deliveries cannot inflate it. A reprocessing (`spec.reprocess`) is a
+//! batch of uploads written back to each upload: progress counts the manifests that
+//! name the job.
 
 use crate::crd::{ImageJob, ImageJobStatus, Phase};
 use crate::observe::{ObserveError, Observer};
@@ -26,7 +28,8 @@ pub struct BatchObservation {
     pub finished: HashMap<String, bool>,
 }
 
-/// Manifests are written once and never change: for each running batch (by uid), the
+/// A batch's manifests are written once and never change (a reprocessing's, once
+/// they name the job, say so for good): for each running batch (by uid), the
 /// outcome of each manifest read so far. A job's entry is dropped when it finishes.
 #[derive(Default)]
 pub struct ManifestCache(Mutex<HashMap<String, HashMap<String, bool>>>);
@@ -75,7 +78,12 @@ pub async fn observe(
         .await?
         .into_iter()
         .filter(|k| !k.ends_with('/'))
+        .filter(|k| !reprocessing(job) || keys::parse_source_key(k).is_some())
         .collect();
+    if reprocessing(job) {
+        let finished = observe_reprocessed(job, &keys, observer, cache).await?;
+        return Ok(BatchObservation { keys, finished });
+    }
     let written: HashSet<String> = observer
         .list(
             &destination.bucket,
@@ -115,6 +123,49 @@ pub async fn observe(
     Ok(BatchObservation { keys, finished })
 }
 
+/// Whether the job processes uploads again (`spec.reprocess`).
+fn reprocessing(job: &ImageJob) -> bool {
+    job.spec.reprocess == Some(true)
+}
+
+/// For a reprocessing, which of the uploads enqueued so far this job has
+/// reprocessed (their manifests name its uid), and whether that failed: a manifest
+/// read for each, until it does.
+async fn observe_reprocessed(
+    job: &ImageJob,
+    keys: &[String],
+    observer: &dyn Observer,
+    cache: &ManifestCache,
+) -> Result<HashMap<String, bool>, ObserveError> {
+    let uid = cache_key(job);
+    let enqueued = usize::try_from(job.status.as_ref().map_or(0, |s| s.enqueued)).unwrap_or(0);
+    let mut finished = HashMap::new();
+    for key in keys.iter().take(enqueued) {
+        let Some(id) = keys::parse_source_key(key) else {
+            continue;
+        };
+        let manifest_key = keys::manifest_key(id);
+        let failed = match cache.get(&uid, &manifest_key) {
+            Some(failed) => failed,
+            None => {
+                let reprocessed = observer
+                    .manifest(&job.spec.destination.bucket, &manifest_key)
+                    .await?
+                    .and_then(|m| m.reprocessed)
+                    .filter(|r| r.job == uid);
+                let Some(reprocessed) = reprocessed else {
+                    continue;
+                };
+                let failed = reprocessed.error.is_some();
+                cache.insert(&uid, manifest_key, failed);
+                failed
+            }
+        };
+        finished.insert(key.clone(), failed);
+    }
+    Ok(finished)
+}
+
 /// What a batch does next: its verdict and the work to enqueue now.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
@@ -132,8 +183,10 @@ pub struct Plan {
 /// destination prefix, in a folder of its own named after its key.
 fn work_item(job: &ImageJob, prefix: &str, key: &str) -> WorkItem {
     let spec = &job.spec;
-    let destination_prefix =
-        keys::batch_item_prefix(&spec.destination.prefix, prefix, key).unwrap_or_default();
+    let destination_prefix = match keys::parse_source_key(key) {
+        Some(id) if reprocessing(job) => keys::upload_prefix(id),
+        _ => keys::batch_item_prefix(&spec.destination.prefix, prefix, key).unwrap_or_default(),
+    };
     WorkItem {
         job: format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any()),
         bucket: spec.source.bucket.clone(),
@@ -141,6 +194,7 @@ fn work_item(job: &ImageJob, prefix: &str, key: &str) -> WorkItem {
         recipe: spec.recipe.clone(),
         destination_bucket: spec.destination.bucket.clone(),
         destination_prefix,
+        reprocess: reprocessing(job).then(|| cache_key(job)),
     }
 }
 

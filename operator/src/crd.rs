@@ -53,6 +53,14 @@ pub struct ImageJobSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub ttl_seconds_after_finished: Option<i32>,
+    /// Processes finished uploads again under `recipe` (a new version of theirs, or
+    /// another): `source` is the uploads bucket with a `prefix` of their keys
+    /// (`uploads/` for every upload, `uploads/{id}` for one), `destination` the
+    /// processed bucket with no prefix. Each upload keeps its id and status address;
+    /// its new outputs are its next revision, at new addresses, and the earlier
+    /// ones stay where they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reprocess: Option<bool>,
 }
 
 /// One object (`key`) or every object under `prefix`, in `bucket`.

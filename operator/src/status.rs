@@ -135,6 +135,10 @@ pub enum InvalidSpec {
     KeyWithoutExpiry,
     #[error("unknown recipe {recipe:?} (known: {known})")]
     UnknownRecipe { recipe: String, known: String },
+    #[error(
+        "spec.reprocess takes uploads by spec.source.prefix (uploads/...) and writes back to each upload: spec.destination.prefix must be empty"
+    )]
+    Reprocess,
 }
 
 /// What a job's source says, before the job's own rules (suspension, deadline).
@@ -189,7 +193,8 @@ pub enum Work<'a> {
 }
 
 /// The recipe must be known and the source exactly one of an upload's `key` (with
-/// `uploadExpiresAt`) or a batch's `prefix`.
+/// `uploadExpiresAt`) or a batch's `prefix`; a reprocessing is a batch written back
+/// to each upload.
 pub fn validate<'a>(spec: &'a ImageJobSpec, settings: &Settings) -> Result<Work<'a>, InvalidSpec> {
     let source = &spec.source;
     let work = match (&source.key, &source.prefix, &source.upload_expires_at) {
@@ -198,6 +203,11 @@ pub fn validate<'a>(spec: &'a ImageJobSpec, settings: &Settings) -> Result<Work<
         (Some(key), None, Some(_)) => Work::Upload { key },
         (None, Some(prefix), _) => Work::Batch { prefix },
     };
+    if spec.reprocess == Some(true)
+        && (!matches!(work, Work::Batch { .. }) || !spec.destination.prefix.is_empty())
+    {
+        return Err(InvalidSpec::Reprocess);
+    }
     if !settings.recipes.contains(&spec.recipe) {
         return Err(InvalidSpec::UnknownRecipe {
             recipe: spec.recipe.clone(),
@@ -604,6 +614,9 @@ pub(crate) mod tests {
             }),
             timings: StageTimings::default(),
             finished_at: "2026-11-25T12:00:30Z".parse().unwrap(),
+            revision: 0,
+            reprocessed: None,
+            earlier: Vec::new(),
         }
     }
 
@@ -856,6 +869,28 @@ pub(crate) mod tests {
             Ok(Work::Batch { prefix: "shoot/" })
         );
 
+        let reprocess = |spec| batch_job(merged(json!({"reprocess": true}), spec), Value::Null);
+        let elsewhere = reprocess(json!({}));
+        assert_eq!(
+            validate(&elsewhere.spec, &settings),
+            Err(InvalidSpec::Reprocess),
+            "the results go back to each upload, under no other prefix"
+        );
+        let by_key = job(
+            json!({"reprocess": true, "destination": {"prefix": ""}}),
+            Value::Null,
+        );
+        assert_eq!(
+            validate(&by_key.spec, &settings),
+            Err(InvalidSpec::Reprocess)
+        );
+        let uploads =
+            reprocess(json!({"source": {"prefix": "uploads/"}, "destination": {"prefix": ""}}));
+        assert_eq!(
+            validate(&uploads.spec, &settings),
+            Ok(Work::Batch { prefix: "uploads/" })
+        );
+
         let s = stored(&decide(&unknown, &Observed::Invalid(invalid), at(1)));
         assert_eq!(s["phase"], "Failed");
         assert_eq!(s["conditions"][0]["type"], "Failed");
@@ -938,6 +973,37 @@ pub(crate) mod tests {
             (&s["phase"], &s["conditions"][0]["type"]),
             (&json!("Succeeded"), &json!("Complete"))
         );
+    }
+
+    fn merged(mut a: Value, b: Value) -> Value {
+        merge(&mut a, b);
+        a
+    }
+
+    #[test]
+    fn a_reprocessing_sends_each_upload_back_to_its_own_prefix_with_the_jobs_uid() {
+        let id = minilab_core::UploadId::new(chrono::Utc::now());
+        let job_ = batch_job(
+            json!({"reprocess": true, "source": {"prefix": "uploads/"}, "destination": {"prefix": ""}}),
+            Value::Null,
+        );
+        let observed = Observed::Batch(BatchObservation {
+            keys: vec![minilab_core::keys::source_key(id)],
+            finished: HashMap::new(),
+        });
+        let decision = decide(&job_, &observed, at(1));
+        let item = &decision.work[0];
+        assert_eq!(
+            (item.key.as_str(), item.destination_prefix.as_str()),
+            (
+                minilab_core::keys::source_key(id).as_str(),
+                minilab_core::keys::upload_prefix(id).as_str()
+            )
+        );
+        assert_eq!(item.reprocess.as_deref(), Some("u-1"));
+        // A plain batch's items are not reprocessings.
+        let plain = decide(&batch_job(json!({}), Value::Null), &batch(1, &[]), at(1));
+        assert_eq!(plain.work[0].reprocess, None);
     }
 
     #[test]

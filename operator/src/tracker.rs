@@ -35,6 +35,7 @@ pub fn upload_job(upload: &TrackedUpload, ttl_after_finished: Option<i32>) -> Im
             active_deadline_seconds: None,
             suspend: None,
             ttl_seconds_after_finished: ttl_after_finished,
+            reprocess: None,
         },
     );
     job.metadata.labels = Some([(ORIGIN_LABEL.to_owned(), "upload".to_owned())].into());

@@ -42,6 +42,18 @@ pub async fn read_manifest(
     bucket: &str,
     key: &str,
 ) -> Result<Option<Manifest>, ObjectError> {
+    Ok(read_manifest_tagged(s3, bucket, key)
+        .await?
+        .map(|(manifest, _)| manifest))
+}
+
+/// The manifest at `key` and its ETag (for a write conditional on it), `None` when
+/// there is none yet.
+pub async fn read_manifest_tagged(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<(Manifest, Option<String>)>, ObjectError> {
     let object = match s3.get_object().bucket(bucket).key(key).send().await {
         Ok(object) => object,
         Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
@@ -52,6 +64,7 @@ pub async fn read_manifest(
         key: key.to_owned(),
         message,
     };
+    let etag = object.e_tag().map(str::to_owned);
     let length = u64::try_from(object.content_length().unwrap_or(0)).unwrap_or(0);
     if length > MAX_MANIFEST_BYTES {
         return Err(bad(format!(
@@ -70,7 +83,7 @@ pub async fn read_manifest(
         })?
         .into_bytes();
     parse_manifest(&body)
-        .map(Some)
+        .map(|manifest| Some((manifest, etag)))
         .map_err(|e| bad(e.to_string()))
 }
 

@@ -841,7 +841,11 @@ class ChartTest(unittest.TestCase):
                       ("s3:PutObject", "arn:aws:s3:::photos-out/*")]:
             self.assertIn(grant, allowed("demo-minilab-api"))
         self.assertFalse({a for a, _ in allowed("demo-minilab-api")} & {"sqs:SendMessage", "sqs:ReceiveMessage"})
-        self.assertFalse({a for a, _ in allowed("demo-minilab-worker") | allowed("demo-minilab-operator")} & {"s3:DeleteObject"})
+        # The worker deletes only outputs in the processed bucket (a reprocessing's that no
+        # manifest names), never a source; the operator deletes nothing.
+        self.assertEqual({r for a, r in allowed("demo-minilab-worker") if a == "s3:DeleteObject"},
+                         {"arn:aws:s3:::photos-out/*"})
+        self.assertFalse({a for a, _ in allowed("demo-minilab-operator")} & {"s3:DeleteObject"})
         self.assertIn(("sqs:ReceiveMessage", queue), allowed("demo-minilab-worker"))
         self.assertIn(("s3:PutObject", "arn:aws:s3:::photos-out/*"), allowed("demo-minilab-worker"))
         self.assertIn(("s3:GetObject", "arn:aws:s3:::archive/*"), allowed("demo-minilab-worker"))

@@ -480,3 +480,25 @@ spec:
 {extra}"
     )
 }
+
+/// An ImageJob `name` that reprocesses the uploads of `uploads` under `prefix` with
+/// `recipe`, back into `processed`.
+pub fn reprocess_job(
+    name: &str,
+    uploads: &str,
+    prefix: &str,
+    recipe: &str,
+    processed: &str,
+) -> String {
+    format!(
+        "apiVersion: minilab.dev/v1alpha1
+kind: ImageJob
+metadata: {{name: {name}}}
+spec:
+  source: {{bucket: {uploads}, prefix: {prefix}}}
+  recipe: {recipe}
+  destination: {{bucket: {processed}}}
+  reprocess: true
+"
+    )
+}

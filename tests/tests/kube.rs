@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use minilab_tests::aws::{EnvOptions, Stack, metric};
-use minilab_tests::kube::{Cluster, batch_job, photos_bucket};
+use minilab_tests::kube::{Cluster, batch_job, photos_bucket, reprocess_job};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -100,6 +100,124 @@ async fn uploads_become_image_jobs_that_reach_their_final_phase() {
     cluster.wait_job(&name, "jsonpath={.status.phase}=Expired", FINISH);
     let job = cluster.job(&name);
     assert_eq!(condition(&job, "Failed")["reason"], "UploadExpired");
+}
+
+/// An ImageJob with `reprocess: true` runs finished uploads again under another
+/// recipe: each becomes its next revision at new addresses (status and `/i/` name
+/// them), every address served before keeps its bytes, and an upload that fails
+/// again keeps what it had; the job counts what it did, as kubectl shows.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs LocalStack and a kube-apiserver: ./tests/run starts them and runs this"]
+async fn reprocessing_makes_each_upload_a_new_revision_at_new_addresses() {
+    let cluster = Cluster::install(&json!({}));
+    let stack = Stack::connect().await;
+    let env = stack.env(EnvOptions::default()).await;
+    let (_worker, _) = stack.worker(&env, &[]);
+    let (_api, api) = stack.api(&env, &["--serve-images"]);
+    let (mut operator, _) = cluster.operator(&stack, &env, &[]);
+    operator.wait_line("minilab operator ");
+
+    let photo = minilab_tests::photo("photo-small.jpg");
+    let good = api.upload_jpeg("a.jpg", &photo, "large").await;
+    let corrupt = api
+        .upload_jpeg("broken.jpg", b"\xff\xd8\xff\xe0 not really a JPEG", "large")
+        .await;
+    let first = api.wait_final(&good).await;
+    assert_eq!(api.wait_final(&corrupt).await["state"], "failed");
+    let path = |status: &Value, output: usize| {
+        let url = status["outputs"][output]["imageUrl"].as_str().unwrap();
+        url[url.find("/i/").unwrap()..].to_owned()
+    };
+    let bytes = |path: String| {
+        let api = &api;
+        async move {
+            let response = api.get(&path).await;
+            assert_eq!(response.status(), 200, "{path}");
+            response.bytes().await.unwrap().to_vec()
+        }
+    };
+    let large = path(&first, 0);
+    assert_eq!(large, format!("/i/{good}/large.jpg"));
+    let large_bytes = bytes(large.clone()).await;
+
+    // Refused by the operator: a reprocessing writes back to each upload.
+    let processed = env.processed.as_str();
+    cluster.apply(
+        &reprocess_job(
+            "elsewhere",
+            &env.uploads,
+            "uploads/",
+            "thumbnail",
+            processed,
+        )
+        .replace(
+            &format!("bucket: {processed}}}"),
+            &format!("bucket: {processed}, prefix: x/}}"),
+        ),
+    );
+    cluster.wait_job("elsewhere", "condition=Failed", FINISH);
+    assert_eq!(
+        condition(&cluster.job("elsewhere"), "Failed")["reason"],
+        "InvalidSpec"
+    );
+
+    cluster.apply(&reprocess_job(
+        "squares",
+        &env.uploads,
+        "uploads/",
+        "thumbnail",
+        processed,
+    ));
+    cluster.wait_job("squares", "condition=Failed", FINISH);
+    let job = cluster.job("squares");
+    assert_eq!(
+        (
+            job["status"]["succeeded"].as_i64(),
+            job["status"]["failed"].as_i64()
+        ),
+        (Some(1), Some(1)),
+        "{job}"
+    );
+    assert_eq!(condition(&job, "Failed")["reason"], "ImagesFailed");
+
+    // The new revision: the thumbnail recipe's square, at an address of its own.
+    let second = api.status(&good, 0).await;
+    assert_eq!(second["recipe"], "thumbnail", "{second}");
+    let square = path(&second, 0);
+    assert_eq!(square, format!("/i/{good}/square.r1.jpg"));
+    let expected = minilab_tests::expected_outputs(&photo, "thumbnail");
+    assert_eq!(bytes(square.clone()).await, expected[0].1);
+    // What was served before still is, the same bytes (cached for a year), and its
+    // one-address form too.
+    assert_eq!(bytes(large.clone()).await, large_bytes);
+    assert_eq!(bytes(format!("/i/{good}/large.auto")).await, large_bytes);
+    // The upload that fails again keeps what it had.
+    let failed = api.status(&corrupt, 0).await;
+    assert_eq!(
+        (failed["state"].as_str(), failed["recipe"].as_str()),
+        (Some("failed"), Some("large"))
+    );
+
+    // Once more, one upload, by its own prefix: revision 2, the others still served.
+    cluster.apply(&reprocess_job(
+        "again",
+        &env.uploads,
+        &format!("uploads/{good}"),
+        "large",
+        processed,
+    ));
+    cluster.wait_job("again", "condition=Complete", FINISH);
+    assert_eq!(cluster.job("again")["status"]["progress"], "1/1");
+    let third = api.status(&good, 0).await;
+    let large_again = path(&third, 0);
+    assert_eq!(large_again, format!("/i/{good}/large.r2.jpg"));
+    assert_eq!(
+        bytes(large_again).await,
+        large_bytes,
+        "the same recipe, the same bytes"
+    );
+    assert_eq!(bytes(square).await, expected[0].1);
+    assert_eq!(bytes(large).await, large_bytes);
 }
 
 /// Waits (at most 20 s, reading every 50 ms) until a sample on `/metrics` is at

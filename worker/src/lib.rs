@@ -8,13 +8,15 @@
 //! of the same ticket (which S3 cannot refuse) is skipped as `second-upload`, while
 //! another delivery of the same event goes on.
 //! Permanent failures (bad images, unknown recipes) end as a `failed` manifest;
-//! transient ones (storage errors) leave the message for redelivery.
+//! transient ones (storage errors) leave the message for redelivery. An ImageJob
+//! may have finished uploads processed again ([`reprocess`]).
 
 pub mod http;
 pub mod metrics;
 pub mod peers;
 pub mod queue;
 pub mod recovery;
+mod reprocess;
 pub mod runner;
 #[cfg(feature = "sqs")]
 pub mod sqs;
@@ -25,10 +27,11 @@ use chrono::Utc;
 use metrics::Metrics;
 use minilab_core::error::{ErrorCode, ImageError};
 use minilab_core::event::{Message, ObjectCreated, WorkItem, parse_message};
+use minilab_core::keys::{self, OutputFile};
 use minilab_core::manifest::{ErrorRecord, ManifestState, OutputRecord, Source, StageTimings};
 use minilab_core::pipeline::{self, Processed};
 use minilab_core::recipe::FocalPoint;
-use minilab_core::{Limits, Manifest, RecipeBook, UploadId, keys};
+use minilab_core::{Limits, Manifest, RecipeBook, UploadId};
 use minilab_service::changes::Announce;
 use std::sync::Arc;
 use std::time::Instant;
@@ -93,6 +96,8 @@ pub enum SkipReason {
     SecondUpload,
     /// The source was deleted before it was read.
     SourceGone,
+    /// An upload to reprocess has not finished its first processing.
+    NotFinished,
 }
 
 impl SkipReason {
@@ -105,6 +110,7 @@ impl SkipReason {
             Self::Duplicate => "duplicate",
             Self::SecondUpload => "second-upload",
             Self::SourceGone => "source-gone",
+            Self::NotFinished => "not-finished",
         }
     }
 }
@@ -204,6 +210,9 @@ impl Worker {
     /// Processes one image of a batch job, unless it is finished already. Outputs go
     /// only to this worker's processed bucket.
     pub async fn handle_work_item(&self, item: &WorkItem) -> Result<Outcome, Transient> {
+        if let Some(job) = &item.reprocess {
+            return self.reprocess(item, job).await;
+        }
         if item.destination_bucket != self.processed_bucket
             || item.destination_prefix.is_empty()
             || !item.destination_prefix.ends_with('/')
@@ -222,6 +231,7 @@ impl Worker {
             key: item.key.clone(),
             recipe: Some(item.recipe.clone()),
             prefix: item.destination_prefix.clone(),
+            revision: 0,
         };
         self.run(&task, None, None).await
     }
@@ -244,6 +254,7 @@ impl Worker {
             key: keys::source_key(id),
             recipe: None,
             prefix: keys::upload_prefix(id),
+            revision: 0,
         };
         self.run(&task, object.event_time, object.write.as_deref())
             .await
@@ -290,13 +301,25 @@ impl Worker {
         }
     }
 
-    /// One image, in named steps: fetch the source, transform it, store the outputs,
-    /// then the manifest (the pure [`manifest`]) and what follows it.
+    /// One image, in named steps: make it (fetch, transform, store the outputs), write
+    /// its manifest, then report it.
     async fn process(&self, task: &Task) -> Result<Outcome, Transient> {
+        let started = Instant::now();
+        let Some(made) = self.make(task).await? else {
+            return Ok(Outcome::Skipped(SkipReason::SourceGone));
+        };
+        self.write_manifest(task, &made.manifest, None).await?;
+        Ok(self.report(task, made.webhook.as_deref(), &made.manifest, started))
+    }
+
+    /// Fetches the source, transforms it and stores the outputs: the manifest that
+    /// records it (the pure [`manifest`]), not written yet. `None` when the source is
+    /// gone.
+    async fn make(&self, task: &Task) -> Result<Option<Finished>, Transient> {
         let started = Instant::now();
         let Some(mut source) = self.download(task).await? else {
             tracing::warn!(key = task.key, "the source is gone; nothing to process");
-            return Ok(Outcome::Skipped(SkipReason::SourceGone));
+            return Ok(None);
         };
         let mut timings = StageTimings {
             download_ms: ms(started),
@@ -328,9 +351,10 @@ impl Worker {
                 Err(err)
             }
         };
-        let manifest = manifest(task, recipe, source_record(task, &source), timings, result);
-        self.finish(task, source.webhook.as_deref(), &manifest, started)
-            .await
+        Ok(Some(Finished {
+            manifest: manifest(task, recipe, source_record(task, &source), timings, result),
+            webhook: source.webhook,
+        }))
     }
 
     /// The pipeline on the source under its recipe (its `gravity: focus` at the
@@ -381,7 +405,13 @@ impl Worker {
     ) -> Result<Vec<OutputRecord>, Transient> {
         let mut records = Vec::with_capacity(outputs.len());
         for output in outputs {
-            let key = keys::output_key_in(&task.prefix, &output.name, output.format.extension());
+            let key = OutputFile {
+                name: &output.name,
+                revision: task.revision,
+                width: None,
+                format: output.format,
+            }
+            .key_in(&task.prefix);
             records.push(OutputRecord {
                 name: output.name,
                 key: key.clone(),
@@ -405,19 +435,19 @@ impl Worker {
         Ok(records)
     }
 
-    /// The manifest written, the webhook asked for sent, the image logged and timed.
-    async fn finish(
+    /// The webhook asked for sent, the image logged and timed: what `manifest` (as
+    /// made, written already) says happened.
+    fn report(
         &self,
         task: &Task,
         webhook: Option<&str>,
         manifest: &Manifest,
         started: Instant,
-    ) -> Result<Outcome, Transient> {
-        self.write_manifest(task, manifest).await?;
+    ) -> Outcome {
         if let (Some(webhooks), Some(url), Some(_)) = (&self.webhooks, webhook, task.id) {
             webhooks.send(url, manifest, &self.metrics);
         }
-        tracing::info!(key = task.key, state = ?manifest.state, ms = ms(started), "image finished");
+        tracing::info!(key = task.key, state = ?manifest.state, revision = task.revision, ms = ms(started), "image finished");
         let t = &manifest.timings;
         for (stage, ms) in [
             ("download", t.download_ms),
@@ -428,10 +458,10 @@ impl Worker {
         ] {
             self.metrics.stage(stage, ms);
         }
-        Ok(match &manifest.error {
+        match &manifest.error {
             None => Outcome::Succeeded,
             Some(error) => Outcome::Failed(error.code),
-        })
+        }
     }
 
     /// Claims the task for `write` of its source with a conditional PUT of its claim
@@ -529,12 +559,20 @@ impl Worker {
         }))
     }
 
-    async fn write_manifest(&self, task: &Task, manifest: &Manifest) -> Result<(), Transient> {
+    /// Writes the task's manifest; with `if_match`, only over the manifest of that
+    /// ETag (a conditional PUT): `Err` when another one has replaced it since.
+    async fn write_manifest(
+        &self,
+        task: &Task,
+        manifest: &Manifest,
+        if_match: Option<&str>,
+    ) -> Result<(), Transient> {
         let body = serde_json::to_vec_pretty(manifest).map_err(|e| Transient(e.to_string()))?;
         self.s3
             .put_object()
             .bucket(&self.processed_bucket)
             .key(task.manifest_key())
+            .set_if_match(if_match.map(str::to_owned))
             .content_type("application/json")
             .body(ByteStream::from(body))
             .send()
@@ -552,6 +590,8 @@ struct Task {
     key: String,
     recipe: Option<String>,
     prefix: String,
+    /// Which processing of the image this is ([`Manifest::revision`]).
+    revision: u32,
 }
 
 impl Task {
@@ -571,6 +611,13 @@ struct Download {
     delete_key: Option<String>,
     /// Where the uploader says the subject is.
     focus: Option<FocalPoint>,
+}
+
+/// An image processed, its outputs stored: the manifest to write, and where the
+/// uploader asked its final status to be sent.
+struct Finished {
+    manifest: Manifest,
+    webhook: Option<String>,
 }
 
 /// What the pipeline made of an image, its outputs stored.
@@ -638,6 +685,9 @@ fn manifest(
         error,
         timings,
         finished_at: Utc::now(),
+        revision: task.revision,
+        reprocessed: None,
+        earlier: Vec::new(),
     }
 }
 
@@ -658,6 +708,7 @@ mod tests {
             key: "uploads/x/a.jpg".into(),
             recipe: None,
             prefix: "x/".into(),
+            revision: 0,
         }
     }
 

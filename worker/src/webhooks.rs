@@ -137,13 +137,12 @@ impl Webhooks {
 /// (they expire; `statusUrl` gives fresh ones).
 pub fn payload(manifest: &Manifest, image_base: Option<&str>) -> serde_json::Value {
     let id = manifest.id.map(|id| id.to_string());
+    // Uploads only: a batch image has no address.
     let image_url = |output: &minilab_core::manifest::OutputRecord| {
-        let (id, base) = (manifest.id?, image_base?);
-        let extension = output.key.rsplit_once('.').map(|(_, e)| e)?;
-        Some(format!(
-            "{base}{}",
-            minilab_core::keys::image_path(id, &output.name, extension)
-        ))
+        manifest
+            .id
+            .and(image_base)
+            .map(|base| format!("{base}{}", minilab_core::keys::image_path(&output.key)))
     };
     json!({
         "event": "upload.finished",

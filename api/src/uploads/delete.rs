@@ -113,6 +113,7 @@ async fn write_tombstone(state: &ApiState, manifest: Manifest) -> Result<()> {
         outputs: Vec::new(),
         placeholder: None,
         error: None,
+        earlier: Vec::new(),
         finished_at: chrono::Utc::now(),
         ..manifest
     };

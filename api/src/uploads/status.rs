@@ -305,15 +305,13 @@ async fn download_signing(
 /// it is served at too.
 fn stable_address(
     config: &crate::ApiConfig,
-    id: UploadId,
     output: &minilab_core::manifest::OutputRecord,
-    extension: &str,
     recipe: Option<&minilab_core::Recipe>,
 ) -> (Option<String>, Vec<u32>) {
     if !config.serve_images {
         return (None, Vec::new());
     }
-    let path = keys::image_path(id, &output.name, extension);
+    let path = keys::image_path(&output.key);
     let widths = recipe
         .map(|recipe| smaller_widths(recipe, &output.name, output.width))
         .unwrap_or_default();
@@ -347,7 +345,7 @@ async fn status_from_manifest(
             .presigned(presigning.clone())
             .await
             .map_err(ApiError::internal)?;
-        let (image_url, widths) = stable_address(&state.config, id, output, extension, recipe);
+        let (image_url, widths) = stable_address(&state.config, output, recipe);
         outputs.push(OutputView {
             name: output.name.clone(),
             url: url.uri().to_owned(),
