@@ -332,15 +332,16 @@ function attribute(text) {
  * smaller `widths` each is made at on demand): outputs of one type and shape become
  * one `srcset` by width; the JPEG or PNG set with the
  * largest image is the `<img>`, other types of the same shape (AVIF, then WebP) its
- * `<source>`s in a `<picture>`. `null` when no output has a stable address.
+ * `<source>`s in a `<picture>`. `null` when no output has a stable address (a
+ * signed one, of a private upload, expires: nothing to put on a website).
  */
 function embedMarkup(outputs, base) {
   // Each output, and each smaller width it is served at (`large.w640.jpg`).
-  const stable = outputs.filter((o) => o.imageUrl).flatMap((o) => [
+  const stable = outputs.filter((o) => o.imageUrl && !/[?&]signature=/.test(o.imageUrl)).flatMap((o) => [
     o,
     ...(o.widths || []).map((w) => ({
       ...o,
-      imageUrl: o.imageUrl.replace(/(\.[a-z]+)$/, `.w${w}$1`),
+      imageUrl: o.imageUrl.replace(/(\.[a-z]+)(?=\?|$)/, `.w${w}$1`),
       width: w,
       height: Math.max(1, Math.round((o.height * w) / o.width)),
     })),

@@ -28,6 +28,10 @@ pub enum Code {
     DeleteTokenInvalid,
     /// A DELETE of an upload still being processed.
     NotFinished,
+    /// An image address without the signature its status gave (signed links on).
+    ImageLinkInvalid,
+    /// A signed image address past its expiry.
+    ImageLinkExpired,
     /// Too many requests from this client; see `Retry-After`.
     RateLimited,
     /// This client's upload bytes per hour are spent; see `Retry-After`.
@@ -63,7 +67,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, for documentation and tests.
-    pub const ALL: [Code; 27] = [
+    pub const ALL: [Code; 29] = [
         Code::InvalidRequest,
         Code::UnknownRecipe,
         Code::UnsupportedType,
@@ -73,6 +77,8 @@ impl Code {
         Code::NotFound,
         Code::DeleteTokenInvalid,
         Code::NotFinished,
+        Code::ImageLinkInvalid,
+        Code::ImageLinkExpired,
         Code::RateLimited,
         Code::UploadBudgetExceeded,
         Code::TokenMissing,
@@ -105,6 +111,8 @@ impl Code {
             Code::NotFound => "not-found",
             Code::DeleteTokenInvalid => "delete-token-invalid",
             Code::NotFinished => "not-finished",
+            Code::ImageLinkInvalid => "image-link-invalid",
+            Code::ImageLinkExpired => "image-link-expired",
             Code::RateLimited => "rate-limited",
             Code::UploadBudgetExceeded => "upload-budget-exceeded",
             Code::TokenMissing => "token-missing",
@@ -136,7 +144,9 @@ impl Code {
             Code::UnsupportedType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Code::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::NotFound => StatusCode::NOT_FOUND,
-            Code::DeleteTokenInvalid => StatusCode::FORBIDDEN,
+            Code::DeleteTokenInvalid | Code::ImageLinkInvalid | Code::ImageLinkExpired => {
+                StatusCode::FORBIDDEN
+            }
             Code::NotFinished => StatusCode::CONFLICT,
             Code::Replayed => StatusCode::CONFLICT,
             Code::HostNotAllowed => StatusCode::MISDIRECTED_REQUEST,

@@ -12,9 +12,10 @@ use crate::renders;
 use crate::uploads::status::read_manifest;
 use axum::Extension;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use minilab_core::image_links::{self, LinkError};
 use minilab_core::keys::{ImageRequest, OutputFile};
 use minilab_core::manifest::{ManifestState, OutputRecord};
 use minilab_core::recipe::Format;
@@ -49,11 +50,61 @@ pub async fn image(
     State(state): State<ApiState>,
     client: Option<Extension<Client>>,
     headers: HeaderMap,
+    RawQuery(query): RawQuery,
     Path((id, file)): Path<(String, String)>,
 ) -> Result<Response> {
     let id: UploadId = id.parse().map_err(|_| not_found())?;
-    match keys::parse_image_request(&file).ok_or_else(not_found)? {
-        ImageRequest::File(file) => serve(&state, client, &headers, id, file).await,
+    let signed = signed_link(&state, id, query.as_deref())?;
+    let mut response = answer(&state, client, &headers, id, &file).await?;
+    // A signed address is one person's, for a while: never kept by a CDN.
+    if let Some(left) = signed
+        && let Ok(value) = HeaderValue::try_from(format!("private, max-age={left}"))
+    {
+        response.headers_mut().insert(header::CACHE_CONTROL, value);
+    }
+    Ok(response)
+}
+
+/// With signed links ([`minilab_core::image_links`]), the seconds the request's
+/// link stays valid, or why it opens nothing; `None` when links are not signed.
+fn signed_link(state: &ApiState, id: UploadId, query: Option<&str>) -> Result<Option<u64>> {
+    let Some(links) = &state.config.image_links else {
+        return Ok(None);
+    };
+    let query = query.unwrap_or_default();
+    let value = |name| image_links::query_value(query, name);
+    links
+        .check(id, value("expires"), value("signature"), unix_now())
+        .map(Some)
+        .map_err(|err| match err {
+            LinkError::Invalid => ApiError::new(
+                Code::ImageLinkInvalid,
+                "this image's address must carry the signature its status gave",
+            ),
+            LinkError::Expired => ApiError::new(
+                Code::ImageLinkExpired,
+                "this image's address has expired; its status gives a fresh one",
+            ),
+        })
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// What `/i/{id}/{file}` answers, before the signed link's caching.
+async fn answer(
+    state: &ApiState,
+    client: Option<Extension<Client>>,
+    headers: &HeaderMap,
+    id: UploadId,
+    file: &str,
+) -> Result<Response> {
+    match keys::parse_image_request(file).ok_or_else(not_found)? {
+        ImageRequest::File(file) => serve(state, client, headers, id, file).await,
         ImageRequest::Auto {
             name,
             revision,
@@ -63,7 +114,7 @@ pub async fn image(
                 .get(header::ACCEPT)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
-            let manifest = read_manifest(&state, id)
+            let manifest = read_manifest(state, id)
                 .await?
                 .filter(|m| m.state == ManifestState::Succeeded)
                 .ok_or_else(not_found)?;
@@ -73,7 +124,7 @@ pub async fn image(
             let can_serve = |output: &OutputRecord| {
                 width.is_none_or(|width| {
                     revision == manifest.revision
-                        && renders::allows(&state, &manifest.recipe, &output.name, width)
+                        && renders::allows(state, &manifest.recipe, &output.name, width)
                 })
             };
             let (name, format) =
@@ -84,7 +135,7 @@ pub async fn image(
                 width,
                 format,
             };
-            let mut response = serve(&state, client, &headers, id, file).await?;
+            let mut response = serve(state, client, headers, id, file).await?;
             response
                 .headers_mut()
                 .insert(header::VARY, HeaderValue::from_static("Accept"));

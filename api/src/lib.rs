@@ -87,9 +87,12 @@ pub struct ApiConfig {
     pub download_ttl: Duration,
     /// Serve the upload page at `/`.
     pub serve_web: bool,
-    /// Serve outputs at stable addresses, `GET /i/{id}/{output}.{ext}` (never with
-    /// sign-in: the address is the only key), and name them in statuses.
+    /// Serve outputs at stable addresses, `GET /i/{id}/{output}.{ext}` (with
+    /// sign-in only signed: the address is the only key), and name them in statuses.
     pub serve_images: bool,
+    /// Sign the addresses statuses name, and serve only signed ones
+    /// ([`minilab_core::image_links`]).
+    pub image_links: Option<minilab_core::image_links::ImageLinks>,
     /// What a status puts before `/i/...` (the CDN's `https://host`); empty: the
     /// path alone, relative to the API.
     pub image_base_url: String,

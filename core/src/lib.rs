@@ -9,6 +9,7 @@ pub mod deletion;
 pub mod error;
 pub mod event;
 pub mod id;
+pub mod image_links;
 pub mod keys;
 pub mod limits;
 pub mod manifest;

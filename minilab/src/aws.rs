@@ -45,10 +45,20 @@ pub struct ApiArgs {
     #[arg(long, env = "MINILAB_SERVE_WEB", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     serve_web: bool,
     /// Serve outputs at stable addresses, `GET /i/{id}/{output}.{ext}`, cacheable for
-    /// a year (for `<img src>` and a CDN); statuses name them as `imageUrl`. Not with
-    /// sign-in: such uploads are private, and the address would be their only key.
+    /// a year (for `<img src>` and a CDN); statuses name them as `imageUrl`. With
+    /// sign-in only with --image-link-secret: such uploads are private, and an
+    /// unsigned address would be their only key.
     #[arg(long, env = "MINILAB_SERVE_IMAGES", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     serve_images: bool,
+    /// Sign the image addresses statuses name (`?expires=...&signature=...`, an
+    /// HMAC-SHA256 with this secret, at least 16 bytes) and serve only signed ones,
+    /// `private` to browsers and never kept by a CDN.
+    #[arg(long, env = "MINILAB_IMAGE_LINK_SECRET", hide_env_values = true)]
+    image_link_secret: Option<String>,
+    /// Seconds a signed image address is handed out for: each is valid for one to
+    /// two of them.
+    #[arg(long, env = "MINILAB_IMAGE_LINK_WINDOW", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(60..=7 * 86400))]
+    image_link_window: u64,
     #[command(flatten)]
     images: crate::flags::ImageBaseArgs,
     /// The URL browsers POST uploads to [default: the uploads bucket's S3 URL].
@@ -234,6 +244,21 @@ fn upload_url(sdk: &aws_config::SdkConfig, bucket: &str, path_style: bool, regio
     }
 }
 
+/// The signer of image addresses, when --image-link-secret is given.
+fn image_links(args: &ApiArgs) -> anyhow::Result<Option<minilab_core::image_links::ImageLinks>> {
+    let Some(secret) = &args.image_link_secret else {
+        return Ok(None);
+    };
+    let secret = minilab_core::webhook::signing_secret(
+        secret.as_bytes(),
+        "--image-link-secret (MINILAB_IMAGE_LINK_SECRET)",
+    )?;
+    Ok(Some(minilab_core::image_links::ImageLinks::new(
+        secret,
+        args.image_link_window,
+    )))
+}
+
 pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
     let sdk = sdk_config().await;
     let region = sdk
@@ -266,14 +291,15 @@ pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
         download_ttl: args.presign.download_ttl(),
         serve_web: args.serve_web,
         serve_images: args.serve_images,
+        image_links: image_links(&args)?,
         image_base_url: args.images.base()?,
         rate_limits: args.client_limits.rate_limits(RateLimits::API),
         webhooks: args.webhooks.allow_list()?,
     };
     let sign_in = args.sign_in.sign_in().await?;
-    if args.serve_images && sign_in.is_some() {
+    if args.serve_images && sign_in.is_some() && config.image_links.is_none() {
         anyhow::bail!(
-            "--serve-images with sign-in: signed-in uploads are private, and an image's stable address would be open to anyone who has it"
+            "--serve-images with sign-in needs --image-link-secret: signed-in uploads are private, and an unsigned stable address would be open to anyone who has it, for ever"
         );
     }
     let signer = Arc::new(minilab_api::signing::Signer::new(credentials));

@@ -75,7 +75,7 @@ enum Command {
     Up(up::UpArgs),
     #[cfg(feature = "cluster")]
     /// Serve the API on AWS: presigned uploads, status and recipes.
-    Api(aws::ApiArgs),
+    Api(Box<aws::ApiArgs>),
     #[cfg(feature = "cluster")]
     /// Consume the uploads bucket's events from SQS and process the images.
     Worker(aws::WorkerArgs),
@@ -110,7 +110,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Up(args) => block_on(Box::pin(up::run(args)) as BoxedRun),
         #[cfg(feature = "cluster")]
-        Command::Api(args) => block_on(Box::pin(aws::run_api(args))),
+        Command::Api(args) => block_on(Box::pin(aws::run_api(*args))),
         #[cfg(feature = "cluster")]
         Command::Worker(args) => block_on(Box::pin(aws::run_worker(args))),
         Command::Process(args) => process::run(args),

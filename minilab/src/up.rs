@@ -146,6 +146,7 @@ fn api_config(
         download_ttl: args.presign.download_ttl(),
         serve_web: true,
         serve_images: true,
+        image_links: None,
         image_base_url: String::new(),
         rate_limits: args
             .client_limits

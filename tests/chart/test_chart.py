@@ -1333,11 +1333,25 @@ class ChartTest(unittest.TestCase):
         self.assertEqual(api_env(plain)["MINILAB_IMAGE_BASE_URL"], "https://api.photos.example.com")
         self.assertNotIn("MINILAB_IMAGE_BASE_URL", api_env(render(merged(BASE, {"api": {"serveImages": True}}))))
         self.assertNotIn("MINILAB_IMAGE_BASE_URL", api_env(render(merged(VALUE_SETS["ingress-netpol-monitor"], {}))))
-        # Signed-in uploads are private: no stable addresses for them.
+        # Signed-in uploads are private: no unsigned stable addresses for them.
         sign_in = {"issuer": "https://id.example.com", "audience": "minilab", "jwksUrl": "https://id.example.com/jwks"}
         with self.assertRaises(Exception) as refused:
             render(merged(BASE, {"api": {"serveImages": True, "signIn": sign_in}}))
-        self.assertIn("api.serveImages cannot be on with api.signIn", str(refused.exception))
+        self.assertIn("api.serveImages with api.signIn needs api.imageLinks.secretName", str(refused.exception))
+        # Signed ones: the key from the Secret, and at the edge nothing cached and the
+        # query (the signature) sent on to the API.
+        signed = render(merged(VALUE_SETS["aws"], {"api": {"serveImages": True, "signIn": sign_in,
+                                                           "imageLinks": {"secretName": "image-links", "windowSeconds": 900}}}))
+        container = by_kind(signed, "Deployment")["demo-minilab-api"]["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e for e in container["env"]}
+        self.assertEqual(env["MINILAB_IMAGE_LINK_SECRET"]["valueFrom"], {"secretKeyRef": {"name": "image-links", "key": "secret"}})
+        self.assertEqual(env["MINILAB_IMAGE_LINK_WINDOW"]["value"], "900")
+        self.assertNotIn("MINILAB_IMAGE_LINK_SECRET", api_env(docs))
+        [distribution] = by_kind(signed, "Distribution").values()
+        behaviours = {b["pathPattern"]: b for b in distribution["spec"]["distributionConfig"]["cacheBehaviors"]["items"]}
+        for pattern in ["/i/*", "/i/*.auto"]:
+            self.assertEqual(behaviours[pattern]["cachePolicyID"], "4135ea2d-6df8-44a3-9df3-4b5a84be39ad", pattern)  # CachingDisabled
+            self.assertEqual(behaviours[pattern]["originRequestPolicyID"], "b689b0a8-53d0-40ab-baf2-68738e2966ac", pattern)
 
     def test_sign_in_is_off_by_default_and_complete_when_on(self):
         def api_env(values):

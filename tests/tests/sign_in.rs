@@ -165,10 +165,10 @@ async fn with_sign_in_uploads_need_a_good_token_and_belong_to_their_subject() {
 }
 
 /// Signed-in uploads are private: an API with sign-in does not start serving images
-/// at stable addresses, which anyone holding one could read.
+/// at unsigned stable addresses, which anyone holding one could read for ever.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs LocalStack: ./tests/run starts it and runs this"]
-async fn stable_image_addresses_are_refused_with_sign_in() {
+async fn unsigned_image_addresses_are_refused_with_sign_in() {
     let (_issuer, jwks_url, stack, env) = issuer_and_stack().await;
     let mut command = stack.command("api", &env);
     command
@@ -183,5 +183,97 @@ async fn stable_image_addresses_are_refused_with_sign_in() {
     .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("--serve-images with sign-in"), "{stderr}");
+    assert!(
+        stderr.contains("--serve-images with sign-in needs --image-link-secret"),
+        "{stderr}"
+    );
+}
+
+/// `GET /api/v1/uploads/{id}?wait=10` as `token` until the upload is final (at most
+/// two minutes).
+async fn final_status(api: &minilab_tests::Api, id: &str, token: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let body: Value = api
+            .http
+            .get(format!("{}/api/v1/uploads/{id}?wait=10", api.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if !matches!(
+            body["state"].as_str(),
+            Some("awaiting_upload" | "processing")
+        ) {
+            return body;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+    }
+}
+
+/// With sign-in and `--image-link-secret`, the owner's statuses name signed image
+/// addresses: those open the upload's images (any of its files, `private` to the
+/// browser, for a while), and nothing else does.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs LocalStack: ./tests/run starts it and runs this"]
+async fn private_images_open_only_at_the_signed_addresses_their_owner_is_given() {
+    let (issuer, jwks_url, stack, env) = issuer_and_stack().await;
+    let (_worker, _) = stack.worker(&env, &[]);
+    let mut args = sign_in_args(&jwks_url).to_vec();
+    args.extend([
+        "--serve-images",
+        "--image-link-secret",
+        "twenty bytes of secret",
+    ]);
+    let (_api, api) = stack.api(&env, &args);
+    let alice = issuer.token("alice", AUDIENCE, 300);
+    let photo = photo("photo-small.jpg");
+    let (created, ticket_body) = ticket(&api, Some(&alice), photo.len()).await;
+    assert_eq!(created, 201, "{ticket_body}");
+    api.upload(&ticket_body, photo, "image/jpeg").await;
+    let id = ticket_body["id"].as_str().unwrap();
+    let status = final_status(&api, id, &alice).await;
+    let address = status["outputs"][0]["imageUrl"].as_str().unwrap();
+    let (path, query) = address.split_once('?').expect("a signed address");
+    assert_eq!(path, format!("/i/{id}/large.jpg"));
+
+    let get = |path: String| {
+        let api = &api;
+        async move { api.get(&path).await }
+    };
+    let opened = get(address.to_owned()).await;
+    assert_eq!(opened.status(), 200);
+    let caching = opened.headers()["cache-control"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let max_age: u64 = caching
+        .strip_prefix("private, max-age=")
+        .unwrap_or_else(|| panic!("{caching}"))
+        .parse()
+        .unwrap();
+    assert!((3600..=7200).contains(&max_age), "{caching}");
+    assert!(!opened.bytes().await.unwrap().is_empty());
+    // One signature opens every file of the upload.
+    let auto = get(format!("/i/{id}/large.auto?{query}")).await;
+    assert_eq!(auto.status(), 200);
+
+    let expires = query
+        .split('&')
+        .find_map(|p| p.strip_prefix("expires="))
+        .unwrap();
+    let later = (expires.parse::<u64>().unwrap() + 3600).to_string();
+    for refused in [
+        path.to_owned(),
+        format!("{path}?{}", query.replace(expires, &later)),
+        format!("{path}?expires={expires}"),
+    ] {
+        let response = get(refused.clone()).await;
+        assert_eq!(response.status(), 403, "{refused}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(code(&body), "image-link-invalid", "{refused}");
+    }
 }
