@@ -280,6 +280,17 @@ impl Api {
         Self::client(self.url.clone(), builder)
     }
 
+    /// The same API as a signed-in client: every request carries `token` as its bearer.
+    pub fn signed_in(&self, token: &str) -> Api {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let value = format!("Bearer {token}").parse().expect("a header value");
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        Self::client(
+            self.url.clone(),
+            reqwest::Client::builder().default_headers(headers),
+        )
+    }
+
     fn client(url: String, builder: reqwest::ClientBuilder) -> Api {
         Api {
             url,

@@ -189,31 +189,6 @@ async fn unsigned_image_addresses_are_refused_with_sign_in() {
     );
 }
 
-/// `GET /api/v1/uploads/{id}?wait=10` as `token` until the upload is final (at most
-/// two minutes).
-async fn final_status(api: &minilab_tests::Api, id: &str, token: &str) -> Value {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    loop {
-        let body: Value = api
-            .http
-            .get(format!("{}/api/v1/uploads/{id}?wait=10", api.url))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if !matches!(
-            body["state"].as_str(),
-            Some("awaiting_upload" | "processing")
-        ) {
-            return body;
-        }
-        assert!(std::time::Instant::now() < deadline, "{body}");
-    }
-}
-
 /// With sign-in and `--image-link-secret`, the owner's statuses name signed image
 /// addresses: those open the upload's images (any of its files, `private` to the
 /// browser, for a while), and nothing else does.
@@ -235,7 +210,7 @@ async fn private_images_open_only_at_the_signed_addresses_their_owner_is_given()
     assert_eq!(created, 201, "{ticket_body}");
     api.upload(&ticket_body, photo, "image/jpeg").await;
     let id = ticket_body["id"].as_str().unwrap();
-    let status = final_status(&api, id, &alice).await;
+    let status = api.signed_in(&alice).wait_final(id).await;
     let address = status["outputs"][0]["imageUrl"].as_str().unwrap();
     let (path, query) = address.split_once('?').expect("a signed address");
     assert_eq!(path, format!("/i/{id}/large.jpg"));
