@@ -26,7 +26,7 @@ pub fn decode_scaled(
     limits: &Limits,
     scale: f64,
 ) -> Result<(SourceInfo, DynamicImage), ImageError> {
-    let decoded = decode_in(bytes, limits, scale, Colorspace::Srgb)?;
+    let decoded = decode_in(bytes, limits, scale, Colorspace::Srgb, Conversion::AtDecode)?;
     Ok((decoded.info, decoded.image))
 }
 
@@ -50,6 +50,18 @@ pub(super) struct Decoded {
     /// The ICC profile the pixels are in, when `Colorspace::Keep` kept them so (and
     /// only for RGB profiles); `None` means sRGB.
     pub icc: Option<Vec<u8>>,
+    /// The profile the pixels are still in when their conversion to sRGB was left
+    /// for each output, after its geometry ([`Profile::to_srgb`] on fewer pixels).
+    pub pending: Option<Profile>,
+}
+
+/// When a profile's conversion to sRGB happens: at decoding, or on each output after
+/// its geometry (what libvips's thumbnail does: a 12 MP photo's 1024 px output has a
+/// twelfth of its pixels), which only geometric operations allow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Conversion {
+    AtDecode,
+    PerOutput,
 }
 
 /// [`decode_scaled`] with the recipe's colour space: `Srgb` converts the pixels
@@ -60,6 +72,7 @@ pub(super) fn decode_in(
     limits: &Limits,
     scale: f64,
     colorspace: Colorspace,
+    conversion: Conversion,
 ) -> Result<Decoded, ImageError> {
     let (format, frames) = match probe(bytes, limits)? {
         Sniffed::Image(format, frames) => (format, frames),
@@ -99,6 +112,11 @@ pub(super) fn decode_in(
         Some(image) => image,
         None => normalize(DynamicImage::from_decoder(decoder).map_err(decode_error)?),
     };
+    let later = conversion == Conversion::PerOutput && colorspace == Colorspace::Srgb;
+    let (profile, pending) = match profile {
+        Some(p) if later && p.is_rgb() => (None, Some(p)),
+        other => (other, None),
+    };
     let (mut image, kept) = apply_profile(image, profile, icc, colorspace);
     image.apply_orientation(orientation);
     let info = SourceInfo {
@@ -111,6 +129,7 @@ pub(super) fn decode_in(
         info,
         image,
         icc: kept,
+        pending,
     })
 }
 
@@ -201,6 +220,7 @@ fn decode_heic(
         },
         image,
         icc,
+        pending: None,
     })
 }
 

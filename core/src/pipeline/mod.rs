@@ -144,6 +144,7 @@ fn run(bytes: &[u8], recipe: &Recipe, limits: &Limits) -> Result<Processed, Imag
         limits,
         decode::needed_scale(recipe, bytes),
         recipe.colorspace,
+        conversion(recipe),
     )?;
     let mut timings = Timings {
         decode: started.elapsed(),
@@ -166,7 +167,10 @@ fn run(bytes: &[u8], recipe: &Recipe, limits: &Limits) -> Result<Processed, Imag
     outputs.sort_by_key(|(index, _)| *index);
 
     let started = Instant::now();
-    let placeholder = placeholder::placeholder(smallest.as_ref().unwrap_or(&decoded.image));
+    let placeholder = match smallest {
+        Some(smallest) => placeholder::placeholder(&smallest),
+        None => placeholder::placeholder(&in_srgb(&decoded, decoded.image.clone())),
+    };
     timings.encode += started.elapsed();
     Ok(Processed {
         source: decoded.info,
@@ -174,6 +178,37 @@ fn run(bytes: &[u8], recipe: &Recipe, limits: &Limits) -> Result<Processed, Imag
         placeholder,
         timings,
     })
+}
+
+/// Where the source's profile is converted to sRGB: on each output, after its
+/// geometry, when every output has only geometric operations (tone, blur and a
+/// padded background mean sRGB values); else at decoding.
+fn conversion(recipe: &Recipe) -> decode::Conversion {
+    let geometric = |op: &crate::recipe::Operation| {
+        use crate::recipe::{Fit, Operation};
+        match op {
+            Operation::Resize { fit, .. } => *fit != Fit::Contain,
+            Operation::Crop { .. } | Operation::Rotate { .. } | Operation::Flip { .. } => true,
+            _ => false,
+        }
+    };
+    if recipe
+        .outputs
+        .iter()
+        .all(|o| o.operations.iter().all(geometric))
+    {
+        decode::Conversion::PerOutput
+    } else {
+        decode::Conversion::AtDecode
+    }
+}
+
+/// `pixels` of `decoded`'s in sRGB: converted through the profile left for later.
+fn in_srgb(decoded: &decode::Decoded, pixels: DynamicImage) -> DynamicImage {
+    match &decoded.pending {
+        Some(profile) => profile.to_srgb(pixels),
+        None => pixels,
+    }
 }
 
 /// An output and its index in the recipe.
@@ -198,6 +233,7 @@ fn stills(
         let spec = &recipe.outputs[index];
         let started = Instant::now();
         let pixels = operations::transform(image, spec, &mut resizer, &mut derived)?;
+        let pixels = in_srgb(decoded, pixels);
         timings.transform += started.elapsed();
 
         let started = Instant::now();
