@@ -1,9 +1,9 @@
 //! `GET /i/{id}/{output}.{ext}`: an upload's output at a stable address a website can
 //! use in `<img src>` and a CDN can cache for a year, instead of an expiring
 //! download link; `{output}.auto`, the same image in the best format the browser
-//! takes (`Vary: Accept`). The address is the capability (the id's 80 random bits), so it is
-//! served only where uploads are not private: never with sign-in on (see
-//! docs/architecture.md, "Delivery").
+//! takes (`Vary: Accept`). The address is the capability (the id's 80 random bits), so
+//! where uploads are private (sign-in) it is served only signed
+//! ([`minilab_core::image_links`]; see docs/architecture.md, "Delivery").
 
 use crate::ApiState;
 use crate::error::{ApiError, Code, ErrorBody, Result};
@@ -19,7 +19,7 @@ use minilab_core::image_links::{self, LinkError};
 use minilab_core::keys::{ImageRequest, OutputFile};
 use minilab_core::manifest::{ManifestState, OutputRecord};
 use minilab_core::recipe::Format;
-use minilab_core::{UploadId, keys, negotiate};
+use minilab_core::{Manifest, UploadId, keys, negotiate};
 
 /// Outputs never change under their key: a year, immutable.
 pub const CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
@@ -110,31 +110,11 @@ async fn answer(
             revision,
             width,
         } => {
-            let accept = headers
-                .get(header::ACCEPT)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
             let manifest = read_manifest(state, id)
                 .await?
                 .filter(|m| m.state == ManifestState::Succeeded)
                 .ok_or_else(not_found)?;
-            let outputs = manifest.outputs_of(revision).ok_or_else(not_found)?;
-            // At a width, only a type whose output may be made at it (sizes are made
-            // for the current revision only).
-            let can_serve = |output: &OutputRecord| {
-                width.is_none_or(|width| {
-                    revision == manifest.revision
-                        && renders::allows(state, &manifest.recipe, &output.name, width)
-                })
-            };
-            let (name, format) =
-                negotiate::choose(outputs, name, accept, can_serve).ok_or_else(not_found)?;
-            let file = OutputFile {
-                name,
-                revision,
-                width,
-                format,
-            };
+            let file = chosen(state, &manifest, headers, name, revision, width)?;
             let mut response = serve(state, client, headers, id, file).await?;
             response
                 .headers_mut()
@@ -142,6 +122,39 @@ async fn answer(
             Ok(response)
         }
     }
+}
+
+/// The file `{name}[.r{revision}][.w{width}].auto` serves: among `manifest`'s
+/// outputs of that revision, the type the request's `Accept` takes best; at a width,
+/// only a type whose output may be made at it (sizes are made for the current
+/// revision only).
+fn chosen<'a>(
+    state: &ApiState,
+    manifest: &'a Manifest,
+    headers: &HeaderMap,
+    name: &str,
+    revision: u32,
+    width: Option<u32>,
+) -> Result<OutputFile<'a>> {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let outputs = manifest.outputs_of(revision).ok_or_else(not_found)?;
+    let can_serve = |output: &OutputRecord| {
+        width.is_none_or(|width| {
+            revision == manifest.revision
+                && renders::allows(state, &manifest.recipe, &output.name, width)
+        })
+    };
+    let (name, format) =
+        negotiate::choose(outputs, name, accept, can_serve).ok_or_else(not_found)?;
+    Ok(OutputFile {
+        name,
+        revision,
+        width,
+        format,
+    })
 }
 
 /// The file's bytes (or a 304), made first if it is a width asked for the first time.
