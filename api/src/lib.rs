@@ -185,6 +185,7 @@ const MAX_BODY_BYTES: usize = 16 * 1024;
 /// into this one.
 pub fn router(state: ApiState) -> Router {
     let serve_web = state.config.serve_web;
+    let readiness = state.readiness.clone();
     // The probes stay outside the concurrency limit: requests that wait (long polls,
     // event streams) may fill it, and a pod that cannot answer its probes is taken
     // out of service and restarted.
@@ -211,6 +212,27 @@ pub fn router(state: ApiState) -> Router {
     )
     .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
     .merge(probes)
+    .layer(axum::middleware::map_response_with_state(
+        readiness,
+        close_when_draining,
+    ))
+}
+
+/// Once draining, each answer closes its connection (`Connection: close`): a client's
+/// next request opens a new one, which goes to an instance that stays. Kept alive,
+/// the connection would idle until the server stops and closes it, and a request sent
+/// at that moment would be lost (hyper's `IncompleteMessage`; a POST is not retried).
+async fn close_when_draining(
+    axum::extract::State(readiness): axum::extract::State<Readiness>,
+    mut response: axum::response::Response,
+) -> axum::response::Response {
+    if readiness.draining() {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 async fn overload_or_timeout(err: BoxError) -> ApiError {

@@ -803,6 +803,7 @@ async fn the_apis_readiness_is_about_itself_and_its_metrics_have_their_own_port(
     };
     let ready = get(format!("{}/readyz", api.url)).await;
     assert_eq!(ready.status(), 200);
+    assert_eq!(ready.headers().get("connection"), None, "kept alive");
     // /metrics only on its own port, never where the internet may reach.
     assert_eq!(get(format!("{}/metrics", api.url)).await.status(), 404);
     let scraped = get(format!("{metrics}/metrics")).await;
@@ -822,9 +823,13 @@ async fn the_apis_readiness_is_about_itself_and_its_metrics_have_their_own_port(
         .await
         .unwrap();
     assert_eq!(draining["error"]["code"], "draining");
+    // Served, and its connection closed after it: a client's next request goes to an
+    // instance that stays, not onto a connection this one closes when it stops.
+    let served = get(format!("{}/api/v1/recipes", api.url)).await;
+    assert_eq!(served.status(), 200);
     assert_eq!(
-        get(format!("{}/api/v1/recipes", api.url)).await.status(),
-        200
+        served.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..])
     );
     let exited = process
         .wait_exit(Duration::from_secs(10))

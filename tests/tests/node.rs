@@ -437,7 +437,8 @@ async fn the_other_operator_finishes_the_batch_when_the_leader_goes() {
 
 /// `kubectl rollout restart` of the API while a client uploads without pause: every
 /// request answers (readiness turns 503 at SIGTERM, the pod serves on through the
-/// shutdown delay while kube-proxy takes it out), and every upload succeeds.
+/// shutdown delay while kube-proxy takes it out, closing each connection after its
+/// answer), and every upload succeeds.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the node: ./tests/run starts it and runs this"]
 async fn a_rolling_restart_of_the_api_fails_no_request() {
