@@ -4,6 +4,7 @@
 //! tracking: bounded in time, a failure logged and counted, never a failed DELETE
 //! (the images are gone from S3 by then, and the CDN lets them go when they expire).
 
+use crate::best_effort::{Outcomes, bounded};
 use crate::metrics::ApiMetrics;
 use crate::tracking::TrackError;
 use async_trait::async_trait;
@@ -18,6 +19,12 @@ pub trait CdnPurge: Send + Sync {
 
 /// The longest a CDN may take to take the request.
 pub const PURGE_TIMEOUT: Duration = Duration::from_secs(5);
+/// `minilab_api_cdn_invalidations_total`'s labels.
+const PURGED: Outcomes = Outcomes {
+    done: "asked",
+    failed: "failed",
+    timed_out: "timeout",
+};
 
 /// The addresses of upload `id`'s images, as a CDN's wildcard: `/i/{id}/*`.
 pub fn pattern(id: UploadId) -> String {
@@ -28,18 +35,9 @@ pub fn pattern(id: UploadId) -> String {
 /// `minilab_api_cdn_invalidations_total`.
 pub async fn purge(cdn: &dyn CdnPurge, metrics: &ApiMetrics, id: UploadId) {
     let pattern = pattern(id);
-    let result = match tokio::time::timeout(PURGE_TIMEOUT, cdn.purge(&pattern)).await {
-        Ok(Ok(())) => "asked",
-        Ok(Err(e)) => {
-            tracing::warn!(%id, error = %e, "the CDN was not asked to forget the deleted images");
-            "failed"
-        }
-        Err(_) => {
-            tracing::warn!(%id, "asking the CDN to forget the deleted images timed out");
-            "timeout"
-        }
-    };
-    metrics.invalidated(result);
+    let what = "asking the CDN to forget the deleted images";
+    let call = cdn.purge(&pattern);
+    metrics.invalidated(bounded(what, id, PURGE_TIMEOUT, PURGED, call).await);
 }
 
 #[cfg(test)]

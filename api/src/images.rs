@@ -74,7 +74,12 @@ fn signed_link(state: &ApiState, id: UploadId, query: Option<&str>) -> Result<Op
     let query = query.unwrap_or_default();
     let value = |name| image_links::query_value(query, name);
     links
-        .check(id, value("expires"), value("signature"), unix_now())
+        .check(
+            id,
+            value("expires"),
+            value("signature"),
+            image_links::unix_now(),
+        )
         .map(Some)
         .map_err(|err| match err {
             LinkError::Invalid => ApiError::new(
@@ -88,13 +93,6 @@ fn signed_link(state: &ApiState, id: UploadId, query: Option<&str>) -> Result<Op
         })
 }
 
-/// Seconds since the Unix epoch.
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// What `/i/{id}/{file}` answers, before the signed link's caching.
 async fn answer(
     state: &ApiState,
@@ -104,7 +102,7 @@ async fn answer(
     file: &str,
 ) -> Result<Response> {
     match keys::parse_image_request(file).ok_or_else(not_found)? {
-        ImageRequest::File(file) => serve(state, client, headers, id, file).await,
+        ImageRequest::File(file) => serve(state, client, headers, id, file, None).await,
         ImageRequest::Auto {
             name,
             revision,
@@ -115,7 +113,7 @@ async fn answer(
                 .filter(|m| m.state == ManifestState::Succeeded)
                 .ok_or_else(not_found)?;
             let file = chosen(state, &manifest, headers, name, revision, width)?;
-            let mut response = serve(state, client, headers, id, file).await?;
+            let mut response = serve(state, client, headers, id, file, Some(&manifest)).await?;
             response
                 .headers_mut()
                 .insert(header::VARY, HeaderValue::from_static("Accept"));
@@ -157,13 +155,15 @@ fn chosen<'a>(
     })
 }
 
-/// The file's bytes (or a 304), made first if it is a width asked for the first time.
+/// The file's bytes (or a 304), made first if it is a width asked for the first time
+/// (from `manifest`, the upload's, if read already).
 async fn serve(
     state: &ApiState,
     client: Option<Extension<Client>>,
     headers: &HeaderMap,
     id: UploadId,
     file: OutputFile<'_>,
+    manifest: Option<&Manifest>,
 ) -> Result<Response> {
     let key = file.key(id);
     let if_none_match = headers
@@ -185,7 +185,7 @@ async fn serve(
         // A width the recipe allows, asked for the first time: made now.
         Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
             let client = client.map(|Extension(Client(client))| client);
-            let made = renders::make(state, client, id, file).await?;
+            let made = renders::make(state, client, id, file, manifest).await?;
             return Ok(image_response(
                 Body::from(made.bytes),
                 file.format,

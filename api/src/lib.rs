@@ -16,6 +16,7 @@ pub mod tracking;
 pub mod web;
 
 // The handlers and what only they use.
+pub(crate) mod best_effort;
 pub(crate) mod images;
 pub(crate) mod metrics;
 pub(crate) mod openapi;

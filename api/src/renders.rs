@@ -12,7 +12,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use minilab_core::keys::OutputFile;
 use minilab_core::manifest::{ManifestState, OutputRecord};
 use minilab_core::recipe::OutputSpec;
-use minilab_core::{Limits, UploadId};
+use minilab_core::{Limits, Manifest, UploadId};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -82,17 +82,29 @@ pub struct Made {
 
 /// Makes and stores the variant `file` names (its width `Some`) for `client`, or
 /// says why not: `not-found` when the upload, its output or the width is not there
-/// to make, `rate-limited` when the client made too many.
+/// to make, `rate-limited` when the client made too many. `manifest` is the
+/// upload's, when the request read it already; else it is read here.
 pub async fn make(
     state: &ApiState,
     client: Option<ClientKey>,
     id: UploadId,
     file: OutputFile<'_>,
+    manifest: Option<&Manifest>,
 ) -> Result<Made> {
     let Some(width) = file.width else {
         return Err(not_found());
     };
-    let (spec, output) = allowed_spec(state, id, file, width).await?;
+    let fetched;
+    let manifest = match manifest {
+        Some(manifest) => manifest,
+        None => {
+            fetched = crate::uploads::status::read_manifest(state, id)
+                .await?
+                .ok_or_else(not_found)?;
+            &fetched
+        }
+    };
+    let (spec, output) = allowed_spec(state, manifest, file, width)?;
     // No narrower than the output: the output itself, never enlarged, nothing made.
     if width >= output.width {
         return read(state, &output.key).await?.ok_or_else(not_found);
@@ -145,27 +157,26 @@ fn charge(state: &ApiState, client: Option<ClientKey>) -> Result<()> {
         })
 }
 
-/// The output's spec and record, if `id` succeeded, `file` is of its current
+/// The output's spec and record, if the upload succeeded, `file` is of its current
 /// revision, and its recipe's output `file` names, in its format, allows `width`.
-async fn allowed_spec(
+fn allowed_spec(
     state: &ApiState,
-    id: UploadId,
+    manifest: &Manifest,
     file: OutputFile<'_>,
     width: u32,
 ) -> Result<(OutputSpec, OutputRecord)> {
-    let manifest = crate::uploads::status::read_manifest(state, id)
-        .await?
-        .filter(|m| m.state == ManifestState::Succeeded && m.revision == file.revision)
-        .ok_or_else(not_found)?;
+    if manifest.state != ManifestState::Succeeded || manifest.revision != file.revision {
+        return Err(not_found());
+    }
     let spec = allowed_output(state, &manifest.recipe, file.name, width)
         .filter(|spec| spec.format == file.format)
         .ok_or_else(not_found)?;
     let made = manifest
         .outputs
-        .into_iter()
+        .iter()
         .find(|o| o.name == file.name)
         .ok_or_else(not_found)?;
-    Ok((spec.clone(), made))
+    Ok((spec.clone(), made.clone()))
 }
 
 /// The variant at `key` if another request made it meanwhile, else made now from

@@ -2,6 +2,7 @@
 //! issues. Tracking is best effort: it runs after the answer, bounded in time, and a
 //! failure is logged and counted, never returned to the browser.
 
+use crate::best_effort::{Outcomes, bounded};
 use crate::metrics::ApiMetrics;
 use async_trait::async_trait;
 use minilab_core::UploadId;
@@ -23,6 +24,17 @@ pub trait UploadTracker: Send + Sync {
 
 /// The longest a tracker may take before the attempt counts as failed.
 pub const TRACKING_TIMEOUT: Duration = Duration::from_secs(5);
+/// `minilab_api_kube_tracking_total`'s labels for recording an upload and for forgetting it.
+const TRACKED: Outcomes = Outcomes {
+    done: "ok",
+    failed: "failed",
+    timed_out: "timeout",
+};
+const FORGOTTEN: Outcomes = Outcomes {
+    done: "forgotten",
+    failed: "forget-failed",
+    timed_out: "forget-timeout",
+};
 
 /// Tracks `upload` in the background.
 pub fn spawn_tracking(
@@ -31,34 +43,17 @@ pub fn spawn_tracking(
     upload: TrackedUpload,
 ) {
     tokio::spawn(async move {
-        let result = match tokio::time::timeout(TRACKING_TIMEOUT, tracker.track(&upload)).await {
-            Ok(Ok(())) => "ok",
-            Ok(Err(e)) => {
-                tracing::warn!(id = %upload.id, error = %e, "could not record the upload as an ImageJob");
-                "failed"
-            }
-            Err(_) => {
-                tracing::warn!(id = %upload.id, "recording the upload as an ImageJob timed out");
-                "timeout"
-            }
-        };
-        metrics.tracked(result);
+        let what = "recording the upload as an ImageJob";
+        let call = tracker.track(&upload);
+        let outcome = bounded(what, upload.id, TRACKING_TIMEOUT, TRACKED, call).await;
+        metrics.tracked(outcome);
     });
 }
 
 /// Forgets the upload `id` with `tracker`, bounded like tracking; a failure is
 /// logged and counted (the operator deletes a finished job after its TTL anyway).
 pub async fn forget(tracker: &dyn UploadTracker, metrics: &ApiMetrics, id: UploadId) {
-    let result = match tokio::time::timeout(TRACKING_TIMEOUT, tracker.forget(id)).await {
-        Ok(Ok(())) => "forgotten",
-        Ok(Err(e)) => {
-            tracing::warn!(%id, error = %e, "could not delete the upload's ImageJob");
-            "forget-failed"
-        }
-        Err(_) => {
-            tracing::warn!(%id, "deleting the upload's ImageJob timed out");
-            "forget-timeout"
-        }
-    };
-    metrics.tracked(result);
+    let what = "deleting the upload's ImageJob";
+    let call = tracker.forget(id);
+    metrics.tracked(bounded(what, id, TRACKING_TIMEOUT, FORGOTTEN, call).await);
 }

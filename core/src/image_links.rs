@@ -87,6 +87,13 @@ impl ImageLinks {
     }
 }
 
+/// Seconds since the Unix epoch: the `now` links are made and checked at.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// `name`'s value in a URL query (`a=1&b=2`), undecoded (signed links need no
 /// decoding: digits and hex).
 pub fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {

@@ -335,8 +335,8 @@ async fn status_from_manifest(
         .clone()
         .unwrap_or_else(|| id.to_string());
     let recipe = state.config.recipes.get(&manifest.recipe);
-    let signed =
-        (state.config.image_links.as_ref()).map(|links| links.query(id, crate::images::unix_now()));
+    let signed = (state.config.image_links.as_ref())
+        .map(|links| links.query(id, minilab_core::image_links::unix_now()));
     let mut outputs = Vec::with_capacity(manifest.outputs.len());
     for output in &manifest.outputs {
         let extension = output.key.rsplit_once('.').map_or("bin", |(_, ext)| ext);

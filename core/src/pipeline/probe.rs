@@ -240,11 +240,14 @@ fn check_jpeg_is_complete(bytes: &[u8]) -> Result<(), ImageError> {
     }
     // Inside entropy-coded data every 0xFF is followed by 0x00 or a restart marker:
     // `FF DA` can only start a scan, `FF D9` only end the image.
+    // memchr finds the 0xFF bytes with SIMD: a byte-pair scan of a 24 MP photo's
+    // 7 MB took 2 % of its whole processing.
+    let data = &bytes[at..];
     let mut scans = 0usize;
-    for pair in bytes[at..].windows(2) {
-        match pair {
-            [0xFF, 0xDA] => scans += 1,
-            [0xFF, 0xD9] => return Ok(()),
+    for ff in memchr::memchr_iter(0xFF, data) {
+        match data.get(ff + 1) {
+            Some(0xDA) => scans += 1,
+            Some(0xD9) => return Ok(()),
             _ => continue,
         }
         if scans > MAX_JPEG_SCANS {
