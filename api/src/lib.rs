@@ -105,6 +105,8 @@ pub struct ApiConfig {
 /// What an API instance works with, made outside it.
 pub struct ApiDeps {
     pub s3: aws_sdk_s3::Client,
+    /// What counts `s3`'s requests, served in the API's metrics.
+    pub s3_requests: minilab_service::s3_requests::S3Requests,
     pub signer: Arc<signing::Signer>,
     pub tracker: Option<Arc<dyn tracking::UploadTracker>>,
     /// The CDN in front of `/i/`, told when an upload is deleted.
@@ -143,7 +145,7 @@ impl ApiState {
             signer: deps.signer,
             tracker: deps.tracker,
             cdn: deps.cdn,
-            metrics: Default::default(),
+            metrics: Arc::new(ApiMetrics::new(deps.s3_requests)),
             readiness: Default::default(),
             sign_in: deps.sign_in,
             sign_in_failures: Default::default(),

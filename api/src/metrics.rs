@@ -1,6 +1,7 @@
 //! The API's Prometheus metrics (`/metrics`). Labels are bounded: fixed words and
 //! stable error codes, never ids or addresses.
 
+use minilab_service::s3_requests::S3Requests;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -36,9 +37,17 @@ pub struct ApiMetrics {
 
 impl Default for ApiMetrics {
     fn default() -> Self {
+        Self::new(S3Requests::default())
+    }
+}
+
+impl ApiMetrics {
+    /// The API's metrics, `s3_requests` among them.
+    pub fn new(s3_requests: S3Requests) -> Self {
         let tracking = Family::<ResultLabels, Counter>::default();
         let uploads = Counter::default();
         let mut registry = Registry::with_prefix("minilab_api");
+        s3_requests.register(&mut registry);
         registry.register("uploads_issued", "Upload tickets issued", uploads.clone());
         let refused = Family::<ReasonLabels, Counter>::default();
         registry.register(

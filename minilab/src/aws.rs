@@ -7,6 +7,7 @@ use aws_config::BehaviorVersion;
 use clap::Args;
 use minilab_api::limits::RateLimits;
 use minilab_api::{ApiConfig, ApiDeps, ApiState, Word};
+use minilab_service::s3_requests::S3Requests;
 use minilab_worker::runner::RunOptions;
 use minilab_worker::sqs::SqsQueue;
 use minilab_worker::{Worker, WorkerConfig, WorkerDeps};
@@ -223,11 +224,13 @@ pub(crate) async fn sdk_config() -> aws_config::SdkConfig {
         .await
 }
 
-pub(crate) async fn s3_client(sdk: &aws_config::SdkConfig, path_style: bool) -> aws_sdk_s3::Client {
-    let config = aws_sdk_s3::config::Builder::from(sdk)
-        .force_path_style(path_style)
-        .build();
-    aws_sdk_s3::Client::from_conf(config)
+pub(crate) async fn s3_client(
+    sdk: &aws_config::SdkConfig,
+    path_style: bool,
+    requests: &S3Requests,
+) -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::config::Builder::from(sdk).force_path_style(path_style);
+    aws_sdk_s3::Client::from_conf(requests.counting(config).build())
 }
 
 /// Where browsers POST: `endpoint/bucket` with path-style addressing or a custom
@@ -270,7 +273,8 @@ pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
         .context("no AWS credentials provider in the environment")?;
     let storage = &args.storage;
     let path_style = storage.addressing.s3_path_style;
-    let s3 = s3_client(&sdk, path_style).await;
+    let s3_requests = S3Requests::default();
+    let s3 = s3_client(&sdk, path_style, &s3_requests).await;
     let upload_url = args
         .upload_url
         .clone()
@@ -313,6 +317,7 @@ pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
     };
     let deps = ApiDeps {
         s3,
+        s3_requests,
         signer,
         tracker,
         cdn,
@@ -389,9 +394,9 @@ async fn serve_api(
 pub async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
     let sdk = sdk_config().await;
     let storage = &args.storage;
-    let s3 = s3_client(&sdk, storage.addressing.s3_path_style).await;
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
     let metrics = Arc::<minilab_worker::metrics::Metrics>::default();
+    let s3 = s3_client(&sdk, storage.addressing.s3_path_style, &metrics.s3_requests).await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
     let announce = match (args.peer_secret.secret()?, args.announce_to.is_empty()) {
         (Some(secret), false) => {
             let peers = minilab_worker::peers::Peers::new(

@@ -207,7 +207,7 @@ async fn context(
     metrics: Arc<Metrics>,
     identity: &str,
 ) -> Arc<Context> {
-    let s3 = crate::aws::s3_client(sdk, args.addressing.s3_path_style).await;
+    let s3 = crate::aws::s3_client(sdk, args.addressing.s3_path_style, &metrics.s3_requests).await;
     let queue = args.queue_url.clone().map(|queue_url| {
         Arc::new(SqsWorkQueue {
             sqs: aws_sdk_sqs::Client::new(sdk),
@@ -223,10 +223,7 @@ async fn context(
     );
     Arc::new(Context::new(
         client.clone(),
-        Arc::new(S3Observer {
-            s3,
-            metrics: metrics.clone(),
-        }),
+        Arc::new(S3Observer { s3 }),
         queue,
         settings,
         recorder,

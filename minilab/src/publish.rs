@@ -32,7 +32,8 @@ pub async fn run(args: PublishWebArgs) -> anyhow::Result<()> {
         );
     }
     let sdk = crate::aws::sdk_config().await;
-    let s3 = crate::aws::s3_client(&sdk, args.addressing.s3_path_style).await;
+    let uncounted = Default::default();
+    let s3 = crate::aws::s3_client(&sdk, args.addressing.s3_path_style, &uncounted).await;
     for file in files {
         let key = format!("{}{}", args.prefix, file.key);
         let size = file.body.len();

@@ -110,6 +110,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let config = api_config(&args, &s3_url, recipes)?;
     let deps = ApiDeps {
         s3,
+        // One client for the API and the workers: its requests are not counted.
+        s3_requests: Default::default(),
         signer: Arc::new(minilab_api::signing::Signer::new(provider)),
         tracker: None,
         cdn: None,

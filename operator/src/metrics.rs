@@ -2,6 +2,7 @@
 
 use crate::aws_resources::State as AwsState;
 use crate::crd::Phase;
+use minilab_service::s3_requests::S3Requests;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -22,12 +23,6 @@ pub struct PhaseLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OperationLabels {
-    /// GetObject, HeadObject or ListObjectsV2 (one per page)
-    pub operation: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AwsResourceLabels {
     /// the ACK kind (from --aws-resources: a bounded set)
     pub kind: String,
@@ -38,7 +33,8 @@ pub struct AwsResourceLabels {
 pub struct Metrics {
     pub registry: Registry,
     aws_resources: Family<AwsResourceLabels, Gauge>,
-    s3_requests: Family<OperationLabels, Counter>,
+    /// Counts each request of the operator's S3 client.
+    pub s3_requests: S3Requests,
     reconciles: Family<ResultLabels, Counter>,
     duration: Histogram,
     transitions: Family<PhaseLabels, Counter>,
@@ -53,14 +49,11 @@ impl Default for Metrics {
         let transitions = Family::<PhaseLabels, Counter>::default();
         let malformed = Counter::default();
         let deleted = Counter::default();
-        let s3_requests = Family::<OperationLabels, Counter>::default();
+        let s3_requests = S3Requests::default();
         let aws_resources = Family::<AwsResourceLabels, Gauge>::default();
         let mut registry = Registry::with_prefix("minilab_operator");
-        registry.register(
-            "s3_requests",
-            "Requests to S3, by operation: they follow the unfinished jobs, not all jobs",
-            s3_requests.clone(),
-        );
+        // They follow the unfinished jobs, not all jobs.
+        s3_requests.register(&mut registry);
         registry.register("reconciles", "Reconciles, by result", reconciles.clone());
         registry.register(
             "reconcile_seconds",
@@ -115,12 +108,6 @@ impl Metrics {
             .get_or_create(&PhaseLabels {
                 phase: phase.as_str(),
             })
-            .inc();
-    }
-
-    pub fn s3_request(&self, operation: &'static str) {
-        self.s3_requests
-            .get_or_create(&OperationLabels { operation })
             .inc();
     }
 

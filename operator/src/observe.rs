@@ -81,16 +81,15 @@ impl WorkQueue for SqsWorkQueue {
     }
 }
 
+/// Observes through `s3`, a client that counts each request in the operator's
+/// metrics (`minilab_operator_s3_requests_total`).
 pub struct S3Observer {
     pub s3: aws_sdk_s3::Client,
-    /// Counts each request (`minilab_operator_s3_requests_total`).
-    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 #[async_trait]
 impl Observer for S3Observer {
     async fn manifest(&self, bucket: &str, key: &str) -> Result<Option<Manifest>, ObserveError> {
-        self.metrics.s3_request("GetObject");
         minilab_service::objects::read_manifest(&self.s3, bucket, key).await
     }
 
@@ -115,7 +114,6 @@ impl Observer for S3Observer {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            self.metrics.s3_request("ListObjectsV2");
             let page = page.map_err(|e| failed(e.code().unwrap_or("unknown").to_owned()))?;
             keys.extend(
                 page.contents()
@@ -130,7 +128,6 @@ impl Observer for S3Observer {
     }
 
     async fn exists(&self, bucket: &str, key: &str) -> Result<bool, ObserveError> {
-        self.metrics.s3_request("HeadObject");
         minilab_service::objects::exists(&self.s3, bucket, key).await
     }
 }

@@ -205,6 +205,17 @@ impl Stack {
             .sum()
     }
 
+    /// Sends `body` to the queue at `url` (an event taken off it, delivered again).
+    pub async fn send_message(&self, url: &str, body: &str) {
+        self.sqs
+            .send_message()
+            .queue_url(url)
+            .message_body(body)
+            .send()
+            .await
+            .expect("send");
+    }
+
     /// Receives (long-polling, bounded by `limit`) until a message whose body
     /// contains `needle` arrives; returns its body and deletes it.
     pub async fn take_message(&self, url: &str, needle: &str, limit: Duration) -> Option<String> {

@@ -6,6 +6,7 @@
 use minilab_tests::aws::{EnvOptions, PAGE_ORIGIN, Stack, metric};
 use minilab_tests::{expected_outputs, photo};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 const SUCCEEDED: &str = "minilab_worker_jobs_total{outcome=\"succeeded\",reason=\"none\"}";
@@ -124,14 +125,7 @@ async fn a_duplicated_event_leaves_one_correct_set_of_outputs() {
         .await
         .expect("S3 sent the event");
     for _ in 0..4 {
-        stack
-            .sqs
-            .send_message()
-            .queue_url(&env.queue_url)
-            .message_body(&event)
-            .send()
-            .await
-            .unwrap();
+        stack.send_message(&env.queue_url, &event).await;
     }
     let (_worker, metrics) = stack.worker(&env, &["--concurrency", "4"]);
     let status = api.wait_final(&id).await;
@@ -160,6 +154,73 @@ async fn a_duplicated_event_leaves_one_correct_set_of_outputs() {
     assert_eq!(
         api.download_outputs(&status).await,
         expected_outputs(&bytes, "web")
+    );
+}
+
+/// The worker's S3 requests, by operation, from its metrics.
+async fn s3_requests(http: &reqwest::Client, metrics: &str) -> BTreeMap<String, f64> {
+    let text = http
+        .get(format!("{metrics}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("minilab_worker_s3_requests_total{operation=\"")?;
+            let (operation, count) = rest.split_once("\"} ")?;
+            Some((operation.to_owned(), count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs LocalStack: ./tests/run starts it and runs this"]
+async fn an_upload_costs_the_worker_its_claim_source_outputs_and_manifest_only() {
+    let stack = Stack::connect().await;
+    let env = stack.env(EnvOptions::default()).await;
+    let (_api, api) = stack.api(&env, &[]);
+    let id = api
+        .upload_jpeg("p.jpg", &photo("photo-small.jpg"), "web")
+        .await;
+    let event = stack
+        .take_message(&env.queue_url, &id, Duration::from_secs(30))
+        .await
+        .expect("S3 sent the event");
+    stack.send_message(&env.queue_url, &event).await;
+    let (_worker, metrics) = stack.worker(&env, &[]);
+    let status = api.wait_final(&id).await;
+    assert_eq!(state(&status), "succeeded", "{status}");
+    eventually(Duration::from_secs(30), "the upload handled", || async {
+        metric(&api.http, &metrics, SUCCEEDED).await == 1.0
+    })
+    .await;
+    // The claim, the outputs and the manifest written; the source read; nothing
+    // else (no look for a manifest: a claim made now says there is none).
+    let outputs = status["outputs"].as_array().unwrap().len() as f64;
+    let expected = |pairs: &[(&str, f64)]| -> BTreeMap<String, f64> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+    };
+    assert_eq!(
+        s3_requests(&api.http, &metrics).await,
+        expected(&[("GetObject", 1.0), ("PutObject", outputs + 2.0)])
+    );
+    // The same event again, after the end: the claim is its own, so it looks for
+    // the manifest, finds it, and writes nothing.
+    stack.send_message(&env.queue_url, &event).await;
+    eventually(Duration::from_secs(30), "the copy handled", || async {
+        metric(&api.http, &metrics, DUPLICATES).await == 1.0
+    })
+    .await;
+    assert_eq!(
+        s3_requests(&api.http, &metrics).await,
+        expected(&[
+            ("GetObject", 2.0),
+            ("HeadObject", 1.0),
+            ("PutObject", outputs + 3.0)
+        ])
     );
 }
 
@@ -284,13 +345,8 @@ async fn poison_and_unparsable_messages_are_not_retried_forever() {
         ],
     );
     stack
-        .sqs
-        .send_message()
-        .queue_url(&env.queue_url)
-        .message_body("this is not an S3 event")
-        .send()
-        .await
-        .unwrap();
+        .send_message(&env.queue_url, "this is not an S3 event")
+        .await;
     let id = api
         .upload_jpeg("poison.jpg", &photo("photo-small.jpg"), "web")
         .await;
@@ -374,14 +430,14 @@ async fn an_upload_is_deleted_only_when_finished_and_only_with_its_token() {
             .header("x-delete-token", token)
             .send()
     };
-    api.upload(&ticket, bytes, "image/jpeg").await;
+    api.upload(&ticket, bytes.clone(), "image/jpeg").await;
     // Stored, no worker yet: deleting under a worker would leave its outputs behind.
     let early = delete(token).await.unwrap();
     assert_eq!(early.status(), 409);
     let body: Value = early.json().await.unwrap();
     assert_eq!(body["error"]["code"], "not-finished", "{body}");
 
-    let (_worker, _) = stack.worker(&env, &[]);
+    let (_worker, metrics) = stack.worker(&env, &[]);
     let status = api.wait_final(&id).await;
     assert_eq!(state(&status), "succeeded", "{status}");
     assert_eq!(stack.keys(&env.processed, &id).await.len(), 6);
@@ -392,14 +448,26 @@ async fn an_upload_is_deleted_only_when_finished_and_only_with_its_token() {
     assert_eq!(delete(token).await.unwrap().status(), 204);
     assert_eq!(
         stack.keys(&env.processed, &id).await,
-        [format!("{id}/manifest.json")],
-        "a tombstone only"
+        [format!("{id}/claim"), format!("{id}/manifest.json")],
+        "the claim and a tombstone only"
     );
     let source = minilab_core::keys::source_key(id.parse().unwrap());
     assert!(stack.keys(&env.uploads, &source).await.is_empty());
     let status = api.status(&id, 0).await;
     assert_eq!(state(&status), "deleted", "{status}");
     assert_eq!(api.get(&format!("/i/{id}/large.jpg")).await.status(), 404);
+    // The ticket still takes a POST (S3 has no condition for one), but the claim
+    // that stayed holds another write: nothing is processed, the upload stays
+    // deleted.
+    api.upload(&ticket, bytes, "image/jpeg").await;
+    eventually(
+        Duration::from_secs(30),
+        "the second upload handled",
+        || async { metric(&api.http, &metrics, SECOND_UPLOADS).await == 1.0 },
+    )
+    .await;
+    let status = api.status(&id, 0).await;
+    assert_eq!(state(&status), "deleted", "{status}");
 }
 
 /// What a stand-in for CloudFront's API was asked: path, Authorization, body.
@@ -508,14 +576,7 @@ async fn a_ticket_posted_twice_is_processed_once() {
     }
     assert_ne!(events[0], events[1], "two writes, two different events");
     for event in &events {
-        stack
-            .sqs
-            .send_message()
-            .queue_url(&env.queue_url)
-            .message_body(event)
-            .send()
-            .await
-            .unwrap();
+        stack.send_message(&env.queue_url, event).await;
     }
     let (_worker, metrics) = stack.worker(&env, &["--concurrency", "2"]);
     let status = api.wait_final(&id).await;
@@ -1169,4 +1230,62 @@ async fn a_worker_wakes_the_requests_waiting_on_every_api_instance() {
         metric(&first.http, &worker_metrics, SENT).await == 4.0
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs LocalStack: ./tests/run starts it and runs this"]
+async fn a_waiting_request_looks_for_a_stored_source_once() {
+    // A long poll on a stored upload no worker has finished: each word of a change
+    // makes it read S3 again, the manifest only; the source it saw stored stays.
+    const SECRET: &str = "peers-shared-secret-for-tests";
+    let stack = Stack::connect().await;
+    let env = stack.env(EnvOptions::default()).await;
+    let flags = ["--metrics-listen", "127.0.0.1:0", "--peer-secret", SECRET];
+    let (mut process, api) = stack.api(&env, &flags);
+    let internal = process.wait_line("minilab api metrics on ");
+    let id = api
+        .upload_jpeg("p.jpg", &photo("photo-small.jpg"), "web")
+        .await;
+    let requests = |operation: &'static str| {
+        let (http, internal) = (api.http.clone(), internal.clone());
+        async move {
+            let sample = format!("minilab_api_s3_requests_total{{operation=\"{operation}\"}}");
+            metric(&http, &internal, &sample).await
+        }
+    };
+    let (gets, heads) = (requests("GetObject").await, requests("HeadObject").await);
+    let waiting = {
+        let (api, id) = (api.clone(), id.clone());
+        tokio::spawn(async move { api.status(&id, 20).await })
+    };
+    eventually(Duration::from_secs(10), "the first read", || async {
+        requests("GetObject").await == gets + 1.0 && requests("HeadObject").await == heads + 1.0
+    })
+    .await;
+    for nonce in 1..=2 {
+        let word = format!(r#"{{"id":"{id}","nonce":"{nonce}"}}"#);
+        let signature = minilab_core::webhook::sign(
+            SECRET.as_bytes(),
+            chrono::Utc::now().timestamp(),
+            word.as_bytes(),
+        );
+        let taken = api
+            .http
+            .post(format!("{internal}/internal/v1/changes"))
+            .header("minilab-signature", &signature)
+            .body(word)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(taken.status(), 204);
+        let read = gets + 1.0 + f64::from(nonce);
+        eventually(Duration::from_secs(10), "a read at the word", || async {
+            requests("GetObject").await == read
+        })
+        .await;
+    }
+    // The second word's read began after the first's ended: whatever the first
+    // read, it is counted by now.
+    assert_eq!(requests("HeadObject").await, heads + 1.0);
+    waiting.abort();
 }

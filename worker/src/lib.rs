@@ -115,6 +115,19 @@ impl SkipReason {
     }
 }
 
+/// Whose an upload's claim (`{id}/claim`) is, for one delivery of its event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Claim {
+    /// This delivery's PUT made it.
+    Made,
+    /// An earlier delivery of the same write made it.
+    Ours,
+    /// Another write of the same ticket made it.
+    Other,
+    /// Not claimed: batch items, and uploads re-enqueued without their event.
+    Unclaimed,
+}
+
 /// What to do with a message once handled.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Disposition {
@@ -260,27 +273,30 @@ impl Worker {
             .await
     }
 
-    /// Processes `task` unless its manifest exists (a duplicate delivery) or another
-    /// `write` of its source claimed it; `event_time` is when S3 saw the upload, for
-    /// the lag metric.
+    /// Processes `task` unless another `write` of its source claimed it or its
+    /// manifest exists (a duplicate delivery); `event_time` is when S3 saw the
+    /// upload, for the lag metric. A claim made now needs no look for the manifest:
+    /// nothing was done for this upload before (a DELETE keeps the claim).
     async fn run(
         &self,
         task: &Task,
         event_time: Option<chrono::DateTime<Utc>>,
         write: Option<&str>,
     ) -> Result<Outcome, Transient> {
-        if self.manifest_exists(task).await? {
-            tracing::debug!(key = task.key, "already finished; duplicate delivery");
-            return Ok(Outcome::Skipped(SkipReason::Duplicate));
-        }
-        if let Some(write) = write
-            && !self.claim(task, write).await?
-        {
+        let claim = match write {
+            Some(write) => self.claim(task, write).await?,
+            None => Claim::Unclaimed,
+        };
+        if claim == Claim::Other {
             tracing::info!(
                 key = task.key,
                 "another upload with this ticket is processed; skipping"
             );
             return Ok(Outcome::Skipped(SkipReason::SecondUpload));
+        }
+        if claim != Claim::Made && self.manifest_exists(task).await? {
+            tracing::debug!(key = task.key, "already finished; duplicate delivery");
+            return Ok(Outcome::Skipped(SkipReason::Duplicate));
         }
         if let Some(lag) = event_time.and_then(|t| (Utc::now() - t).to_std().ok()) {
             self.metrics.event_lag(lag);
@@ -465,9 +481,9 @@ impl Worker {
     }
 
     /// Claims the task for `write` of its source with a conditional PUT of its claim
-    /// (`If-None-Match: *`): true when the claim is this write's (made now, or by an
-    /// earlier delivery of the same event), false when another write holds it.
-    async fn claim(&self, task: &Task, write: &str) -> Result<bool, Transient> {
+    /// (`If-None-Match: *`): made now, held by an earlier delivery of the same event,
+    /// or held by another write.
+    async fn claim(&self, task: &Task, write: &str) -> Result<Claim, Transient> {
         let key = keys::claim_key_in(&task.prefix);
         let put = self
             .s3
@@ -480,7 +496,7 @@ impl Worker {
             .send()
             .await;
         match put {
-            Ok(_) => Ok(true),
+            Ok(_) => Ok(Claim::Made),
             Err(err)
                 if err
                     .raw_response()
@@ -499,7 +515,11 @@ impl Worker {
                     .collect()
                     .await
                     .map_err(|e| Transient(format!("reading the claim: {e}")))?;
-                Ok(held.into_bytes() == write.as_bytes())
+                Ok(if held.into_bytes() == write.as_bytes() {
+                    Claim::Ours
+                } else {
+                    Claim::Other
+                })
             }
             Err(err) => Err(transient("claiming the upload", err)),
         }

@@ -1,6 +1,7 @@
 //! The worker's Prometheus metrics. Labels are bounded: outcomes and reasons are
 //! fixed strings or stable error codes, never keys or messages.
 
+use minilab_service::s3_requests::S3Requests;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -38,6 +39,8 @@ pub struct Metrics {
     stages: Family<StageLabels, Histogram>,
     pub in_flight: Gauge,
     event_lag: Histogram,
+    /// Counts each request of the worker's S3 client.
+    pub s3_requests: S3Requests,
 }
 
 impl Default for Metrics {
@@ -58,6 +61,8 @@ impl Metrics {
         let event_lag =
             Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]);
         let mut registry = Registry::with_prefix("minilab_worker");
+        let s3_requests = S3Requests::default();
+        s3_requests.register(&mut registry);
         registry.register(
             "jobs",
             "Messages and uploads handled, by outcome and reason",
@@ -98,6 +103,7 @@ impl Metrics {
             stages,
             in_flight,
             event_lag,
+            s3_requests,
         }
     }
 

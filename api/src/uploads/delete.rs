@@ -2,8 +2,8 @@
 //! steps: check who asks (signed in as its owner, or holding the delete token its
 //! ticket carried), make sure it is finished, turn its manifest into a tombstone
 //! (the upload then reads `deleted`, and no size is made on demand any more), delete
-//! everything else under its results prefix (outputs, sizes made on demand, the
-//! claim) and its source, then forget its ImageJob and ask the CDN to forget its
+//! everything else under its results prefix but the claim (outputs, sizes made on
+//! demand) and its source, then forget its ImageJob and ask the CDN to forget its
 //! images. Each step may run again: a DELETE that failed half-way is finished by
 //! the next one.
 
@@ -131,11 +131,14 @@ async fn write_tombstone(state: &ApiState, manifest: Manifest) -> Result<()> {
     Ok(())
 }
 
-/// Every object under the upload's results prefix but its manifest, a page of keys
+/// Every object under the upload's results prefix but its manifest and its claim
+/// (they stay, so that no copy of its event and no second upload on its ticket is
+/// processed: the worker looks for a manifest only behind a claim), a page of keys
 /// (and one DeleteObjects) at a time.
 async fn delete_results(state: &ApiState, id: UploadId) -> Result<()> {
     let bucket = &state.config.processed_bucket;
-    let manifest = keys::manifest_key(id);
+    let prefix = keys::upload_prefix(id);
+    let (manifest, claim) = (keys::manifest_key_in(&prefix), keys::claim_key_in(&prefix));
     let mut continuation = None;
     for _ in 0..MAX_PAGES {
         let page = state
@@ -151,7 +154,7 @@ async fn delete_results(state: &ApiState, id: UploadId) -> Result<()> {
             .contents()
             .iter()
             .filter_map(|object| object.key())
-            .filter(|key| *key != manifest)
+            .filter(|key| *key != manifest && *key != claim)
             .map(|key| ObjectIdentifier::builder().key(key).build())
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(ApiError::internal)?;

@@ -4,7 +4,7 @@
 //! ([`Watch`]). A failure to read the state ends the stream with an `api-error` event
 //! (`{"error": {code, message}}`): the page then falls back to the long poll.
 
-use super::status::{UploadState, Watch, current_status, visible_upload};
+use super::status::{UploadState, Watch, visible_upload};
 use crate::ApiState;
 use crate::auth::Subject;
 use crate::error::{ApiError, Code, ErrorBody, Result};
@@ -81,7 +81,6 @@ pub async fn events(
     let stream = OpenStream {
         watch: Watch::new(&state, id),
         state,
-        id,
         last: None,
         deadline: Instant::now() + MAX_STREAM_AGE,
         _permit: permit,
@@ -96,7 +95,6 @@ pub async fn events(
 /// One open stream: what it last sent, and until when it stays open.
 struct OpenStream {
     state: ApiState,
-    id: minilab_core::UploadId,
     watch: Watch,
     last: Option<UploadState>,
     deadline: Instant,
@@ -111,7 +109,7 @@ async fn next_event(
 ) -> Option<(std::result::Result<Event, Infallible>, Option<OpenStream>)> {
     let mut stream = stream?;
     loop {
-        let status = match current_status(&stream.state, stream.id).await {
+        let status = match stream.watch.read(&stream.state).await {
             Ok(status) => status,
             Err(err) => {
                 let data = serde_json::to_string(&err.into_body()).unwrap_or_default();

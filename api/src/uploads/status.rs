@@ -173,7 +173,7 @@ pub async fn status(
     let mut meter = meter.map(|Extension(meter)| meter);
     let mut watch = Watch::new(&state, id);
     loop {
-        let status = current_status(&state, id).await?;
+        let status = watch.read(&state).await?;
         if status.state.is_final() || Instant::now() >= deadline {
             return Ok(Json(status));
         }
@@ -201,10 +201,13 @@ pub fn visible_upload(id: &str, subject: Option<Extension<Subject>>) -> Result<U
     Ok(id)
 }
 
-/// Waits for an upload's next change. Created before the first read of its state, so
-/// a change between that read and the wait is not missed.
+/// Reads an upload's state and waits for its next change, for one request. Created
+/// before the first read, so a change between that read and the wait is not missed.
 pub struct Watch {
     id: UploadId,
+    /// The source was seen stored: it stays until the upload has finished (a DELETE
+    /// waits for the manifest), so later reads look for the manifest only.
+    stored: bool,
     /// Word of changes, when something announces them here.
     changes: Option<Subscription>,
     metrics: std::sync::Arc<crate::metrics::ApiMetrics>,
@@ -214,9 +217,17 @@ impl Watch {
     pub fn new(state: &ApiState, id: UploadId) -> Self {
         Self {
             id,
+            stored: false,
             changes: state.changes.as_ref().map(|c| c.subscribe()),
             metrics: state.metrics.clone(),
         }
+    }
+
+    /// The upload's status now.
+    pub async fn read(&mut self, state: &ApiState) -> Result<UploadStatus> {
+        let status = status_now(state, self.id, self.stored).await?;
+        self.stored |= status.state == UploadState::Processing;
+        Ok(status)
     }
 
     /// Returns when the upload may have changed (word of it came, or it is time to
@@ -239,11 +250,13 @@ impl Watch {
     }
 }
 
-pub async fn current_status(state: &ApiState, id: UploadId) -> Result<UploadStatus> {
+/// The status from the manifest, else from whether the source is stored (looked for
+/// unless `stored` is known).
+async fn status_now(state: &ApiState, id: UploadId, stored: bool) -> Result<UploadStatus> {
     if let Some(manifest) = read_manifest(state, id).await? {
         return status_from_manifest(state, id, manifest).await;
     }
-    let stored = source_stored(state, id).await?;
+    let stored = stored || source_stored(state, id).await?;
     Ok(UploadStatus {
         id,
         state: pending_state(id, stored, state.config.upload_ttl, Utc::now()),
