@@ -628,11 +628,15 @@ class ChartTest(unittest.TestCase):
     def test_alerts_name_only_metrics_minilab_exports(self):
         # What each crate registers: Registry::with_prefix("p") and register("name", ...)
         # in the same file; counters get _total, histograms _bucket/_sum/_count.
+        # Each also registers the count of its S3 requests (service/src/s3_requests.rs).
         exported = set()
+        shared = re.findall(r'register\(\s*"(\w+)"', (ROOT / "service/src/s3_requests.rs").read_text())
         for source in ["api/src/metrics.rs", "worker/src/metrics.rs", "operator/src/metrics.rs"]:
             text = (ROOT / source).read_text()
             [prefix] = re.findall(r'Registry::with_prefix\("(\w+)"\)', text)
-            for name in re.findall(r'register\(\s*"(\w+)"', text):
+            names = re.findall(r'register\(\s*"(\w+)"', text)
+            names += shared if "s3_requests.register(&mut registry)" in text else []
+            for name in names:
                 exported |= {f"{prefix}_{name}{suffix}" for suffix in ("", "_total", "_bucket", "_sum", "_count")}
         values = merged(VALUE_SETS["ingress-netpol-monitor"], {"keda": {"enabled": True, "roleArn": f"arn:aws:iam::{ACCOUNT}:role/keda"}})
         [rule] = by_kind(render(values), "PrometheusRule", "monitoring.coreos.com/").values()
@@ -651,7 +655,7 @@ class ChartTest(unittest.TestCase):
         self.assertEqual(board["metadata"]["labels"]["grafana_dashboard"], "1")
         dashboard = json.loads(board["data"]["minilab.json"])
         queries = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
-        self.assertGreaterEqual(len(queries), 8)
+        self.assertGreaterEqual(len(queries), 11)
         for query in queries:
             self.assertLessEqual(set(re.findall(r"\b(minilab_\w+)\{", query)), exported, query)
             self.assertIn('namespace="media"', query)
