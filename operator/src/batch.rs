@@ -128,9 +128,16 @@ fn reprocessing(job: &ImageJob) -> bool {
     job.spec.reprocess == Some(true)
 }
 
+/// Most manifests one look at a reprocessing reads. Every enqueued upload not seen
+/// reprocessed yet is read at each look, a second apart while items are enqueued:
+/// with the workers behind by N uploads, that was N reads a second, and a look that
+/// took N round trips. The oldest enqueued are read first (the workers take the
+/// queue roughly in order); a manifest seen reprocessed is never read again.
+const MAX_READS_PER_LOOK: usize = 500;
+
 /// For a reprocessing, which of the uploads enqueued so far this job has
 /// reprocessed (their manifests name its uid), and whether that failed: a manifest
-/// read for each, until it does.
+/// read for each, until it does, at most [`MAX_READS_PER_LOOK`] a look.
 async fn observe_reprocessed(
     job: &ImageJob,
     keys: &[String],
@@ -140,6 +147,7 @@ async fn observe_reprocessed(
     let uid = cache_key(job);
     let enqueued = usize::try_from(job.status.as_ref().map_or(0, |s| s.enqueued)).unwrap_or(0);
     let mut finished = HashMap::new();
+    let mut reads = 0;
     for key in keys.iter().take(enqueued) {
         let Some(id) = keys::parse_source_key(key) else {
             continue;
@@ -147,7 +155,9 @@ async fn observe_reprocessed(
         let manifest_key = keys::manifest_key(id);
         let failed = match cache.get(&uid, &manifest_key) {
             Some(failed) => failed,
+            None if reads == MAX_READS_PER_LOOK => continue,
             None => {
+                reads += 1;
                 let reprocessed = observer
                     .manifest(&job.spec.destination.bucket, &manifest_key)
                     .await?
@@ -298,4 +308,60 @@ pub fn plan(
         plan.retries = status.retries + 1;
     }
     plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use minilab_core::manifest::{Manifest, Reprocessed};
+    use serde_json::json;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Uploads every one of which job `u-1` has reprocessed; it counts the reads.
+    #[derive(Default)]
+    struct AllReprocessed(AtomicUsize);
+
+    #[async_trait]
+    impl Observer for AllReprocessed {
+        async fn manifest(&self, _: &str, _: &str) -> Result<Option<Manifest>, ObserveError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            let mut manifest = crate::status::tests::manifest(false);
+            manifest.reprocessed = Some(Reprocessed {
+                job: "u-1".into(),
+                recipe: "web".into(),
+                error: None,
+            });
+            Ok(Some(manifest))
+        }
+        async fn exists(&self, _: &str, _: &str) -> Result<bool, ObserveError> {
+            unreachable!("a reprocessing reads manifests only")
+        }
+        async fn list(&self, _: &str, _: &str, _: usize) -> Result<Vec<String>, ObserveError> {
+            unreachable!("observe_reprocessed is given the keys")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_look_at_a_reprocessing_reads_a_bounded_number_of_manifests() {
+        let uploads = 2 * MAX_READS_PER_LOOK + 10;
+        let job = crate::status::tests::batch_job(
+            json!({"reprocess": true, "source": {"prefix": "uploads/"}, "destination": {"prefix": ""}}),
+            json!({"phase": "Running", "enqueued": uploads}),
+        );
+        let now = chrono::Utc::now();
+        let keys: Vec<String> = (0..uploads)
+            .map(|_| keys::source_key(minilab_core::UploadId::new(now)))
+            .collect();
+        let (buckets, cache) = (AllReprocessed::default(), ManifestCache::default());
+        for counted in [MAX_READS_PER_LOOK, 2 * MAX_READS_PER_LOOK, uploads] {
+            let finished = observe_reprocessed(&job, &keys, &buckets, &cache)
+                .await
+                .unwrap();
+            // Each look reads what it has not counted, up to the bound; the oldest first.
+            assert_eq!(finished.len(), counted);
+            assert_eq!(buckets.0.load(Ordering::SeqCst), counted);
+            assert!(keys[..counted].iter().all(|k| finished.contains_key(k)));
+        }
+    }
 }

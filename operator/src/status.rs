@@ -562,7 +562,7 @@ pub(crate) mod tests {
         serde_json::from_value(job).unwrap()
     }
 
-    fn batch_job(spec: Value, status: Value) -> ImageJob {
+    pub(crate) fn batch_job(spec: Value, status: Value) -> ImageJob {
         let mut spec_with = json!({"source": {"key": null, "uploadExpiresAt": null, "prefix": "shoot/"},
             "recipe": "thumbnail", "destination": {"prefix": "b/"}});
         merge(&mut spec_with, spec);

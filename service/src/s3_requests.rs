@@ -35,15 +35,6 @@ impl S3Requests {
     pub fn counting(&self, config: aws_sdk_s3::config::Builder) -> aws_sdk_s3::config::Builder {
         config.interceptor(self.clone())
     }
-
-    /// Requests of `operation` so far.
-    pub fn count(&self, operation: &str) -> u64 {
-        self.0
-            .get_or_create(&OperationLabels {
-                operation: operation.to_owned(),
-            })
-            .get()
-    }
 }
 
 impl Intercept for S3Requests {
