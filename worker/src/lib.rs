@@ -152,6 +152,13 @@ where
 
 pub use minilab_service::objects::describe;
 
+/// Whether S3 refused a conditional write because its condition no longer held
+/// (412: the object exists, or has another ETag).
+fn precondition_failed<E>(err: &aws_sdk_s3::error::SdkError<E>) -> bool {
+    err.raw_response()
+        .is_some_and(|r| r.status().as_u16() == 412)
+}
+
 impl Worker {
     pub fn new(config: WorkerConfig, deps: WorkerDeps) -> Self {
         Self {
@@ -324,6 +331,7 @@ impl Worker {
         let Some(made) = self.make(task).await? else {
             return Ok(Outcome::Skipped(SkipReason::SourceGone));
         };
+        // Unconditional: it cannot be refused.
         self.write_manifest(task, &made.manifest, None).await?;
         Ok(self.report(task, made.webhook.as_deref(), &made.manifest, started))
     }
@@ -497,11 +505,7 @@ impl Worker {
             .await;
         match put {
             Ok(_) => Ok(Claim::Made),
-            Err(err)
-                if err
-                    .raw_response()
-                    .is_some_and(|r| r.status().as_u16() == 412) =>
-            {
+            Err(err) if precondition_failed(&err) => {
                 let held = self
                     .s3
                     .get_object()
@@ -580,15 +584,16 @@ impl Worker {
     }
 
     /// Writes the task's manifest; with `if_match`, only over the manifest of that
-    /// ETag (a conditional PUT): `Err` when another one has replaced it since.
+    /// ETag (a conditional PUT): `false` when another one has replaced it since.
     async fn write_manifest(
         &self,
         task: &Task,
         manifest: &Manifest,
         if_match: Option<&str>,
-    ) -> Result<(), Transient> {
+    ) -> Result<bool, Transient> {
         let body = serde_json::to_vec_pretty(manifest).map_err(|e| Transient(e.to_string()))?;
-        self.s3
+        let put = self
+            .s3
             .put_object()
             .bucket(&self.processed_bucket)
             .key(task.manifest_key())
@@ -596,9 +601,12 @@ impl Worker {
             .content_type("application/json")
             .body(ByteStream::from(body))
             .send()
-            .await
-            .map_err(|e| transient("writing the manifest", e))?;
-        Ok(())
+            .await;
+        match put {
+            Ok(_) => Ok(true),
+            Err(err) if precondition_failed(&err) => Ok(false),
+            Err(err) => Err(transient("writing the manifest", err)),
+        }
     }
 }
 

@@ -61,11 +61,17 @@ impl Worker {
             return Ok(Outcome::Skipped(SkipReason::SourceGone));
         };
         let written = revised(current, job, made.manifest.clone());
-        if let Err(err) = self.write_manifest(&task, &written, etag.as_deref()).await {
+        if !self
+            .write_manifest(&task, &written, etag.as_deref())
+            .await?
+        {
             // Replaced meanwhile: the new outputs are nobody's; the next delivery
-            // reads what replaced it.
+            // reads what replaced it. (Any other failure keeps them: the write may
+            // have landed, and then the manifest names them.)
             self.forget_outputs(&made.manifest).await;
-            return Err(err);
+            return Err(Transient(
+                "the manifest was replaced while reprocessing".into(),
+            ));
         }
         self.announce(&task);
         Ok(self.report(&task, None, &made.manifest, started))
