@@ -39,11 +39,6 @@ pub fn batch_item_prefix(
     Some(format!("{destination_prefix}{relative}/"))
 }
 
-/// Where one output goes under a results prefix.
-pub fn output_key_in(prefix: &str, output: &str, extension: &str) -> String {
-    format!("{prefix}{output}.{extension}")
-}
-
 /// The manifest under a results prefix.
 pub fn manifest_key_in(prefix: &str) -> String {
     format!("{prefix}{MANIFEST}")
@@ -59,11 +54,6 @@ pub fn claim_key_in(prefix: &str) -> String {
 pub fn is_manifest_key(key: &str) -> bool {
     key.strip_suffix(MANIFEST)
         .is_some_and(|prefix| prefix.is_empty() || prefix.ends_with('/'))
-}
-
-/// Where the worker writes one output of an upload, in the processed bucket.
-pub fn output_key(id: UploadId, output: &str, extension: &str) -> String {
-    output_key_in(&upload_prefix(id), output, extension)
 }
 
 /// Where the worker writes an upload's manifest, last, in the processed bucket.
@@ -206,7 +196,13 @@ mod tests {
     fn results_live_under_one_prefix_per_image() {
         let id = UploadId::new(Utc::now());
         assert_eq!(manifest_key(id), format!("{id}/manifest.json"));
-        assert_eq!(output_key(id, "large", "jpg"), format!("{id}/large.jpg"));
+        let large = OutputFile {
+            name: "large",
+            revision: 0,
+            width: None,
+            format: Format::Jpeg,
+        };
+        assert_eq!(large.key(id), format!("{id}/large.jpg"));
         let item = batch_item_prefix("out/", "shoot/", "shoot/a/b.jpg").unwrap();
         assert_eq!(item, "out/a/b.jpg/");
         assert_eq!(manifest_key_in(&item), "out/a/b.jpg/manifest.json");
@@ -240,7 +236,7 @@ mod tests {
         assert_eq!(variant.unwrap().key(id), format!("{id}/large.w640.jpg"));
         assert_eq!(
             parse_output_file("large.jpg").unwrap().key(id),
-            output_key(id, "large", "jpg")
+            format!("{id}/large.jpg")
         );
         assert_eq!(
             image_path(&variant.unwrap().key(id)),
