@@ -20,7 +20,7 @@ Lambda image solution runs: a warm Node process, one image at a time, same photo
 same task; bench/sharp_pipeline.mjs), with the goals' ratios. Not a test: the
 numbers depend on the machine.
 
-    bench/service.py [--photo photo-12mp.jpg] [--rounds 3] [--images 40] [--concurrency 1,2,8]
+    bench/service.py [--photo photo-12mp.jpg] [--display-p3] [--rounds 3] [--images 40] [--concurrency 1,2,8]
 
 Needs python3-venv; installs thumbor (pip) into /var/tmp/minilab-bench/thumbor-venv
 the first time ($THUMBOR_VENV to put it elsewhere).
@@ -285,10 +285,9 @@ def percentile(values, p):
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-def sharp_cpu(photo, recipe, rounds):
-    """sharp's bare pipeline on `photo` for `recipe` (large or web), warm, one image at a
-    time: {sharp, vips, cpu_ms, wall_ms} per image. Installs sharp 0.34 (npm's prebuilt
-    libvips) into /var/tmp/minilab-bench/sharp the first time ($SHARP_DIR: elsewhere)."""
+def install_sharp():
+    """sharp 0.34 (npm's prebuilt libvips) in /var/tmp/minilab-bench/sharp, installed the
+    first time ($SHARP_DIR: elsewhere); its package folder."""
     sharp = Path(os.environ.get("SHARP_DIR", "/var/tmp/minilab-bench/sharp/node_modules/sharp"))
     if not sharp.exists():
         print(f"installing sharp 0.34 into {sharp.parent.parent} ...", file=sys.stderr)
@@ -296,6 +295,28 @@ def sharp_cpu(photo, recipe, rounds):
         (sharp.parent.parent / "package.json").write_text('{"private": true}\n')
         subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", "sharp@0.34"],
                        cwd=sharp.parent.parent, check=True)
+    return sharp
+
+
+def in_display_p3(photo, folder):
+    """`photo` (sRGB) converted into Display P3 with its profile embedded, as a phone
+    writes it (sharp's built-in P3 profile, JPEG q92, 4:2:0), saved under the same name
+    in `folder`: the same pixels as the sRGB photo, so the runs compare."""
+    script = ("import { createRequire } from 'node:module';"
+              "const sharp = createRequire(process.argv[1] + '/')('sharp');"
+              "await sharp(process.argv[2]).withIccProfile('p3')"
+              ".jpeg({ quality: 92, chromaSubsampling: '4:2:0' }).toFile(process.argv[3]);")
+    target = Path(folder) / photo.name
+    subprocess.run(["node", "--input-type=module", "-e", script, str(install_sharp()), str(photo), str(target)],
+                   check=True)
+    return target
+
+
+def sharp_cpu(photo, recipe, rounds):
+    """sharp's bare pipeline on `photo` for `recipe` (large or web), warm, one image at a
+    time: {sharp, vips, cpu_ms, wall_ms} per image. Installs sharp 0.34 (npm's prebuilt
+    libvips) into /var/tmp/minilab-bench/sharp the first time ($SHARP_DIR: elsewhere)."""
+    sharp = install_sharp()
     out = subprocess.run(["node", str(ROOT / "bench" / "sharp_pipeline.mjs"), str(photo), recipe, str(rounds)],
                          env={**os.environ, "SHARP_DIR": str(sharp)}, check=True, capture_output=True, text=True)
     return json.loads(out.stdout)
@@ -313,20 +334,24 @@ def process_cpu(runs, scratch):
 
 
 def main():
-    global PHOTO
+    global PHOTO, IMAGES
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--images", type=int, default=40, help="images per round and concurrency")
     parser.add_argument("--concurrency", default="1,2,8")
     parser.add_argument("--photo", default=PHOTO, help="a photo in tests/data/images ($MINILAB_IMAGES)")
+    parser.add_argument("--display-p3", action="store_true",
+                        help="convert the photo into Display P3 first (profile embedded, as phones write)")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     PHOTO = args.photo
 
     build_minilab()
     thumbor_bin = install_thumbor()
-    photo_bytes = (IMAGES / PHOTO).read_bytes()
     scratch = tempfile.mkdtemp(prefix="minilab-bench-service-")
+    if args.display_p3:
+        IMAGES = in_display_p3(IMAGES / PHOTO, scratch).parent
+    photo_bytes = (IMAGES / PHOTO).read_bytes()
     lab = thumbor = None
     try:
         lab = Minilab(scratch)
@@ -359,7 +384,8 @@ def main():
                 server.stop()
         shutil.rmtree(scratch, ignore_errors=True)
 
-    print(f"\n{PHOTO} → 1024 px JPEG q80, {args.rounds} interleaved rounds of {args.images} images, "
+    profile = " in Display P3" if args.display_p3 else ""
+    print(f"\n{PHOTO}{profile} ({len(photo_bytes) / 1e6:.1f} MB) → 1024 px JPEG q80, {args.rounds} interleaved rounds of {args.images} images, "
           f"{os.cpu_count()} cores\n")
     print("| concurrency | minilab img/s | thumbor img/s | ratio | minilab p50 / p99 ms "
           "| thumbor p50 / p99 ms | minilab CPU ms/img | thumbor CPU ms/img |")
