@@ -68,7 +68,7 @@ pub async fn image(
 /// With signed links ([`minilab_core::image_links`]), the seconds the request's
 /// link stays valid, or why it opens nothing; `None` when links are not signed.
 fn signed_link(state: &ApiState, id: UploadId, query: Option<&str>) -> Result<Option<u64>> {
-    let Some(links) = &state.config.image_links else {
+    let Some(links) = state.config.images.links() else {
         return Ok(None);
     };
     let query = query.unwrap_or_default();

@@ -91,12 +91,10 @@ pub struct ApiConfig {
     /// Serve outputs at stable addresses, `GET /i/{id}/{output}.{ext}` (with
     /// sign-in only signed: the address is the only key), and name them in statuses.
     pub serve_images: bool,
-    /// Sign the addresses statuses name, and serve only signed ones
-    /// ([`minilab_core::image_links`]).
-    pub image_links: Option<minilab_core::image_links::ImageLinks>,
-    /// What a status puts before `/i/...` (the CDN's `https://host`); empty: the
-    /// path alone, relative to the API.
-    pub image_base_url: String,
+    /// How statuses name those addresses: under the CDN's `https://host` or the path
+    /// alone (relative to the API), and, when signed, the signer; with a signer only
+    /// signed addresses are served ([`minilab_core::image_links`]).
+    pub images: minilab_core::image_links::ImageAddresses,
     pub rate_limits: limits::RateLimits,
     /// Where uploads may ask their final status to be sent.
     pub webhooks: minilab_core::webhook::AllowList,

@@ -1,8 +1,9 @@
 //! Signed image addresses, for private uploads (sign-in on): the API serves
 //! `/i/{id}/...` only with `?expires={unix seconds}&signature={hex}`, an HMAC-SHA256
-//! by a secret only the API holds of the upload's id and that expiry. The API puts
-//! them into the statuses it answers the upload's owner (ids are bound to their
-//! subject), so only whoever the owner hands an address to can load it, until it
+//! by a secret the API holds (and the worker, for webhooks) of the upload's id and
+//! that expiry. The API puts them into the statuses it answers the upload's owner
+//! (ids are bound to their subject), and the worker into the webhook the owner asked
+//! for, so only whoever the owner hands an address to can load it, until it
 //! expires. One signature covers every file of the upload (outputs, widths made on
 //! demand, `.auto`), so the page's `srcset` works from one signed address.
 //!
@@ -87,6 +88,43 @@ impl ImageLinks {
     }
 }
 
+/// Where an upload's outputs are served at stable addresses, and with what links:
+/// the one rule by which statuses (the API) and webhooks (the worker) name them.
+#[derive(Clone, Default)]
+pub struct ImageAddresses {
+    base: String,
+    links: Option<ImageLinks>,
+}
+
+impl ImageAddresses {
+    /// Addresses under `base` (`https://host`, no trailing `/`; empty: the path
+    /// alone), signed with `links` when given.
+    pub fn new(base: String, links: Option<ImageLinks>) -> Self {
+        Self { base, links }
+    }
+
+    /// What addresses are under; empty when they are paths alone.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The signer, when addresses are signed.
+    pub fn links(&self) -> Option<&ImageLinks> {
+        self.links.as_ref()
+    }
+
+    /// The address of upload `id`'s output stored at `key` (an
+    /// [`crate::keys::OutputFile`]'s key), with the signature that opens it at `now`
+    /// when addresses are signed.
+    pub fn address(&self, id: UploadId, key: &str, now: u64) -> String {
+        let path = crate::keys::image_path(key);
+        match &self.links {
+            Some(links) => format!("{}{path}?{}", self.base, links.query(id, now)),
+            None => format!("{}{path}", self.base),
+        }
+    }
+}
+
 /// Seconds since the Unix epoch: the `now` links are made and checked at.
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -148,5 +186,27 @@ mod tests {
         for broken in ["", "expires=1", "signature=00", "expires=x&signature=00"] {
             assert_eq!(open(&links, id, broken, now), Err(LinkError::Invalid));
         }
+    }
+
+    #[test]
+    fn an_address_is_the_base_the_path_and_the_signature_when_signed() {
+        let id = UploadId::new(chrono::Utc::now());
+        let key = format!("{id}/large.jpg");
+        let now = 1_000_000;
+        let plain = ImageAddresses::new("https://photos.example".into(), None);
+        assert_eq!(
+            plain.address(id, &key, now),
+            format!("https://photos.example/i/{id}/large.jpg")
+        );
+        assert_eq!(
+            ImageAddresses::default().address(id, &key, now),
+            format!("/i/{id}/large.jpg")
+        );
+        let links = ImageLinks::new(b"0123456789abcdef0123".to_vec(), 3600);
+        let signed = ImageAddresses::new("https://photos.example".into(), Some(links.clone()));
+        let address = signed.address(id, &key, now);
+        let (path, query) = address.split_once('?').unwrap();
+        assert_eq!(path, format!("https://photos.example/i/{id}/large.jpg"));
+        assert!(open(&links, id, query, now).is_ok(), "{address}");
     }
 }

@@ -51,17 +51,8 @@ pub struct ApiArgs {
     /// unsigned address would be their only key.
     #[arg(long, env = "MINILAB_SERVE_IMAGES", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     serve_images: bool,
-    /// Sign the image addresses statuses name (`?expires=...&signature=...`, an
-    /// HMAC-SHA256 with this secret, at least 16 bytes) and serve only signed ones,
-    /// `private` to browsers and never kept by a CDN.
-    #[arg(long, env = "MINILAB_IMAGE_LINK_SECRET", hide_env_values = true)]
-    image_link_secret: Option<String>,
-    /// Seconds a signed image address is handed out for: each is valid for one to
-    /// two of them.
-    #[arg(long, env = "MINILAB_IMAGE_LINK_WINDOW", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(60..=7 * 86400))]
-    image_link_window: u64,
     #[command(flatten)]
-    images: crate::flags::ImageBaseArgs,
+    images: crate::flags::ImageAddressArgs,
     /// The URL browsers POST uploads to [default: the uploads bucket's S3 URL].
     #[arg(long, env = "MINILAB_UPLOAD_URL")]
     upload_url: Option<String>,
@@ -184,9 +175,10 @@ pub struct WorkerArgs {
     limits: crate::limits::LimitArgs,
     #[command(flatten)]
     webhooks: crate::webhooks::WebhookArgs,
-    /// Webhooks name each output's stable address under this base.
+    /// Webhooks name each output's stable address under this base (signed with
+    /// --image-link-secret, as the API signs them).
     #[command(flatten)]
-    images: crate::flags::ImageBaseArgs,
+    images: crate::flags::ImageAddressArgs,
     /// The API instances to tell when an upload starts and finishes, comma-separated
     /// `host:port` of their metrics address, each name resolved to all its addresses
     /// (a headless Service: every API pod); needs --peer-secret.
@@ -247,21 +239,6 @@ fn upload_url(sdk: &aws_config::SdkConfig, bucket: &str, path_style: bool, regio
     }
 }
 
-/// The signer of image addresses, when --image-link-secret is given.
-fn image_links(args: &ApiArgs) -> anyhow::Result<Option<minilab_core::image_links::ImageLinks>> {
-    let Some(secret) = &args.image_link_secret else {
-        return Ok(None);
-    };
-    let secret = minilab_core::webhook::signing_secret(
-        secret.as_bytes(),
-        "--image-link-secret (MINILAB_IMAGE_LINK_SECRET)",
-    )?;
-    Ok(Some(minilab_core::image_links::ImageLinks::new(
-        secret,
-        args.image_link_window,
-    )))
-}
-
 pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
     let sdk = sdk_config().await;
     let region = sdk
@@ -295,13 +272,12 @@ pub async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
         download_ttl: args.presign.download_ttl(),
         serve_web: args.serve_web,
         serve_images: args.serve_images,
-        image_links: image_links(&args)?,
-        image_base_url: args.images.base()?,
+        images: args.images.addresses()?,
         rate_limits: args.client_limits.rate_limits(RateLimits::API),
         webhooks: args.webhooks.allow_list()?,
     };
     let sign_in = args.sign_in.sign_in().await?;
-    if args.serve_images && sign_in.is_some() && config.image_links.is_none() {
+    if args.serve_images && sign_in.is_some() && config.images.links().is_none() {
         anyhow::bail!(
             "--serve-images with sign-in needs --image-link-secret: signed-in uploads are private, and an unsigned stable address would be open to anyone who has it, for ever"
         );
@@ -419,7 +395,7 @@ pub async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
             s3,
             metrics,
             announce,
-            webhooks: args.webhooks.webhooks(Some(args.images.base()?))?,
+            webhooks: args.webhooks.webhooks(args.images.addresses()?)?,
         },
     ));
     let queue: Arc<dyn minilab_worker::queue::Queue> = Arc::new(SqsQueue::new(

@@ -107,28 +107,52 @@ impl PeerSecretArgs {
     }
 }
 
-/// Where images are served at stable addresses, for the names statuses (`api`) and
-/// webhooks (`worker`) give them.
+/// Where images are served at stable addresses, and whether those are signed, for
+/// the names statuses (`api`) and webhooks (`worker`) give them.
 #[cfg(feature = "cluster")]
 #[derive(Args, Debug, Clone)]
-pub struct ImageBaseArgs {
+pub struct ImageAddressArgs {
     /// What outputs' stable addresses are under: `{base}/i/{id}/{output}.{ext}` (the
     /// site's `https://host` behind a CDN). On `api`, empty names the path alone,
     /// relative to the API; on `worker`, empty leaves `imageUrl` out of webhooks.
     #[arg(long, env = "MINILAB_IMAGE_BASE_URL", default_value = "")]
     image_base_url: String,
+    /// Sign the image addresses statuses (`api`) and webhooks (`worker`) name
+    /// (`?expires=...&signature=...`, an HMAC-SHA256 with this secret, at least 16
+    /// bytes; the same on both); `api` then serves only signed ones, `private` to
+    /// browsers and never kept by a CDN.
+    #[arg(long, env = "MINILAB_IMAGE_LINK_SECRET", hide_env_values = true)]
+    image_link_secret: Option<String>,
+    /// Seconds a signed image address is handed out for: each is valid for one to
+    /// two of them.
+    #[arg(long, env = "MINILAB_IMAGE_LINK_WINDOW", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(60..=7 * 86400))]
+    image_link_window: u64,
 }
 
 #[cfg(feature = "cluster")]
-impl ImageBaseArgs {
-    /// The base without its trailing `/`, if it is empty or an http(s) URL.
-    pub fn base(&self) -> anyhow::Result<String> {
+impl ImageAddressArgs {
+    /// The addresses: the base without its trailing `/` (empty or an http(s) URL),
+    /// signed when --image-link-secret is given.
+    pub fn addresses(&self) -> anyhow::Result<minilab_core::image_links::ImageAddresses> {
         let base = self.image_base_url.trim_end_matches('/');
         let is_url = base.starts_with("https://") || base.starts_with("http://");
         anyhow::ensure!(
             base.is_empty() || (is_url && !base.contains(char::is_whitespace)),
             "--image-base-url must be empty or an http(s) URL; got {base:?}"
         );
-        Ok(base.to_owned())
+        let links = match &self.image_link_secret {
+            Some(secret) => Some(minilab_core::image_links::ImageLinks::new(
+                minilab_core::webhook::signing_secret(
+                    secret.as_bytes(),
+                    "--image-link-secret (MINILAB_IMAGE_LINK_SECRET)",
+                )?,
+                self.image_link_window,
+            )),
+            None => None,
+        };
+        Ok(minilab_core::image_links::ImageAddresses::new(
+            base.to_owned(),
+            links,
+        ))
     }
 }

@@ -8,6 +8,7 @@ use axum::http::HeaderValue;
 use clap::Args;
 use minilab_api::{ApiConfig, ApiDeps, ApiState, Word};
 use minilab_core::event::object_created_body;
+use minilab_core::image_links::ImageAddresses;
 use minilab_worker::queue::{LocalQueue, LocalSender};
 use minilab_worker::runner::RunOptions;
 use minilab_worker::{Worker, WorkerConfig, WorkerDeps};
@@ -102,7 +103,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             metrics: Arc::default(),
             announce: Some(Arc::new(changes.clone())),
             // Images are served at this process's API address.
-            webhooks: args.webhooks.webhooks(Some(format!("http://{api_addr}")))?,
+            webhooks: args
+                .webhooks
+                .webhooks(ImageAddresses::new(format!("http://{api_addr}"), None))?,
         },
     );
     start_workers(worker, queue, workers, &shutdown);
@@ -148,8 +151,7 @@ fn api_config(
         download_ttl: args.presign.download_ttl(),
         serve_web: true,
         serve_images: true,
-        image_links: None,
-        image_base_url: String::new(),
+        images: Default::default(),
         rate_limits: args
             .client_limits
             .rate_limits(default_client_limits(args.listen)),

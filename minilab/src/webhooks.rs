@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use clap::Args;
+use minilab_core::image_links::ImageAddresses;
 use minilab_core::webhook::AllowList;
 use minilab_worker::webhooks::{Retry, Webhooks};
 use std::sync::Arc;
@@ -28,9 +29,9 @@ impl WebhookArgs {
         AllowList::parse(&self.allow).context("--webhook-allow")
     }
 
-    /// What the worker sends with, naming outputs' stable addresses under
-    /// `image_base` (when not empty); `None` when no webhook is allowed.
-    pub fn webhooks(&self, image_base: Option<String>) -> anyhow::Result<Option<Arc<Webhooks>>> {
+    /// What the worker sends with, naming outputs' stable `addresses` (when they
+    /// have a base); `None` when no webhook is allowed.
+    pub fn webhooks(&self, addresses: ImageAddresses) -> anyhow::Result<Option<Arc<Webhooks>>> {
         let allow = self.allow_list()?;
         if allow.is_empty() {
             return Ok(None);
@@ -40,7 +41,7 @@ impl WebhookArgs {
             .clone()
             .context("--webhook-allow needs --webhook-secret (MINILAB_WEBHOOK_SECRET)")?;
         let webhooks = Webhooks::new(allow, secret.into_bytes(), Retry::default())?
-            .with_image_base(image_base.filter(|base| !base.is_empty()));
+            .with_image_addresses(Some(addresses).filter(|a| !a.base().is_empty()));
         Ok(Some(Arc::new(webhooks)))
     }
 }

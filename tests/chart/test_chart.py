@@ -1351,6 +1351,13 @@ class ChartTest(unittest.TestCase):
         self.assertEqual(env["MINILAB_IMAGE_LINK_SECRET"]["valueFrom"], {"secretKeyRef": {"name": "image-links", "key": "secret"}})
         self.assertEqual(env["MINILAB_IMAGE_LINK_WINDOW"]["value"], "900")
         self.assertNotIn("MINILAB_IMAGE_LINK_SECRET", api_env(docs))
+        # The worker signs its webhooks' addresses with the same key and window.
+        worker = by_kind(signed, "Deployment")["demo-minilab-worker"]["spec"]["template"]["spec"]["containers"][0]
+        worker_env = {e["name"]: e for e in worker["env"]}
+        self.assertEqual(worker_env["MINILAB_IMAGE_LINK_SECRET"], env["MINILAB_IMAGE_LINK_SECRET"])
+        self.assertEqual(worker_env["MINILAB_IMAGE_LINK_WINDOW"]["value"], "900")
+        unsigned = by_kind(docs, "Deployment")["demo-minilab-worker"]["spec"]["template"]["spec"]["containers"][0]
+        self.assertNotIn("MINILAB_IMAGE_LINK_SECRET", {e["name"] for e in unsigned["env"]})
         [distribution] = by_kind(signed, "Distribution").values()
         behaviours = {b["pathPattern"]: b for b in distribution["spec"]["distributionConfig"]["cacheBehaviors"]["items"]}
         for pattern in ["/i/*", "/i/*.auto"]:

@@ -191,23 +191,53 @@ async fn unsigned_image_addresses_are_refused_with_sign_in() {
 
 /// With sign-in and `--image-link-secret`, the owner's statuses name signed image
 /// addresses: those open the upload's images (any of its files, `private` to the
-/// browser, for a while), and nothing else does.
+/// browser, for a while), and nothing else does. The webhook the owner asked for
+/// names signed ones too (the worker holds the same secret).
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs LocalStack: ./tests/run starts it and runs this"]
 async fn private_images_open_only_at_the_signed_addresses_their_owner_is_given() {
+    const LINK_SECRET: &str = "twenty bytes of secret";
     let (issuer, jwks_url, stack, env) = issuer_and_stack().await;
-    let (_worker, _) = stack.worker(&env, &[]);
+    let (hooks, mut delivered) =
+        minilab_tests::webhook_receiver(|_| axum::http::StatusCode::NO_CONTENT).await;
     let mut args = sign_in_args(&jwks_url).to_vec();
     args.extend([
         "--serve-images",
         "--image-link-secret",
-        "twenty bytes of secret",
+        LINK_SECRET,
+        "--webhook-allow",
+        &hooks,
     ]);
     let (_api, api) = stack.api(&env, &args);
+    let (_worker, _) = stack.worker(
+        &env,
+        &[
+            "--webhook-allow",
+            &hooks,
+            "--webhook-secret",
+            "a-webhook-secret-of-some-length",
+            "--image-base-url",
+            &api.url,
+            "--image-link-secret",
+            LINK_SECRET,
+        ],
+    );
     let alice = issuer.token("alice", AUDIENCE, 300);
     let photo = photo("photo-small.jpg");
-    let (created, ticket_body) = ticket(&api, Some(&alice), photo.len()).await;
-    assert_eq!(created, 201, "{ticket_body}");
+    let ticket_body: Value = api
+        .http
+        .post(format!("{}/api/v1/uploads", api.url))
+        .bearer_auth(&alice)
+        .json(&json!({
+            "filename": "a.jpg", "contentType": "image/jpeg", "size": photo.len(),
+            "recipe": "web", "webhook": format!("{hooks}done"),
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     api.upload(&ticket_body, photo, "image/jpeg").await;
     let id = ticket_body["id"].as_str().unwrap();
     let status = api.signed_in(&alice).wait_final(id).await;
@@ -219,6 +249,17 @@ async fn private_images_open_only_at_the_signed_addresses_their_owner_is_given()
         let api = &api;
         async move { api.get(&path).await }
     };
+    // The webhook's address opens the image, as the status's does.
+    let (_, body) = tokio::time::timeout(std::time::Duration::from_secs(60), delivered.recv())
+        .await
+        .expect("the webhook within 60 s")
+        .unwrap();
+    let hooked: Value = serde_json::from_str(&body).unwrap();
+    let hooked_address = hooked["outputs"][0]["imageUrl"].as_str().unwrap();
+    let hooked_path = hooked_address.strip_prefix(api.url.as_str()).unwrap();
+    let opened = get(hooked_path.to_owned()).await;
+    assert_eq!(opened.status(), 200, "{hooked_address}");
+
     let opened = get(address.to_owned()).await;
     assert_eq!(opened.status(), 200);
     let caching = opened.headers()["cache-control"]

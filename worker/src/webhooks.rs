@@ -6,6 +6,7 @@
 
 use crate::metrics::Metrics;
 use minilab_core::Manifest;
+use minilab_core::image_links::{ImageAddresses, unix_now};
 use minilab_core::webhook::{AllowList, SIGNATURE_HEADER, SecretTooShort, sign, signing_secret};
 use serde_json::json;
 use std::sync::Arc;
@@ -52,7 +53,7 @@ pub struct Webhooks {
     client: reqwest::Client,
     pending: Arc<Semaphore>,
     /// Where outputs are served at stable addresses, if they are.
-    image_base: Option<String>,
+    images: Option<ImageAddresses>,
 }
 
 impl Webhooks {
@@ -70,14 +71,14 @@ impl Webhooks {
             retry,
             client,
             pending: Arc::new(Semaphore::new(MAX_PENDING)),
-            image_base: None,
+            images: None,
         })
     }
 
-    /// Names each output's stable address, `{base}/i/{id}/{output}.{ext}`, in the
-    /// payload (`None`: outputs are not served there).
-    pub fn with_image_base(mut self, base: Option<String>) -> Self {
-        self.image_base = base;
+    /// Names each output's stable address, `{base}/i/{id}/{output}.{ext}` (signed
+    /// when addresses are), in the payload (`None`: outputs are not served there).
+    pub fn with_image_addresses(mut self, images: Option<ImageAddresses>) -> Self {
+        self.images = images;
         self
     }
 
@@ -94,7 +95,7 @@ impl Webhooks {
             metrics.webhook("dropped");
             return;
         };
-        let body = payload(manifest, self.image_base.as_deref())
+        let body = payload(manifest, self.images.as_ref(), unix_now())
             .to_string()
             .into_bytes();
         let delivery = manifest.id.map(|id| id.to_string()).unwrap_or_default();
@@ -134,15 +135,18 @@ impl Webhooks {
 }
 
 /// What a webhook receives: the upload's final status, without download links
-/// (they expire; `statusUrl` gives fresh ones).
-pub fn payload(manifest: &Manifest, image_base: Option<&str>) -> serde_json::Value {
+/// (they expire; `statusUrl` gives fresh ones), with each output's stable address
+/// under `images` (signed to open from `now` when addresses are).
+pub fn payload(
+    manifest: &Manifest,
+    images: Option<&ImageAddresses>,
+    now: u64,
+) -> serde_json::Value {
     let id = manifest.id.map(|id| id.to_string());
     // Uploads only: a batch image has no address.
     let image_url = |output: &minilab_core::manifest::OutputRecord| {
-        manifest
-            .id
-            .and(image_base)
-            .map(|base| format!("{base}{}", minilab_core::keys::image_path(&output.key)))
+        let (id, images) = manifest.id.zip(images)?;
+        Some(images.address(id, &output.key, now))
     };
     json!({
         "event": "upload.finished",

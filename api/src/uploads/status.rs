@@ -314,26 +314,22 @@ async fn download_signing(
     Ok((presigning, signed_by))
 }
 
-/// Where `output` stays, when this deployment serves images (with `signed`, the
-/// query that opens the upload's images), and the smaller widths it is served at too.
+/// Where upload `id`'s `output` stays, when this deployment serves images (signed
+/// to open at `now` when addresses are), and the smaller widths it is served at too.
 fn stable_address(
     config: &crate::ApiConfig,
+    id: UploadId,
     output: &minilab_core::manifest::OutputRecord,
-    signed: Option<&str>,
     recipe: Option<&minilab_core::Recipe>,
+    now: u64,
 ) -> (Option<String>, Vec<u32>) {
     if !config.serve_images {
         return (None, Vec::new());
     }
-    let path = keys::image_path(&output.key);
-    let query = signed.map(|q| format!("?{q}")).unwrap_or_default();
     let widths = recipe
         .map(|recipe| smaller_widths(recipe, &output.name, output.width))
         .unwrap_or_default();
-    (
-        Some(format!("{}{path}{query}", config.image_base_url)),
-        widths,
-    )
+    (Some(config.images.address(id, &output.key, now)), widths)
 }
 
 async fn status_from_manifest(
@@ -348,8 +344,7 @@ async fn status_from_manifest(
         .clone()
         .unwrap_or_else(|| id.to_string());
     let recipe = state.config.recipes.get(&manifest.recipe);
-    let signed = (state.config.image_links.as_ref())
-        .map(|links| links.query(id, minilab_core::image_links::unix_now()));
+    let now = minilab_core::image_links::unix_now();
     let mut outputs = Vec::with_capacity(manifest.outputs.len());
     for output in &manifest.outputs {
         let extension = output.key.rsplit_once('.').map_or("bin", |(_, ext)| ext);
@@ -365,7 +360,7 @@ async fn status_from_manifest(
             .presigned(presigning.clone())
             .await
             .map_err(ApiError::internal)?;
-        let (image_url, widths) = stable_address(&state.config, output, signed.as_deref(), recipe);
+        let (image_url, widths) = stable_address(&state.config, id, output, recipe, now);
         outputs.push(OutputView {
             name: output.name.clone(),
             url: url.uri().to_owned(),
