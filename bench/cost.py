@@ -8,7 +8,8 @@ way AWS bills it. Scenarios, each for `large` (one output) and `web` (four):
 - an upload: ticket, the browser's POST, the page waiting with ?wait=20 until final
   (with push, as the chart runs it), with ImageJob tracking off and on;
 - an abandoned ticket (tracking on, a 60 s ticket): what the operator spends on it;
-- a batch item: an ImageJob over a prefix of photos.
+- a batch item: an ImageJob over a prefix of photos (--batch-images copies of
+  --batch-photo: what a look at a batch costs grows with its size).
 CPU seconds per image are read from /proc for each process. The Lambda design: API
 Gateway and a presign function, the same POST, S3 invoking the resize function
 (1,769 MB: one vCPU) for sharp's measured time (bench/sharp_pipeline.mjs, same photo,
@@ -361,7 +362,12 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=10)
     parser.add_argument("--polls", type=int, default=2, help="the Lambda design's page polls per image")
+    parser.add_argument("--batch-images", type=int,
+                        help="images in each batch job (default: --images): what a look costs grows with it")
+    parser.add_argument("--batch-photo", default=PHOTO, help="the photo each batch image is a copy of")
     args = parser.parse_args()
+    batch_images = args.batch_images or args.images
+    batch_photo = (IMAGES / args.batch_photo).read_bytes()
     prices = tomllib.loads((ROOT / "bench" / "prices.toml").read_text())
     results = {}
     with tempfile.TemporaryDirectory() as workdir:
@@ -386,15 +392,16 @@ def main():
                 bench.jobs_finished([f"upload-{abandoned[0]}"], limit=300)))
             for recipe in ("large", "web"):
                 prefix = f"batch-{recipe}/"
-                for i in range(args.images):
-                    bench.s3.put_object(Bucket=bench.uploads, Key=f"{prefix}{i:03d}.jpg", Body=bench.photo)
+                for i in range(batch_images):
+                    bench.s3.put_object(Bucket=bench.uploads, Key=f"{prefix}{i:05d}.jpg", Body=batch_photo)
                 name = f"cost-batch-{recipe}"
                 job = {"apiVersion": "minilab.dev/v1alpha1", "kind": "ImageJob", "metadata": {"name": name},
                        "spec": {"source": {"bucket": bench.uploads, "prefix": prefix}, "recipe": recipe,
                                 "destination": {"bucket": bench.processed, "prefix": f"batches/{name}/"}}}
-                results[(recipe, "batch item", True)] = bench.measure(args.images, lambda: (
+                scenario = f"batch item (of {batch_images}, {args.batch_photo})"
+                results[(recipe, scenario, True)] = bench.measure(batch_images, lambda: (
                     kubectl("apply", "-n", NAMESPACE, "-f", "-", stdin=json.dumps(job)),
-                    bench.jobs_finished([name])))
+                    bench.jobs_finished([name], limit=300 + batch_images // 4)))
         finally:
             for running in (bench.worker, bench.api, bench.operator):
                 if running:

@@ -4,6 +4,12 @@
 //! so duplicate deliveries cannot inflate it. A reprocessing (`spec.reprocess`) is a
 //! batch of uploads written back to each upload: progress counts the manifests that
 //! name the job.
+//!
+//! What a look costs does not grow with the batch ([`BatchMemory`]): the source is
+//! listed at the job's first look in this process and remembered, and the
+//! destination is listed from the first image not yet seen finished on. Before,
+//! every look (one a second while enqueuing) listed both whole: 100,000 images made
+//! 2,000 looks of up to 600 LIST pages each.
 
 use crate::crd::{ImageJob, ImageJobStatus, Phase};
 use crate::observe::{ObserveError, Observer};
@@ -14,7 +20,7 @@ use minilab_core::event::WorkItem;
 use minilab_core::keys;
 use minilab_core::manifest::ManifestState;
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// A Job's default.
 const DEFAULT_BACKOFF_LIMIT: i32 = 3;
@@ -23,104 +29,172 @@ const DEFAULT_BACKOFF_LIMIT: i32 = 3;
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct BatchObservation {
     /// The source keys under the prefix, in key order (folders left out).
-    pub keys: Vec<String>,
+    pub keys: Arc<Vec<String>>,
     /// For each source key whose manifest exists: whether the image failed.
     pub finished: HashMap<String, bool>,
 }
 
-/// A batch's manifests are written once and never change (a reprocessing's, once
-/// they name the job, say so for good): for each running batch (by uid), the
-/// outcome of each manifest read so far. A job's entry is dropped when it finishes.
+/// What the operator remembers of each running batch (by uid) between looks, so a
+/// look costs what changed since the last, not the batch's size; a job's entry is
+/// dropped when it finishes, and a restart starts afresh (one whole look).
 #[derive(Default)]
-pub struct ManifestCache(Mutex<HashMap<String, HashMap<String, bool>>>);
+pub struct BatchMemory(Mutex<HashMap<String, Remembered>>);
 
-impl ManifestCache {
-    fn get(&self, job: &str, manifest: &str) -> Option<bool> {
-        let cache = self.0.lock().ok()?;
-        cache.get(job)?.get(manifest).copied()
+#[derive(Default)]
+struct Remembered {
+    /// The source keys as the job's first look listed them: the batch is the
+    /// objects under the prefix when it started (later ones may be left out).
+    sources: Option<Arc<Vec<String>>>,
+    /// The outcome of each manifest read so far: a batch's manifests are written
+    /// once and never change (a reprocessing's, once they name the job, say so for
+    /// good).
+    manifests: HashMap<String, bool>,
+}
+
+impl BatchMemory {
+    fn manifest(&self, job: &str, manifest: &str) -> Option<bool> {
+        let memory = self.0.lock().ok()?;
+        memory.get(job)?.manifests.get(manifest).copied()
     }
 
-    fn insert(&self, job: &str, manifest: String, failed: bool) {
-        if let Ok(mut cache) = self.0.lock() {
-            cache
-                .entry(job.to_owned())
-                .or_default()
-                .insert(manifest, failed);
+    fn sources(&self, job: &str) -> Option<Arc<Vec<String>>> {
+        let memory = self.0.lock().ok()?;
+        memory.get(job)?.sources.clone()
+    }
+
+    fn remember(&self, job: &str, f: impl FnOnce(&mut Remembered)) {
+        if let Ok(mut memory) = self.0.lock() {
+            f(memory.entry(job.to_owned()).or_default());
         }
     }
 
-    /// Forgets a finished job's manifests.
+    fn remember_manifest(&self, job: &str, manifest: String, failed: bool) {
+        self.remember(job, |r| {
+            r.manifests.insert(manifest, failed);
+        });
+    }
+
+    fn remember_sources(&self, job: &str, keys: Arc<Vec<String>>) {
+        self.remember(job, |r| r.sources = Some(keys));
+    }
+
+    /// Forgets a finished job.
     pub fn forget(&self, job: &str) {
-        if let Ok(mut cache) = self.0.lock() {
-            cache.remove(job);
+        if let Ok(mut memory) = self.0.lock() {
+            memory.remove(job);
         }
     }
 }
 
-/// A job's key in the [`ManifestCache`]: its uid (a recreated job starts afresh).
+/// A job's key in the [`BatchMemory`]: its uid (a recreated job starts afresh).
 pub fn cache_key(job: &ImageJob) -> String {
     job.metadata.uid.clone().unwrap_or_else(|| job.name_any())
 }
 
-/// Lists the source prefix and the destination's manifests, and reads each manifest
-/// not read before. Reads only.
+/// The batch's source keys, its finished images, and whether each failed: the
+/// source listed once, the destination from the first image not seen finished on,
+/// each manifest read once. Reads only.
 pub async fn observe(
     job: &ImageJob,
     prefix: &str,
     observer: &dyn Observer,
     max_objects: usize,
-    cache: &ManifestCache,
+    memory: &BatchMemory,
 ) -> Result<BatchObservation, ObserveError> {
-    let spec = &job.spec;
-    let destination = &spec.destination;
-    let keys: Vec<String> = observer
-        .list(&spec.source.bucket, prefix, max_objects)
-        .await?
-        .into_iter()
-        .filter(|k| !k.ends_with('/'))
-        .filter(|k| !reprocessing(job) || keys::parse_source_key(k).is_some())
-        .collect();
-    if reprocessing(job) {
-        let finished = observe_reprocessed(job, &keys, observer, cache).await?;
-        return Ok(BatchObservation { keys, finished });
+    let keys = sources(job, prefix, observer, max_objects, memory).await?;
+    let finished = if reprocessing(job) {
+        observe_reprocessed(job, &keys, observer, memory).await?
+    } else {
+        observe_written(job, prefix, &keys, observer, max_objects, memory).await?
+    };
+    Ok(BatchObservation { keys, finished })
+}
+
+/// The source keys under `prefix`, in key order (folders, and for a reprocessing
+/// anything but uploads, left out): listed at the job's first look, then
+/// remembered.
+async fn sources(
+    job: &ImageJob,
+    prefix: &str,
+    observer: &dyn Observer,
+    max_objects: usize,
+    memory: &BatchMemory,
+) -> Result<Arc<Vec<String>>, ObserveError> {
+    let uid = cache_key(job);
+    if let Some(keys) = memory.sources(&uid) {
+        return Ok(keys);
     }
+    let keys: Arc<Vec<String>> = Arc::new(
+        observer
+            .list(&job.spec.source.bucket, prefix, max_objects, None)
+            .await?
+            .into_iter()
+            .filter(|k| !k.ends_with('/'))
+            .filter(|k| !reprocessing(job) || keys::parse_source_key(k).is_some())
+            .collect(),
+    );
+    memory.remember_sources(&uid, keys.clone());
+    Ok(keys)
+}
+
+/// For a batch, which images have a manifest under the destination, and whether
+/// each failed. The destination is listed after the first image's folder not seen
+/// finished (in S3's order, which is not the sources' order: `a/` sorts after
+/// `a-b/`); everything before it was, and is remembered.
+async fn observe_written(
+    job: &ImageJob,
+    prefix: &str,
+    keys: &[String],
+    observer: &dyn Observer,
+    max_objects: usize,
+    memory: &BatchMemory,
+) -> Result<HashMap<String, bool>, ObserveError> {
+    let destination = &job.spec.destination;
+    let uid = cache_key(job);
+    let mut finished = HashMap::new();
+    let mut unseen = Vec::new();
+    for key in keys {
+        let Some(item) = keys::batch_item_prefix(&destination.prefix, prefix, key) else {
+            continue;
+        };
+        let manifest_key = keys::manifest_key_in(&item);
+        match memory.manifest(&uid, &manifest_key) {
+            Some(failed) => {
+                finished.insert(key.clone(), failed);
+            }
+            None => unseen.push((key, item, manifest_key)),
+        }
+    }
+    // Every key under an item's folder sorts after the folder's own name.
+    let Some(first) = unseen.iter().map(|(_, item, _)| item.as_str()).min() else {
+        return Ok(finished);
+    };
     let written: HashSet<String> = observer
         .list(
             &destination.bucket,
             &destination.prefix,
             max_objects.saturating_mul(10),
+            Some(first),
         )
         .await?
         .into_iter()
         .filter(|k| keys::is_manifest_key(k))
         .collect();
-    let uid = cache_key(job);
-    let mut finished = HashMap::new();
-    for key in &keys {
-        let Some(item) = keys::batch_item_prefix(&destination.prefix, prefix, key) else {
-            continue;
-        };
-        let manifest_key = keys::manifest_key_in(&item);
+    for (key, _, manifest_key) in unseen {
         if !written.contains(&manifest_key) {
             continue;
         }
-        let failed = match cache.get(&uid, &manifest_key) {
-            Some(failed) => failed,
-            None => {
-                let Some(manifest) = observer
-                    .manifest(&destination.bucket, &manifest_key)
-                    .await?
-                else {
-                    continue;
-                };
-                let failed = manifest.state == ManifestState::Failed;
-                cache.insert(&uid, manifest_key, failed);
-                failed
-            }
+        let Some(manifest) = observer
+            .manifest(&destination.bucket, &manifest_key)
+            .await?
+        else {
+            continue;
         };
+        let failed = manifest.state == ManifestState::Failed;
+        memory.remember_manifest(&uid, manifest_key, failed);
         finished.insert(key.clone(), failed);
     }
-    Ok(BatchObservation { keys, finished })
+    Ok(finished)
 }
 
 /// Whether the job processes uploads again (`spec.reprocess`).
@@ -142,7 +216,7 @@ async fn observe_reprocessed(
     job: &ImageJob,
     keys: &[String],
     observer: &dyn Observer,
-    cache: &ManifestCache,
+    memory: &BatchMemory,
 ) -> Result<HashMap<String, bool>, ObserveError> {
     let uid = cache_key(job);
     let enqueued = usize::try_from(job.status.as_ref().map_or(0, |s| s.enqueued)).unwrap_or(0);
@@ -153,7 +227,7 @@ async fn observe_reprocessed(
             continue;
         };
         let manifest_key = keys::manifest_key(id);
-        let failed = match cache.get(&uid, &manifest_key) {
+        let failed = match memory.manifest(&uid, &manifest_key) {
             Some(failed) => failed,
             None if reads == MAX_READS_PER_LOOK => continue,
             None => {
@@ -167,7 +241,7 @@ async fn observe_reprocessed(
                     continue;
                 };
                 let failed = reprocessed.error.is_some();
-                cache.insert(&uid, manifest_key, failed);
+                memory.remember_manifest(&uid, manifest_key, failed);
                 failed
             }
         };
@@ -337,9 +411,123 @@ mod tests {
         async fn exists(&self, _: &str, _: &str) -> Result<bool, ObserveError> {
             unreachable!("a reprocessing reads manifests only")
         }
-        async fn list(&self, _: &str, _: &str, _: usize) -> Result<Vec<String>, ObserveError> {
+        async fn list(
+            &self,
+            _: &str,
+            _: &str,
+            _: usize,
+            _: Option<&str>,
+        ) -> Result<Vec<String>, ObserveError> {
             unreachable!("observe_reprocessed is given the keys")
         }
+    }
+
+    /// A source bucket (`up`) and a destination bucket (`out`) in memory, in S3's
+    /// order; counts the keys each listing returns and the manifests read.
+    #[derive(Default)]
+    struct Buckets {
+        up: Vec<String>,
+        out: Mutex<std::collections::BTreeSet<String>>,
+        listed: AtomicUsize,
+        read: AtomicUsize,
+    }
+
+    impl Buckets {
+        /// Counts since the last call: (keys listed, manifests read).
+        fn spent(&self) -> (usize, usize) {
+            (
+                self.listed.swap(0, Ordering::SeqCst),
+                self.read.swap(0, Ordering::SeqCst),
+            )
+        }
+
+        /// Image `i` of the batch finished: its manifest and an output written.
+        fn finish(&self, key: &str) {
+            let item = keys::batch_item_prefix("b/", "shoot/", key).unwrap();
+            let mut out = self.out.lock().unwrap();
+            out.insert(keys::manifest_key_in(&item));
+            out.insert(format!("{item}square.jpg"));
+        }
+    }
+
+    #[async_trait]
+    impl Observer for Buckets {
+        async fn manifest(&self, _: &str, key: &str) -> Result<Option<Manifest>, ObserveError> {
+            self.read.fetch_add(1, Ordering::SeqCst);
+            let written = self.out.lock().unwrap().contains(key);
+            Ok(written.then(|| crate::status::tests::manifest(false)))
+        }
+        async fn exists(&self, _: &str, _: &str) -> Result<bool, ObserveError> {
+            unreachable!("a batch lists")
+        }
+        async fn list(
+            &self,
+            bucket: &str,
+            prefix: &str,
+            _: usize,
+            start_after: Option<&str>,
+        ) -> Result<Vec<String>, ObserveError> {
+            let keys: Vec<String> = match bucket {
+                "up" => self.up.clone(),
+                _ => self.out.lock().unwrap().iter().cloned().collect(),
+            };
+            let listed: Vec<String> = keys
+                .into_iter()
+                .filter(|k| k.starts_with(prefix) && start_after.is_none_or(|s| k.as_str() > s))
+                .collect();
+            self.listed.fetch_add(listed.len(), Ordering::SeqCst);
+            Ok(listed)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_look_at_a_batch_costs_what_changed_not_the_batchs_size() {
+        // Keys whose item folders sort in another order than they do (`7/` after
+        // `7-x/`): the listing starts at the first unfinished folder in S3's order.
+        let mut up: Vec<String> = (0..2000).map(|i| format!("shoot/{i:04}.jpg")).collect();
+        up.extend(["shoot/7".to_owned(), "shoot/7-x".to_owned()]);
+        up.sort();
+        let buckets = Buckets {
+            up: up.clone(),
+            ..Buckets::default()
+        };
+        let job = crate::status::tests::batch_job(json!({}), json!({"phase": "Running"}));
+        let memory = BatchMemory::default();
+        let look = || observe(&job, "shoot/", &buckets, 100_000, &memory);
+
+        // The first look lists the source; nothing is written yet.
+        let seen = look().await.unwrap();
+        assert_eq!((seen.keys.len(), seen.finished.len()), (2002, 0));
+        assert_eq!(buckets.spent(), (2002, 0));
+        // Images finish in key order, but for `shoot/7`, whose folder sorts last
+        // (after `shoot/7-x`'s, though its key sorts before).
+        let mut done = 0;
+        for batch in [100, 500, 1401] {
+            for key in up.iter().filter(|k| *k != "shoot/7").skip(done).take(batch) {
+                buckets.finish(key);
+            }
+            done += batch;
+            let seen = look().await.unwrap();
+            assert_eq!(seen.finished.len(), done);
+            // Listed: what was written since the last look (2 objects an image);
+            // read: its manifests. Not the source again, not what was seen before.
+            assert_eq!(buckets.spent(), (2 * batch, batch));
+        }
+        // Every image but one finished: a look lists what is after that one's folder.
+        buckets.finish("shoot/7");
+        let seen = look().await.unwrap();
+        assert_eq!(seen.finished.len(), 2002);
+        assert_eq!(buckets.spent(), (2, 1));
+        // Seen all finished: nothing more to list or read.
+        assert_eq!(look().await.unwrap().finished.len(), 2002);
+        assert_eq!(buckets.spent(), (0, 0));
+        // A restart (memory empty) looks at everything once.
+        let fresh = BatchMemory::default();
+        let seen = observe(&job, "shoot/", &buckets, 100_000, &fresh)
+            .await
+            .unwrap();
+        assert_eq!(seen.finished.len(), 2002);
+        assert_eq!(buckets.spent(), (2002 + 2 * 2002, 2002));
     }
 
     #[tokio::test]
@@ -353,7 +541,7 @@ mod tests {
         let keys: Vec<String> = (0..uploads)
             .map(|_| keys::source_key(minilab_core::UploadId::new(now)))
             .collect();
-        let (buckets, cache) = (AllReprocessed::default(), ManifestCache::default());
+        let (buckets, cache) = (AllReprocessed::default(), BatchMemory::default());
         for counted in [MAX_READS_PER_LOOK, 2 * MAX_READS_PER_LOOK, uploads] {
             let finished = observe_reprocessed(&job, &keys, &buckets, &cache)
                 .await

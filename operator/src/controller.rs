@@ -11,7 +11,7 @@
 //! ImageJobs are watched through kube's [`DeserializeGuard`], so an object that does
 //! not parse costs one Warning event, never the watch of all the others.
 
-use crate::batch::{self, ManifestCache};
+use crate::batch::{self, BatchMemory};
 use crate::crd::{ImageJob, ImageJobStatus, Phase};
 use crate::metrics::Metrics;
 use crate::observe::{ObserveError, Observer, QueueError, WorkQueue};
@@ -49,7 +49,7 @@ pub struct Context {
     recorder: Recorder,
     metrics: Arc<Metrics>,
     clock: Clock,
-    manifests: ManifestCache,
+    batches: BatchMemory,
 }
 
 impl Context {
@@ -70,7 +70,7 @@ impl Context {
             recorder,
             metrics,
             clock,
-            manifests: ManifestCache::default(),
+            batches: BatchMemory::default(),
         }
     }
 }
@@ -185,7 +185,7 @@ async fn reconcile_job(job: &ImageJob, ctx: &Context) -> Result<Action, Error> {
     enqueue(&decision.work, ctx).await?;
     write_status(job, &decision, ctx).await?;
     if decision.status.phase.is_some_and(Phase::is_finished) {
-        ctx.manifests.forget(&batch::cache_key(job));
+        ctx.batches.forget(&batch::cache_key(job));
         return honour_ttl(job, &decision.status, ctx).await;
     }
     Ok(Action::requeue(decision.requeue))
@@ -203,7 +203,7 @@ async fn observe(job: &ImageJob, ctx: &Context) -> Result<Observed, Error> {
                 prefix,
                 ctx.observer.as_ref(),
                 ctx.settings.max_objects,
-                &ctx.manifests,
+                &ctx.batches,
             )
             .await?,
         ),

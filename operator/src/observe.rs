@@ -15,13 +15,14 @@ pub trait Observer: Send + Sync {
     async fn manifest(&self, bucket: &str, key: &str) -> Result<Option<Manifest>, ObserveError>;
     /// Whether an object exists at `key`.
     async fn exists(&self, bucket: &str, key: &str) -> Result<bool, ObserveError>;
-    /// The keys under `prefix`, in S3's order (sorted), at most `limit` of them (an
-    /// error past it).
+    /// The keys under `prefix`, in S3's order (sorted), after `start_after` when
+    /// given, at most `limit` of them (an error past it).
     async fn list(
         &self,
         bucket: &str,
         prefix: &str,
         limit: usize,
+        start_after: Option<&str>,
     ) -> Result<Vec<String>, ObserveError>;
 }
 
@@ -98,6 +99,7 @@ impl Observer for S3Observer {
         bucket: &str,
         prefix: &str,
         limit: usize,
+        start_after: Option<&str>,
     ) -> Result<Vec<String>, ObserveError> {
         let failed = |message: String| ObserveError::S3 {
             operation: "ListObjectsV2",
@@ -111,6 +113,7 @@ impl Observer for S3Observer {
             .list_objects_v2()
             .bucket(bucket)
             .prefix(prefix)
+            .set_start_after(start_after.map(str::to_owned))
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {

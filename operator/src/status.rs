@@ -901,7 +901,7 @@ pub(crate) mod tests {
     fn batch(keys: usize, finished: &[(usize, bool)]) -> Observed {
         let key = |i: usize| format!("shoot/{i:02}.jpg");
         Observed::Batch(BatchObservation {
-            keys: (0..keys).map(key).collect(),
+            keys: std::sync::Arc::new((0..keys).map(key).collect()),
             finished: finished
                 .iter()
                 .map(|(i, failed)| (key(*i), *failed))
@@ -988,7 +988,7 @@ pub(crate) mod tests {
             Value::Null,
         );
         let observed = Observed::Batch(BatchObservation {
-            keys: vec![minilab_core::keys::source_key(id)],
+            keys: std::sync::Arc::new(vec![minilab_core::keys::source_key(id)]),
             finished: HashMap::new(),
         });
         let decision = decide(&job_, &observed, at(1));

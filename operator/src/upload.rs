@@ -143,7 +143,13 @@ mod tests {
             self.reads.lock().unwrap().push("source");
             Ok(self.source)
         }
-        async fn list(&self, _: &str, _: &str, _: usize) -> Result<Vec<String>, ObserveError> {
+        async fn list(
+            &self,
+            _: &str,
+            _: &str,
+            _: usize,
+            _: Option<&str>,
+        ) -> Result<Vec<String>, ObserveError> {
             unreachable!("upload jobs never list")
         }
     }
