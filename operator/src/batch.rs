@@ -45,16 +45,16 @@ struct Remembered {
     /// The source keys as the job's first look listed them: the batch is the
     /// objects under the prefix when it started (later ones may be left out).
     sources: Option<Arc<Vec<String>>>,
-    /// The outcome of each manifest read so far: a batch's manifests are written
-    /// once and never change (a reprocessing's, once they name the job, say so for
-    /// good).
-    manifests: HashMap<String, bool>,
+    /// By source key, whether each image seen finished failed: a batch's manifests
+    /// are written once and never change (a reprocessing's, once they name the
+    /// job, say so for good), so each is read once.
+    finished: HashMap<String, bool>,
 }
 
 impl BatchMemory {
-    fn manifest(&self, job: &str, manifest: &str) -> Option<bool> {
+    fn finished(&self, job: &str, key: &str) -> Option<bool> {
         let memory = self.0.lock().ok()?;
-        memory.get(job)?.manifests.get(manifest).copied()
+        memory.get(job)?.finished.get(key).copied()
     }
 
     fn sources(&self, job: &str) -> Option<Arc<Vec<String>>> {
@@ -68,9 +68,9 @@ impl BatchMemory {
         }
     }
 
-    fn remember_manifest(&self, job: &str, manifest: String, failed: bool) {
+    fn remember_finished(&self, job: &str, key: &str, failed: bool) {
         self.remember(job, |r| {
-            r.manifests.insert(manifest, failed);
+            r.finished.insert(key.to_owned(), failed);
         });
     }
 
@@ -154,16 +154,15 @@ async fn observe_written(
     let mut finished = HashMap::new();
     let mut unseen = Vec::new();
     for key in keys {
+        if let Some(failed) = memory.finished(&uid, key) {
+            finished.insert(key.clone(), failed);
+            continue;
+        }
         let Some(item) = keys::batch_item_prefix(&destination.prefix, prefix, key) else {
             continue;
         };
         let manifest_key = keys::manifest_key_in(&item);
-        match memory.manifest(&uid, &manifest_key) {
-            Some(failed) => {
-                finished.insert(key.clone(), failed);
-            }
-            None => unseen.push((key, item, manifest_key)),
-        }
+        unseen.push((key, item, manifest_key));
     }
     // Every key under an item's folder sorts after the folder's own name.
     let Some(first) = unseen.iter().map(|(_, item, _)| item.as_str()).min() else {
@@ -191,7 +190,7 @@ async fn observe_written(
             continue;
         };
         let failed = manifest.state == ManifestState::Failed;
-        memory.remember_manifest(&uid, manifest_key, failed);
+        memory.remember_finished(&uid, key, failed);
         finished.insert(key.clone(), failed);
     }
     Ok(finished)
@@ -223,14 +222,14 @@ async fn observe_reprocessed(
     let mut finished = HashMap::new();
     let mut reads = 0;
     for key in keys.iter().take(enqueued) {
-        let Some(id) = keys::parse_source_key(key) else {
-            continue;
-        };
-        let manifest_key = keys::manifest_key(id);
-        let failed = match memory.manifest(&uid, &manifest_key) {
+        let failed = match memory.finished(&uid, key) {
             Some(failed) => failed,
             None if reads == MAX_READS_PER_LOOK => continue,
             None => {
+                let Some(id) = keys::parse_source_key(key) else {
+                    continue;
+                };
+                let manifest_key = keys::manifest_key(id);
                 reads += 1;
                 let reprocessed = observer
                     .manifest(&job.spec.destination.bucket, &manifest_key)
@@ -241,7 +240,7 @@ async fn observe_reprocessed(
                     continue;
                 };
                 let failed = reprocessed.error.is_some();
-                memory.remember_manifest(&uid, manifest_key, failed);
+                memory.remember_finished(&uid, key, failed);
                 failed
             }
         };
